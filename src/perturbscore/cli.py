@@ -1,0 +1,205 @@
+"""Command-line interface: parses options, calls one library function, reports.
+
+Exit codes: 0 success, 2 user error (bad input or options; nothing written),
+1 unexpected failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .errors import PerturbscoreError
+from .memory import DEFAULT_MEMORY_BYTES, parse_size
+from .pipeline import NAN_POLICIES, RunOptions, RunResult, run_path
+from .writers import FORMATS
+
+log = logging.getLogger("perturbscore")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _user_errors(func: F) -> F:
+    """Turn :class:`PerturbscoreError` into a one-line message and exit code 2."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PerturbscoreError as exc:
+            click.echo(f"perturbscore: error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    if verbose == 0 and not quiet:
+        level = logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("perturbscore: %(levelname)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="perturbscore")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv: debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bar.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Per-variant perturbation scores from REF/ALT sequence-model predictions."""
+    _setup_logging(verbose, quiet)
+    ctx.obj = {"quiet": quiet}
+
+
+def _report(result: RunResult) -> None:
+    # Data-like output (what was written) goes to stdout, one path per line.
+    for o in result.outputs:
+        click.echo(str(o.path))
+    click.echo(str(result.manifest))
+    log.info("%d tables written (%d rows per block)", len(result.outputs), result.chunk_rows)
+
+
+@cli.command("run")
+@click.argument("run_file", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output folder (created if missing).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(list(FORMATS)),
+    default=None,
+    help="Output format; overrides the run file.",
+)
+@click.option(
+    "--memory",
+    default=str(DEFAULT_MEMORY_BYTES),
+    show_default=True,
+    help="Memory budget in bytes, or with a unit: 512MB, 2GiB.",
+)
+@click.option(
+    "--chunk-rows",
+    type=int,
+    default=None,
+    help="Rows per block (default: the most the memory budget allows).",
+)
+@click.option(
+    "--center-bin",
+    type=int,
+    default=None,
+    help="TSS bin for an even number of bins (e.g. 447 or 448 for Enformer's 896).",
+)
+@click.option(
+    "--nan",
+    "nan_policy",
+    type=click.Choice(NAN_POLICIES),
+    default="error",
+    show_default=True,
+    help="NaN/Inf in predictions: fail, or carry into the scores.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace existing output tables.")
+@click.pass_context
+@_user_errors
+def run_cmd(
+    ctx: click.Context,
+    run_file: Path,
+    out_dir: Path,
+    fmt: str | None,
+    memory: str,
+    chunk_rows: int | None,
+    center_bin: int | None,
+    nan_policy: str,
+    overwrite: bool,
+) -> None:
+    """Score the groups of RUN_FILE (TOML): one table per group x aggregation x statistic."""
+    options = RunOptions(
+        memory_bytes=parse_size(memory),
+        chunk_rows=chunk_rows,
+        overwrite=overwrite,
+        nan_policy=nan_policy,
+        format=fmt,
+        progress=not ctx.obj["quiet"],
+    )
+    _report(run_path(run_file, out_dir, options, center_bin=center_bin))
+
+
+@cli.command("tracks")
+@click.argument("targets", type=click.Path(path_type=Path))
+@click.option(
+    "--shortlist",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CSV with an 'index' column of 0-based track numbers.",
+)
+@click.option("--identifier", "identifiers", multiple=True, help="Track identifier (repeatable).")
+@click.option("--index", "indices", type=int, multiple=True, help="0-based track (repeatable).")
+@click.option(
+    "--where",
+    "where",
+    multiple=True,
+    help="Query: field=value (word match), field==value (exact), field~regex. "
+    "Fields: assay, target, biosample, identifier, description, ...",
+)
+@click.option(
+    "--columns",
+    default="index,identifier,assay,target,biosample,description",
+    show_default=True,
+    help="Comma-separated columns to print, or 'all'.",
+)
+@click.option("--sep", type=click.Choice(["tab", "comma"]), default="tab", show_default=True)
+@_user_errors
+def tracks_cmd(
+    targets: Path,
+    shortlist: Path | None,
+    identifiers: tuple[str, ...],
+    indices: tuple[int, ...],
+    where: tuple[str, ...],
+    columns: str,
+    sep: str,
+) -> None:
+    """Print the parsed (and optionally selected) track table of TARGETS to stdout."""
+    from .tracks import track_listing
+
+    table = track_listing(
+        targets,
+        shortlist=shortlist,
+        identifiers=identifiers,
+        indices=indices,
+        where=where,
+        columns=columns,
+    )
+    table.to_csv(sys.stdout, sep="\t" if sep == "tab" else ",", index=False)
+    log.info("%d tracks", len(table))
+
+
+@cli.command("demo")
+@click.argument("folder", type=click.Path(path_type=Path), default=Path("demo-out"))
+@click.option("--overwrite", is_flag=True, help="Replace the results of an earlier demo.")
+@click.pass_context
+@_user_errors
+def demo_cmd(ctx: click.Context, folder: Path, overwrite: bool) -> None:
+    """Write a synthetic dataset in the study's layout to FOLDER and run stablefm.toml on it."""
+    from .demo import run_demo
+
+    result = run_demo(folder, overwrite=overwrite, progress=not ctx.obj["quiet"])
+    log.info("synthetic demo data and its run file are in %s", folder)
+    _report(result)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="perturbscore")

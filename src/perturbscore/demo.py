@@ -1,0 +1,156 @@
+"""A small synthetic dataset in the stable fine-mapping study's file layout.
+
+Everything here is made up and labelled so: the track table's identifiers are
+``SYNTH0000``..., its ``file`` column points to ``synthetic/perturbscore-demo``,
+and variants are ``rsDEMO...`` on made-up genes.  It exists so that a fresh clone
+can run the study's run file end to end in a second.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .pipeline import RunOptions, RunResult, run_path
+
+#: (group, batch suffix, rows) of the demo, in the study's order.
+DEMO_BATCHES = (("stab", "", 40), ("stab", "_new", 17), ("top", "", 53), ("top", "_new", 23))
+DEMO_BINS = 3
+
+_DESCRIPTIONS = [
+    "DNASE:GM12878",
+    "DNASE:K562",
+    "DNASE:liver male adult (32 years)",
+    "ATAC:BM0106-Day0 / Bone Marrow CD34+ / pDC",
+    "CHIP:CTCF:GM12878",
+    "CHIP:H3K27ac:GM12878",
+    "CHIP:H3K4me3:GM12878",
+    "CHIP:H3K27me3:GM12878",
+    "CHIP:H3K27ac:K562",
+    "CHIP:H3K27me3:HepG2",
+    "CHIP:POLR2A:GM12878",
+    "CHIP:CTCF:HepG2",
+    "CAGE:B lymphoblastoid cell line: GM12878 ENCODE, biol_",
+    "CAGE:liver, adult, pool1",
+]
+
+
+def demo_run_file() -> str:
+    """Text of the study's run file shipped with the package (``examples/stablefm.toml``)."""
+    return files("perturbscore").joinpath("data/stablefm.toml").read_text(encoding="utf-8")
+
+
+def _targets(n_tracks: int) -> pd.DataFrame:
+    rows = []
+    for i in range(n_tracks):
+        desc = _DESCRIPTIONS[i % len(_DESCRIPTIONS)]
+        assay = desc.split(":")[0].lower()
+        rows.append(
+            {
+                "index": i,
+                "genome": 0,
+                "identifier": f"SYNTH{i:04d}",
+                "file": f"synthetic/perturbscore-demo/{assay}/SYNTH{i:04d}.w5",
+                "clip": 32,
+                "scale": 2,
+                "sum_stat": "sum" if assay == "cage" else "mean",
+                "description": desc,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def write_demo_dataset(folder: str | Path, n_tracks: int = 42, seed: int = 7) -> list[Path]:
+    """Write synthetic predictions, variant tables, track table, shortlist and run file.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Created if missing.
+    n_tracks : int
+        Tracks per prediction row.
+    seed : int
+        Seed of the random generator; the same seed writes the same files.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    written: list[Path] = []
+
+    targets = _targets(n_tracks)
+    p = out / "targets_human.txt"
+    targets.to_csv(p, sep="\t", index=False)
+    written.append(p)
+    # The study's shortlist: GM12878 tracks with a leading unnamed row-number column.
+    short = targets[targets["description"].str.contains("GM12878")].reset_index(drop=True)
+    short.index = short.index + 1
+    p = out / "basenji_relevant_metadata.csv"
+    short.to_csv(p)
+    written.append(p)
+
+    site = 0
+    for group, suffix, n in DEMO_BATCHES:
+        # Enformer outputs are non-negative coverage; ALT perturbs REF multiplicatively.
+        ref = rng.gamma(2.0, 1.5, size=(n, DEMO_BINS, n_tracks)).astype(np.float32)
+        alt = (ref * rng.lognormal(0.0, 0.15, size=ref.shape)).astype(np.float32)
+        for kind, arr in (("ref", ref), ("alt", alt)):
+            p = out / f"final_{kind}_preds_{group}_snps{suffix}_strand.npy"
+            np.save(p, arr)
+            written.append(p)
+        alleles = rng.choice(np.array(["A", "C", "G", "T"]), size=(n, 2))
+        rows: list[dict[str, object]] = []
+        for i in range(n):
+            ref_a, alt_a = alleles[i]
+            if ref_a == alt_a:
+                alt_a = {"A": "G", "C": "T", "G": "A", "T": "C"}[ref_a]
+            pos = 1_000_000 + 997 * site
+            rsid = f"rsDEMO{site:05d}"
+            if i % 11 == 5:
+                # A multi-allelic site: same rsID as the previous row, another ALT.
+                prev = rows[-1]
+                rsid, pos, ref_a = str(prev["rsID"]), int(str(prev["PHYSICAL"])), str(prev["REF"])
+                alt_a = next(b for b in "TACG" if b not in (ref_a, prev["ALT"]))
+            site += 1
+            tss = pos - int(rng.integers(-50_000, 50_000))
+            rows.append(
+                {
+                    "Chromosome": 22,
+                    "GENE": f"ENSGDEMO{(site // 3):05d}.1",
+                    "Transcription start site (TSS)": tss,
+                    "Variant": f"chr22-{pos}-{ref_a}-{alt_a}",
+                    "rsID": rsid,
+                    "Strand": 1 if site % 2 else -1,
+                    "REF": ref_a,
+                    "ALT": alt_a,
+                    "PHYSICAL": pos,
+                    "distance_from_TSS": pos - tss,
+                    "enformer_start": tss - 196_608,
+                    "enformer_end": tss + 196_608,
+                    "variant_pos_in_window": pos - tss + 196_608,
+                }
+            )
+        p = out / f"{group}_snps{suffix}_strand_final_variants.csv"
+        pd.DataFrame(rows).to_csv(p, index=False)
+        written.append(p)
+
+    p = out / "stablefm.toml"
+    p.write_text(demo_run_file(), encoding="utf-8")
+    written.append(p)
+    return written
+
+
+def run_demo(folder: str | Path, overwrite: bool = False, progress: bool = True) -> RunResult:
+    """Write the demo dataset into ``folder``; run its ``stablefm.toml`` into ``folder/results``."""
+    out = Path(folder)
+    write_demo_dataset(out)
+    return run_path(
+        out / "stablefm.toml", out / "results", RunOptions(overwrite=overwrite, progress=progress)
+    )

@@ -1,0 +1,132 @@
+"""Memory budget: parse sizes and size row blocks so the working set fits.
+
+The budget covers what perturbscore allocates for a run: the REF/ALT read buffers
+of one block, the selected-track copies and float64 intermediates, the score
+blocks and their writer copies, the variant ID tables held for the run, and, for the
+R output formats (which pyreadr writes in one go), the whole output tables.  It does
+not cover the interpreter and imported libraries (about 150 MB of resident memory
+for Python, numpy, pandas and pyarrow).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import PerturbscoreError
+
+DEFAULT_MEMORY_BYTES = 512 * 2**20  # 536,870,912 bytes
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "kib": 2**10,
+    "m": 10**6,
+    "mb": 10**6,
+    "mib": 2**20,
+    "g": 10**9,
+    "gb": 10**9,
+    "gib": 2**30,
+    "t": 10**12,
+    "tb": 10**12,
+    "tib": 2**40,
+}
+
+
+def parse_size(text: str | int) -> int:
+    """``"512MB"`` -> 512,000,000; ``"1GiB"`` -> 1,073,741,824; plain numbers are bytes."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise PerturbscoreError(
+            f"memory size {text!r} not understood; write e.g. 512MB, 2GiB or 1000000 (bytes)."
+        )
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Block size chosen for a budget, with the estimate that justified it."""
+
+    budget: int
+    chunk_rows: int
+    per_row_bytes: int
+    fixed_bytes: int
+
+    @property
+    def estimated_bytes(self) -> int:
+        """Estimated peak of the run's own allocations."""
+        return self.fixed_bytes + self.chunk_rows * self.per_row_bytes
+
+    def describe(self) -> str:
+        """One log line."""
+        return (
+            f"memory plan: {self.chunk_rows} rows per block, about "
+            f"{self.estimated_bytes / 2**20:.0f} MiB of a {self.budget / 2**20:.0f} MiB budget"
+        )
+
+
+def plan_memory(
+    *,
+    budget: int,
+    n_bins: int,
+    n_tracks: int,
+    n_selected: int,
+    itemsize: int,
+    n_aggregations: int,
+    n_outputs_per_group: int,
+    in_memory_rows: int = 0,
+    resident_bytes: int = 0,
+    chunk_rows: int | None = None,
+    max_rows: int | None = None,
+    fmt: str = "parquet",
+) -> MemoryPlan:
+    """Choose the rows per block so that the estimated working set fits ``budget``.
+
+    Per row of a block: REF+ALT raw rows (``2 B T itemsize``), the selected tracks in
+    their dtype and in float64 (``2 B S (itemsize + 8)``), the aggregated blocks
+    (``2 A S 8``) and each statistic plus a writer copy (``2 O S 8``).  Fixed: ID
+    tables and, for R formats, the finished tables (``rows O S 8``).  ``max_rows``
+    caps the block at the largest batch.
+
+    Raises
+    ------
+    PerturbscoreError
+        When even the fixed part or one row does not fit the budget, or a forced
+        ``chunk_rows`` exceeds it.
+    """
+    per_row = (
+        2 * n_bins * n_tracks * itemsize
+        + 2 * n_bins * n_selected * (itemsize + 8)
+        + 2 * n_aggregations * n_selected * 8
+        + 2 * n_outputs_per_group * n_selected * 8
+    )
+    fixed = resident_bytes + in_memory_rows * n_outputs_per_group * n_selected * 8
+    if fixed + per_row > budget:
+        hint = (
+            f" The {fmt} format keeps whole tables in memory ({fixed / 2**20:.0f} MiB here); "
+            "use parquet or csv, or select fewer tracks."
+            if in_memory_rows
+            else ""
+        )
+        raise PerturbscoreError(
+            f"memory budget {budget} bytes is too small: the run needs {fixed} bytes resident "
+            f"plus {per_row} bytes per block row. Raise --memory.{hint}"
+        )
+    fit = max(1, (budget - fixed) // per_row)
+    if chunk_rows is not None:
+        if chunk_rows < 1:
+            raise PerturbscoreError(f"--chunk-rows must be at least 1, not {chunk_rows}.")
+        if chunk_rows > fit:
+            raise PerturbscoreError(
+                f"--chunk-rows {chunk_rows} needs about {fixed + chunk_rows * per_row} bytes, "
+                f"over the {budget}-byte budget (at most {fit} rows fit); raise --memory."
+            )
+        fit = chunk_rows
+    if max_rows is not None:
+        # A block never needs more rows than the largest batch has.
+        fit = min(fit, max(1, max_rows))
+    return MemoryPlan(budget, int(fit), per_row, fixed)

@@ -1,0 +1,484 @@
+"""The central job: stream REF/ALT batches into perturbation-score tables.
+
+:func:`run` validates everything it relies on before reading a single prediction
+(files, shapes, dtypes, track table, selection, variant row counts, output names),
+then makes one pass over the predictions in row blocks sized from a memory budget,
+writing every (group, aggregation, statistic) table as it goes.  Tables are written
+to temporary files and renamed only when the whole run succeeded, followed by
+``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from . import __version__
+from .errors import PerturbscoreError
+from .memory import DEFAULT_MEMORY_BYTES, MemoryPlan, plan_memory
+from .readers import PredictionReader, open_predictions
+from .runfile import Group, RunConfig, load_run_file
+from .scoring import Aggregation, nonfinite_positions, parse_aggregation, score_block
+from .tracks import read_targets, select_tracks
+from .variants import duplicate_report, id_columns_of, read_variants
+from .writers import FORMATS, TableWriter, check_format, holds_in_memory, open_writer, temp_path
+
+log = logging.getLogger("perturbscore")
+
+NAN_POLICIES = ("error", "propagate")
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class RunOptions:
+    """How to execute a run (what to compute lives in :class:`RunConfig`).
+
+    Attributes
+    ----------
+    memory_bytes : int
+        Budget for the streaming working set and in-memory tables, in bytes.
+    chunk_rows : int, optional
+        Force a block size (rows); default: the largest the budget allows.
+    overwrite : bool
+        Replace existing output tables.
+    nan_policy : {"error", "propagate"}
+        NaN/Inf in the selected predictions: fail (after counting them all), or pass them on.
+    format : str, optional
+        Override the run file's output format.
+    progress : bool
+        Show a progress bar on stderr (only when stderr is a terminal).
+    """
+
+    memory_bytes: int = DEFAULT_MEMORY_BYTES
+    chunk_rows: int | None = None
+    overwrite: bool = False
+    nan_policy: str = "error"
+    format: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class OutputTable:
+    """One planned output table."""
+
+    group: str
+    aggregation: Aggregation
+    statistic: str
+    path: Path
+    object_name: str
+    rows: int = 0
+
+
+@dataclass
+class RunResult:
+    """What a run wrote."""
+
+    outputs: list[OutputTable]
+    manifest: Path
+    chunk_rows: int
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _BatchInput:
+    group: str
+    number: int
+    ref: PredictionReader
+    alt: PredictionReader
+    variants_path: Path
+    ids: pd.DataFrame
+
+
+def _file_facts(path: Path) -> dict[str, Any]:
+    return {"path": str(path), "bytes": path.stat().st_size}
+
+
+def _open_batches(
+    config: RunConfig, n_tracks: int, stack: contextlib.ExitStack
+) -> tuple[list[_BatchInput], list[str], list[str]]:
+    """Open and cross-check every batch; returns batches, ID columns, warnings."""
+    batches: list[_BatchInput] = []
+    warnings: list[str] = []
+    id_cols: list[str] | None = None
+    n_bins: int | None = None
+    first_bins_path = ""
+    for group in config.groups:
+        for number, batch in enumerate(group.batches, start=1):
+            ref = stack.enter_context(open_predictions(batch.ref))
+            alt = stack.enter_context(open_predictions(batch.alt))
+            if ref.shape != alt.shape:
+                raise PerturbscoreError(
+                    f"group {group.name} batch {number}: REF {ref.path} has shape {ref.shape} "
+                    f"but ALT {alt.path} has shape {alt.shape}; they must be predictions for the "
+                    "same variants, bins and tracks."
+                )
+            if ref.shape[2] != n_tracks:
+                raise PerturbscoreError(
+                    f"{ref.path}: {ref.shape[2]} tracks, but the track table {config.targets} has "
+                    f"{n_tracks} rows; use the targets file of the model that made the predictions."
+                )
+            if n_bins is None:
+                n_bins, first_bins_path = ref.shape[1], ref.path
+            elif ref.shape[1] != n_bins:
+                raise PerturbscoreError(
+                    f"{ref.path}: {ref.shape[1]} bins, but {first_bins_path} has {n_bins}; all "
+                    "batches of a run must share the bins axis."
+                )
+            ids = read_variants(batch.variants)
+            if len(ids) != ref.n_rows:
+                raise PerturbscoreError(
+                    f"{batch.variants}: {len(ids)} variant rows, but {ref.path} has {ref.n_rows} "
+                    "prediction rows; the table must have one row per prediction row, in order."
+                )
+            cols = id_columns_of(ids, config.id_columns, str(batch.variants))
+            if id_cols is None:
+                id_cols = cols
+            elif cols != id_cols:
+                raise PerturbscoreError(
+                    f"{batch.variants}: ID columns {cols} differ from the first batch's {id_cols}; "
+                    "tables of a run share their columns. Name id_columns explicitly."
+                )
+            warnings += duplicate_report(ids, cols, str(batch.variants))
+            batches.append(
+                _BatchInput(group.name, number, ref, alt, batch.variants, ids[cols].copy())
+            )
+    assert id_cols is not None  # config always has a batch
+    return batches, id_cols, warnings
+
+
+def _plan_outputs(
+    config: RunConfig, aggs: list[Aggregation], fmt: str, out_dir: Path, overwrite: bool
+) -> list[OutputTable]:
+    outputs: list[OutputTable] = []
+    for group in config.groups:
+        for agg in aggs:
+            for stat in config.statistics:
+                stem = config.table_name(group.name, agg.label, stat)
+                outputs.append(
+                    OutputTable(
+                        group.name,
+                        agg,
+                        stat,
+                        out_dir / (stem + FORMATS[fmt]),
+                        config.object_name(group.name, agg.label, stat),
+                    )
+                )
+    names = [o.path.name for o in outputs]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise PerturbscoreError(
+            f"output name template {config.name!r} gives the same file to several tables "
+            f"({clash[:3]}); include {{group}}, {{aggregation}} and {{statistic}} as needed."
+        )
+    if not overwrite:
+        existing = [str(p) for p in [o.path for o in outputs] + [out_dir / MANIFEST] if p.exists()]
+        if existing:
+            raise PerturbscoreError(
+                f"output already exists: {existing[:4]}; pass --overwrite to replace it or "
+                "choose another --out folder."
+            )
+    return outputs
+
+
+def _blocks(n_rows: int, chunk: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n_rows, chunk):
+        yield start, min(start + chunk, n_rows)
+
+
+def _selected(block: np.ndarray, columns: np.ndarray | None) -> np.ndarray:
+    """``(n, B, S)`` view or copy of the selected tracks (``None``: all, in order)."""
+    return block if columns is None else block[:, :, columns]
+
+
+def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = None) -> RunResult:
+    """Score every group of ``config`` and write its tables under ``out_dir``.
+
+    Parameters
+    ----------
+    config : RunConfig
+        Groups, batches, track selection, scores and output naming.
+    out_dir : str or Path
+        Output folder; created if missing (and removed again if the run fails and it
+        is still empty).
+    options : RunOptions, optional
+
+    Returns
+    -------
+    RunResult
+
+    Raises
+    ------
+    PerturbscoreError
+        Any input problem (nothing is written), NaN/Inf under ``nan_policy="error"``.
+    """
+    opts = options or RunOptions()
+    if opts.nan_policy not in NAN_POLICIES:
+        raise PerturbscoreError(f"--nan must be one of {NAN_POLICIES}, not {opts.nan_policy!r}.")
+    fmt = check_format(opts.format or config.format)
+    out = Path(out_dir)
+
+    table = read_targets(config.targets)
+    tracks = select_tracks(table, config.tracks)
+    track_idx = tracks["index"].to_numpy(dtype=np.intp)
+    columns = None if np.array_equal(track_idx, np.arange(len(table))) else track_idx
+    track_names = list(tracks["identifier"])
+    log.info("%d of %d tracks selected from %s", len(tracks), len(table), config.targets)
+
+    with contextlib.ExitStack() as stack:
+        batches, id_cols, warnings = _open_batches(config, len(table), stack)
+        clash = sorted(set(id_cols) & set(track_names))
+        if clash:
+            raise PerturbscoreError(
+                f"ID columns {clash} have the same names as selected tracks; "
+                "choose other id_columns."
+            )
+        n_bins = batches[0].ref.shape[1]
+        aggs = [parse_aggregation(a, n_bins, config.center_bin) for a in config.aggregations]
+        if len({a.spec for a in aggs}) != len(aggs):
+            raise PerturbscoreError(f"aggregations repeat: {list(config.aggregations)}.")
+        outputs = _plan_outputs(config, aggs, fmt, out, opts.overwrite)
+        rows_per_group = {
+            g.name: sum(b.ref.n_rows for b in batches if b.group == g.name) for g in config.groups
+        }
+        plan = plan_memory(
+            budget=opts.memory_bytes,
+            n_bins=n_bins,
+            n_tracks=len(table),
+            n_selected=len(tracks),
+            itemsize=max(b.ref.dtype.itemsize for b in batches),
+            n_aggregations=len(aggs),
+            n_outputs_per_group=len(aggs) * len(config.statistics),
+            in_memory_rows=sum(rows_per_group.values()) if holds_in_memory(fmt) else 0,
+            resident_bytes=sum(int(b.ids.memory_usage(deep=True).sum()) for b in batches),
+            chunk_rows=opts.chunk_rows,
+            max_rows=max(b.ref.n_rows for b in batches),
+            fmt=fmt,
+        )
+        log.info("%s", plan.describe())
+        result = _stream(
+            config, opts, out, batches, outputs, tracks, columns, id_cols, aggs, plan, warnings
+        )
+        _write_manifest(
+            config,
+            opts,
+            fmt,
+            out,
+            batches,
+            outputs,
+            tracks,
+            aggs,
+            plan,
+            result,
+            table_rows=len(table),
+        )
+        return result
+
+
+def _stream(
+    config: RunConfig,
+    opts: RunOptions,
+    out: Path,
+    batches: list[_BatchInput],
+    outputs: list[OutputTable],
+    tracks: pd.DataFrame,
+    columns: np.ndarray | None,
+    id_cols: list[str],
+    aggs: list[Aggregation],
+    plan: MemoryPlan,
+    warnings: list[str],
+) -> RunResult:
+    created_dir = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    track_names = list(tracks["identifier"])
+    writers: dict[tuple[str, str, str], TableWriter] = {}
+    by_key = {(o.group, o.aggregation.spec, o.statistic): o for o in outputs}
+    chunk = plan.chunk_rows
+    nonfinite: dict[str, tuple[int, str]] = {}
+    bad_log2 = 0
+    committed: list[Path] = []
+    try:
+        for key, o in by_key.items():
+            writers[key] = open_writer(fmt_of(o.path), o.path, track_names, id_cols, o.object_name)
+        total = sum(b.ref.n_rows for b in batches)
+        bufs: dict[np.dtype[Any], tuple[np.ndarray, np.ndarray]] = {}
+        with tqdm(
+            total=total,
+            unit="variant",
+            file=sys.stderr,
+            desc="scoring",
+            disable=None if opts.progress else True,
+            leave=False,
+        ) as bar:
+            for b in batches:
+                dt = b.ref.dtype
+                if dt not in bufs:
+                    shape = (chunk, b.ref.shape[1], b.ref.shape[2])
+                    bufs[dt] = (np.empty(shape, dt), np.empty(shape, dt))
+                if b.alt.dtype != dt:
+                    raise PerturbscoreError(
+                        f"{b.alt.path}: dtype {b.alt.dtype} differs from REF {b.ref.path} "
+                        f"({dt}); save both with the same dtype."
+                    )
+                for start, stop in _blocks(b.ref.n_rows, chunk):
+                    ref = _selected(b.ref.read_rows(start, stop, bufs[dt][0]), columns)
+                    alt = _selected(b.alt.read_rows(start, stop, bufs[dt][1]), columns)
+                    for reader, block in ((b.ref, ref), (b.alt, alt)):
+                        count, first = nonfinite_positions(block)
+                        if count:
+                            prev = nonfinite.get(reader.path)
+                            where = (
+                                prev[1]
+                                if prev
+                                else (
+                                    f"row {start + first[0]}, bin {first[1]}, track "  # type: ignore[index]
+                                    f"{tracks['index'].iloc[first[2]]} "  # type: ignore[index]
+                                    f"({track_names[first[2]]})"  # type: ignore[index]
+                                )
+                            )
+                            nonfinite[reader.path] = ((prev[0] if prev else 0) + count, where)
+                    scores = score_block(ref, alt, aggs, config.statistics, config.pseudocount)
+                    ids = b.ids.iloc[start:stop]
+                    for (agg_spec, stat), values in scores.items():
+                        if stat == "log2fc":
+                            bad_log2 += int((~np.isfinite(values)).sum())
+                        writers[(b.group, agg_spec, stat)].write(values, ids)
+                    bar.update(stop - start)
+        if nonfinite:
+            detail = "; ".join(f"{p}: {c} values, first at {w}" for p, (c, w) in nonfinite.items())
+            if opts.nan_policy == "error":
+                raise PerturbscoreError(
+                    f"NaN or Inf in the selected predictions: {detail}. Fix the predictions, or "
+                    "pass --nan propagate to carry them into the scores."
+                )
+            warnings.append(f"NaN/Inf passed through (--nan propagate): {detail}")
+        if bad_log2:
+            warnings.append(
+                f"log2fc: {bad_log2} scores are NaN or infinite because agg + pseudocount "
+                f"<= 0 (pseudocount {config.pseudocount})"
+            )
+        for key, w in writers.items():
+            by_key[key].rows = w.rows
+            w.commit()
+            committed.append(w.path)
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        for path in committed:
+            # All or nothing: tables committed before a later commit failed go too.
+            path.unlink(missing_ok=True)
+        if created_dir:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+    for note in warnings:
+        log.warning("%s", note)
+    return RunResult(outputs, out / MANIFEST, chunk, warnings)
+
+
+def run_path(
+    run_file: str | Path,
+    out_dir: str | Path,
+    options: RunOptions | None = None,
+    center_bin: int | None = None,
+) -> RunResult:
+    """Load a TOML run file and :func:`run` it; ``center_bin`` overrides the file's."""
+    config = load_run_file(run_file)
+    if center_bin is not None:
+        config = replace(config, center_bin=center_bin)
+    return run(config, out_dir, options)
+
+
+def fmt_of(path: Path) -> str:
+    """Output format from a table's file extension."""
+    return {ext: name for name, ext in FORMATS.items()}[path.suffix]
+
+
+def _write_manifest(
+    config: RunConfig,
+    opts: RunOptions,
+    fmt: str,
+    out: Path,
+    batches: list[_BatchInput],
+    outputs: list[OutputTable],
+    tracks: pd.DataFrame,
+    aggs: list[Aggregation],
+    plan: MemoryPlan,
+    result: RunResult,
+    table_rows: int,
+) -> None:
+    manifest = {
+        "perturbscore_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run_file": str(config.source) if config.source else None,
+        "parameters": {
+            "aggregations": [
+                {"spec": a.spec, "bins": [a.start, a.stop], "reduce": "mean" if a.mean else "sum"}
+                for a in aggs
+            ],
+            "statistics": list(config.statistics),
+            "center_bin": config.center_bin,
+            "pseudocount": config.pseudocount,
+            "nan_policy": opts.nan_policy,
+            "format": fmt,
+            "id_columns": config.id_columns
+            if isinstance(config.id_columns, str)
+            else list(config.id_columns),
+            "memory_budget_bytes": plan.budget,
+            "chunk_rows": plan.chunk_rows,
+            "estimated_peak_bytes": plan.estimated_bytes,
+        },
+        "targets": {**_file_facts(Path(config.targets)), "rows": table_rows},
+        "tracks": {
+            "selection": config.tracks.describe(),
+            "count": len(tracks),
+            "selected": tracks[["index", "identifier", "description"]].to_dict("records"),
+        },
+        "inputs": [
+            {
+                "group": b.group,
+                "batch": b.number,
+                "ref": b.ref.describe(),
+                "alt": b.alt.describe(),
+                "variants": {**_file_facts(b.variants_path), "rows": len(b.ids)},
+            }
+            for b in batches
+        ],
+        "outputs": [
+            {
+                "group": o.group,
+                "aggregation": o.aggregation.spec,
+                "statistic": o.statistic,
+                "path": o.path.name,
+                "object": o.object_name if fmt == "rdata" else None,
+                "rows": o.rows,
+                "columns": len(tracks) + len(batches[0].ids.columns),
+            }
+            for o in outputs
+        ],
+        "warnings": result.warnings,
+    }
+    path = out / MANIFEST
+    tmp = temp_path(path)
+    tmp.write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+__all__ = ["RunOptions", "RunResult", "OutputTable", "run", "run_path", "Group"]

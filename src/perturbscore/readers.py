@@ -1,0 +1,313 @@
+"""Readers for prediction arrays shaped ``(variants, bins, tracks)`` (axes ``N B T``).
+
+A reader validates its file when it is opened (format, dtype, shape, size) and
+afterwards hands out row blocks with :meth:`PredictionReader.read_rows`.  It never
+loads the whole array: ``.npy`` files are read with buffered ``readinto`` calls at
+the row offset (so resident memory stays at the size of one block, unlike a memory
+map whose touched pages stay resident), ``.npz`` members are decompressed as a
+stream.
+
+New formats (HDF5, Zarr) implement the same small interface and register a
+suffix in :data:`READERS`; scoring code only sees :class:`PredictionReader`.
+"""
+
+from __future__ import annotations
+
+import abc
+import io
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from .errors import PerturbscoreError
+
+#: Floating dtypes accepted for predictions.
+ALLOWED_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+#: Separator between an ``.npz`` path and the member inside it: ``preds.npz::ref``.
+NPZ_MEMBER_SEP = "::"
+
+
+class PredictionReader(abc.ABC):
+    """A read-only ``(N, B, T)`` float array read in row blocks.
+
+    Attributes
+    ----------
+    path : str
+        What the user named (file, or ``file::member``), used in messages.
+    shape : tuple[int, int, int]
+        ``(N, B, T)``: variants, bins, tracks.
+    dtype : numpy.dtype
+        float16, float32 or float64.
+    """
+
+    path: str
+    shape: tuple[int, int, int]
+    dtype: np.dtype[Any]
+
+    @property
+    def n_rows(self) -> int:
+        """Number of variants ``N``."""
+        return self.shape[0]
+
+    @property
+    def row_nbytes(self) -> int:
+        """Bytes of one variant row, ``B * T * itemsize``."""
+        return self.shape[1] * self.shape[2] * self.dtype.itemsize
+
+    @abc.abstractmethod
+    def read_rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Return rows ``[start, stop)`` as an ``(stop - start, B, T)`` array.
+
+        Parameters
+        ----------
+        start, stop : int
+            Row range, ``0 <= start <= stop <= N``.
+        out : numpy.ndarray, optional
+            C-contiguous buffer of this reader's dtype with at least ``stop - start``
+            rows; the result is a view into it, so one buffer serves every block.
+        """
+
+    def describe(self) -> dict[str, Any]:
+        """Facts recorded in the run manifest."""
+        return {"path": self.path, "shape": list(self.shape), "dtype": str(self.dtype)}
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most readers hold nothing
+        """Release file handles."""
+
+    def __enter__(self) -> PredictionReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _buffer(self, n: int, out: np.ndarray | None) -> np.ndarray:
+        """A C-contiguous ``(n, B, T)`` view of ``out`` (or a new array)."""
+        shape = (n, self.shape[1], self.shape[2])
+        if out is None:
+            return np.empty(shape, dtype=self.dtype)
+        if out.dtype != self.dtype or out.shape[1:] != shape[1:] or out.shape[0] < n:
+            raise ValueError(f"buffer {out.shape} {out.dtype} does not fit {shape} {self.dtype}")
+        view = out[:n]
+        if not view.flags.c_contiguous:
+            raise ValueError("read buffer must be C-contiguous")
+        return view
+
+    def _check_range(self, start: int, stop: int) -> None:
+        if not 0 <= start <= stop <= self.n_rows:
+            raise IndexError(f"rows [{start}, {stop}) outside 0..{self.n_rows} of {self.path}")
+
+
+def _parse_npy_header(fp: IO[bytes], where: str) -> tuple[tuple[int, ...], np.dtype[Any], bool]:
+    """Read the ``.npy`` magic and header from ``fp``; return shape, dtype, fortran_order."""
+    try:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+        else:
+            # Version 3.0 differs only in allowing a UTF-8 header; numpy exposes no
+            # public reader for it.
+            shape, fortran, dtype = np.lib.format._read_array_header(fp, version)  # type: ignore[attr-defined]
+    except (ValueError, OSError, SyntaxError, EOFError) as exc:
+        raise PerturbscoreError(
+            f"{where}: not a valid .npy array ({exc}). Save predictions with numpy.save()."
+        ) from exc
+    return tuple(shape), np.dtype(dtype), bool(fortran)
+
+
+def _validate_layout(
+    where: str, shape: tuple[int, ...], dtype: np.dtype[Any], fortran: bool
+) -> tuple[int, int, int]:
+    if dtype not in ALLOWED_DTYPES:
+        raise PerturbscoreError(
+            f"{where}: dtype {dtype} is not a float16/float32/float64 prediction array. "
+            "Convert it with arr.astype('float32') before saving."
+        )
+    if len(shape) != 3:
+        raise PerturbscoreError(
+            f"{where}: shape {shape} has {len(shape)} axes; predictions must be "
+            "(variants, bins, tracks). Add a bins axis with arr[:, None, :] if you saved one bin."
+        )
+    if fortran:
+        raise PerturbscoreError(
+            f"{where}: array is stored in Fortran order, which cannot be streamed by rows. "
+            "Re-save it with numpy.save(path, numpy.ascontiguousarray(arr))."
+        )
+    return int(shape[0]), int(shape[1]), int(shape[2])
+
+
+class NpyReader(PredictionReader):
+    """Buffered row reader for a ``.npy`` file.
+
+    The header is parsed once; the file size must equal header plus ``N*B*T*itemsize``
+    bytes, so truncated downloads fail here rather than mid-run.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise PerturbscoreError(f"{self.path}: prediction file not found. Check the path.")
+        self._fp = open(p, "rb")  # noqa: SIM115 - kept open for streaming, closed in close()
+        try:
+            shape, dtype, fortran = _parse_npy_header(self._fp, self.path)
+            self.shape = _validate_layout(self.path, shape, dtype, fortran)
+            self.dtype = dtype
+            self._offset = self._fp.tell()
+            expected = self._offset + self.n_rows * self.row_nbytes
+            actual = p.stat().st_size
+            if actual != expected:
+                kind = "truncated" if actual < expected else "longer than its header says"
+                raise PerturbscoreError(
+                    f"{self.path}: file is {kind}: {actual} bytes, expected {expected} for "
+                    f"shape {self.shape} {self.dtype}. Re-copy or re-generate the file."
+                )
+        except BaseException:
+            self._fp.close()
+            raise
+        self.nbytes = actual
+
+    def read_rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        self._check_range(start, stop)
+        buf = self._buffer(stop - start, out)
+        self._fp.seek(self._offset + start * self.row_nbytes)
+        want = buf.nbytes
+        got = self._fp.readinto(buf.data.cast("B"))
+        if got != want:
+            raise PerturbscoreError(
+                f"{self.path}: short read at rows {start}..{stop} ({got} of {want} bytes); "
+                "the file changed while it was read."
+            )
+        return buf
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "bytes": self.nbytes, "format": "npy"}
+
+    def close(self) -> None:
+        self._fp.close()
+
+
+class NpzMemberReader(PredictionReader):
+    """Sequential row reader for one array inside an ``.npz`` archive.
+
+    Compressed members cannot be read at random offsets cheaply, so blocks should be
+    requested in increasing row order (the pipeline does); going backwards restarts
+    decompression from the beginning of the member.
+    """
+
+    def __init__(self, path: str | Path, member: str | None = None) -> None:
+        p = Path(path)
+        label = f"{path}{NPZ_MEMBER_SEP}{member}" if member else str(path)
+        if not p.is_file():
+            raise PerturbscoreError(f"{label}: prediction file not found. Check the path.")
+        try:
+            self._zip = zipfile.ZipFile(p)
+        except zipfile.BadZipFile as exc:
+            raise PerturbscoreError(f"{p}: not a valid .npz archive ({exc}).") from exc
+        try:
+            names = [n[:-4] for n in self._zip.namelist() if n.endswith(".npy")]
+            if member is None:
+                if len(names) != 1:
+                    raise PerturbscoreError(
+                        f"{p}: archive holds {len(names)} arrays {names}; name one as "
+                        f"'{p}{NPZ_MEMBER_SEP}<member>'."
+                    )
+                member = names[0]
+                label = f"{path}{NPZ_MEMBER_SEP}{member}"
+            if member not in names:
+                raise PerturbscoreError(
+                    f"{p}: no array named {member!r} in the archive; it holds {names}."
+                )
+            self.path = label
+            self._info = self._zip.getinfo(member + ".npy")
+            self._member = member
+            self._fp: IO[bytes] = self._zip.open(self._info)
+            shape, dtype, fortran = _parse_npy_header(self._fp, self.path)
+            self.shape = _validate_layout(self.path, shape, dtype, fortran)
+            self.dtype = dtype
+            self._offset = self._fp.tell()
+            expected = self._offset + self.n_rows * self.row_nbytes
+            if self._info.file_size != expected:
+                raise PerturbscoreError(
+                    f"{self.path}: member holds {self._info.file_size} bytes, expected "
+                    f"{expected} for shape {self.shape} {self.dtype}; the archive is damaged."
+                )
+        except BaseException:
+            self._zip.close()
+            raise
+        self._pos = 0  # next row the stream is positioned at
+
+    def read_rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        self._check_range(start, stop)
+        buf = self._buffer(stop - start, out)
+        if start != self._pos:
+            # ZipExtFile.seek re-decompresses from the start when going backwards.
+            self._fp.seek(self._offset + start * self.row_nbytes, io.SEEK_SET)
+        view = buf.data.cast("B")
+        got = 0
+        while got < buf.nbytes:
+            n = self._fp.readinto(view[got:])  # type: ignore[attr-defined]
+            if not n:
+                break
+            got += n
+        if got != buf.nbytes:
+            raise PerturbscoreError(
+                f"{self.path}: short read at rows {start}..{stop}; the archive is damaged."
+            )
+        self._pos = stop
+        return buf
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "bytes": self._info.compress_size,
+            "format": "npz",
+            "member": self._member,
+        }
+
+    def close(self) -> None:
+        self._fp.close()
+        self._zip.close()
+
+
+#: Suffix -> factory taking the user's path string.  Extend to add formats.
+READERS: dict[str, Callable[[str], PredictionReader]] = {
+    ".npy": NpyReader,
+}
+
+
+def open_predictions(path: str | Path) -> PredictionReader:
+    """Open a prediction array for row-block reading.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``x.npy``, ``x.npz`` (an archive with one array) or ``x.npz::member``.
+
+    Returns
+    -------
+    PredictionReader
+        Validated reader; its ``shape`` is ``(N, B, T)``.
+
+    Raises
+    ------
+    PerturbscoreError
+        Missing file, unknown format, wrong dtype/shape, truncated file.
+    """
+    text = str(path)
+    if NPZ_MEMBER_SEP in text:
+        archive, member = text.split(NPZ_MEMBER_SEP, 1)
+        return NpzMemberReader(archive, member)
+    suffix = Path(text).suffix.lower()
+    if suffix == ".npz":
+        return NpzMemberReader(text)
+    if suffix in READERS:
+        return READERS[suffix](text)
+    raise PerturbscoreError(
+        f"{text}: unknown prediction format {suffix!r}; use .npy or .npz (x.npz::member)."
+    )

@@ -1,0 +1,58 @@
+"""Shared fixtures: paths to ../shared, a study-layout dataset, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from perturbscore.demo import write_demo_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "stablefm"
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    """The study's real metadata files (read-only, beside the clone)."""
+    if not SHARED.is_dir():
+        if os.environ.get("PERTURBSCORE_REQUIRE_SHARED"):
+            pytest.fail(f"{SHARED} is missing but PERTURBSCORE_REQUIRE_SHARED is set")
+        pytest.skip(f"{SHARED} not present")
+    return SHARED
+
+
+@pytest.fixture()
+def study(tmp_path: Path) -> Path:
+    """A small synthetic dataset in the study's layout, with its stablefm.toml."""
+    folder = tmp_path / "study"
+    write_demo_dataset(folder)
+    return folder
+
+
+def _entry_point() -> list[str]:
+    exe = Path(sys.executable).parent / "perturbscore"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("perturbscore")
+    return [found] if found else [sys.executable, "-m", "perturbscore"]
+
+
+def run_cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``perturbscore`` console script."""
+    return subprocess.run(
+        [*_entry_point(), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+@pytest.fixture()
+def cli():
+    return run_cli
