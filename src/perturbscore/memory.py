@@ -14,8 +14,13 @@ import re
 from dataclasses import dataclass
 
 from .errors import PerturbscoreError
+from .readers import SCRATCH_BYTES
 
 DEFAULT_MEMORY_BYTES = 512 * 2**20  # 536,870,912 bytes
+#: Selected REF values per block (n B S itemsize) the block size aims at: blocks this
+#: small stay in the CPU cache through scoring, which measured faster than blocks that
+#: fill the budget (the budget is a ceiling, not a target).
+TARGET_BLOCK_BYTES = 2**20
 
 _UNITS = {
     "": 1,
@@ -82,15 +87,21 @@ def plan_memory(
     resident_bytes: int = 0,
     chunk_rows: int | None = None,
     max_rows: int | None = None,
+    blocks_in_flight: int = 2,
+    writer_buffer_bytes: int = 0,
     fmt: str = "parquet",
 ) -> MemoryPlan:
     """Choose the rows per block so that the estimated working set fits ``budget``.
 
-    Per row of a block: REF+ALT raw rows (``2 B T itemsize``), the selected tracks in
-    their dtype and in float64 (``2 B S (itemsize + 8)``), the aggregated blocks
-    (``2 A S 8``) and each statistic plus a writer copy (``2 O S 8``).  Fixed: ID
-    tables and, for R formats, the finished tables (``rows O S 8``).  ``max_rows``
-    caps the block at the largest batch.
+    Per row of a block: the selected tracks of REF and ALT in their dtype for every
+    block in flight (``blocks_in_flight 2 B S itemsize``: the one
+    being scored, the ones queued by the reader thread and the one it is reading) and in
+    float64 (``2 B S 8``), the aggregated blocks
+    (``2 A S 8``) and each statistic plus a writer copy (``2 O S 8``).  Fixed: the two
+    scratch buffers whole rows are read through, ID tables and, for R formats, the
+    finished tables (``rows O S 8``), and writer buffers.  Unless ``chunk_rows`` is
+    forced, blocks aim at :data:`TARGET_BLOCK_BYTES` of selected values; ``max_rows``
+    caps them at the largest batch.
 
     Raises
     ------
@@ -99,12 +110,19 @@ def plan_memory(
         ``chunk_rows`` exceeds it.
     """
     per_row = (
-        2 * n_bins * n_tracks * itemsize
-        + 2 * n_bins * n_selected * (itemsize + 8)
+        blocks_in_flight * 2 * n_bins * n_selected * itemsize
+        + 2 * n_bins * n_selected * 8
         + 2 * n_aggregations * n_selected * 8
         + 2 * n_outputs_per_group * n_selected * 8
     )
-    fixed = resident_bytes + in_memory_rows * n_outputs_per_group * n_selected * 8
+    # Two scratch buffers (REF, ALT) of SCRATCH_BYTES, or one row each if rows are larger.
+    scratch = 2 * max(SCRATCH_BYTES, n_bins * n_tracks * itemsize)
+    fixed = (
+        scratch
+        + resident_bytes
+        + writer_buffer_bytes
+        + in_memory_rows * n_outputs_per_group * n_selected * 8
+    )
     if fixed + per_row > budget:
         hint = (
             f" The {fmt} format keeps whole tables in memory ({fixed / 2**20:.0f} MiB here); "
@@ -117,10 +135,12 @@ def plan_memory(
             f"plus {per_row} bytes per block row. Raise --memory.{hint}"
         )
     fit = max(1, (budget - fixed) // per_row)
-    if chunk_rows is not None:
+    if chunk_rows is None:
+        fit = min(fit, max(1, TARGET_BLOCK_BYTES // (n_bins * n_selected * itemsize)))
+    else:
         if chunk_rows < 1:
             raise PerturbscoreError(f"--chunk-rows must be at least 1, not {chunk_rows}.")
-        if chunk_rows > fit:
+        if chunk_rows > fit:  # noqa: SIM102
             raise PerturbscoreError(
                 f"--chunk-rows {chunk_rows} needs about {fixed + chunk_rows * per_row} bytes, "
                 f"over the {budget}-byte budget (at most {fit} rows fit); raise --memory."

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -31,9 +32,18 @@ from .memory import DEFAULT_MEMORY_BYTES, MemoryPlan, plan_memory
 from .readers import PredictionReader, open_predictions
 from .runfile import Group, RunConfig, load_run_file
 from .scoring import Aggregation, nonfinite_positions, parse_aggregation, score_block
+from .streaming import prefetch
 from .tracks import read_targets, select_tracks
 from .variants import duplicate_report, id_columns_of, read_variants
-from .writers import FORMATS, TableWriter, check_format, holds_in_memory, open_writer, temp_path
+from .writers import (
+    FORMATS,
+    TableWriter,
+    buffer_bytes,
+    check_format,
+    holds_in_memory,
+    open_writer,
+    temp_path,
+)
 
 log = logging.getLogger("perturbscore")
 
@@ -59,6 +69,8 @@ class RunOptions:
         Override the run file's output format.
     progress : bool
         Show a progress bar on stderr (only when stderr is a terminal).
+    prefetch : int
+        Blocks read ahead by a reader thread while the current one is scored (0: none).
     """
 
     memory_bytes: int = DEFAULT_MEMORY_BYTES
@@ -67,6 +79,7 @@ class RunOptions:
     nan_policy: str = "error"
     format: str | None = None
     progress: bool = True
+    prefetch: int = 1
 
 
 @dataclass
@@ -136,7 +149,8 @@ def _open_batches(
                     f"{ref.path}: {ref.shape[1]} bins, but {first_bins_path} has {n_bins}; all "
                     "batches of a run must share the bins axis."
                 )
-            ids = read_variants(batch.variants)
+            wanted = None if isinstance(config.id_columns, str) else list(config.id_columns)
+            ids = read_variants(batch.variants, wanted)
             if len(ids) != ref.n_rows:
                 raise PerturbscoreError(
                     f"{batch.variants}: {len(ids)} variant rows, but {ref.path} has {ref.n_rows} "
@@ -197,9 +211,40 @@ def _blocks(n_rows: int, chunk: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + chunk, n_rows)
 
 
-def _selected(block: np.ndarray, columns: np.ndarray | None) -> np.ndarray:
-    """``(n, B, S)`` view or copy of the selected tracks (``None``: all, in order)."""
-    return block if columns is None else block[:, :, columns]
+@dataclass
+class _Block:
+    """Selected REF/ALT values of rows ``[start, stop)`` of one batch (``n B S``)."""
+
+    batch: _BatchInput
+    start: int
+    stop: int
+    ref: np.ndarray
+    alt: np.ndarray
+    nonfinite: list[tuple[str, int, tuple[int, int, int]]]
+
+
+def _read_blocks(
+    batches: list[_BatchInput], chunk: int, columns: np.ndarray | None
+) -> Iterator[_Block]:
+    """Read and select every block, checking for NaN/Inf (runs in the reader thread)."""
+    # One scratch buffer per slot (REF, ALT); batches share B and T, dtypes may differ.
+    scratch: dict[int, np.ndarray] = {}
+    for b in batches:
+        for start, stop in _blocks(b.ref.n_rows, chunk):
+            sel = []
+            bad: list[tuple[str, int, tuple[int, int, int]]] = []
+            for slot, reader in enumerate((b.ref, b.alt)):
+                if slot not in scratch or scratch[slot].dtype != reader.dtype:
+                    scratch[slot] = np.empty(
+                        (reader.scratch_rows(), *reader.shape[1:]), reader.dtype
+                    )
+                block = reader.read_selected(start, stop, columns, scratch[slot])
+                count, first = nonfinite_positions(block)
+                if count:
+                    assert first is not None
+                    bad.append((reader.path, count, first))
+                sel.append(block)
+            yield _Block(b, start, stop, sel[0], sel[1], bad)
 
 
 def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = None) -> RunResult:
@@ -229,6 +274,7 @@ def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = Non
     fmt = check_format(opts.format or config.format)
     out = Path(out_dir)
 
+    t0 = time.perf_counter()
     table = read_targets(config.targets)
     tracks = select_tracks(table, config.tracks)
     track_idx = tracks["index"].to_numpy(dtype=np.intp)
@@ -264,9 +310,12 @@ def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = Non
             resident_bytes=sum(int(b.ids.memory_usage(deep=True).sum()) for b in batches),
             chunk_rows=opts.chunk_rows,
             max_rows=max(b.ref.n_rows for b in batches),
+            blocks_in_flight=2 + opts.prefetch,
+            writer_buffer_bytes=len(outputs) * buffer_bytes(fmt),
             fmt=fmt,
         )
         log.info("%s", plan.describe())
+        log.debug("inputs read and checked in %.3f s", time.perf_counter() - t0)
         result = _stream(
             config, opts, out, batches, outputs, tracks, columns, id_cols, aggs, plan, warnings
         )
@@ -310,9 +359,13 @@ def _stream(
     committed: list[Path] = []
     try:
         for key, o in by_key.items():
-            writers[key] = open_writer(fmt_of(o.path), o.path, track_names, id_cols, o.object_name)
+            rows = sum(b.ref.n_rows for b in batches if b.group == o.group)
+            writers[key] = open_writer(
+                fmt_of(o.path), o.path, track_names, id_cols, o.object_name, expected_rows=rows
+            )
         total = sum(b.ref.n_rows for b in batches)
-        bufs: dict[np.dtype[Any], tuple[np.ndarray, np.ndarray]] = {}
+        t_stream = time.perf_counter()
+        blocks = prefetch(_read_blocks(batches, chunk, columns), depth=opts.prefetch)
         with tqdm(
             total=total,
             unit="variant",
@@ -321,40 +374,25 @@ def _stream(
             disable=None if opts.progress else True,
             leave=False,
         ) as bar:
-            for b in batches:
-                dt = b.ref.dtype
-                if dt not in bufs:
-                    shape = (chunk, b.ref.shape[1], b.ref.shape[2])
-                    bufs[dt] = (np.empty(shape, dt), np.empty(shape, dt))
-                if b.alt.dtype != dt:
-                    raise PerturbscoreError(
-                        f"{b.alt.path}: dtype {b.alt.dtype} differs from REF {b.ref.path} "
-                        f"({dt}); save both with the same dtype."
+            for blk in blocks:
+                for source, count, first in blk.nonfinite:
+                    prev = nonfinite.get(source)
+                    where = (
+                        prev[1]
+                        if prev
+                        else (
+                            f"row {blk.start + first[0]}, bin {first[1]}, track "
+                            f"{tracks['index'].iloc[first[2]]} ({track_names[first[2]]})"
+                        )
                     )
-                for start, stop in _blocks(b.ref.n_rows, chunk):
-                    ref = _selected(b.ref.read_rows(start, stop, bufs[dt][0]), columns)
-                    alt = _selected(b.alt.read_rows(start, stop, bufs[dt][1]), columns)
-                    for reader, block in ((b.ref, ref), (b.alt, alt)):
-                        count, first = nonfinite_positions(block)
-                        if count:
-                            prev = nonfinite.get(reader.path)
-                            where = (
-                                prev[1]
-                                if prev
-                                else (
-                                    f"row {start + first[0]}, bin {first[1]}, track "  # type: ignore[index]
-                                    f"{tracks['index'].iloc[first[2]]} "  # type: ignore[index]
-                                    f"({track_names[first[2]]})"  # type: ignore[index]
-                                )
-                            )
-                            nonfinite[reader.path] = ((prev[0] if prev else 0) + count, where)
-                    scores = score_block(ref, alt, aggs, config.statistics, config.pseudocount)
-                    ids = b.ids.iloc[start:stop]
-                    for (agg_spec, stat), values in scores.items():
-                        if stat == "log2fc":
-                            bad_log2 += int((~np.isfinite(values)).sum())
-                        writers[(b.group, agg_spec, stat)].write(values, ids)
-                    bar.update(stop - start)
+                    nonfinite[source] = ((prev[0] if prev else 0) + count, where)
+                scores = score_block(blk.ref, blk.alt, aggs, config.statistics, config.pseudocount)
+                ids = blk.batch.ids.iloc[blk.start : blk.stop]
+                for (agg_spec, stat), values in scores.items():
+                    if stat == "log2fc":
+                        bad_log2 += int((~np.isfinite(values)).sum())
+                    writers[(blk.batch.group, agg_spec, stat)].write(values, ids)
+                bar.update(blk.stop - blk.start)
         if nonfinite:
             detail = "; ".join(f"{p}: {c} values, first at {w}" for p, (c, w) in nonfinite.items())
             if opts.nan_policy == "error":
@@ -368,10 +406,13 @@ def _stream(
                 f"log2fc: {bad_log2} scores are NaN or infinite because agg + pseudocount "
                 f"<= 0 (pseudocount {config.pseudocount})"
             )
+        t_commit = time.perf_counter()
+        log.debug("scores streamed in %.3f s", t_commit - t_stream)
         for key, w in writers.items():
             by_key[key].rows = w.rows
             w.commit()
             committed.append(w.path)
+        log.debug("tables committed in %.3f s", time.perf_counter() - t_commit)
     except BaseException:
         for w in writers.values():
             w.abort()

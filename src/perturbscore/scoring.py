@@ -55,11 +55,19 @@ class Aggregation:
         return self.spec.replace(":", "")
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        """Reduce ``x`` (``n B S``, float64) to ``(n, S)``."""
-        part = x[:, self.start : self.stop, :]
-        if self.stop - self.start == 1:
-            return part[:, 0, :]
-        return part.mean(axis=1) if self.mean else part.sum(axis=1)
+        """Reduce ``x`` (``n B S``, any float dtype) to ``(n, S)`` float64.
+
+        Bins are added one after another in float64, in bin order (the order numpy's
+        reduction over a middle axis uses), then divided by their count for a mean:
+        ``x.astype(float64).mean(axis=1)`` bit for bit, without the float64 copy of
+        the block.
+        """
+        acc = x[:, self.start, :].astype(np.float64)
+        for b in range(self.start + 1, self.stop):
+            acc += x[:, b, :]
+        if self.mean and self.stop - self.start > 1:
+            acc /= self.stop - self.start
+        return acc
 
 
 def centre_bin(n_bins: int, center_bin: int | None, spec: str) -> int:
@@ -161,12 +169,10 @@ def score_block(
     """
     if ref.shape != alt.shape:
         raise ValueError(f"REF block {ref.shape} and ALT block {alt.shape} differ")
-    ref64 = ref.astype(np.float64, copy=False)
-    alt64 = alt.astype(np.float64, copy=False)
     out: dict[tuple[str, str], np.ndarray] = {}
     for agg in aggregations:
-        r = agg.apply(ref64)
-        a = agg.apply(alt64)
+        r = agg.apply(ref)
+        a = agg.apply(alt)
         for stat in statistics:
             out[(agg.spec, stat)] = statistic(stat, r, a, pseudocount)
     return out
@@ -174,6 +180,10 @@ def score_block(
 
 def nonfinite_positions(block: np.ndarray) -> tuple[int, tuple[int, int, int] | None]:
     """Count NaN/Inf values in an ``(n, B, S)`` block and give the first ``(row, bin, col)``."""
+    # Fast path: a float64-accumulated sum is finite exactly when every value is (float16/32
+    # values cannot overflow it); only a block that fails it pays for the full mask.
+    if np.isfinite(np.add.reduce(block, axis=None, dtype=np.float64)):
+        return 0, None
     bad = ~np.isfinite(block)
     count = int(bad.sum())
     if not count:

@@ -17,11 +17,12 @@ from .errors import PerturbscoreError
 DEFAULT_ID_COLUMNS = ("GENE", "rsID", "REF", "ALT")
 
 
-def read_variants(path: str | Path) -> pd.DataFrame:
+def read_variants(path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Read a variant table (``.csv``, ``.tsv``/``.txt``, ``.parquet``) with every column as text.
 
     Missing values are kept as they are written (``NA`` stays the text ``NA``), so that
-    nothing is reinterpreted between input and output.
+    nothing is reinterpreted between input and output.  ``columns`` reads only those
+    (all must exist; row counting is unaffected).
     """
     p = Path(path)
     if not p.is_file():
@@ -29,11 +30,19 @@ def read_variants(path: str | Path) -> pd.DataFrame:
     suffix = p.suffix.lower()
     try:
         if suffix == ".parquet":
-            df = pd.read_parquet(p)
+            df = pd.read_parquet(p, columns=_present(p, columns, pq_columns(p)))
             df = df.astype(object).where(df.notna(), "").astype(str)
         elif suffix in {".csv", ".tsv", ".txt"}:
             sep = "," if suffix == ".csv" else "\t"
-            df = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False, na_filter=False)
+            header = pd.read_csv(p, sep=sep, nrows=0).columns
+            df = pd.read_csv(
+                p,
+                sep=sep,
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                usecols=_present(p, columns, list(header)),
+            )
         else:
             raise PerturbscoreError(
                 f"{p}: unknown variant table format {suffix!r}; use .csv, .tsv or .parquet."
@@ -41,6 +50,25 @@ def read_variants(path: str | Path) -> pd.DataFrame:
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise PerturbscoreError(f"{p}: cannot read variant table ({exc}).") from exc
     return df
+
+
+def pq_columns(path: Path) -> list[str]:
+    """Column names of a Parquet file, from its schema alone."""
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(path).names)
+
+
+def _present(path: Path, wanted: Sequence[str] | None, have: list[str]) -> list[str] | None:
+    if wanted is None:
+        return None
+    missing = [c for c in wanted if c not in have]
+    if missing:
+        raise PerturbscoreError(
+            f"{path}: ID columns {missing} are not in the variant table; its columns are "
+            f"{have}. Choose others with id_columns (or 'all')."
+        )
+    return [c for c in have if c in set(wanted)]
 
 
 def id_columns_of(df: pd.DataFrame, wanted: Sequence[str] | str, where: str) -> list[str]:

@@ -2,10 +2,11 @@
 
 Each writer writes to a hidden temporary file beside its target and only
 :meth:`TableWriter.commit` renames it into place, so a failed run leaves no
-partial table.  Parquet and CSV are written incrementally, one row group / block
-per :meth:`TableWriter.write`; the R formats are written by pyreadr from one data
-frame, so they hold their table in memory until commit (the pipeline accounts for
-that in its memory plan).
+partial table.  Parquet and CSV are written incrementally (Parquet buffers up to
+:data:`ROW_GROUP_BYTES` of scores per row group); R files are column-major, so the
+R formats hold their table in memory until commit (the pipeline accounts for that in
+its memory plan) and are then serialised by :mod:`perturbscore.rserialize`,
+uncompressed (``load()`` and ``readRDS()`` read such files as they are).
 
 A table has the selected track identifiers as float64 columns, then the ID columns
 as text.
@@ -23,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import rserialize
 from .errors import PerturbscoreError
 
 FORMATS = {"parquet": ".parquet", "csv": ".csv", "rds": ".rds", "rdata": ".RData"}
@@ -93,23 +95,50 @@ class TableWriter(abc.ABC):
         """Close open handles without finishing the file."""
 
 
+#: Parquet row groups are written when this many rows or bytes of scores are buffered.
+ROW_GROUP_ROWS = 65536
+ROW_GROUP_BYTES = 4 * 2**20
+
+
 class ParquetTableWriter(TableWriter):
-    """Incremental Parquet: one row group per block."""
+    """Incremental Parquet; small blocks are buffered into row groups of useful size."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         fields = [pa.field(c, pa.float64()) for c in self.score_columns]
         fields += [pa.field(c, pa.string()) for c in self.id_columns]
         self.schema = pa.schema(fields)
-        self._writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+        # Dictionary encoding only pays for the text ID columns, never for float scores.
+        self._writer = pq.ParquetWriter(
+            self.tmp, self.schema, compression="snappy", use_dictionary=self.id_columns
+        )
+        self._pending: list[tuple[np.ndarray, pd.DataFrame]] = []
+        self._pending_rows = 0
 
     def write(self, scores: np.ndarray, ids: pd.DataFrame) -> None:
-        arrays = [pa.array(scores[:, j]) for j in range(scores.shape[1])]
+        self._pending.append((scores, ids[self.id_columns]))
+        self._pending_rows += scores.shape[0]
+        self.rows += scores.shape[0]
+        if (
+            self._pending_rows >= ROW_GROUP_ROWS
+            or self._pending_rows * len(self.score_columns) * 8 >= ROW_GROUP_BYTES
+        ):
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        # One transposed copy makes every score column contiguous, so Arrow wraps each
+        # without copying; converting per block instead cost more than the scoring.
+        columns = np.concatenate([s for s, _ in self._pending]).T.copy()
+        ids = pd.concat([i for _, i in self._pending], ignore_index=True)
+        arrays = [pa.array(col) for col in columns]
         arrays += [pa.array(ids[c].astype(object).to_numpy(), pa.string()) for c in self.id_columns]
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
-        self.rows += scores.shape[0]
+        self._pending, self._pending_rows = [], 0
 
     def _finish(self) -> None:
+        self._flush()
         self._writer.close()
 
     def _close_quietly(self) -> None:
@@ -136,46 +165,65 @@ class CsvTableWriter(TableWriter):
 
 
 class _InMemoryRWriter(TableWriter):
-    """Collects blocks and writes one data.frame at commit (pyreadr cannot append)."""
+    """Collects the table and serialises one data.frame at commit (R files are column-major).
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    Scores fill one preallocated ``(S, rows)`` big-endian float64 array when
+    ``expected_rows`` is known (the pipeline always knows it): the table exists once in
+    memory, already in the column-major byte order R files store.
+    """
+
+    def __init__(self, *args: object, expected_rows: int | None = None, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._blocks: list[pd.DataFrame] = []
+        self._scores = np.empty((len(self.score_columns), expected_rows or 0), dtype=">f8")
+        self._extra: list[np.ndarray] = []  # blocks beyond expected_rows, (S, n)
+        self._ids: list[pd.DataFrame] = []
 
     def write(self, scores: np.ndarray, ids: pd.DataFrame) -> None:
-        self._blocks.append(self._frame(np.array(scores, copy=True), ids))
-        self.rows += scores.shape[0]
+        n = scores.shape[0]
+        room = self._scores.shape[1] - self.rows
+        if n <= room and not self._extra:
+            self._scores[:, self.rows : self.rows + n] = scores.T
+        else:
+            self._extra.append(scores.T.astype(">f8"))
+        self._ids.append(ids[self.id_columns])
+        self.rows += n
 
-    def _table(self) -> pd.DataFrame:
-        if not self._blocks:
-            return self._frame(
-                np.empty((0, len(self.score_columns))),
-                pd.DataFrame({c: pd.Series([], dtype=object) for c in self.id_columns}),
-            )
-        df = pd.concat(self._blocks, ignore_index=True)
-        self._blocks = []
-        return df
+    def _columns(self) -> list[tuple[str, np.ndarray | list[str | None]]]:
+        filled = self.rows - sum(e.shape[1] for e in self._extra)
+        scores = self._scores[:, :filled]
+        if self._extra:
+            scores = np.concatenate([scores, *self._extra], axis=1)
+        ids = (
+            pd.concat(self._ids, ignore_index=True)
+            if self._ids
+            else pd.DataFrame({c: [] for c in self.id_columns})
+        )
+        cols: list[tuple[str, np.ndarray | list[str | None]]] = [
+            (name, scores[j]) for j, name in enumerate(self.score_columns)
+        ]
+        for c in self.id_columns:
+            cols.append((c, ids[c].astype(object).where(ids[c].notna(), None).tolist()))
+        return cols
 
     def _close_quietly(self) -> None:
-        self._blocks = []
+        self._scores = np.empty((len(self.score_columns), 0), dtype=">f8")
+        self._extra, self._ids = [], []
 
 
 class RdsTableWriter(_InMemoryRWriter):
     """R ``readRDS()`` returns a data.frame with exactly the table's columns."""
 
     def _finish(self) -> None:
-        import pyreadr
-
-        pyreadr.write_rds(str(self.tmp), self._table(), compress="gzip")
+        with open(self.tmp, "wb") as fh:
+            rserialize.write_rds(fh, self._columns())
 
 
 class RdataTableWriter(_InMemoryRWriter):
     """R ``load()`` creates one data.frame named ``object_name``."""
 
     def _finish(self) -> None:
-        import pyreadr
-
-        pyreadr.write_rdata(str(self.tmp), self._table(), df_name=self.object_name, compress="gzip")
+        with open(self.tmp, "wb") as fh:
+            rserialize.write_rdata(fh, self.object_name, self._columns())
 
 
 WRITERS: dict[str, type[TableWriter]] = {
@@ -200,9 +248,22 @@ def open_writer(
     score_columns: Sequence[str],
     id_columns: Sequence[str],
     object_name: str,
+    expected_rows: int | None = None,
 ) -> TableWriter:
-    """Open a writer of format ``fmt`` (see :data:`FORMATS`) for ``path``."""
-    return WRITERS[check_format(fmt)](path, score_columns, id_columns, object_name)
+    """Open a writer of format ``fmt`` (see :data:`FORMATS`) for ``path``.
+
+    ``expected_rows`` lets in-memory formats allocate their table once.
+    """
+    cls = WRITERS[check_format(fmt)]
+    if issubclass(cls, _InMemoryRWriter):
+        return cls(path, score_columns, id_columns, object_name, expected_rows=expected_rows)
+    return cls(path, score_columns, id_columns, object_name)
+
+
+def buffer_bytes(fmt: str) -> int:
+    """Most bytes of scores one writer of ``fmt`` buffers between writes."""
+    # The block that crosses the threshold is counted per block row by the memory plan.
+    return ROW_GROUP_BYTES if check_format(fmt) == "parquet" else 0
 
 
 def holds_in_memory(fmt: str) -> bool:

@@ -1,0 +1,133 @@
+"""Write R data frames as ``.rds`` (``readRDS``) and ``.RData`` (``load``) files.
+
+Only what score tables need: a ``data.frame`` of double and character columns,
+serialised in R's XDR binary format, version 3 (R >= 3.5 reads it), uncompressed
+(R reads uncompressed files as they are).  Numeric columns are written in bulk as
+big-endian float64, which is why this exists: pyreadr converts every cell in Python,
+which dominated the run time of whole studies.  Files are checked in the test suite
+with pyreadr (librdata, an independent reader) and, where installed, with R itself.
+
+Layout (R Internals, "Serialization formats")::
+
+    [RDX3\\n]                       RData only: magic, then a pairlist name = object
+    X\\n  3  R_VERSION  3.5.0  5 "UTF-8"
+    VECSXP (object, attributes)  n_columns  column...  attributes pairlist
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from typing import BinaryIO
+
+import numpy as np
+
+_NILVALUE = 254
+_SYMSXP, _LISTSXP, _CHARSXP, _INTSXP, _REALSXP, _STRSXP, _VECSXP = 1, 2, 9, 13, 14, 16, 19
+_IS_OBJECT, _HAS_ATTR, _HAS_TAG = 1 << 8, 1 << 9, 1 << 10
+_UTF8, _ASCII = 1 << 3, 1 << 6  # CHARSXP encoding "levels"
+_NA_INTEGER = -(2**31)
+_WRITER_VERSION = (4 << 16) | (2 << 8) | 0  # written as R 4.2.0
+_MIN_READER = (3 << 16) | (5 << 8) | 0  # 3.5.0: format version 3
+
+
+def _int(*values: int) -> bytes:
+    return struct.pack(f">{len(values)}i", *values)
+
+
+def _charsxp(text: str | None) -> bytes:
+    if text is None:
+        return _int(_CHARSXP, -1)  # NA_character_
+    raw = text.encode("utf-8")
+    level = _ASCII if raw.isascii() else _UTF8
+    return _int(_CHARSXP | (level << 12), len(raw)) + raw
+
+
+def _strsxp(values: Iterable[str | None]) -> bytes:
+    """A character vector; built with numpy scatters because ID columns are long."""
+    items = list(values)
+    n = len(items)
+    has_na = None in items
+    encoded = [b"" if v is None else v.encode("utf-8") for v in items]
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
+    is_na = np.array([v is None for v in items], dtype=bool) if has_na else np.zeros(n, bool)
+    text = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    first_byte = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if n else np.zeros(0, np.int64)
+    # A string is ASCII when none of its bytes has the high bit set.
+    high = np.concatenate([[0], np.cumsum(text >= 0x80)])
+    is_ascii = high[first_byte + lengths] == high[first_byte]
+    heads = np.empty((n, 2), dtype=">i4")
+    heads[:, 0] = np.where(is_na, _CHARSXP, _CHARSXP | (np.where(is_ascii, _ASCII, _UTF8) << 12))
+    heads[:, 1] = np.where(is_na, -1, lengths)
+    sizes = 8 + lengths
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if n else np.zeros(0, np.int64)
+    out = np.empty(int(sizes.sum()), dtype=np.uint8)
+    out[(starts[:, None] + np.arange(8)).ravel()] = heads.view(np.uint8).ravel()
+    out[np.repeat(starts + 8 - first_byte, lengths) + np.arange(text.size)] = text
+    return _int(_STRSXP, n) + out.tobytes()
+
+
+def _symbol(name: str) -> bytes:
+    return _int(_SYMSXP) + _charsxp(name)
+
+
+def _write_realsxp(fh: BinaryIO, values: np.ndarray) -> None:
+    # No copy when the caller already holds contiguous big-endian float64.
+    data = np.ascontiguousarray(values, dtype=">f8")
+    fh.write(_int(_REALSXP, data.shape[0]))
+    fh.write(data.data)
+
+
+def _attributes(pairs: Sequence[tuple[str, bytes]]) -> bytes:
+    """A tagged pairlist of already-serialised values, ended by NILVALUE."""
+    out = [_int(_LISTSXP | _HAS_TAG) + _symbol(tag) + value for tag, value in pairs]
+    return b"".join(out) + _int(_NILVALUE)
+
+
+def _header() -> bytes:
+    return b"X\n" + _int(3, _WRITER_VERSION, _MIN_READER) + _int(5) + b"UTF-8"
+
+
+def _write_data_frame(
+    fh: BinaryIO, columns: Sequence[tuple[str, np.ndarray | Sequence[str | None]]]
+) -> None:
+    """Serialise a data.frame: float arrays become numeric, sequences of str character."""
+    n_rows = len(columns[0][1]) if columns else 0
+    fh.write(_int(_VECSXP | _IS_OBJECT | _HAS_ATTR, len(columns)))
+    for name, values in columns:
+        if len(values) != n_rows:
+            raise ValueError(f"column {name!r} has {len(values)} rows, expected {n_rows}")
+        if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+            _write_realsxp(fh, values)
+        else:
+            fh.write(_strsxp(values))
+    fh.write(
+        _attributes(
+            [
+                ("names", _strsxp([name for name, _ in columns])),
+                ("class", _strsxp(["data.frame"])),
+                # Compact row names 1..n: c(NA_integer_, -n).
+                ("row.names", _int(_INTSXP, 2, _NA_INTEGER, -n_rows)),
+            ]
+        )
+    )
+
+
+def write_rds(
+    fh: BinaryIO, columns: Sequence[tuple[str, np.ndarray | Sequence[str | None]]]
+) -> None:
+    """Write a data.frame that ``readRDS()`` returns with exactly these columns."""
+    fh.write(_header())
+    _write_data_frame(fh, columns)
+
+
+def write_rdata(
+    fh: BinaryIO,
+    object_name: str,
+    columns: Sequence[tuple[str, np.ndarray | Sequence[str | None]]],
+) -> None:
+    """Write an RData file whose ``load()`` creates the data.frame ``object_name``."""
+    fh.write(b"RDX3\n" + _header())
+    fh.write(_int(_LISTSXP | _HAS_TAG) + _symbol(object_name))
+    _write_data_frame(fh, columns)
+    fh.write(_int(_NILVALUE))

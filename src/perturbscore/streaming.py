@@ -1,0 +1,80 @@
+"""Overlap reading with computing: run a producer in a thread behind a bounded queue.
+
+Numpy releases the GIL while it copies selected values out of a memory-mapped
+block (the page faults happen there), so reading block ``k + 1`` on one core while
+block ``k`` is scored on another shortens a run towards the slower of the two.
+At most ``depth`` finished items wait in the queue, plus one being produced: that is
+what the memory plan counts.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_DONE = object()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
+    """Yield ``items`` in order while a background thread produces the next ones.
+
+    Parameters
+    ----------
+    items : iterable
+        Produced in the background thread (its code must be safe to run there).
+    depth : int
+        Items produced ahead of the consumer; ``0`` runs everything in the caller's
+        thread.
+
+    Notes
+    -----
+    An exception in the producer is raised in the consumer at the item where it
+    happened.  If the consumer stops early (an exception, or ``close()``), the producer
+    is told to stop and is joined before this generator finishes.
+    """
+    if depth <= 0:
+        yield from items
+        return
+    q: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # carried to the consumer
+            put(_Failure(exc))
+
+    thread = threading.Thread(target=produce, name="perturbscore-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join()

@@ -1,0 +1,129 @@
+"""Memory plan, size parsing, the prefetch thread, and less common inputs."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from perturbscore import RunOptions, load_run_file, run
+from perturbscore.errors import PerturbscoreError
+from perturbscore.memory import TARGET_BLOCK_BYTES, parse_size, plan_memory
+from perturbscore.readers import SCRATCH_BYTES
+from perturbscore.streaming import prefetch
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("512MB", 512_000_000),
+        ("512MiB", 536_870_912),
+        ("2GiB", 2**31),
+        ("1000", 1000),
+        ("1.5 kb", 1500),
+        (7, 7),
+    ],
+)
+def test_parse_size(text: str | int, value: int) -> None:
+    assert parse_size(text) == value
+
+
+def test_plan_by_hand() -> None:
+    # Study shape: B=3, T=5313, 177 selected float32 tracks, 2 aggregations, 2 outputs/group.
+    kw = dict(
+        n_bins=3, n_tracks=5313, n_selected=177, itemsize=4, n_aggregations=2, n_outputs_per_group=2
+    )
+    per_row = 3 * 2 * 3 * 177 * 4 + 2 * 3 * 177 * 8 + 2 * 2 * 177 * 8 + 2 * 2 * 177 * 8
+    plan = plan_memory(budget=2**30, blocks_in_flight=3, **kw)
+    assert plan.per_row_bytes == per_row
+    assert plan.fixed_bytes == 2 * SCRATCH_BYTES
+    assert plan.chunk_rows == TARGET_BLOCK_BYTES // (3 * 177 * 4)  # cache-sized, not budget
+    tight = plan_memory(budget=2 * SCRATCH_BYTES + 100 * per_row, blocks_in_flight=3, **kw)
+    assert tight.chunk_rows == 100 and tight.estimated_bytes <= tight.budget
+    r_format = plan_memory(budget=2**30, blocks_in_flight=3, in_memory_rows=1000, **kw)
+    assert r_format.fixed_bytes == 2 * SCRATCH_BYTES + 1000 * 2 * 177 * 8
+    assert plan_memory(budget=2**30, max_rows=7, **kw).chunk_rows == 7
+    with pytest.raises(PerturbscoreError, match="--chunk-rows 101 needs about"):
+        plan_memory(
+            budget=2 * SCRATCH_BYTES + 100 * per_row, blocks_in_flight=3, chunk_rows=101, **kw
+        )
+    with pytest.raises(PerturbscoreError, match="rdata format keeps whole tables in memory"):
+        plan_memory(budget=2**24, in_memory_rows=10**6, fmt="rdata", **kw)
+
+
+def test_prefetch_keeps_order_and_carries_errors() -> None:
+    assert list(prefetch(iter(range(100)), depth=2)) == list(range(100))
+    assert list(prefetch(iter(range(5)), depth=0)) == list(range(5))
+
+    def failing():
+        yield 1
+        raise ValueError("boom at 2")
+
+    got = []
+    with pytest.raises(ValueError, match="boom at 2"):
+        for x in prefetch(failing()):
+            got.append(x)
+    assert got == [1]
+
+
+def test_prefetch_stops_the_producer_when_the_consumer_stops() -> None:
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    before = threading.active_count()
+    gen = prefetch(endless(), depth=1)
+    assert next(gen) == 0
+    gen.close()
+    assert threading.active_count() == before
+    assert len(produced) <= 4
+
+
+def test_prefetch_changes_nothing(study: Path, tmp_path: Path) -> None:
+    cfg = load_run_file(study / "stablefm.toml")
+    for depth in (0, 3):
+        run(
+            cfg,
+            tmp_path / str(depth),
+            RunOptions(format="parquet", prefetch=depth, chunk_rows=3, progress=False),
+        )
+    for p in (tmp_path / "0").glob("*.parquet"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(p), pd.read_parquet(tmp_path / "3" / p.name), check_exact=True
+        )
+
+
+def test_npz_inputs_parquet_variants_and_all_id_columns(study: Path, tmp_path: Path) -> None:
+    cfg = load_run_file(study / "stablefm.toml")
+    groups = []
+    for g in cfg.groups:
+        batches = []
+        for i, b in enumerate(g.batches):
+            npz = study / f"{g.name}{i}.npz"
+            np.savez_compressed(npz, ref=np.load(b.ref), alt=np.load(b.alt))
+            pq_path = b.variants.with_suffix(".parquet")
+            pd.read_csv(b.variants, dtype=str).to_parquet(pq_path)
+            batches.append(
+                replace(b, ref=Path(f"{npz}::ref"), alt=Path(f"{npz}::alt"), variants=pq_path)
+            )
+        groups.append(replace(g, batches=tuple(batches)))
+    run(cfg, tmp_path / "npy", RunOptions(format="parquet", progress=False))
+    run(
+        replace(cfg, groups=tuple(groups), id_columns="all"),
+        tmp_path / "npz",
+        RunOptions(format="parquet", chunk_rows=4, progress=False),
+    )
+    a = pd.read_parquet(tmp_path / "npy" / "top_diff_ave_relevant_comb.parquet")
+    b = pd.read_parquet(tmp_path / "npz" / "top_diff_ave_relevant_comb.parquet")
+    assert list(b.columns[-13:])[:2] == ["Chromosome", "GENE"]
+    pd.testing.assert_frame_equal(a, b[a.columns], check_exact=True)
+    assert b["PHYSICAL"].dtype == object or str(b["PHYSICAL"].dtype) in {"str", "string"}
