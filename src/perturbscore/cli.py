@@ -200,6 +200,119 @@ def demo_cmd(ctx: click.Context, folder: Path, overwrite: bool) -> None:
     _report(result)
 
 
+@cli.command("compare")
+@click.argument("run_folder", type=click.Path(path_type=Path))
+@click.option("--a", "group_a", required=True, help="Group A (e.g. stab).")
+@click.option("--b", "group_b", required=True, help="Group B, tested against A (e.g. top).")
+@click.option(
+    "--design",
+    "designs",
+    multiple=True,
+    default=("unpaired",),
+    show_default=True,
+    type=click.Choice(["unpaired", "paired", "matching"]),
+    help="Repeatable.",
+)
+@click.option(
+    "--pairing",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Pairing table or folder of tables, e.g. fine_mapping/ (repeatable).",
+)
+@click.option("--a-prefix", default=None, help="Pairing column prefix of A (default: A upper).")
+@click.option("--b-prefix", default=None, help="Pairing column prefix of B (default: B upper).")
+@click.option(
+    "--keys",
+    default="GENE,rsID,ALT",
+    show_default=True,
+    help="Score-table columns a pairing variant is looked up by.",
+)
+@click.option(
+    "--duplicates",
+    type=click.Choice(["error", "first", "mean", "max"]),
+    default="error",
+    show_default=True,
+    help="A pairing variant matching several score rows.",
+)
+@click.option("--track", "tracks", multiple=True, help="Restrict to these track identifiers.")
+@click.option(
+    "--family",
+    type=click.Choice(["all", "design", "table"]),
+    default="all",
+    show_default=True,
+    help="BH family.",
+)
+@click.option(
+    "--plot-track",
+    "plot_tracks",
+    multiple=True,
+    help="Draw ECDFs for these tracks (default: the 3 most significant).",
+)
+@click.option("--xlim", nargs=2, type=float, default=None, help="ECDF x-axis limits.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True)
+@_user_errors
+def compare_cmd(
+    run_folder: Path,
+    group_a: str,
+    group_b: str,
+    designs: tuple[str, ...],
+    pairing: tuple[Path, ...],
+    a_prefix: str | None,
+    b_prefix: str | None,
+    keys: str,
+    duplicates: str,
+    tracks: tuple[str, ...],
+    family: str,
+    plot_tracks: tuple[str, ...],
+    xlim: tuple[float, float] | None,
+    out_dir: Path,
+    overwrite: bool,
+) -> None:
+    """Test group B against group A on every track of the run in RUN_FOLDER."""
+    from .report import run_comparison
+
+    summary = run_comparison(
+        run_folder,
+        out_dir,
+        group_a=group_a,
+        group_b=group_b,
+        designs=designs,
+        pairing=pairing,
+        a_prefix=a_prefix,
+        b_prefix=b_prefix,
+        keys=[k.strip() for k in keys.split(",") if k.strip()],
+        duplicates=duplicates,
+        tracks=tracks,
+        family=family,
+        plot_tracks=plot_tracks,
+        xlim=xlim,
+        overwrite=overwrite,
+    )
+    click.echo(str(out_dir / "tests.csv"))
+    log.info(
+        "%d tests, %d with adjusted two-sided p < 0.05",
+        summary["n_tests"],
+        summary["n_significant_two_sided_0.05"],
+    )
+
+
+@cli.command("report")
+@click.argument("compare_folder", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="HTML file (default COMPARE_FOLDER/report.html).",
+)
+@_user_errors
+def report_cmd(compare_folder: Path, out: Path | None) -> None:
+    """Write one self-contained HTML report from a 'perturbscore compare' folder."""
+    from .report import build_report
+
+    click.echo(str(build_report(compare_folder, out)))
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="perturbscore")
