@@ -77,12 +77,7 @@ def id_columns_of(df: pd.DataFrame, wanted: Sequence[str] | str, where: str) -> 
         if wanted != "all":
             raise PerturbscoreError(f"id_columns must be a list of names or 'all', not {wanted!r}.")
         return list(df.columns)
-    missing = [c for c in wanted if c not in df.columns]
-    if missing:
-        raise PerturbscoreError(
-            f"{where}: ID columns {missing} are not in the variant table; its columns are "
-            f"{list(df.columns)}. Choose others with id_columns (or 'all')."
-        )
+    _present(Path(where), wanted, list(df.columns))  # raises, naming the missing columns
     return list(wanted)
 
 
