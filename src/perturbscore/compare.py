@@ -328,30 +328,24 @@ def _run_tests(
                 range(0, x.shape[1], block),
             )
         )
-    res = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    # Fewer than 2 usable values: reported as NA (with a note), never a p-value.
-    few = (
-        (res["n_x"] - res["n_y"] < 2)
-        if design == "paired"
-        else ((res["n_x"] < 2) | (res["n_y"] < 2))
-    )
+    res: dict[str, Any] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    # Fewer than 2 usable values: reported as NA with a note, never a p-value.
+    nx, ny = res["n_x"], res["n_y"]
+    few = (nx - ny < 2) if design == "paired" else ((nx < 2) | (ny < 2))
     for k in ("p_greater", "p_less", "p_two_sided", "rank_biserial", "test_statistic"):
         res[k] = np.where(few, np.nan, res[k])
-    return res
-
-
-def _notes(design: str, res: dict[str, np.ndarray]) -> list[str]:
     notes = []
-    for nx, ny, p in zip(res["n_x"], res["n_y"], res["p_two_sided"], strict=True):
-        if design == "paired" and nx - ny < 2:
-            notes.append(f"fewer than 2 usable non-zero differences ({nx - ny})")
-        elif design != "paired" and (nx < 2 or ny < 2):
-            notes.append(f"fewer than 2 usable values (x {nx}, y {ny})")
-        elif np.isnan(p):
-            notes.append("all values tied")
+    for i in range(len(nx)):
+        if few[i]:
+            notes.append(
+                f"fewer than 2 usable non-zero differences ({nx[i] - ny[i]})"
+                if design == "paired"
+                else f"fewer than 2 usable values (x {nx[i]}, y {ny[i]})"
+            )
         else:
-            notes.append("")
-    return notes
+            notes.append("all values tied" if np.isnan(res["p_two_sided"][i]) else "")
+    res["note"] = notes
+    return res
 
 
 def compare_groups(
@@ -508,7 +502,6 @@ def compare_groups(
             df.insert(5, "y", yname)
             for k, v in res.items():
                 df[k] = v
-            df["note"] = _notes(design, res)
             rows.append(df)
     if not rows:
         raise PerturbscoreError("nothing to compare: the groups share no table.")

@@ -140,7 +140,7 @@ def plan_memory(
     else:
         if chunk_rows < 1:
             raise PerturbscoreError(f"--chunk-rows must be at least 1, not {chunk_rows}.")
-        if chunk_rows > fit:  # noqa: SIM102
+        if chunk_rows > fit:
             raise PerturbscoreError(
                 f"--chunk-rows {chunk_rows} needs about {fixed + chunk_rows * per_row} bytes, "
                 f"over the {budget}-byte budget (at most {fit} rows fit); raise --memory."

@@ -206,6 +206,14 @@ def _plan_outputs(
     return outputs
 
 
+def _rows_per_group(batches: list[_BatchInput]) -> dict[str, int]:
+    """Prediction rows of each group: the row count of each of its tables."""
+    rows: dict[str, int] = {}
+    for b in batches:
+        rows[b.group] = rows.get(b.group, 0) + b.ref.n_rows
+    return rows
+
+
 def _blocks(n_rows: int, chunk: int) -> Iterator[tuple[int, int]]:
     for start in range(0, n_rows, chunk):
         yield start, min(start + chunk, n_rows)
@@ -295,9 +303,7 @@ def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = Non
         if len({a.spec for a in aggs}) != len(aggs):
             raise PerturbscoreError(f"aggregations repeat: {list(config.aggregations)}.")
         outputs = _plan_outputs(config, aggs, fmt, out, opts.overwrite)
-        rows_per_group = {
-            g.name: sum(b.ref.n_rows for b in batches if b.group == g.name) for g in config.groups
-        }
+        rows_per_group = _rows_per_group(batches)
         plan = plan_memory(
             budget=opts.memory_bytes,
             n_bins=n_bins,
@@ -348,6 +354,7 @@ def _stream(
     plan: MemoryPlan,
     warnings: list[str],
 ) -> RunResult:
+    rows_per_group = _rows_per_group(batches)
     created_dir = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     track_names = list(tracks["identifier"])
@@ -359,9 +366,13 @@ def _stream(
     committed: list[Path] = []
     try:
         for key, o in by_key.items():
-            rows = sum(b.ref.n_rows for b in batches if b.group == o.group)
             writers[key] = open_writer(
-                fmt_of(o.path), o.path, track_names, id_cols, o.object_name, expected_rows=rows
+                fmt_of(o.path),
+                o.path,
+                track_names,
+                id_cols,
+                o.object_name,
+                expected_rows=rows_per_group[o.group],
             )
         total = sum(b.ref.n_rows for b in batches)
         t_stream = time.perf_counter()

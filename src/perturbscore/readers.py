@@ -95,9 +95,7 @@ class PredictionReader(abc.ABC):
         self._check_range(start, stop)
         n_bins, n_tracks = self.shape[1], self.shape[2]
         if columns is None:
-            return self.read_rows(
-                start, stop, np.empty((stop - start, n_bins, n_tracks), self.dtype)
-            )
+            return self.read_rows(start, stop)  # a new array of every track
         out = np.empty((stop - start, n_bins, len(columns)), self.dtype)
         step = self.scratch_rows()
         if scratch is None:

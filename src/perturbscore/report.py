@@ -85,24 +85,29 @@ def write_comparison(
     for design, part in tests.groupby("design", sort=False):
         for (x, y), sub in part.groupby(["x", "y"], sort=False):
             tag = f"{design}_{x}_vs_{y}".replace(" ", "-")
-            fig = plots.overview_figure(sub, f"{design}: {x} vs {y} (all tracks, aggregations)")
-            plots.save(fig, figs / f"overview_{tag}")
-            figures.append(
-                {
-                    "kind": "overview",
-                    "png": f"figures/overview_{tag}.png",
-                    "title": f"Overview, {design}: {x} vs {y}",
-                }
+            kinds = (
+                (
+                    "overview",
+                    plots.overview_figure,
+                    "Overview",
+                    f"{design}: {x} vs {y} (all tracks, aggregations)",
+                ),
+                (
+                    "heatmap",
+                    plots.heatmap_figure,
+                    "Effect sizes",
+                    f"effect sizes, {design}: {x} vs {y}",
+                ),
             )
-            fig = plots.heatmap_figure(sub, f"effect sizes, {design}: {x} vs {y}")
-            plots.save(fig, figs / f"heatmap_{tag}")
-            figures.append(
-                {
-                    "kind": "heatmap",
-                    "png": f"figures/heatmap_{tag}.png",
-                    "title": f"Effect sizes, {design}: {x} vs {y}",
-                }
-            )
+            for kind, draw, caption, title in kinds:
+                plots.save(draw(sub, title), figs / f"{kind}_{tag}")
+                figures.append(
+                    {
+                        "kind": kind,
+                        "png": f"figures/{kind}_{tag}.png",
+                        "title": f"{caption}, {design}: {x} vs {y}",
+                    }
+                )
     summary = {
         **result.summary,
         "n_tests": len(tests),

@@ -30,6 +30,11 @@ from .errors import PerturbscoreError
 FORMATS = {"parquet": ".parquet", "csv": ".csv", "rds": ".rds", "rdata": ".RData"}
 
 
+def text_values(column: pd.Series) -> list[str | None]:
+    """An ID column as Python strings, missing values as None (NA in Arrow and R)."""
+    return column.astype(object).where(column.notna(), None).tolist()
+
+
 def temp_path(path: Path) -> Path:
     """Hidden sibling of ``path`` used until commit."""
     return path.with_name(f".{path.name}.{os.getpid()}.partial")
@@ -63,13 +68,6 @@ class TableWriter(abc.ABC):
         self.id_columns = list(id_columns)
         self.object_name = object_name
         self.rows = 0
-
-    def _frame(self, scores: np.ndarray, ids: pd.DataFrame) -> pd.DataFrame:
-        df = pd.DataFrame(scores, columns=self.score_columns, copy=False)
-        for col in self.id_columns:
-            # object dtype of Python str: understood alike by CSV, Arrow and pyreadr.
-            df[col] = ids[col].astype(object).to_numpy()
-        return df
 
     @abc.abstractmethod
     def write(self, scores: np.ndarray, ids: pd.DataFrame) -> None:
@@ -133,7 +131,7 @@ class ParquetTableWriter(TableWriter):
         columns = np.concatenate([s for s, _ in self._pending]).T.copy()
         ids = pd.concat([i for _, i in self._pending], ignore_index=True)
         arrays = [pa.array(col) for col in columns]
-        arrays += [pa.array(ids[c].astype(object).to_numpy(), pa.string()) for c in self.id_columns]
+        arrays += [pa.array(text_values(ids[c]), pa.string()) for c in self.id_columns]
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
         self._pending, self._pending_rows = [], 0
 
@@ -154,7 +152,10 @@ class CsvTableWriter(TableWriter):
         pd.DataFrame(columns=self.score_columns + self.id_columns).to_csv(self._fh, index=False)
 
     def write(self, scores: np.ndarray, ids: pd.DataFrame) -> None:
-        self._frame(scores, ids).to_csv(self._fh, index=False, header=False)
+        df = pd.DataFrame(scores, columns=self.score_columns, copy=False)
+        for col in self.id_columns:
+            df[col] = text_values(ids[col])
+        df.to_csv(self._fh, index=False, header=False)
         self.rows += scores.shape[0]
 
     def _finish(self) -> None:
@@ -167,32 +168,27 @@ class CsvTableWriter(TableWriter):
 class _InMemoryRWriter(TableWriter):
     """Collects the table and serialises one data.frame at commit (R files are column-major).
 
-    Scores fill one preallocated ``(S, rows)`` big-endian float64 array when
-    ``expected_rows`` is known (the pipeline always knows it): the table exists once in
-    memory, already in the column-major byte order R files store.
+    Scores fill one preallocated ``(S, rows)`` big-endian float64 array: the table exists
+    once in memory, already in the column-major byte order R files store.
     """
 
-    def __init__(self, *args: object, expected_rows: int | None = None, **kwargs: object) -> None:
+    def __init__(self, *args: object, expected_rows: int, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._scores = np.empty((len(self.score_columns), expected_rows or 0), dtype=">f8")
-        self._extra: list[np.ndarray] = []  # blocks beyond expected_rows, (S, n)
+        self._scores = np.empty((len(self.score_columns), expected_rows), dtype=">f8")
         self._ids: list[pd.DataFrame] = []
 
     def write(self, scores: np.ndarray, ids: pd.DataFrame) -> None:
         n = scores.shape[0]
-        room = self._scores.shape[1] - self.rows
-        if n <= room and not self._extra:
-            self._scores[:, self.rows : self.rows + n] = scores.T
-        else:
-            self._extra.append(scores.T.astype(">f8"))
+        if self.rows + n > self._scores.shape[1]:
+            raise ValueError(
+                f"{self.path}: {self.rows + n} rows written, {self._scores.shape[1]} expected"
+            )
+        self._scores[:, self.rows : self.rows + n] = scores.T
         self._ids.append(ids[self.id_columns])
         self.rows += n
 
     def _columns(self) -> list[tuple[str, np.ndarray | list[str | None]]]:
-        filled = self.rows - sum(e.shape[1] for e in self._extra)
-        scores = self._scores[:, :filled]
-        if self._extra:
-            scores = np.concatenate([scores, *self._extra], axis=1)
+        scores = self._scores[:, : self.rows]
         ids = (
             pd.concat(self._ids, ignore_index=True)
             if self._ids
@@ -202,12 +198,12 @@ class _InMemoryRWriter(TableWriter):
             (name, scores[j]) for j, name in enumerate(self.score_columns)
         ]
         for c in self.id_columns:
-            cols.append((c, ids[c].astype(object).where(ids[c].notna(), None).tolist()))
+            cols.append((c, text_values(ids[c])))
         return cols
 
     def _close_quietly(self) -> None:
         self._scores = np.empty((len(self.score_columns), 0), dtype=">f8")
-        self._extra, self._ids = [], []
+        self._ids = []
 
 
 class RdsTableWriter(_InMemoryRWriter):
@@ -248,11 +244,11 @@ def open_writer(
     score_columns: Sequence[str],
     id_columns: Sequence[str],
     object_name: str,
-    expected_rows: int | None = None,
+    expected_rows: int,
 ) -> TableWriter:
     """Open a writer of format ``fmt`` (see :data:`FORMATS`) for ``path``.
 
-    ``expected_rows`` lets in-memory formats allocate their table once.
+    ``expected_rows``, the rows the table will get, lets in-memory formats allocate it once.
     """
     cls = WRITERS[check_format(fmt)]
     if issubclass(cls, _InMemoryRWriter):
