@@ -88,17 +88,17 @@ def test_prefetch_stops_the_producer_when_the_consumer_stops() -> None:
     assert len(produced) <= 4
 
 
-def test_prefetch_changes_nothing(study: Path, tmp_path: Path) -> None:
+def test_threads_change_nothing(study: Path, tmp_path: Path) -> None:
     cfg = load_run_file(study / "stablefm.toml")
-    for depth in (0, 3):
+    for depth in (1, 4):
         run(
             cfg,
             tmp_path / str(depth),
-            RunOptions(format="parquet", prefetch=depth, chunk_rows=3, progress=False),
+            RunOptions(format="parquet", threads=depth, chunk_rows=3, progress=False),
         )
-    for p in (tmp_path / "0").glob("*.parquet"):
+    for p in (tmp_path / "1").glob("*.parquet"):
         pd.testing.assert_frame_equal(
-            pd.read_parquet(p), pd.read_parquet(tmp_path / "3" / p.name), check_exact=True
+            pd.read_parquet(p), pd.read_parquet(tmp_path / "4" / p.name), check_exact=True
         )
 
 
@@ -127,3 +127,27 @@ def test_npz_inputs_parquet_variants_and_all_id_columns(study: Path, tmp_path: P
     assert list(b.columns[-13:])[:2] == ["Chromosome", "GENE"]
     pd.testing.assert_frame_equal(a, b[a.columns], check_exact=True)
     assert b["PHYSICAL"].dtype == object or str(b["PHYSICAL"].dtype) in {"str", "string"}
+
+
+def test_ordered_map_keeps_order_bounds_work_and_carries_errors() -> None:
+    import time
+
+    from perturbscore.streaming import ordered_map
+
+    def slow_square(i: int) -> int:
+        time.sleep(0.001 * (i % 3))
+        return i * i
+
+    assert list(ordered_map(slow_square, range(50), workers=3)) == [i * i for i in range(50)]
+    assert list(ordered_map(slow_square, range(5), workers=0)) == [0, 1, 4, 9, 16]
+    started: list[int] = []
+
+    def record(i: int) -> int:
+        started.append(i)
+        if i == 4:
+            raise ValueError("bad block 4")
+        return i
+
+    with pytest.raises(ValueError, match="bad block 4"):
+        list(ordered_map(record, range(100), workers=2, ahead=2))
+    assert max(started) < 10  # never ran far ahead of the consumer

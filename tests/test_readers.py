@@ -89,6 +89,6 @@ def test_not_an_npy_file(tmp_path: Path) -> None:
 def test_missing_and_unknown(tmp_path: Path) -> None:
     with pytest.raises(PerturbscoreError, match="nope.npy: prediction file not found"):
         open_predictions(tmp_path / "nope.npy")
-    (tmp_path / "p.h5").write_bytes(b"")
-    with pytest.raises(PerturbscoreError, match="unknown prediction format '.h5'"):
-        open_predictions(tmp_path / "p.h5")
+    (tmp_path / "p.txt").write_bytes(b"")
+    with pytest.raises(PerturbscoreError, match="unknown prediction format '.txt'"):
+        open_predictions(tmp_path / "p.txt")

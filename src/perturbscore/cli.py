@@ -111,6 +111,12 @@ def _report(result: RunResult) -> None:
     show_default=True,
     help="NaN/Inf in predictions: fail, or carry into the scores.",
 )
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="Threads (default: every core): one scores, the others read ahead.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing output tables.")
 @click.pass_context
 @_user_errors
@@ -123,6 +129,7 @@ def run_cmd(
     chunk_rows: int | None,
     center_bin: int | None,
     nan_policy: str,
+    threads: int | None,
     overwrite: bool,
 ) -> None:
     """Score the groups of RUN_FILE (TOML): one table per group x aggregation x statistic."""
@@ -133,6 +140,7 @@ def run_cmd(
         nan_policy=nan_policy,
         format=fmt,
         progress=not ctx.obj["quiet"],
+        threads=threads,
     )
     _report(run_path(run_file, out_dir, options, center_bin=center_bin))
 

@@ -15,8 +15,9 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,7 @@ from .memory import DEFAULT_MEMORY_BYTES, MemoryPlan, plan_memory
 from .readers import PredictionReader, open_predictions
 from .runfile import Group, RunConfig, load_run_file
 from .scoring import Aggregation, nonfinite_positions, parse_aggregation, score_block
-from .streaming import prefetch
+from .streaming import ordered_map
 from .tracks import read_targets, select_tracks
 from .variants import duplicate_report, id_columns_of, read_variants
 from .writers import (
@@ -69,8 +70,9 @@ class RunOptions:
         Override the run file's output format.
     progress : bool
         Show a progress bar on stderr (only when stderr is a terminal).
-    prefetch : int
-        Blocks read ahead by a reader thread while the current one is scored (0: none).
+    threads : int, optional
+        Threads: one scores and writes, the others read blocks ahead (default: every
+        core; 1 reads in the calling thread).
     """
 
     memory_bytes: int = DEFAULT_MEMORY_BYTES
@@ -79,7 +81,7 @@ class RunOptions:
     nan_policy: str = "error"
     format: str | None = None
     progress: bool = True
-    prefetch: int = 1
+    threads: int | None = None
 
 
 @dataclass
@@ -129,8 +131,9 @@ def _open_batches(
     first_bins_path = ""
     for group in config.groups:
         for number, batch in enumerate(group.batches, start=1):
-            ref = stack.enter_context(open_predictions(batch.ref))
-            alt = stack.enter_context(open_predictions(batch.alt))
+            ref = stack.enter_context(open_predictions(batch.ref, batch.format))
+            alt = stack.enter_context(open_predictions(batch.alt, batch.format))
+            warnings += [*ref.warnings, *alt.warnings]
             if ref.shape != alt.shape:
                 raise PerturbscoreError(
                     f"group {group.name} batch {number}: REF {ref.path} has shape {ref.shape} "
@@ -231,28 +234,39 @@ class _Block:
     nonfinite: list[tuple[str, int, tuple[int, int, int]]]
 
 
-def _read_blocks(
-    batches: list[_BatchInput], chunk: int, columns: np.ndarray | None
-) -> Iterator[_Block]:
-    """Read and select every block, checking for NaN/Inf (runs in the reader thread)."""
-    # One scratch buffer per slot (REF, ALT); batches share B and T, dtypes may differ.
-    scratch: dict[int, np.ndarray] = {}
-    for b in batches:
-        for start, stop in _blocks(b.ref.n_rows, chunk):
-            sel = []
-            bad: list[tuple[str, int, tuple[int, int, int]]] = []
-            for slot, reader in enumerate((b.ref, b.alt)):
-                if slot not in scratch or scratch[slot].dtype != reader.dtype:
-                    scratch[slot] = np.empty(
-                        (reader.scratch_rows(), *reader.shape[1:]), reader.dtype
-                    )
-                block = reader.read_selected(start, stop, columns, scratch[slot])
-                count, first = nonfinite_positions(block)
-                if count:
-                    assert first is not None
-                    bad.append((reader.path, count, first))
-                sel.append(block)
-            yield _Block(b, start, stop, sel[0], sel[1], bad)
+def _block_reader(
+    columns: np.ndarray | None,
+) -> Callable[[tuple[_BatchInput, int, int]], _Block]:
+    """A function reading, selecting and NaN-checking one block; safe on several threads."""
+    local = threading.local()  # one scratch buffer per thread and slot (REF, ALT)
+
+    def read(task: tuple[_BatchInput, int, int]) -> _Block:
+        b, start, stop = task
+        scratch: dict[int, np.ndarray] = local.__dict__.setdefault("scratch", {})
+        sel = []
+        bad: list[tuple[str, int, tuple[int, int, int]]] = []
+        for slot, reader in enumerate((b.ref, b.alt)):
+            if slot not in scratch or scratch[slot].dtype != reader.dtype:
+                scratch[slot] = np.empty((reader.scratch_rows(), *reader.shape[1:]), reader.dtype)
+            block = reader.read_selected(start, stop, columns, scratch[slot])
+            count, first = nonfinite_positions(block)
+            if count:
+                assert first is not None
+                bad.append((reader.path, count, first))
+            sel.append(block)
+        return _Block(b, start, stop, sel[0], sel[1], bad)
+
+    return read
+
+
+def _threads(requested: int | None) -> tuple[int, int]:
+    """Reader threads and blocks read ahead for ``--threads`` (None: every core)."""
+    threads = requested or os.cpu_count() or 1
+    if threads < 1:
+        raise PerturbscoreError(f"--threads must be at least 1, not {threads}.")
+    # One thread scores and writes; the others read ahead. One thread: no helpers.
+    workers = threads - 1
+    return workers, (workers + 1 if workers else 0)
 
 
 def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = None) -> RunResult:
@@ -316,7 +330,7 @@ def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = Non
             resident_bytes=sum(int(b.ids.memory_usage(deep=True).sum()) for b in batches),
             chunk_rows=opts.chunk_rows,
             max_rows=max(b.ref.n_rows for b in batches),
-            blocks_in_flight=2 + opts.prefetch,
+            blocks_in_flight=2 + _threads(opts.threads)[1],
             writer_buffer_bytes=len(outputs) * buffer_bytes(fmt),
             fmt=fmt,
         )
@@ -376,7 +390,9 @@ def _stream(
             )
         total = sum(b.ref.n_rows for b in batches)
         t_stream = time.perf_counter()
-        blocks = prefetch(_read_blocks(batches, chunk, columns), depth=opts.prefetch)
+        workers, ahead = _threads(opts.threads)
+        tasks = ((b, start, stop) for b in batches for start, stop in _blocks(b.ref.n_rows, chunk))
+        blocks = ordered_map(_block_reader(columns), tasks, workers, ahead)
         with tqdm(
             total=total,
             unit="variant",

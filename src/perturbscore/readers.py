@@ -8,15 +8,18 @@ faults cost more than the copy, and resident memory stays bounded), ``.npz`` mem
 are decompressed as a stream.
 
 New formats (HDF5, Zarr) implement the same small interface and register a
-suffix in :data:`READERS`; scoring code only sees :class:`PredictionReader`.
+format in :func:`open_predictions`; scoring code only sees :class:`PredictionReader`
+(HDF5 and Zarr live in :mod:`perturbscore.stores`).
 """
 
 from __future__ import annotations
 
 import abc
 import io
+import os
+import threading
 import zipfile
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -50,6 +53,8 @@ class PredictionReader(abc.ABC):
     path: str
     shape: tuple[int, int, int]
     dtype: np.dtype[Any]
+    #: Problems worth a user's attention that do not stop a run (e.g. poor chunking).
+    warnings: Sequence[str] = ()
 
     @property
     def n_rows(self) -> int:
@@ -211,9 +216,16 @@ class NpyReader(PredictionReader):
     def read_rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
         self._check_range(start, stop)
         buf = self._buffer(stop - start, out)
-        self._fp.seek(self._offset + start * self.row_nbytes)
-        want = buf.nbytes
-        got = self._fp.readinto(buf.data.cast("B"))
+        # Positional reads share no file position, so reader threads may read blocks of
+        # one file at the same time.
+        view = buf.data.cast("B")
+        want, got = buf.nbytes, 0
+        offset = self._offset + start * self.row_nbytes
+        while got < want:
+            n = os.preadv(self._fp.fileno(), [view[got:]], offset + got)
+            if n <= 0:
+                break
+            got += n
         if got != want:
             raise PerturbscoreError(
                 f"{self.path}: short read at rows {start}..{stop} ({got} of {want} bytes); "
@@ -277,8 +289,13 @@ class NpzMemberReader(PredictionReader):
             self._zip.close()
             raise
         self._pos = 0  # next row the stream is positioned at
+        self._lock = threading.Lock()  # one decompression stream: one reader at a time
 
     def read_rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        with self._lock:
+            return self._read_locked(start, stop, out)
+
+    def _read_locked(self, start: int, stop: int, out: np.ndarray | None) -> np.ndarray:
         self._check_range(start, stop)
         buf = self._buffer(stop - start, out)
         if start != self._pos:
@@ -311,19 +328,30 @@ class NpzMemberReader(PredictionReader):
         self._zip.close()
 
 
-#: Suffix -> factory taking the user's path string.  Extend to add formats.
-READERS: dict[str, Callable[[str], PredictionReader]] = {
-    ".npy": NpyReader,
-}
+#: Format names accepted by ``open_predictions(..., fmt=...)`` and run files' ``format``.
+FORMATS = ("npy", "npz", "hdf5", "zarr")
 
 
-def open_predictions(path: str | Path) -> PredictionReader:
+def _store_reader(fmt: str, path: str) -> PredictionReader:
+    try:
+        from . import stores
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise PerturbscoreError(
+            f"{path}: reading {fmt} needs h5py/zarr: pip install 'perturbscore[stores]'."
+        ) from exc
+    return stores.Hdf5Reader(path) if fmt == "hdf5" else stores.ZarrReader(path)
+
+
+def open_predictions(path: str | Path, fmt: str | None = None) -> PredictionReader:
     """Open a prediction array for row-block reading.
 
     Parameters
     ----------
     path : str or Path
-        ``x.npy``, ``x.npz`` (an archive with one array) or ``x.npz::member``.
+        ``x.npy``; ``x.npz`` (an archive with one array) or ``x.npz::member``;
+        ``x.h5::dataset`` (HDF5); ``x.zarr::array`` (Zarr v2 or v3 store).
+    fmt : {"npy", "npz", "hdf5", "zarr"}, optional
+        The format, when the file name does not tell it.
 
     Returns
     -------
@@ -333,17 +361,31 @@ def open_predictions(path: str | Path) -> PredictionReader:
     Raises
     ------
     PerturbscoreError
-        Missing file, unknown format, wrong dtype/shape, truncated file.
+        Missing file or dataset, unknown format, wrong dtype/shape, truncated file.
     """
     text = str(path)
-    if NPZ_MEMBER_SEP in text:
-        archive, member = text.split(NPZ_MEMBER_SEP, 1)
-        return NpzMemberReader(archive, member)
-    suffix = Path(text).suffix.lower()
-    if suffix == ".npz":
-        return NpzMemberReader(text)
-    if suffix in READERS:
-        return READERS[suffix](text)
-    raise PerturbscoreError(
-        f"{text}: unknown prediction format {suffix!r}; use .npy or .npz (x.npz::member)."
-    )
+    file_part = text.split(NPZ_MEMBER_SEP, 1)[0]
+    if fmt is None:
+        suffix = Path(file_part).suffix.lower()
+        fmt = {
+            ".npy": "npy",
+            ".npz": "npz",
+            ".h5": "hdf5",
+            ".hdf5": "hdf5",
+            ".hdf": "hdf5",
+            ".zarr": "zarr",
+        }.get(suffix)
+        if fmt is None:
+            raise PerturbscoreError(
+                f"{text}: unknown prediction format {suffix!r}; use .npy, .npz "
+                "(x.npz::member), .h5 (x.h5::dataset) or .zarr (x.zarr::array), or name the "
+                "format."
+            )
+    if fmt not in FORMATS:
+        raise PerturbscoreError(f"{text}: unknown format {fmt!r}; use one of {FORMATS}.")
+    if fmt in ("hdf5", "zarr"):
+        return _store_reader(fmt, text)
+    if fmt == "npz":
+        member = text.split(NPZ_MEMBER_SEP, 1)[1] if NPZ_MEMBER_SEP in text else None
+        return NpzMemberReader(file_part, member)
+    return NpyReader(text)

@@ -53,6 +53,7 @@ class Batch:
     ref: Path
     alt: Path
     variants: Path
+    format: str | None = None  # of ref/alt when their names do not tell it
 
 
 @dataclass(frozen=True)
@@ -180,13 +181,14 @@ def parse_run_config(data: dict[str, Any], base: Path, source: Path | None = Non
         batches = []
         for bi, b in enumerate(batches_raw, start=1):
             bw = f"{gw} ({name}) batch {bi}"
-            _expect(b, {"ref", "alt", "variants"}, bw)
+            _expect(b, {"ref", "alt", "variants", "format"}, bw)
             missing = {"ref", "alt", "variants"} - set(b)
             if missing:
                 raise PerturbscoreError(f"{bw}: missing {sorted(missing)}.")
-            batches.append(
-                Batch(*(_resolve(base, b[k], f"{bw} {k}") for k in ("ref", "alt", "variants")))
+            ref, alt, variants = (
+                _resolve(base, b[k], f"{bw} {k}") for k in ("ref", "alt", "variants")
             )
+            batches.append(Batch(ref, alt, variants, format=b.get("format")))
         groups.append(Group(name, tuple(batches)))
     if len({g.name for g in groups}) != len(groups):
         raise PerturbscoreError(f"{where}: group names must be unique.")

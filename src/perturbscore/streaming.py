@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
+A = TypeVar("A")
 T = TypeVar("T")
 
 _DONE = object()
@@ -78,3 +81,32 @@ def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
     finally:
         stop.set()
         thread.join()
+
+
+def ordered_map(
+    fn: Callable[[A], T], items: Iterable[A], workers: int, ahead: int | None = None
+) -> Iterator[T]:
+    """``map(fn, items)`` on ``workers`` threads, results in order, at most ``ahead`` pending.
+
+    ``workers <= 0`` runs in the caller's thread.  Bounding the tasks in flight bounds
+    memory: each finished result waits until the consumer takes it.  If the consumer
+    stops early, pending tasks are cancelled and the pool is shut down before this
+    generator finishes; an exception in ``fn`` is raised at its item.
+    """
+    if workers <= 0:
+        yield from map(fn, items)
+        return
+    limit = max(1, ahead if ahead is not None else workers)
+    pending: deque[Future[T]] = deque()
+    it = iter(items)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="perturbscore-reader") as pool:
+        try:
+            for item in it:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= limit:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
