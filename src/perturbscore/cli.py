@@ -117,6 +117,11 @@ def _report(result: RunResult) -> None:
     default=None,
     help="Threads (default: every core): one scores, the others read ahead.",
 )
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Record finished blocks; after a crash, the same command continues.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing output tables.")
 @click.pass_context
 @_user_errors
@@ -130,6 +135,7 @@ def run_cmd(
     center_bin: int | None,
     nan_policy: str,
     threads: int | None,
+    resume: bool,
     overwrite: bool,
 ) -> None:
     """Score the groups of RUN_FILE (TOML): one table per group x aggregation x statistic."""
@@ -141,6 +147,7 @@ def run_cmd(
         format=fmt,
         progress=not ctx.obj["quiet"],
         threads=threads,
+        resume=resume,
     )
     _report(run_path(run_file, out_dir, options, center_bin=center_bin))
 

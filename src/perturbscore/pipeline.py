@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from . import __version__
 from .errors import PerturbscoreError
 from .memory import DEFAULT_MEMORY_BYTES, MemoryPlan, plan_memory
 from .readers import PredictionReader, open_predictions
+from .resume import Recorded, ResumeState, file_fingerprint
 from .runfile import Group, RunConfig, load_run_file
 from .scoring import Aggregation, nonfinite_positions, parse_aggregation, score_block
 from .streaming import ordered_map
@@ -49,6 +50,8 @@ from .writers import (
 log = logging.getLogger("perturbscore")
 
 NAN_POLICIES = ("error", "propagate")
+#: Test hook: fail after this many newly computed blocks (exercises --resume).
+FAIL_AFTER_ENV = "PERTURBSCORE_FAIL_AFTER_BLOCKS"
 MANIFEST = "manifest.json"
 
 
@@ -82,6 +85,7 @@ class RunOptions:
     format: str | None = None
     progress: bool = True
     threads: int | None = None
+    resume: bool = False
 
 
 @dataclass
@@ -259,6 +263,26 @@ def _block_reader(
     return read
 
 
+def _fingerprint(
+    config: RunConfig, opts: RunOptions, fmt: str, batches: list[_BatchInput]
+) -> dict[str, Any]:
+    """What a resumed run must share with the recorded one (see :mod:`.resume`)."""
+    settings = json.loads(json.dumps(asdict(replace(config, source=None)), default=str))
+    files = [Path(config.targets)]
+    if config.tracks.shortlist:
+        files.append(Path(config.tracks.shortlist))
+    for b in batches:
+        files += [Path(r.path.split("::")[0]) for r in (b.ref, b.alt)] + [b.variants_path]
+    return {
+        "run_file": str(config.source.resolve()) if config.source else None,
+        "settings": settings,
+        "inputs": [file_fingerprint(f) for f in files],
+        "format": fmt,
+        "nan_policy": opts.nan_policy,
+        "perturbscore_version": __version__,
+    }
+
+
 def _threads(requested: int | None) -> tuple[int, int]:
     """Reader threads and blocks read ahead for ``--threads`` (None: every core)."""
     threads = requested or os.cpu_count() or 1
@@ -318,6 +342,16 @@ def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = Non
             raise PerturbscoreError(f"aggregations repeat: {list(config.aggregations)}.")
         outputs = _plan_outputs(config, aggs, fmt, out, opts.overwrite)
         rows_per_group = _rows_per_group(batches)
+        state = None
+        if opts.resume:
+            state = ResumeState(
+                out,
+                _fingerprint(config, opts, fmt, batches),
+                [o.path.name for o in outputs],
+                len(tracks),
+            )
+            if state.chunk_rows is not None:
+                log.info("resuming: %d blocks already done", len(state.recorded))
         plan = plan_memory(
             budget=opts.memory_bytes,
             n_bins=n_bins,
@@ -328,7 +362,8 @@ def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = Non
             n_outputs_per_group=len(aggs) * len(config.statistics),
             in_memory_rows=sum(rows_per_group.values()) if holds_in_memory(fmt) else 0,
             resident_bytes=sum(int(b.ids.memory_usage(deep=True).sum()) for b in batches),
-            chunk_rows=opts.chunk_rows,
+            # A resumed run keeps the block size its recorded blocks were made with.
+            chunk_rows=state.chunk_rows if state and state.chunk_rows else opts.chunk_rows,
             max_rows=max(b.ref.n_rows for b in batches),
             blocks_in_flight=2 + _threads(opts.threads)[1],
             writer_buffer_bytes=len(outputs) * buffer_bytes(fmt),
@@ -337,7 +372,18 @@ def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = Non
         log.info("%s", plan.describe())
         log.debug("inputs read and checked in %.3f s", time.perf_counter() - t0)
         result = _stream(
-            config, opts, out, batches, outputs, tracks, columns, id_cols, aggs, plan, warnings
+            config,
+            opts,
+            out,
+            batches,
+            outputs,
+            tracks,
+            columns,
+            id_cols,
+            aggs,
+            plan,
+            warnings,
+            state,
         )
         _write_manifest(
             config,
@@ -367,6 +413,7 @@ def _stream(
     aggs: list[Aggregation],
     plan: MemoryPlan,
     warnings: list[str],
+    state: ResumeState | None = None,
 ) -> RunResult:
     rows_per_group = _rows_per_group(batches)
     created_dir = not out.exists()
@@ -390,9 +437,24 @@ def _stream(
             )
         total = sum(b.ref.n_rows for b in batches)
         t_stream = time.perf_counter()
-        workers, ahead = _threads(opts.threads)
-        tasks = ((b, start, stop) for b in batches for start, stop in _blocks(b.ref.n_rows, chunk))
-        blocks = ordered_map(_block_reader(columns), tasks, workers, ahead)
+        order = list(by_key)  # output tables in writer order (the resume files' order)
+        position = {id(b): n for n, b in enumerate(batches)}
+
+        def note_nonfinite(found: list[tuple[str, int, tuple[int, int, int]]], start: int) -> None:
+            for source, count, first in found:
+                prev = nonfinite.get(source)
+                where = (
+                    prev[1]
+                    if prev
+                    else (
+                        f"row {start + first[0]}, bin {first[1]}, track "
+                        f"{tracks['index'].iloc[first[2]]} ({track_names[first[2]]})"
+                    )
+                )
+                nonfinite[source] = ((prev[0] if prev else 0) + count, where)
+
+        tasks = [(b, start, stop) for b in batches for start, stop in _blocks(b.ref.n_rows, chunk)]
+        fail_after = int(os.environ.get(FAIL_AFTER_ENV, "0"))
         with tqdm(
             total=total,
             unit="variant",
@@ -401,25 +463,46 @@ def _stream(
             disable=None if opts.progress else True,
             leave=False,
         ) as bar:
-            for blk in blocks:
-                for source, count, first in blk.nonfinite:
-                    prev = nonfinite.get(source)
-                    where = (
-                        prev[1]
-                        if prev
-                        else (
-                            f"row {blk.start + first[0]}, bin {first[1]}, track "
-                            f"{tracks['index'].iloc[first[2]]} ({track_names[first[2]]})"
+            if state is not None:
+                state.start(chunk)
+                for rec, recorded in state.replay():
+                    b = batches[rec.batch]
+                    if tasks[0] != (b, rec.start, rec.stop):
+                        raise PerturbscoreError(
+                            f"{state.dir}: recorded blocks do not follow this run's blocks; "
+                            "remove that folder and run again."
                         )
-                    )
-                    nonfinite[source] = ((prev[0] if prev else 0) + count, where)
+                    tasks.pop(0)
+                    ids = b.ids.iloc[rec.start : rec.stop]
+                    for n, values in recorded.items():
+                        writers[order[n]].write(values, ids)
+                    note_nonfinite(rec.nonfinite, rec.start)
+                    bad_log2 += rec.bad_log2
+                    bar.update(rec.stop - rec.start)
+            done = 0
+            for blk in ordered_map(_block_reader(columns), tasks, *_threads(opts.threads)):
+                note_nonfinite(blk.nonfinite, blk.start)
                 scores = score_block(blk.ref, blk.alt, aggs, config.statistics, config.pseudocount)
                 ids = blk.batch.ids.iloc[blk.start : blk.stop]
+                block_bad = 0
                 for (agg_spec, stat), values in scores.items():
                     if stat == "log2fc":
-                        bad_log2 += int((~np.isfinite(values)).sum())
+                        block_bad += int((~np.isfinite(values)).sum())
                     writers[(blk.batch.group, agg_spec, stat)].write(values, ids)
+                bad_log2 += block_bad
+                if state is not None:
+                    state.record(
+                        Recorded(
+                            position[id(blk.batch)], blk.start, blk.stop, blk.nonfinite, block_bad
+                        ),
+                        {order.index((blk.batch.group, a, st)): v for (a, st), v in scores.items()},
+                    )
                 bar.update(blk.stop - blk.start)
+                done += 1
+                if fail_after and done >= fail_after:
+                    raise RuntimeError(
+                        f"{FAIL_AFTER_ENV}={fail_after}: failing as asked (test hook)"
+                    )
         if nonfinite:
             detail = "; ".join(f"{p}: {c} values, first at {w}" for p, (c, w) in nonfinite.items())
             if opts.nan_policy == "error":
@@ -440,7 +523,11 @@ def _stream(
             w.commit()
             committed.append(w.path)
         log.debug("tables committed in %.3f s", time.perf_counter() - t_commit)
+        if state is not None:
+            state.finish()
     except BaseException:
+        if state is not None:
+            state.close()  # kept: the next --resume continues from it
         for w in writers.values():
             w.abort()
         for path in committed:
