@@ -117,3 +117,38 @@ def test_cli_missing_dataset_exits_2(study: Path, tmp_path: Path, cli) -> None:
     assert r.returncode == 2
     assert "stab_snps_strand.h5: no dataset 'ALT' inside the file" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_zarr_cube_opens_with_xarray_and_round_trips(study: Path, tmp_path: Path, cli) -> None:
+    xr = pytest.importorskip("xarray")
+    out = tmp_path / "o"
+    r = cli(
+        "run",
+        study / "stablefm.toml",
+        "--out",
+        out,
+        "--format",
+        "parquet",
+        "--zarr",
+        "--chunk-rows",
+        6,
+    )
+    assert r.returncode == 0, r.stderr
+    ds = xr.open_zarr(out / "top_scores.zarr")
+    assert ds["scores"].dims == ("variant", "track", "aggregation", "statistic")
+    assert ds.sizes == {"variant": 76, "track": 21, "aggregation": 2, "statistic": 1}
+    assert list(ds["aggregation"].values) == ["ave", "tss"]
+    tss = pd.read_parquet(out / "top_diff_tss_relevant_comb.parquet")
+    got = ds["scores"].sel(aggregation="tss", statistic="abs_diff").values
+    np.testing.assert_array_equal(got, tss.iloc[:, :21].to_numpy())
+    assert list(ds["rsID"].values) == list(tss["rsID"])
+    assert list(ds["track"].values) == list(tss.columns[:21])
+    assert set(ds["biosample"].values) == {
+        "GM12878",
+        "B lymphoblastoid cell line: GM12878 ENCODE, biol_",
+    }
+    # xarray round trip: what it reads back it writes identically.
+    ds.load().to_zarr(tmp_path / "copy.zarr")
+    xr.testing.assert_identical(xr.open_zarr(tmp_path / "copy.zarr").load(), ds)
+    again = cli("run", study / "stablefm.toml", "--out", out, "--format", "rds", "--zarr")
+    assert again.returncode == 2 and "stab_scores.zarr" in again.stderr

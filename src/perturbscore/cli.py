@@ -118,6 +118,12 @@ def _report(result: RunResult) -> None:
     help="Threads (default: every core): one scores, the others read ahead.",
 )
 @click.option(
+    "--zarr",
+    "zarr_cube",
+    is_flag=True,
+    help="Also write each group's score cube as {group}_scores.zarr (xarray).",
+)
+@click.option(
     "--resume",
     is_flag=True,
     help="Record finished blocks; after a crash, the same command continues.",
@@ -135,6 +141,7 @@ def run_cmd(
     center_bin: int | None,
     nan_policy: str,
     threads: int | None,
+    zarr_cube: bool,
     resume: bool,
     overwrite: bool,
 ) -> None:
@@ -148,6 +155,7 @@ def run_cmd(
         progress=not ctx.obj["quiet"],
         threads=threads,
         resume=resume,
+        zarr=zarr_cube,
     )
     _report(run_path(run_file, out_dir, options, center_bin=center_bin))
 

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,9 @@ from .writers import (
     open_writer,
     temp_path,
 )
+
+if TYPE_CHECKING:
+    from .cube import CubeWriter
 
 log = logging.getLogger("perturbscore")
 
@@ -76,6 +80,11 @@ class RunOptions:
     threads : int, optional
         Threads: one scores and writes, the others read blocks ahead (default: every
         core; 1 reads in the calling thread).
+    resume : bool
+        Record finished blocks in ``OUT/.perturbscore-resume`` and, if a run with the same
+        run file and inputs died, continue it (see :mod:`perturbscore.resume`).
+    zarr : bool
+        Also write each group's score cube to ``{group}_scores.zarr`` (:mod:`.cube`).
     """
 
     memory_bytes: int = DEFAULT_MEMORY_BYTES
@@ -86,6 +95,7 @@ class RunOptions:
     progress: bool = True
     threads: int | None = None
     resume: bool = False
+    zarr: bool = False
 
 
 @dataclass
@@ -180,7 +190,12 @@ def _open_batches(
 
 
 def _plan_outputs(
-    config: RunConfig, aggs: list[Aggregation], fmt: str, out_dir: Path, overwrite: bool
+    config: RunConfig,
+    aggs: list[Aggregation],
+    fmt: str,
+    out_dir: Path,
+    overwrite: bool,
+    cubes: bool = False,
 ) -> list[OutputTable]:
     outputs: list[OutputTable] = []
     for group in config.groups:
@@ -204,13 +219,21 @@ def _plan_outputs(
             f"({clash[:3]}); include {{group}}, {{aggregation}} and {{statistic}} as needed."
         )
     if not overwrite:
-        existing = [str(p) for p in [o.path for o in outputs] + [out_dir / MANIFEST] if p.exists()]
+        planned = [o.path for o in outputs] + [out_dir / MANIFEST]
+        if cubes:
+            planned += [out_dir / cube_name(g.name) for g in config.groups]
+        existing = [str(p) for p in planned if p.exists()]
         if existing:
             raise PerturbscoreError(
                 f"output already exists: {existing[:4]}; pass --overwrite to replace it or "
                 "choose another --out folder."
             )
     return outputs
+
+
+def cube_name(group: str) -> str:
+    """File name of a group's Zarr score cube."""
+    return f"{group}_scores.zarr"
 
 
 def _rows_per_group(batches: list[_BatchInput]) -> dict[str, int]:
@@ -340,7 +363,7 @@ def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = Non
         aggs = [parse_aggregation(a, n_bins, config.center_bin) for a in config.aggregations]
         if len({a.spec for a in aggs}) != len(aggs):
             raise PerturbscoreError(f"aggregations repeat: {list(config.aggregations)}.")
-        outputs = _plan_outputs(config, aggs, fmt, out, opts.overwrite)
+        outputs = _plan_outputs(config, aggs, fmt, out, opts.overwrite, cubes=opts.zarr)
         rows_per_group = _rows_per_group(batches)
         state = None
         if opts.resume:
@@ -420,6 +443,7 @@ def _stream(
     out.mkdir(parents=True, exist_ok=True)
     track_names = list(tracks["identifier"])
     writers: dict[tuple[str, str, str], TableWriter] = {}
+    cubes: dict[str, CubeWriter] = {}
     by_key = {(o.group, o.aggregation.spec, o.statistic): o for o in outputs}
     chunk = plan.chunk_rows
     nonfinite: dict[str, tuple[int, str]] = {}
@@ -453,6 +477,38 @@ def _stream(
                 )
                 nonfinite[source] = ((prev[0] if prev else 0) + count, where)
 
+        if opts.zarr:
+            from .cube import CubeWriter
+
+            for g in config.groups:
+                ids = pd.concat([b.ids for b in batches if b.group == g.name], ignore_index=True)
+                cubes[g.name] = CubeWriter(
+                    out / cube_name(g.name),
+                    ids,
+                    tracks,
+                    [a.spec for a in aggs],
+                    list(config.statistics),
+                    chunk,
+                )
+        group_row = {}  # first row of each batch within its group's tables
+        for name, rows in _rows_per_group(batches).items():
+            first = 0
+            for b in (b for b in batches if b.group == name):
+                group_row[id(b)], first = first, first + b.ref.n_rows
+            assert first == rows
+
+        def emit(
+            b: _BatchInput, start: int, stop: int, values: dict[tuple[str, str, str], np.ndarray]
+        ) -> None:
+            """Hand one block's scores to the table writers (and the group's cube)."""
+            ids = b.ids.iloc[start:stop]
+            for key, v in values.items():
+                writers[key].write(v, ids)
+            if b.group in cubes:
+                cubes[b.group].write(
+                    group_row[id(b)] + start, {(k[1], k[2]): v for k, v in values.items()}
+                )
+
         tasks = [(b, start, stop) for b in batches for start, stop in _blocks(b.ref.n_rows, chunk)]
         fail_after = int(os.environ.get(FAIL_AFTER_ENV, "0"))
         with tqdm(
@@ -473,9 +529,7 @@ def _stream(
                             "remove that folder and run again."
                         )
                     tasks.pop(0)
-                    ids = b.ids.iloc[rec.start : rec.stop]
-                    for n, values in recorded.items():
-                        writers[order[n]].write(values, ids)
+                    emit(b, rec.start, rec.stop, {order[n]: v for n, v in recorded.items()})
                     note_nonfinite(rec.nonfinite, rec.start)
                     bad_log2 += rec.bad_log2
                     bar.update(rec.stop - rec.start)
@@ -483,12 +537,16 @@ def _stream(
             for blk in ordered_map(_block_reader(columns), tasks, *_threads(opts.threads)):
                 note_nonfinite(blk.nonfinite, blk.start)
                 scores = score_block(blk.ref, blk.alt, aggs, config.statistics, config.pseudocount)
-                ids = blk.batch.ids.iloc[blk.start : blk.stop]
-                block_bad = 0
-                for (agg_spec, stat), values in scores.items():
-                    if stat == "log2fc":
-                        block_bad += int((~np.isfinite(values)).sum())
-                    writers[(blk.batch.group, agg_spec, stat)].write(values, ids)
+                grp = blk.batch.group
+                emit(
+                    blk.batch,
+                    blk.start,
+                    blk.stop,
+                    {(grp, a, st): v for (a, st), v in scores.items()},
+                )
+                block_bad = sum(
+                    int((~np.isfinite(v)).sum()) for (_, st), v in scores.items() if st == "log2fc"
+                )
                 bad_log2 += block_bad
                 if state is not None:
                     state.record(
@@ -522,6 +580,9 @@ def _stream(
             by_key[key].rows = w.rows
             w.commit()
             committed.append(w.path)
+        for cube in cubes.values():
+            cube.commit()
+            committed.append(cube.path)
         log.debug("tables committed in %.3f s", time.perf_counter() - t_commit)
         if state is not None:
             state.finish()
@@ -530,9 +591,14 @@ def _stream(
             state.close()  # kept: the next --resume continues from it
         for w in writers.values():
             w.abort()
+        for cube in cubes.values():
+            cube.abort()
         for path in committed:
             # All or nothing: tables committed before a later commit failed go too.
-            path.unlink(missing_ok=True)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
         if created_dir:
             with contextlib.suppress(OSError):
                 out.rmdir()
@@ -622,6 +688,7 @@ def _write_manifest(
             }
             for o in outputs
         ],
+        "zarr_cubes": [cube_name(g.name) for g in config.groups] if opts.zarr else [],
         "warnings": result.warnings,
     }
     path = out / MANIFEST
