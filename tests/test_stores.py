@@ -148,7 +148,7 @@ def test_zarr_cube_opens_with_xarray_and_round_trips(study: Path, tmp_path: Path
         "B lymphoblastoid cell line: GM12878 ENCODE, biol_",
     }
     # xarray round trip: what it reads back it writes identically.
-    ds.load().to_zarr(tmp_path / "copy.zarr")
+    ds.load().to_zarr(tmp_path / "copy.zarr", zarr_format=2)
     xr.testing.assert_identical(xr.open_zarr(tmp_path / "copy.zarr").load(), ds)
     again = cli("run", study / "stablefm.toml", "--out", out, "--format", "rds", "--zarr")
     assert again.returncode == 2 and "stab_scores.zarr" in again.stderr
