@@ -118,6 +118,19 @@ def _report(result: RunResult) -> None:
     help="Threads (default: every core): one scores, the others read ahead.",
 )
 @click.option(
+    "--engine",
+    type=click.Choice(["local", "dask"]),
+    default="local",
+    show_default=True,
+    help="Compute here, or on Dask (writes partitioned Parquet datasets).",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    help="Dask scheduler address (tcp://host:8786); default: a local cluster.",
+)
+@click.option("--workers", type=int, default=None, help="Workers of the local Dask cluster.")
+@click.option(
     "--zarr",
     "zarr_cube",
     is_flag=True,
@@ -141,6 +154,9 @@ def run_cmd(
     center_bin: int | None,
     nan_policy: str,
     threads: int | None,
+    engine: str,
+    scheduler: str | None,
+    workers: int | None,
     zarr_cube: bool,
     resume: bool,
     overwrite: bool,
@@ -156,6 +172,9 @@ def run_cmd(
         threads=threads,
         resume=resume,
         zarr=zarr_cube,
+        engine=engine,
+        scheduler=scheduler,
+        workers=workers,
     )
     _report(run_path(run_file, out_dir, options, center_bin=center_bin))
 

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("perturbscore")
 
 NAN_POLICIES = ("error", "propagate")
+ENGINES = ("local", "dask")
 #: Test hook: fail after this many newly computed blocks (exercises --resume).
 FAIL_AFTER_ENV = "PERTURBSCORE_FAIL_AFTER_BLOCKS"
 MANIFEST = "manifest.json"
@@ -85,6 +87,12 @@ class RunOptions:
         run file and inputs died, continue it (see :mod:`perturbscore.resume`).
     zarr : bool
         Also write each group's score cube to ``{group}_scores.zarr`` (:mod:`.cube`).
+    engine : {"local", "dask"}
+        Where to compute (:mod:`perturbscore.dask_engine` for Dask).
+    scheduler : str, optional
+        Dask scheduler address; default: a local cluster sized to the machine.
+    workers : int, optional
+        Workers of that local cluster (default: one per core).
     """
 
     memory_bytes: int = DEFAULT_MEMORY_BYTES
@@ -96,6 +104,9 @@ class RunOptions:
     threads: int | None = None
     resume: bool = False
     zarr: bool = False
+    engine: str = "local"
+    scheduler: str | None = None
+    workers: int | None = None
 
 
 @dataclass
@@ -128,6 +139,7 @@ class _BatchInput:
     alt: PredictionReader
     variants_path: Path
     ids: pd.DataFrame
+    format: str | None = None  # as named in the run file (None: from the file names)
 
 
 def _file_facts(path: Path) -> dict[str, Any]:
@@ -183,7 +195,9 @@ def _open_batches(
                 )
             warnings += duplicate_report(ids, cols, str(batch.variants))
             batches.append(
-                _BatchInput(group.name, number, ref, alt, batch.variants, ids[cols].copy())
+                _BatchInput(
+                    group.name, number, ref, alt, batch.variants, ids[cols].copy(), batch.format
+                )
             )
     assert id_cols is not None  # config always has a batch
     return batches, id_cols, warnings
@@ -342,6 +356,16 @@ def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = Non
         raise PerturbscoreError(f"--nan must be one of {NAN_POLICIES}, not {opts.nan_policy!r}.")
     fmt = check_format(opts.format or config.format)
     out = Path(out_dir)
+    if opts.engine not in ENGINES:
+        raise PerturbscoreError(f"--engine must be one of {ENGINES}, not {opts.engine!r}.")
+    if opts.engine == "dask":
+        if fmt != "parquet":
+            raise PerturbscoreError(
+                f"the Dask engine writes partitioned Parquet datasets, not {fmt}; use "
+                "--format parquet (or the local engine)."
+            )
+        if opts.resume:
+            raise PerturbscoreError("--resume belongs to the local engine; Dask retries tasks.")
 
     t0 = time.perf_counter()
     table = read_targets(config.targets)
@@ -394,7 +418,13 @@ def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = Non
         )
         log.info("%s", plan.describe())
         log.debug("inputs read and checked in %.3f s", time.perf_counter() - t0)
-        result = _stream(
+        if opts.engine == "dask":
+            from .dask_engine import run_dask
+
+            execute = run_dask
+        else:
+            execute = partial(_stream, state=state)
+        result = execute(
             config,
             opts,
             out,
@@ -406,7 +436,6 @@ def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = Non
             aggs,
             plan,
             warnings,
-            state,
         )
         _write_manifest(
             config,
