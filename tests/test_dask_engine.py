@@ -20,8 +20,9 @@ TOML = "stablefm.toml"
 
 @pytest.fixture(scope="module")
 def scheduler():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
     yield cluster.scheduler_address
     cluster.close()
 
@@ -31,11 +32,27 @@ def _tables(folder: Path) -> dict[str, pd.DataFrame]:
 
 
 def test_dask_equals_local(study: Path, tmp_path: Path, scheduler: str, cli) -> None:
-    r = cli("run", study / TOML, "--out", tmp_path / "dask", "--engine", "dask", "--scheduler",
-            scheduler, "--format", "parquet", "--zarr", "--chunk-rows", 7)
+    r = cli(
+        "run",
+        study / TOML,
+        "--out",
+        tmp_path / "dask",
+        "--engine",
+        "dask",
+        "--scheduler",
+        scheduler,
+        "--format",
+        "parquet",
+        "--zarr",
+        "--chunk-rows",
+        7,
+    )
     assert r.returncode == 0, r.stderr
-    run(load_run_file(study / TOML), tmp_path / "local",
-        RunOptions(format="parquet", zarr=True, chunk_rows=7, progress=False))
+    run(
+        load_run_file(study / TOML),
+        tmp_path / "local",
+        RunOptions(format="parquet", zarr=True, chunk_rows=7, progress=False),
+    )
     local, dask = _tables(tmp_path / "local"), _tables(tmp_path / "dask")
     assert sorted(local) == sorted(dask) and len(local) == 4
     for name, table in local.items():
@@ -43,8 +60,10 @@ def test_dask_equals_local(study: Path, tmp_path: Path, scheduler: str, cli) -> 
         assert len(list((tmp_path / "dask" / name).glob("*.parquet"))) > 1
         pd.testing.assert_frame_equal(dask[name], table, check_exact=True)
     for g in ("stab", "top"):
-        xr.testing.assert_identical(xr.open_zarr(tmp_path / "dask" / f"{g}_scores.zarr").load(),
-                                    xr.open_zarr(tmp_path / "local" / f"{g}_scores.zarr").load())
+        xr.testing.assert_identical(
+            xr.open_zarr(tmp_path / "dask" / f"{g}_scores.zarr").load(),
+            xr.open_zarr(tmp_path / "local" / f"{g}_scores.zarr").load(),
+        )
 
 
 def test_own_local_cluster_and_hdf5_inputs(study: Path, tmp_path: Path) -> None:
@@ -57,25 +76,40 @@ def test_own_local_cluster_and_hdf5_inputs(study: Path, tmp_path: Path) -> None:
     (study / "h5.toml").write_text(text)
     opts = RunOptions(format="parquet", chunk_rows=11, progress=False)
     run(load_run_file(study / TOML), tmp_path / "local", opts)
-    run(load_run_file(study / "h5.toml"), tmp_path / "dask",
-        RunOptions(format="parquet", chunk_rows=11, progress=False, engine="dask", workers=2))
+    run(
+        load_run_file(study / "h5.toml"),
+        tmp_path / "dask",
+        RunOptions(format="parquet", chunk_rows=11, progress=False, engine="dask", workers=2),
+    )
     for name, table in _tables(tmp_path / "local").items():
-        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "dask" / name), table,
-                                      check_exact=True)
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(tmp_path / "dask" / name), table, check_exact=True
+        )
 
 
 def test_unreachable_scheduler_fails_fast(study: Path, tmp_path: Path, cli) -> None:
     start = time.monotonic()
-    r = cli("run", study / TOML, "--out", tmp_path / "o", "--engine", "dask", "--scheduler",
-            "tcp://127.0.0.1:9", "--format", "parquet")
+    r = cli(
+        "run",
+        study / TOML,
+        "--out",
+        tmp_path / "o",
+        "--engine",
+        "dask",
+        "--scheduler",
+        "tcp://127.0.0.1:9",
+        "--format",
+        "parquet",
+    )
     assert r.returncode == 2
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in r.stderr
     assert time.monotonic() - start < 60
     assert not (tmp_path / "o").exists()
 
 
-def test_dask_refuses_other_formats_and_nan(study: Path, tmp_path: Path, scheduler: str,
-                                            cli) -> None:
+def test_dask_refuses_other_formats_and_nan(
+    study: Path, tmp_path: Path, scheduler: str, cli
+) -> None:
     r = cli("run", study / TOML, "--out", tmp_path / "o", "--engine", "dask")
     assert r.returncode == 2 and "writes partitioned Parquet datasets, not rdata" in r.stderr
     p = study / "final_alt_preds_top_snps_strand.npy"
@@ -83,6 +117,9 @@ def test_dask_refuses_other_formats_and_nan(study: Path, tmp_path: Path, schedul
     arr[2, 1, 4] = np.inf
     np.save(p, arr)
     with pytest.raises(PerturbscoreError, match="final_alt_preds_top_snps_strand.npy: 1 values"):
-        run(load_run_file(study / TOML), tmp_path / "n",
-            RunOptions(format="parquet", engine="dask", scheduler=scheduler, progress=False))
+        run(
+            load_run_file(study / TOML),
+            tmp_path / "n",
+            RunOptions(format="parquet", engine="dask", scheduler=scheduler, progress=False),
+        )
     assert not (tmp_path / "n").exists()

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import shutil
+import warnings as warnings_module
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,8 +103,9 @@ def _client(scheduler: str | None, workers: int | None) -> Any:
                 f"({exc}); check the address and that the scheduler is running."
             ) from exc
     n = workers or os.cpu_count() or 1
+    # ":0": a free port, so several runs (or a test cluster) never collide on 8787.
     cluster = LocalCluster(
-        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"
     )
     return Client(cluster)
 
@@ -215,7 +217,11 @@ def run_dask(
                     cube, ids_of[g.name], tracks, [a.spec for a in aggs], list(config.statistics)
                 )
                 writes.append(ds.to_zarr(tmp, mode="w", compute=False, zarr_format=ZARR_FORMAT))
-        results = dask.compute(*writes, *(c for _, c in counts))
+        with warnings_module.catch_warnings():
+            # One compute for tables, cubes and NaN counts reads every input chunk once;
+            # dask warns that it mixes dataframe expressions with array graphs to do so.
+            warnings_module.filterwarnings("ignore", message="Computing mixed collections")
+            results = dask.compute(*writes, *(c for _, c in counts))
         found = [
             (p, int(n)) for (p, _), n in zip(counts, results[len(writes) :], strict=True) if int(n)
         ]
