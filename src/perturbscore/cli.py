@@ -242,6 +242,70 @@ def demo_cmd(ctx: click.Context, folder: Path, overwrite: bool) -> None:
     _report(result)
 
 
+@cli.command("import-scores")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--statistic", required=True, help="Dataset of the scores files, e.g. SAD.")
+@click.option(
+    "--targets",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Track table of the model that made the scores.",
+)
+@click.option("--shortlist", type=click.Path(path_type=Path), default=None)
+@click.option("--identifier", "identifiers", multiple=True)
+@click.option("--index", "indices", type=int, multiple=True)
+@click.option("--where", "where", multiple=True, help="Track query, as for 'tracks'.")
+@click.option(
+    "--normalise",
+    type=click.Choice(["none", "zscore"]),
+    default="none",
+    show_default=True,
+    help="zscore: per track over all groups' variants.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(list(FORMATS)), default="parquet", show_default=True
+)
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True)
+@_user_errors
+def import_scores_cmd(
+    sources: tuple[str, ...],
+    statistic: str,
+    targets: Path,
+    shortlist: Path | None,
+    identifiers: tuple[str, ...],
+    indices: tuple[int, ...],
+    where: tuple[str, ...],
+    normalise: str,
+    fmt: str,
+    out_dir: Path,
+    overwrite: bool,
+) -> None:
+    """Re-select (and normalise) Calico-style scores files: SOURCES are GROUP=FILE.h5."""
+    from .calico import import_scores
+    from .tracks import selection_from_options
+
+    groups: dict[str, str] = {}
+    for item in sources:
+        group, sep, file = item.partition("=")
+        if not sep or not group or not file:
+            raise PerturbscoreError(f"source {item!r}: write GROUP=FILE, e.g. top=top_sad.h5.")
+        groups[group] = file
+    result = import_scores(
+        groups,
+        statistic,
+        targets,
+        out_dir,
+        selection_from_options(shortlist, list(identifiers), list(indices), list(where)),
+        normalise=normalise,
+        fmt=fmt,
+        overwrite=overwrite,
+    )
+    for table in result.tables.values():
+        click.echo(str(table))
+    click.echo(str(result.manifest))
+
+
 @cli.command("compare")
 @click.argument("run_folder", type=click.Path(path_type=Path))
 @click.option("--a", "group_a", required=True, help="Group A (e.g. stab).")
