@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import shutil
+import time
 import warnings as warnings_module
 from collections.abc import Sequence
 from pathlib import Path
@@ -178,8 +179,10 @@ def run_dask(
     client = None
     try:
         # Connect first: an unreachable scheduler fails before anything is written.
+        t_cluster = time.perf_counter()
         client = _client(opts.scheduler, opts.workers)
         log.info("Dask engine: %s", client)
+        t_compute = time.perf_counter()
         for o in outputs:
             arr = scores[(o.group, o.aggregation.spec, o.statistic)]
             ids = ids_of[o.group]
@@ -235,6 +238,7 @@ def run_dask(
             warnings.append(f"NaN/Inf passed through (--nan propagate): {detail}")
         for tmp, final in temps:
             _replace_dir(tmp, final)
+        timings = {"cluster": t_compute - t_cluster, "compute": time.perf_counter() - t_compute}
     except BaseException:
         for tmp, _ in temps:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -247,7 +251,7 @@ def run_dask(
             _close(client)
     for note in warnings:
         log.warning("%s", note)
-    return RunResult(outputs, out / MANIFEST, chunk, warnings)
+    return RunResult(outputs, out / MANIFEST, chunk, warnings, timings)
 
 
 def _part_name(i: int) -> str:

@@ -89,6 +89,7 @@ def plan_memory(
     max_rows: int | None = None,
     blocks_in_flight: int = 2,
     writer_buffer_bytes: int = 0,
+    cache_sized: bool = True,
     fmt: str = "parquet",
 ) -> MemoryPlan:
     """Choose the rows per block so that the estimated working set fits ``budget``.
@@ -100,7 +101,8 @@ def plan_memory(
     (``2 A S 8``) and each statistic plus a writer copy (``2 O S 8``).  Fixed: the two
     scratch buffers whole rows are read through, ID tables and, for R formats, the
     finished tables (``rows O S 8``), and writer buffers.  Unless ``chunk_rows`` is
-    forced, blocks aim at :data:`TARGET_BLOCK_BYTES` of selected values; ``max_rows``
+    forced, blocks aim at :data:`TARGET_BLOCK_BYTES` of selected values (``cache_sized``;
+    the Dask engine wants chunks as large as a worker's budget allows); ``max_rows``
     caps them at the largest batch.
 
     Raises
@@ -136,7 +138,8 @@ def plan_memory(
         )
     fit = max(1, (budget - fixed) // per_row)
     if chunk_rows is None:
-        fit = min(fit, max(1, TARGET_BLOCK_BYTES // (n_bins * n_selected * itemsize)))
+        if cache_sized:
+            fit = min(fit, max(1, TARGET_BLOCK_BYTES // (n_bins * n_selected * itemsize)))
     else:
         if chunk_rows < 1:
             raise PerturbscoreError(f"--chunk-rows must be at least 1, not {chunk_rows}.")
