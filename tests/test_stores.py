@@ -152,3 +152,22 @@ def test_zarr_cube_opens_with_xarray_and_round_trips(study: Path, tmp_path: Path
     xr.testing.assert_identical(xr.open_zarr(tmp_path / "copy.zarr").load(), ds)
     again = cli("run", study / "stablefm.toml", "--out", out, "--format", "rds", "--zarr")
     assert again.returncode == 2 and "stab_scores.zarr" in again.stderr
+
+
+def test_format_named_in_the_run_file(study: Path, tmp_path: Path) -> None:
+    _study_in_stores(study, "hdf5")
+    text = (study / "stores.toml").read_text()
+    for p in sorted(study.glob("*.h5")):
+        p.rename(p.with_suffix(".data"))  # a name that tells nothing
+        text = text.replace(f'"{p.name}::', f'"{p.with_suffix(".data").name}::')
+    text = text.replace('variants = "', 'format = "hdf5", variants = "')
+    (study / "named.toml").write_text(text)
+    opts = RunOptions(format="parquet", progress=False)
+    run(load_run_file(study / "stablefm.toml"), tmp_path / "npy", opts)
+    run(load_run_file(study / "named.toml"), tmp_path / "named", opts)
+    for p in (tmp_path / "npy").glob("*.parquet"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(p), pd.read_parquet(tmp_path / "named" / p.name)
+        )
+    with pytest.raises(PerturbscoreError, match=r"unknown prediction format '.data'"):
+        open_predictions(f"{next(study.glob('*.data'))}::ref")
