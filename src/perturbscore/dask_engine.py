@@ -33,9 +33,7 @@ from .readers import open_predictions
 from .scoring import Aggregation, score_block
 
 if TYPE_CHECKING:
-    from .memory import MemoryPlan
-    from .pipeline import OutputTable, RunOptions, RunResult, _BatchInput
-    from .runfile import RunConfig
+    from .pipeline import Prepared, RunResult
 
 log = logging.getLogger("perturbscore")
 
@@ -111,19 +109,7 @@ def _client(scheduler: str | None, workers: int | None) -> Any:
     return Client(cluster)
 
 
-def run_dask(
-    config: RunConfig,
-    opts: RunOptions,
-    out: Path,
-    batches: list[_BatchInput],
-    outputs: list[OutputTable],
-    tracks: pd.DataFrame,
-    columns: np.ndarray | None,
-    id_cols: list[str],
-    aggs: list[Aggregation],
-    plan: MemoryPlan,
-    warnings: list[str],
-) -> RunResult:
+def run_dask(prep: Prepared) -> RunResult:
     """Compute and write the run's tables on Dask (see the module docstring)."""
     import dask
     import dask.array as da
@@ -131,7 +117,10 @@ def run_dask(
 
     from .pipeline import MANIFEST, RunResult, cube_name
 
-    chunk = plan.chunk_rows
+    config, opts, out, tracks, aggs = prep.config, prep.opts, prep.out, prep.tracks, prep.aggs
+    outputs, warnings, columns = prep.outputs, prep.warnings, prep.columns
+    batches = prep.batches
+    chunk = prep.plan.chunk_rows
     track_names = list(tracks["identifier"])
     # Per group: every batch's dask arrays, concatenated along variants.
     scores: dict[tuple[str, str, str], Any] = {}

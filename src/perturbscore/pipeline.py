@@ -431,17 +431,9 @@ def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = Non
         else:
             execute = partial(_stream, state=state)
         result = execute(
-            config,
-            opts,
-            out,
-            batches,
-            outputs,
-            tracks,
-            columns,
-            id_cols,
-            aggs,
-            plan,
-            warnings,
+            Prepared(
+                config, opts, out, batches, outputs, tracks, columns, id_cols, aggs, plan, warnings
+            )
         )
         result.timings = {"prepare": prepared, **result.timings}
         _write_manifest(
@@ -460,20 +452,28 @@ def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = Non
         return result
 
 
-def _stream(
-    config: RunConfig,
-    opts: RunOptions,
-    out: Path,
-    batches: list[_BatchInput],
-    outputs: list[OutputTable],
-    tracks: pd.DataFrame,
-    columns: np.ndarray | None,
-    id_cols: list[str],
-    aggs: list[Aggregation],
-    plan: MemoryPlan,
-    warnings: list[str],
-    state: ResumeState | None = None,
-) -> RunResult:
+@dataclass
+class Prepared:
+    """A validated run, ready for an engine: everything :func:`run` checked and planned."""
+
+    config: RunConfig
+    opts: RunOptions
+    out: Path
+    batches: list[_BatchInput]
+    outputs: list[OutputTable]
+    tracks: pd.DataFrame  # selected rows of the track table, in output order
+    columns: np.ndarray | None  # their track numbers (None: every track, in order)
+    id_cols: list[str]
+    aggs: list[Aggregation]
+    plan: MemoryPlan
+    warnings: list[str]
+
+
+def _stream(prep: Prepared, state: ResumeState | None = None) -> RunResult:
+    """The local engine: stream blocks through the writers (see the module docstring)."""
+    config, opts, out, tracks, aggs = prep.config, prep.opts, prep.out, prep.tracks, prep.aggs
+    outputs, warnings, columns = prep.outputs, prep.warnings, prep.columns
+    batches, id_cols, plan = prep.batches, prep.id_cols, prep.plan
     rows_per_group = _rows_per_group(batches)
     created_dir = not out.exists()
     out.mkdir(parents=True, exist_ok=True)

@@ -142,6 +142,20 @@ class PredictionReader(abc.ABC):
             raise IndexError(f"rows [{start}, {stop}) outside 0..{self.n_rows} of {self.path}")
 
 
+def pick_member(
+    names: Sequence[str], name: str | None, where: object, kind: str, placeholder: str
+) -> str:
+    """The member ``name``, or the only one in ``names`` when none is named."""
+    if name is not None:
+        return name
+    if len(names) != 1:
+        raise PerturbscoreError(
+            f"{where}: holds {len(names)} {kind}s {list(names)[:8]}; name one as "
+            f"'{where}{NPZ_MEMBER_SEP}<{placeholder}>'."
+        )
+    return names[0]
+
+
 def _parse_npy_header(fp: IO[bytes], where: str) -> tuple[tuple[int, ...], np.dtype[Any], bool]:
     """Read the ``.npy`` magic and header from ``fp``; return shape, dtype, fortran_order."""
     try:
@@ -260,12 +274,7 @@ class NpzMemberReader(PredictionReader):
         try:
             names = [n[:-4] for n in self._zip.namelist() if n.endswith(".npy")]
             if member is None:
-                if len(names) != 1:
-                    raise PerturbscoreError(
-                        f"{p}: archive holds {len(names)} arrays {names}; name one as "
-                        f"'{p}{NPZ_MEMBER_SEP}<member>'."
-                    )
-                member = names[0]
+                member = pick_member(names, None, p, "array", "member")
                 label = f"{path}{NPZ_MEMBER_SEP}{member}"
             if member not in names:
                 raise PerturbscoreError(

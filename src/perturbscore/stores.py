@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import PerturbscoreError
-from .readers import NPZ_MEMBER_SEP, PredictionReader, _validate_layout
+from .readers import NPZ_MEMBER_SEP, PredictionReader, _validate_layout, pick_member
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 ZARR_SUFFIXES = (".zarr",)
@@ -62,13 +62,7 @@ class Hdf5Reader(PredictionReader):
             self._file.visititems(
                 lambda n, obj: datasets.append(n) if isinstance(obj, h5py.Dataset) else None
             )
-            if name is None:
-                if len(datasets) != 1:
-                    raise PerturbscoreError(
-                        f"{file_path}: holds {len(datasets)} datasets {datasets[:8]}; name one "
-                        f"as '{file_path}{NPZ_MEMBER_SEP}<dataset>'."
-                    )
-                name = datasets[0]
+            name = pick_member(datasets, name, file_path, "dataset", "dataset")
             if name not in self._file or not isinstance(self._file[name], h5py.Dataset):
                 raise PerturbscoreError(
                     f"{file_path}: no dataset {name!r} inside the file; it holds {datasets[:8]}."
@@ -120,13 +114,9 @@ class ZarrReader(PredictionReader):
             if isinstance(node, zarr.Array):
                 arr = node
             else:
-                arrays = sorted(k for k, _ in node.arrays())
-                if len(arrays) != 1:
-                    raise PerturbscoreError(
-                        f"{store}: holds arrays {arrays[:8]}; name one as "
-                        f"'{store}{NPZ_MEMBER_SEP}<array>'."
-                    )
-                name = arrays[0]
+                name = pick_member(
+                    sorted(k for k, _ in node.arrays()), None, store, "array", "array"
+                )
                 first = node[name]
                 arr = first if isinstance(first, zarr.Array) else None
         else:
