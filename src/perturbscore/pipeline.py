@@ -555,22 +555,25 @@ def _stream(prep: Prepared, state: ResumeState | None = None) -> RunResult:
             disable=None if opts.progress else True,
             leave=False,
         ) as bar:
+            replayed = 0  # recorded blocks are a prefix of tasks
             if state is not None:
                 state.start(chunk)
                 for rec, recorded in state.replay():
                     b = batches[rec.batch]
-                    if tasks[0] != (b, rec.start, rec.stop):
+                    if tasks[replayed] != (b, rec.start, rec.stop):
                         raise PerturbscoreError(
                             f"{state.dir}: recorded blocks do not follow this run's blocks; "
                             "remove that folder and run again."
                         )
-                    tasks.pop(0)
+                    replayed += 1
                     emit(b, rec.start, rec.stop, {order[n]: v for n, v in recorded.items()})
                     note_nonfinite(rec.nonfinite, rec.start)
                     bad_log2 += rec.bad_log2
                     bar.update(rec.stop - rec.start)
             done = 0
-            for blk in ordered_map(_block_reader(columns), tasks, *_threads(opts.threads)):
+            for blk in ordered_map(
+                _block_reader(columns), tasks[replayed:], *_threads(opts.threads)
+            ):
                 note_nonfinite(blk.nonfinite, blk.start)
                 scores = score_block(blk.ref, blk.alt, aggs, config.statistics, config.pseudocount)
                 grp = blk.batch.group
