@@ -560,7 +560,7 @@ def _stream(prep: Prepared, state: ResumeState | None = None) -> RunResult:
                 state.start(chunk)
                 for rec, recorded in state.replay():
                     b = batches[rec.batch]
-                    if tasks[replayed] != (b, rec.start, rec.stop):
+                    if replayed >= len(tasks) or tasks[replayed] != (b, rec.start, rec.stop):
                         raise PerturbscoreError(
                             f"{state.dir}: recorded blocks do not follow this run's blocks; "
                             "remove that folder and run again."
