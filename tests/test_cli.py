@@ -126,8 +126,8 @@ def _break(study: Path, what: str) -> None:
 BAD_INPUTS = [
     (
         "shapes",
-        r"REF .*final_ref_preds_stab_snps_strand.npy has shape \(40, 3, 42\) but ALT "
-        r".*final_alt_preds_stab_snps_strand.npy has shape \(39, 3, 42\)",
+        r"REF .*final_ref_preds_stab_snps_strand.npy has shape 40 x 3 x 42 but ALT "
+        r".*final_alt_preds_stab_snps_strand.npy has shape 39 x 3 x 42",
     ),
     (
         "tracks",
@@ -149,9 +149,10 @@ BAD_INPUTS = [
     (
         "nan",
         r"NaN or Inf in the selected predictions: .*final_ref_preds_top_snps_strand.npy: "
-        r"2 values, first at row 7, bin 2, track 4 \(SYNTH0004\).*--nan propagate",
+        r"2 values, first at variant ENSG\S+ rsDEMO\d+ [ACGT] [ACGT] \(line 9 of "
+        r".*top_snps_strand_final_variants.csv\), bin 2, track 4 \(SYNTH0004\).*--nan propagate",
     ),
-    ("inf", r"NaN or Inf .*2 values, first at row 7, bin 2, track 4"),
+    ("inf", r"NaN or Inf .*2 values, first at variant .*\(line 9 of .*\), bin 2, track 4"),
     ("truncated", r"final_ref_preds_stab_snps_strand.npy: file is truncated"),
     (
         "non-numeric",
@@ -202,7 +203,7 @@ def test_existing_output_needs_overwrite(study: Path, tmp_path: Path, cli) -> No
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     r = cli("run", study / TOML, "--out", out)
     assert r.returncode == 2
-    assert "output already exists" in r.stderr and "--overwrite" in r.stderr
+    assert "already holds" in r.stderr and "--overwrite" in r.stderr
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
     assert cli("run", study / TOML, "--out", out, "--overwrite").returncode == 0
 

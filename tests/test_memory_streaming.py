@@ -37,22 +37,41 @@ def test_plan_by_hand() -> None:
     kw = dict(
         n_bins=3, n_tracks=5313, n_selected=177, itemsize=4, n_aggregations=2, n_outputs_per_group=2
     )
-    per_row = 3 * 2 * 3 * 177 * 4 + 2 * 3 * 177 * 8 + 2 * 2 * 177 * 8 + 2 * 2 * 177 * 8
+    # Per block in flight: selected REF/ALT (2 B S 4), aggregates (2 A S 8), scores (O S 8);
+    # for the block being written: writer and resume copies (2 O S 8).
+    per_row = 3 * (2 * 3 * 177 * 4 + 2 * 2 * 177 * 8 + 2 * 177 * 8) + 2 * 2 * 177 * 8
     plan = plan_memory(budget=2**30, blocks_in_flight=3, **kw)
     assert plan.per_row_bytes == per_row
-    assert plan.fixed_bytes == 2 * SCRATCH_BYTES
+    scratch = SCRATCH_BYTES // (3 * 5313 * 4) * (3 * 5313 * 4)  # whole rows
+    assert plan.fixed_bytes == 2 * scratch
     assert plan.chunk_rows == TARGET_BLOCK_BYTES // (3 * 177 * 4)  # cache-sized, not budget
-    tight = plan_memory(budget=2 * SCRATCH_BYTES + 100 * per_row, blocks_in_flight=3, **kw)
+    tight = plan_memory(budget=2 * scratch + 100 * per_row, blocks_in_flight=3, **kw)
     assert tight.chunk_rows == 100 and tight.estimated_bytes <= tight.budget
     r_format = plan_memory(budget=2**30, blocks_in_flight=3, in_memory_rows=1000, **kw)
-    assert r_format.fixed_bytes == 2 * SCRATCH_BYTES + 1000 * 2 * 177 * 8
+    assert r_format.fixed_bytes == 2 * scratch + 1000 * 2 * 177 * 8
     assert plan_memory(budget=2**30, max_rows=7, **kw).chunk_rows == 7
     with pytest.raises(PerturbscoreError, match="--chunk-rows 101 needs about"):
         plan_memory(
-            budget=2 * SCRATCH_BYTES + 100 * per_row, blocks_in_flight=3, chunk_rows=101, **kw
+            budget=2 * scratch + 100 * per_row, blocks_in_flight=3, chunk_rows=101, **kw
         )
     with pytest.raises(PerturbscoreError, match="rdata format keeps whole tables in memory"):
         plan_memory(budget=2**24, in_memory_rows=10**6, fmt="rdata", **kw)
+
+
+def test_plan_counts_every_threads_scratch() -> None:
+    kw = dict(
+        n_bins=3, n_tracks=5313, n_selected=177, itemsize=4, n_aggregations=2, n_outputs_per_group=2
+    )
+    eight = plan_memory(budget=2**30, blocks_in_flight=9, scratch_threads=8, **kw)
+    row = 3 * 5313 * 4
+    scratch = SCRATCH_BYTES // row * row
+    assert eight.fixed_bytes == 8 * 2 * scratch and eight.scratch_bytes == scratch
+    # A tight budget shrinks the scratch buffers (whole rows) rather than exceed it.
+    tight = plan_memory(budget=40 * 2**20, blocks_in_flight=9, scratch_threads=8, **kw)
+    assert tight.scratch_bytes < SCRATCH_BYTES and tight.scratch_bytes % row == 0
+    assert tight.estimated_bytes <= tight.budget
+    with pytest.raises(PerturbscoreError, match="Fewer --threads"):
+        plan_memory(budget=8 * 2 * row, blocks_in_flight=9, scratch_threads=8, **kw)
 
 
 def test_prefetch_keeps_order_and_carries_errors() -> None:

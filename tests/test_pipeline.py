@@ -189,7 +189,7 @@ def test_nan_propagate_carries_nan(study: Path, tmp_path: Path) -> None:
     )
     tss = _read(tmp_path / "o" / "top_diff_tss_relevant_comb.parquet")
     assert np.isnan(tss.iloc[53 + 3, 0]) and int(tss.iloc[:, :21].isna().sum().sum()) == 1
-    assert any("row 3, bin 1, track 0 (SYNTH0000)" in w for w in res.warnings)
+    assert any("(line 5 of " in w and "bin 1, track 0 (SYNTH0000)" in w for w in res.warnings)
 
 
 def test_example_run_file_is_the_packaged_one() -> None:

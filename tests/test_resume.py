@@ -1,104 +1,354 @@
-"""--resume: a run killed midway continues to byte-identical tables."""
+"""Crashes the way the world makes them: real processes, real signals, then --resume.
+
+Kills come from outside (SIGKILL, SIGINT, SIGTERM sent by the test to a running
+``perturbscore run``) at seeded points of the stream, or, for points too short to hit
+from outside (between two renames of a commit), from a small harness that runs the
+real console entry point and sends SIGKILL to its own process there: no cleanup code
+runs in either case.  After each, the same command with ``--resume`` must give tables
+byte-identical to an uninterrupted run and leave nothing else in the output folder.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import random
+import signal
 import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from perturbscore.pipeline import FAIL_AFTER_ENV
+from perturbscore.outputs import JOURNAL, LOCK
 from perturbscore.resume import STATE_DIR
 
 from .conftest import _entry_point
 
-TOML = "stablefm.toml"
+TOML = "kill.toml"
+ROWS = {"stab": (150, 70), "top": (120, 60)}  # 400 rows: 400 one-row blocks
+F_SETPIPE_SZ = 1031  # fcntl: set a pipe's capacity (Linux)
 
 
-def _run(study: Path, out: Path, *extra: object, fail_after: int = 0):
-    env = dict(os.environ)
-    env.pop(FAIL_AFTER_ENV, None)
-    if fail_after:
-        env[FAIL_AFTER_ENV] = str(fail_after)
+def write_kill_study(folder: Path, n_tracks: int = 6, bins: int = 3, seed: int = 3) -> Path:
+    """A study-shaped dataset with enough rows for many one-row blocks."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    targets = pd.DataFrame(
+        {
+            "index": range(n_tracks),
+            "genome": 0,
+            "identifier": [f"K{i:03d}" for i in range(n_tracks)],
+            "file": "synthetic",
+            "clip": 32,
+            "scale": 2,
+            "sum_stat": "mean",
+            "description": [f"DNASE:GM12878 k{i}" for i in range(n_tracks)],
+        }
+    )
+    targets.to_csv(folder / "targets.txt", sep="\t", index=False)
+    lines = ['targets = "targets.txt"', "", "[output]", 'format = "parquet"', ""]
+    for group, sizes in ROWS.items():
+        batches = []
+        for b, n in enumerate(sizes):
+            ref = rng.normal(size=(n, bins, n_tracks)).astype(np.float32)
+            alt = ref + rng.normal(scale=0.1, size=ref.shape).astype(np.float32)
+            np.save(folder / f"{group}{b}_ref.npy", ref)
+            np.save(folder / f"{group}{b}_alt.npy", alt)
+            pd.DataFrame(
+                {
+                    "GENE": [f"G{i // 4}" for i in range(n)],
+                    "rsID": [f"rs{group}{b}_{i}" for i in range(n)],
+                    "REF": "A",
+                    "ALT": "G",
+                }
+            ).to_csv(folder / f"{group}{b}.csv", index=False)
+            batches.append(
+                f'{{ ref = "{group}{b}_ref.npy", alt = "{group}{b}_alt.npy", '
+                f'variants = "{group}{b}.csv" }}'
+            )
+        lines += ["[[groups]]", f'name = "{group}"', "batches = [", *(f"  {x}," for x in batches)]
+        lines += ["]", ""]
+    (folder / TOML).write_text("\n".join(lines))
+    return folder / TOML
+
+
+@pytest.fixture()
+def kstudy(tmp_path: Path) -> Path:
+    return write_kill_study(tmp_path / "kstudy")
+
+
+def _args(run_file: Path, out: Path, *extra: object) -> list[str]:
+    return ["run", str(run_file), "--out", str(out), "--chunk-rows", "1", *map(str, extra)]
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [
-            *_entry_point(),
-            "run",
-            str(study / TOML),
-            "--out",
-            str(out),
-            "--chunk-rows",
-            "7",
-            *map(str, extra),
-        ],
+        [*_entry_point(), *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
+
+
+def _tables(folder: Path) -> dict[str, bytes]:
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != "manifest.json"
+    }
+
+
+def _clean(kstudy: Path, tmp_path: Path, *extra: object) -> dict[str, bytes]:
+    # Default blocks: the block size never changes a table's bytes.
+    out = tmp_path / "clean"
+    r = _cli("run", str(kstudy), "--out", str(out), *map(str, extra))
+    assert r.returncode == 0, r.stderr
+    return _tables(out)
+
+
+def _kill_after(args: list[str], blocks: int, sig: int) -> subprocess.CompletedProcess[str]:
+    """Start ``perturbscore -v ARGS``, send ``sig`` once ``blocks`` blocks are logged.
+
+    The child logs a line per block to a pipe that is read only this far: once the
+    pipe (shrunk to one page, about 60 lines) is full the child waits, so the signal
+    always lands mid-stream.
+    """
+    proc = subprocess.Popen(
+        [*_entry_point(), "-v", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    fcntl.fcntl(proc.stderr.fileno(), F_SETPIPE_SZ, 4096)
+    seen = 0
+    for line in proc.stderr:
+        if " done (" in line and line.startswith("perturbscore: DEBUG: block"):
+            seen += 1
+            if seen >= blocks:
+                break
+    assert seen >= blocks, "the run ended before the kill point"
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _leftovers(out: Path) -> list[str]:
+    names = sorted(p.name for p in out.iterdir())
+    return [n for n in names if n.startswith(".")]
+
+
+SEEDS = [11, 23, 37]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_sigkill_midstream_then_resume_is_identical(kstudy: Path, tmp_path: Path, seed: int) -> None:
+    clean = _clean(kstudy, tmp_path)
+    out = tmp_path / "out"
+    point = random.Random(seed).randint(5, 300)
+    killed = _kill_after(_args(kstudy, out, "--resume"), point, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    # A kill -9 runs no cleanup: its temporary tables and lock are still there ...
+    assert any(n.endswith(".partial") for n in _leftovers(out))
+    resumed = _cli(*_args(kstudy, out, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert _tables(out) == clean
+    # ... and the resumed run swept them: only the tables and the manifest remain.
+    assert _leftovers(out) == []
+    assert sorted(p.name for p in out.iterdir()) == sorted([*clean, "manifest.json"])
+    # stdout lists every file written, one per line.
+    assert sorted(Path(x).name for x in resumed.stdout.split()) == sorted(
+        [*clean, "manifest.json"]
+    )
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_sigterm_clean_up_and_say_how_to_continue(
+    kstudy: Path, tmp_path: Path, sig: int, code: int
+) -> None:
+    clean = _clean(kstudy, tmp_path, "--format", "rdata")
+    out = tmp_path / "out"
+    killed = _kill_after(_args(kstudy, out, "--resume", "--format", "rdata"), 150, sig)
+    assert killed.returncode == code, killed.stderr[-2000:]
+    name = signal.Signals(sig).name
+    assert f"perturbscore: interrupted by {name}:" in killed.stderr
+    assert "run the same command again to continue" in killed.stderr
+    assert "Traceback" not in killed.stderr
+    # Cleanup ran: no temporary tables, no lock; only the recorded blocks stay.
+    assert sorted(p.name for p in out.iterdir()) == [STATE_DIR]
+    resumed = _cli(*_args(kstudy, out, "--resume", "--format", "rdata"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming:" in resumed.stderr
+    assert _tables(out) == clean and _leftovers(out) == []
+
+
+def test_sigterm_without_resume_writes_nothing(kstudy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    killed = _kill_after(_args(kstudy, out), 100, signal.SIGTERM)
+    assert killed.returncode == 143
+    assert "nothing was written" in killed.stderr and "--resume" in killed.stderr
+    assert not out.exists()  # the folder it created is gone again
+
+
+def test_lost_unsynced_scores_are_recomputed_not_zeros(kstudy: Path, tmp_path: Path) -> None:
+    clean = _clean(kstudy, tmp_path)
+    out = tmp_path / "out"
+    assert _kill_after(_args(kstudy, out, "--resume"), 250, signal.SIGKILL).returncode < 0
+    data = out / STATE_DIR / "blocks.f8"
+    lines = (out / STATE_DIR / "blocks.jsonl").read_text().splitlines()
+    assert lines, "no block was confirmed before the kill"
+    # A node that died lost the tail of the score file but kept the log (the old bug
+    # extended the file with zeros and replayed them).
+    os.truncate(data, data.stat().st_size // 3)
+    resumed = _cli(*_args(kstudy, out, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "incomplete on disk" in resumed.stderr
+    assert _tables(out) == clean
+
+
+def test_corrupt_scores_fail_their_checksum_and_are_recomputed(
+    kstudy: Path, tmp_path: Path
+) -> None:
+    clean = _clean(kstudy, tmp_path)
+    out = tmp_path / "out"
+    assert _kill_after(_args(kstudy, out, "--resume"), 250, signal.SIGKILL).returncode < 0
+    data = out / STATE_DIR / "blocks.f8"
+    size = (out / STATE_DIR / "blocks.jsonl").read_text().count("\n")
+    assert size > 20
+    with open(data, "r+b") as fh:
+        fh.seek(10 * 6 * 8 * 2 + 3)  # inside the 11th block
+        fh.write(b"\xff\xff")
+    resumed = _cli(*_args(kstudy, out, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "fails its checksum" in resumed.stderr
+    assert _tables(out) == clean
+
+
+HARNESS = textwrap.dedent(
+    """
+    import os, signal, sys
+    import perturbscore.outputs as outputs
+    calls = {"n": 0}
+    real = outputs._replace
+    def replace(tmp, final):
+        real(tmp, final)
+        calls["n"] += 1
+        if calls["n"] == int(os.environ["KILL_AFTER_RENAMES"]):
+            os.kill(os.getpid(), signal.SIGKILL)  # a real crash: no cleanup runs
+    outputs._replace = replace
+    from perturbscore.cli import main
+    sys.argv = ["perturbscore", *sys.argv[1:]]
+    main()
+    """
+)
+
+
+@pytest.mark.parametrize("renames", [1, 3])
+def test_killed_during_commit_is_finished_by_the_next_run(
+    kstudy: Path, tmp_path: Path, renames: int
+) -> None:
+    clean = _clean(kstudy, tmp_path)
+    out = tmp_path / "out"
+    env = {**os.environ, "KILL_AFTER_RENAMES": str(renames)}
+    r = subprocess.run(
+        [sys.executable, "-c", HARNESS, *_args(kstudy, out, "--resume")],
         capture_output=True,
         text=True,
         env=env,
         timeout=300,
     )
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    published = [n for n in clean if (out / n).exists()]
+    assert len(published) == renames and (out / JOURNAL).exists()
+    resumed = _cli(*_args(kstudy, out, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "finished the commit of an interrupted run" in resumed.stderr
+    assert _tables(out) == clean
+    assert sorted(p.name for p in out.iterdir()) == sorted([*clean, "manifest.json"])
 
 
-def _bytes(folder: Path) -> dict[str, bytes]:
-    return {
-        p.name: p.read_bytes()
-        for p in folder.iterdir()
-        if p.is_file() and p.name != "manifest.json"
-    }
-
-
-@pytest.mark.parametrize("fmt", ["parquet", "rdata"])
-def test_killed_run_resumes_to_identical_tables(study: Path, tmp_path: Path, fmt: str) -> None:
-    clean = _run(study, tmp_path / "clean", "--format", fmt)
-    assert clean.returncode == 0, clean.stderr
-    out = tmp_path / "resumed"
-    first = _run(study, out, "--format", fmt, "--resume", fail_after=3)
-    assert first.returncode == 1 and "failing as asked" in first.stderr
-    assert [p.name for p in out.iterdir()] == [STATE_DIR]  # no tables, only the state
-    log = (out / STATE_DIR / "blocks.jsonl").read_text().splitlines()
-    assert len(log) == 3
-    # Die a second time, later in the run, then finish.
-    second = _run(study, out, "--format", fmt, "--resume", fail_after=9)
-    assert second.returncode == 1
-    assert len((out / STATE_DIR / "blocks.jsonl").read_text().splitlines()) == 12
-    last = _run(study, out, "--format", fmt, "--resume")
-    assert last.returncode == 0, last.stderr
-    assert "resuming: 12 blocks already done" in last.stderr
-    assert _bytes(out) == _bytes(tmp_path / "clean")
-    assert not (out / STATE_DIR).exists()
-
-
-def test_a_block_cut_off_mid_write_is_redone(study: Path, tmp_path: Path) -> None:
-    assert _run(study, tmp_path / "clean", "--format", "parquet").returncode == 0
-    out = tmp_path / "r"
-    assert _run(study, out, "--format", "parquet", "--resume", fail_after=4).returncode == 1
-    state = out / STATE_DIR
-    with open(state / "scores-0.f8", "ab") as fh:  # scores of a block never confirmed
-        fh.write(b"\x01" * 123)
-    with open(state / "blocks.jsonl", "a") as fh:  # and a log line cut short
-        fh.write('{"batch": 0, "sta')
-    assert _run(study, out, "--format", "parquet", "--resume").returncode == 0
-    assert _bytes(out) == _bytes(tmp_path / "clean")
-
-
-def test_state_of_other_inputs_is_refused(study: Path, tmp_path: Path) -> None:
-    out = tmp_path / "r"
-    assert _run(study, out, "--resume", fail_after=2).returncode == 1
-    variants = study / "top_snps_strand_final_variants.csv"
-    df = pd.read_csv(variants, dtype=str)
-    df.loc[0, "GENE"] = "ENSGCHANGED"
-    df.to_csv(variants, index=False)
-    r = _run(study, out, "--resume")
-    assert r.returncode == 2
-    assert "resume state belongs to another run (inputs differ" in r.stderr
-    assert (out / STATE_DIR / "state.json").is_file()  # left for the user to decide
-    assert [p.name for p in out.iterdir()] == [STATE_DIR]
-    other = study / "other.toml"
-    other.write_text((study / TOML).read_text().replace('"abs_diff"', '"diff"'))
-    r = subprocess.run(
-        [*_entry_point(), "run", str(other), "--out", str(out), "--chunk-rows", "7", "--resume"],
+def test_commit_finished_by_a_plain_rerun_too(kstudy: Path, tmp_path: Path) -> None:
+    clean = _clean(kstudy, tmp_path)
+    out = tmp_path / "out"
+    env = {**os.environ, "KILL_AFTER_RENAMES": "2"}
+    subprocess.run(
+        [sys.executable, "-c", HARNESS, *_args(kstudy, out)],
         capture_output=True,
-        text=True,
+        env=env,
+        timeout=300,
     )
-    assert r.returncode == 2 and "run_file, settings" in r.stderr
+    again = _cli(*_args(kstudy, out))
+    # The interrupted commit is completed; the new run then finds the tables there.
+    assert again.returncode == 2 and "already holds" in again.stderr
+    assert _tables(out) == clean and not (out / JOURNAL).exists()
+
+
+def test_sweep_removes_only_dead_processes_partials(kstudy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (out / f".stab_abs_diff_ave.parquet.{dead}.partial").write_bytes(b"x" * 100)
+    (out / f".stab_scores.zarr.{dead}.partial").mkdir()
+    (out / f".stab_scores.zarr.{dead}.partial" / "chunk").write_bytes(b"y")
+    mine = out / f".notes.txt.{os.getpid()}.partial"  # a live process's: kept
+    mine.write_text("keep")
+    (out / "notes.txt").write_text("the user's")
+    (out / LOCK).write_text(f"{dead}\n")  # a dead process's lock is taken over
+    r = _cli(*_args(kstudy, out))
+    assert r.returncode == 0, r.stderr
+    names = {p.name for p in out.iterdir()}
+    assert mine.name in names and (out / "notes.txt").read_text() == "the user's"
+    assert not any(dead in n for n in names) and LOCK not in names
+
+
+def test_state_without_resume_is_refused(kstudy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _kill_after(_args(kstudy, out, "--resume"), 50, signal.SIGKILL).returncode < 0
+    r = _cli(*_args(kstudy, out))
+    assert r.returncode == 2
+    assert "add --resume to continue it" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_changed_input_is_refused_naming_it(kstudy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _kill_after(_args(kstudy, out, "--resume"), 50, signal.SIGKILL).returncode < 0
+    p = kstudy.parent / "top0_alt.npy"
+    arr = np.load(p)
+    arr[0] += 1
+    np.save(p, arr)
+    r = _cli(*_args(kstudy, out, "--resume"))
+    assert r.returncode == 2
+    assert f"{p} changed (modification time)" in r.stderr
+
+
+def test_rewritten_zarr_chunks_are_refused(tmp_path: Path) -> None:
+    zarr = pytest.importorskip("zarr")
+    folder = tmp_path / "z"
+    run_file = write_kill_study(folder)
+    text = run_file.read_text()
+    root = zarr.open_group(str(folder / "preds.zarr"), mode="a")
+    for p in sorted(folder.glob("*_ref.npy")) + sorted(folder.glob("*_alt.npy")):
+        arr = np.load(p)
+        z = root.create_array(p.stem, shape=arr.shape, chunks=(50, *arr.shape[1:]), dtype=arr.dtype)
+        z[:] = arr
+        text = text.replace(f'"{p.name}"', f'"preds.zarr::{p.stem}"')
+    run_file.write_text(text)
+    out = tmp_path / "out"
+    assert _kill_after(_args(run_file, out, "--resume"), 50, signal.SIGKILL).returncode < 0
+    z = zarr.open_group(str(folder / "preds.zarr"), mode="r+")["top0_alt"]
+    z[0:10] = z[0:10] + 1  # rewrites a chunk: the store folder's size and mtime stay
+    r = _cli(*_args(run_file, out, "--resume"))
+    assert r.returncode == 2, r.stderr
+    assert f"{folder / 'preds.zarr'} changed" in r.stderr and "chunk files" in r.stderr
+
+
+def test_different_chunk_rows_on_resume_is_reported(kstudy: Path, tmp_path: Path) -> None:
+    clean = _clean(kstudy, tmp_path)
+    out = tmp_path / "out"
+    assert _kill_after(_args(kstudy, out, "--resume"), 100, signal.SIGKILL).returncode < 0
+    r = _cli("run", str(kstudy), "--out", str(out), "--chunk-rows", "7", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "--chunk-rows 7 ignored: the recorded run used 1 rows per block" in r.stderr
+    assert _tables(out) == clean

@@ -17,12 +17,40 @@ except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0+unknown"
 
 from .errors import PerturbscoreError  # noqa: E402
-from .pipeline import RunOptions, RunResult, run, run_path  # noqa: E402
-from .readers import PredictionReader, open_predictions  # noqa: E402
-from .runfile import Batch, Group, RunConfig, load_run_file  # noqa: E402
-from .scoring import parse_aggregation, score_block  # noqa: E402
-from .tracks import TrackSelection, read_targets, select_tracks, selection_from_options  # noqa: E402
-from .variants import read_variants  # noqa: E402
+
+# The rest is imported on first use, so that ``import perturbscore`` (and the command
+# line's --help) do not pay for numpy, pandas and pyarrow.
+_LAZY = {
+    "RunOptions": "pipeline",
+    "RunResult": "pipeline",
+    "run": "pipeline",
+    "run_path": "pipeline",
+    "PredictionReader": "readers",
+    "open_predictions": "readers",
+    "Batch": "runfile",
+    "Group": "runfile",
+    "RunConfig": "runfile",
+    "load_run_file": "runfile",
+    "parse_aggregation": "scoring",
+    "score_block": "scoring",
+    "TrackSelection": "tracks",
+    "read_targets": "tracks",
+    "select_tracks": "tracks",
+    "selection_from_options": "tracks",
+    "read_variants": "variants",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'perturbscore' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "__version__",

@@ -11,26 +11,27 @@ work on them unchanged.  Needs the ``stores`` extra (h5py).
 
 from __future__ import annotations
 
-import json
-import os
+import contextlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import __version__
 from .errors import PerturbscoreError
+from .extras import require
+from .manifest import build_manifest, file_facts, manifest_text
+from .memory import DEFAULT_MEMORY_BYTES
+from .names import check_name
+from .outputs import Commit, folder_lock, recover, sweep
 from .tracks import TrackSelection, read_targets, select_tracks
-from .writers import FORMATS, TableWriter, check_format, open_writer, temp_path
+from .writers import FORMATS, TableWriter, check_format, open_writer
 
 #: Metadata datasets and the ID columns they become.
 METADATA = {"snp": "rsID", "chr": "chr", "pos": "pos", "ref_allele": "REF", "alt_allele": "ALT"}
 NORMALISATIONS = ("none", "zscore")
-BLOCK_ROWS = 8192
 
 
 def _text(values: np.ndarray) -> list[str]:
@@ -41,7 +42,7 @@ class CalicoScores:
     """One scores file: its statistics and its variants (as text ID columns)."""
 
     def __init__(self, path: str | Path) -> None:
-        import h5py
+        h5py = require("h5py", "reading scores files")
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -94,9 +95,27 @@ class ImportResult:
     manifest: Path
 
 
-def _blocks(ds: Any, columns: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-    for start in range(0, ds.shape[0], BLOCK_ROWS):
-        stop = min(start + BLOCK_ROWS, ds.shape[0])
+#: Bytes of one block as read (every track of the file, float64 after conversion): the
+#: block size comes from this and the memory budget, never a fixed row count.
+BLOCK_BYTES = 8 * 2**20
+
+
+def _block_rows(n_tracks: int, itemsize: int, n_selected: int, budget: int) -> int:
+    """Rows per block: about :data:`BLOCK_BYTES` read, and the block's copies within budget."""
+    per_row = n_tracks * (itemsize + 8) + 3 * n_selected * 8  # raw, float64, selected, z
+    rows = max(1, min(BLOCK_BYTES, budget // 4) // per_row)
+    if per_row > budget:
+        raise PerturbscoreError(
+            f"memory budget {budget} bytes is too small for one row of {n_tracks} tracks "
+            f"({per_row} bytes); raise --memory."
+        )
+    return int(rows)
+
+
+def _blocks(ds: Any, columns: np.ndarray, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Blocks of the selected tracks (``n S`` float64) of an ``(N, T)`` statistic."""
+    for start in range(0, ds.shape[0], rows):
+        stop = min(start + rows, ds.shape[0])
         yield start, np.asarray(ds[start:stop], dtype=np.float64)[:, columns]
 
 
@@ -109,6 +128,7 @@ def import_scores(
     normalise: str = "none",
     fmt: str = "parquet",
     overwrite: bool = False,
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
 ) -> ImportResult:
     """Write ``{group}_{statistic}`` tables from scores files, one file per group.
 
@@ -121,7 +141,7 @@ def import_scores(
     targets : path
         Track table of the model; its rows must match the statistic's columns.
     out_dir : path
-        Output folder (tables and ``manifest.json``).
+        Output folder (tables and ``manifest.json``, published together or not at all).
     selection : TrackSelection, optional
         Tracks to keep, in output order (default: all).
     normalise : {"none", "zscore"}
@@ -129,21 +149,35 @@ def import_scores(
         (ddof 1) over all groups' variants together, so groups stay comparable.
     fmt : {"parquet", "csv", "rds", "rdata"}
     overwrite : bool
+    memory_bytes : int
+        Budget for blocks and writer buffers, in bytes.
 
     Returns
     -------
     ImportResult
     """
     if normalise not in NORMALISATIONS:
-        raise PerturbscoreError(f"--normalise must be one of {NORMALISATIONS}.")
+        raise PerturbscoreError(
+            f"--normalise must be one of {', '.join(NORMALISATIONS)}, not {normalise!r}."
+        )
+    for g in sources:
+        check_name(g, "group name", "import-scores")
     fmt = check_format(fmt)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise PerturbscoreError(
+            f"--out {out} is an existing file, not a folder; name a folder for the tables."
+        )
+    require("h5py", "reading scores files")
     table = read_targets(targets)
     tracks = select_tracks(table, selection)
     columns = tracks["index"].to_numpy(dtype=np.intp)
     names = list(tracks["identifier"])
-    files = {g: CalicoScores(p) for g, p in sources.items()}
-    try:
+    with contextlib.ExitStack() as stack:
+        files: dict[str, CalicoScores] = {}
+        for g, p in sources.items():
+            files[g] = CalicoScores(p)
+            stack.callback(files[g].close)
         data = {g: f.statistic(statistic) for g, f in files.items()}
         for g, ds in data.items():
             if ds.shape[1] != len(table):
@@ -152,90 +186,168 @@ def import_scores(
                     f"{targets} has {len(table)} rows; use the targets file of that model."
                 )
         paths = {g: out / f"{g}_{statistic}{FORMATS[fmt]}" for g in files}
-        existing = [str(p) for p in [*paths.values(), out / "manifest.json"] if p.exists()]
-        if existing and not overwrite:
-            raise PerturbscoreError(f"output already exists: {existing[:4]}; pass --overwrite.")
-        mean, scale = np.zeros(len(names)), np.ones(len(names))
-        if normalise == "zscore":
-            # Per-block means and squared deviations combined (Chan et al.): stable where
-            # sums of squares would cancel.
-            n, m2 = 0, np.zeros(len(names))
-            for ds in data.values():
-                for _, block in _blocks(ds, columns):
-                    nb = block.shape[0]
-                    mb = block.mean(axis=0)
-                    delta = mb - mean
-                    mean = mean + delta * nb / (n + nb)
-                    m2 += ((block - mb) ** 2).sum(axis=0) + delta**2 * n * nb / (n + nb)
-                    n += nb
-            scale = np.sqrt(m2 / max(n - 1, 1))
-            scale[scale == 0] = 1.0  # a constant track stays 0 rather than NaN
-        out.mkdir(parents=True, exist_ok=True)
-        writers: dict[str, TableWriter] = {}
-        try:
-            for g, ds in data.items():
-                ids = files[g].variants
-                w = open_writer(
-                    fmt,
-                    paths[g],
-                    names,
-                    list(ids.columns),
-                    f"{g}_{statistic}",
-                    expected_rows=len(ids),
-                )
-                writers[g] = w
-                for start, block in _blocks(ds, columns):
-                    w.write((block - mean) / scale, ids.iloc[start : start + block.shape[0]])
-            for w in writers.values():
-                w.commit()
-        except BaseException:
-            for w in writers.values():
-                w.abort()
-            raise
-        manifest = {
-            "perturbscore_version": __version__,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "source": "calico scores",
-            "parameters": {
-                "statistic": statistic,
-                "normalise": normalise,
-                "format": fmt,
-                "zscore_mean": mean.tolist() if normalise == "zscore" else None,
-                "zscore_sd": scale.tolist() if normalise == "zscore" else None,
-            },
-            "targets": {"path": str(targets), "rows": len(table)},
-            "tracks": {
-                "selection": (selection or TrackSelection()).describe(),
-                "count": len(tracks),
-                "selected": tracks[["index", "identifier", "description"]].to_dict("records"),
-            },
-            "inputs": [
-                {
-                    "group": g,
-                    "path": str(f.path),
-                    "statistic": statistic,
-                    "shape": list(data[g].shape),
-                    "dtype": str(data[g].dtype),
-                }
-                for g, f in files.items()
-            ],
-            "outputs": [
-                {
-                    "group": g,
-                    "aggregation": "none",
-                    "statistic": statistic,
-                    "path": paths[g].name,
-                    "rows": len(files[g].variants),
-                }
-                for g in files
-            ],
-            "warnings": [],
+        rows = {
+            g: _block_rows(ds.shape[1], np.dtype(ds.dtype).itemsize, len(names), memory_bytes)
+            for g, ds in data.items()
         }
-        mpath = out / "manifest.json"
-        tmp = temp_path(mpath)
-        tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        os.replace(tmp, mpath)
-        return ImportResult(paths, mpath)
-    finally:
-        for f in files.values():
-            f.close()
+        created = not out.exists()
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            with folder_lock(out):
+                recover(out)
+                sweep(out)
+                existing = [p.name for p in [*paths.values(), out / "manifest.json"] if p.exists()]
+                if existing and not overwrite:
+                    raise PerturbscoreError(
+                        f"{out} already holds {', '.join(existing)}; pass --overwrite to replace "
+                        "them or choose another --out folder."
+                    )
+                mean, scale = (
+                    _zscore(data, columns, rows)
+                    if normalise == "zscore"
+                    else (
+                        np.zeros(len(names)),
+                        np.ones(len(names)),
+                    )
+                )
+                _write(
+                    files,
+                    data,
+                    columns,
+                    rows,
+                    paths,
+                    names,
+                    statistic,
+                    fmt,
+                    mean,
+                    scale,
+                    out,
+                    _import_manifest(
+                        files,
+                        data,
+                        paths,
+                        statistic,
+                        normalise,
+                        fmt,
+                        mean,
+                        scale,
+                        targets,
+                        len(table),
+                        selection,
+                        tracks,
+                    ),
+                )
+        except BaseException:
+            if created:
+                with contextlib.suppress(OSError):
+                    out.rmdir()
+            raise
+    return ImportResult(paths, out / "manifest.json")
+
+
+def _zscore(
+    data: Mapping[str, Any], columns: np.ndarray, rows: Mapping[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-track mean and standard deviation (ddof 1) over every group's variants."""
+    # Per-block means and squared deviations combined (Chan et al.): stable where sums
+    # of squares would cancel.
+    mean = np.zeros(len(columns))
+    n, m2 = 0, np.zeros(len(columns))
+    for g, ds in data.items():
+        for _, block in _blocks(ds, columns, rows[g]):
+            nb = block.shape[0]
+            mb = block.mean(axis=0)
+            delta = mb - mean
+            mean = mean + delta * nb / (n + nb)
+            m2 += ((block - mb) ** 2).sum(axis=0) + delta**2 * n * nb / (n + nb)
+            n += nb
+    scale = np.sqrt(m2 / max(n - 1, 1))
+    scale[scale == 0] = 1.0  # a constant track stays 0 rather than NaN
+    return mean, scale
+
+
+def _write(
+    files: Mapping[str, CalicoScores],
+    data: Mapping[str, Any],
+    columns: np.ndarray,
+    rows: Mapping[str, int],
+    paths: Mapping[str, Path],
+    names: list[str],
+    statistic: str,
+    fmt: str,
+    mean: np.ndarray,
+    scale: np.ndarray,
+    out: Path,
+    manifest: dict[str, Any],
+) -> None:
+    """Every table to its temporary name, then one journalled commit with the manifest."""
+    writers: dict[str, TableWriter] = {}
+    try:
+        commit = Commit(out)
+        for g, ds in data.items():
+            ids = files[g].variants
+            w = writers[g] = open_writer(
+                fmt, paths[g], names, list(ids.columns), f"{g}_{statistic}", expected_rows=len(ids)
+            )
+            for start, block in _blocks(ds, columns, rows[g]):
+                w.write((block - mean) / scale, ids.iloc[start : start + block.shape[0]])
+            w.finish()
+            commit.add(w.tmp, w.path)
+        commit.run(out / "manifest.json", manifest_text(manifest))
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+
+
+def _import_manifest(
+    files: Mapping[str, CalicoScores],
+    data: Mapping[str, Any],
+    paths: Mapping[str, Path],
+    statistic: str,
+    normalise: str,
+    fmt: str,
+    mean: np.ndarray,
+    scale: np.ndarray,
+    targets: str | Path,
+    table_rows: int,
+    selection: TrackSelection | None,
+    tracks: pd.DataFrame,
+) -> dict[str, Any]:
+    return build_manifest(
+        source="calico scores",
+        run_file=None,
+        parameters={
+            "statistic": statistic,
+            "normalise": normalise,
+            "format": fmt,
+            "zscore_mean": mean.tolist() if normalise == "zscore" else None,
+            "zscore_sd": scale.tolist() if normalise == "zscore" else None,
+        },
+        targets={**file_facts(Path(targets)), "rows": table_rows},
+        selection=(selection or TrackSelection()).describe(),
+        tracks=tracks,
+        inputs=[
+            {
+                "group": g,
+                "path": str(f.path),
+                "statistic": statistic,
+                "shape": list(data[g].shape),
+                "dtype": str(data[g].dtype),
+            }
+            for g, f in files.items()
+        ],
+        outputs=[
+            {
+                "group": g,
+                "aggregation": "none",
+                "statistic": statistic,
+                "path": paths[g].name,
+                "object": f"{g}_{statistic}" if fmt == "rdata" else None,
+                "rows": len(files[g].variants),
+                "columns": len(tracks) + len(files[g].variants.columns),
+            }
+            for g in files
+        ],
+        warnings=[],
+    )

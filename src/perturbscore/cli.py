@@ -7,26 +7,32 @@ Exit codes: 0 success, 2 user error (bad input or options; nothing written),
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from . import __version__
-from .errors import PerturbscoreError
+from .constants import ENGINES, NAN_POLICIES, OUTPUT_FORMATS
+from .errors import Interrupted, PerturbscoreError
 from .memory import DEFAULT_MEMORY_BYTES, parse_size
-from .pipeline import NAN_POLICIES, RunOptions, RunResult, run_path
-from .writers import FORMATS
 
+if TYPE_CHECKING:
+    from .engine import RunResult
+
+# Heavy modules (numpy, pandas, pyarrow, the pipeline) are imported inside the commands,
+# so that --help and --version stay instant.
+FORMATS = OUTPUT_FORMATS
 log = logging.getLogger("perturbscore")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _user_errors(func: F) -> F:
-    """Turn :class:`PerturbscoreError` into a one-line message and exit code 2."""
+    """User errors: one line and exit 2; signals: what to do next and 128 + signal."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -35,37 +41,72 @@ def _user_errors(func: F) -> F:
         except PerturbscoreError as exc:
             click.echo(f"perturbscore: error: {exc}", err=True)
             sys.exit(2)
+        except Interrupted as exc:
+            click.echo(f"perturbscore: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("perturbscore: interrupted by SIGINT", err=True)
+            sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    if verbose == 0 and not quiet:
-        level = logging.INFO
+    """-q: warnings only; default: info; -v: debug; -vv: debug of the libraries too."""
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("perturbscore: %(levelname)s: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
+    if verbose > 1:
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+
+
+def _verbosity(func: F) -> F:
+    """-v/-q also after the subcommand (``perturbscore run -q ...``)."""
+
+    def update(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        obj = ctx.ensure_object(dict)
+        if param.name == "verbose" and value:
+            obj["verbose"] = obj.get("verbose", 0) + value
+        if param.name == "quiet" and value:
+            obj["quiet"] = True
+        _setup_logging(obj.get("verbose", 0), obj.get("quiet", False))
+        return value
+
+    func = click.option(
+        "-q", "--quiet", is_flag=True, expose_value=False, callback=update,
+        help="Only warnings and errors; no progress bar.",
+    )(func)
+    func = click.option(
+        "-v", "--verbose", count=True, expose_value=False, callback=update,
+        help="More log output on stderr (-vv: the libraries' too).",
+    )(func)
+    return func
+
+
+def _quiet() -> bool:
+    return bool(click.get_current_context().ensure_object(dict).get("quiet"))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="perturbscore")
-@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv: debug).")
+@click.option(
+    "-v", "--verbose", count=True, help="More log output on stderr (-vv: the libraries' too)."
+)
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bar.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Per-variant perturbation scores from REF/ALT sequence-model predictions."""
     _setup_logging(verbose, quiet)
-    ctx.obj = {"quiet": quiet}
+    ctx.obj = {"quiet": quiet, "verbose": verbose}
 
 
 def _report(result: RunResult) -> None:
     # Data-like output (what was written) goes to stdout, one path per line.
-    for o in result.outputs:
-        click.echo(str(o.path))
-    click.echo(str(result.manifest))
+    for path in result.files:
+        click.echo(str(path))
     log.info("%d tables written (%d rows per block)", len(result.outputs), result.chunk_rows)
 
 
@@ -106,7 +147,7 @@ def _report(result: RunResult) -> None:
 @click.option(
     "--nan",
     "nan_policy",
-    type=click.Choice(NAN_POLICIES),
+    type=click.Choice(list(NAN_POLICIES)),
     default="error",
     show_default=True,
     help="NaN/Inf in predictions: fail, or carry into the scores.",
@@ -119,7 +160,7 @@ def _report(result: RunResult) -> None:
 )
 @click.option(
     "--engine",
-    type=click.Choice(["local", "dask"]),
+    type=click.Choice(list(ENGINES)),
     default="local",
     show_default=True,
     help="Compute here, or on Dask (writes partitioned Parquet datasets).",
@@ -142,6 +183,7 @@ def _report(result: RunResult) -> None:
     help="Record finished blocks; after a crash, the same command continues.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace existing output tables.")
+@_verbosity
 @click.pass_context
 @_user_errors
 def run_cmd(
@@ -162,13 +204,15 @@ def run_cmd(
     overwrite: bool,
 ) -> None:
     """Score the groups of RUN_FILE (TOML): one table per group x aggregation x statistic."""
+    from .pipeline import RunOptions, run_path
+
     options = RunOptions(
         memory_bytes=parse_size(memory),
         chunk_rows=chunk_rows,
         overwrite=overwrite,
         nan_policy=nan_policy,
         format=fmt,
-        progress=not ctx.obj["quiet"],
+        progress=not _quiet(),
         threads=threads,
         resume=resume,
         zarr=zarr_cube,
@@ -267,6 +311,13 @@ def demo_cmd(ctx: click.Context, folder: Path, overwrite: bool) -> None:
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--overwrite", is_flag=True)
+@click.option(
+    "--memory",
+    default=str(DEFAULT_MEMORY_BYTES),
+    show_default=True,
+    help="Memory budget in bytes, or with a unit: 512MB, 2GiB.",
+)
+@_verbosity
 @_user_errors
 def import_scores_cmd(
     sources: tuple[str, ...],
@@ -280,6 +331,7 @@ def import_scores_cmd(
     fmt: str,
     out_dir: Path,
     overwrite: bool,
+    memory: str,
 ) -> None:
     """Re-select (and normalise) Calico-style scores files: SOURCES are GROUP=FILE.h5."""
     from .calico import import_scores
@@ -290,6 +342,11 @@ def import_scores_cmd(
         group, sep, file = item.partition("=")
         if not sep or not group or not file:
             raise PerturbscoreError(f"source {item!r}: write GROUP=FILE, e.g. top=top_sad.h5.")
+        if group in groups:
+            raise PerturbscoreError(
+                f"group {group} is given twice ({groups[group]} and {file}); give each group "
+                "one scores file."
+            )
         groups[group] = file
     result = import_scores(
         groups,
@@ -300,6 +357,7 @@ def import_scores_cmd(
         normalise=normalise,
         fmt=fmt,
         overwrite=overwrite,
+        memory_bytes=parse_size(memory),
     )
     for table in result.tables.values():
         click.echo(str(table))
@@ -419,6 +477,13 @@ def report_cmd(compare_folder: Path, out: Path | None) -> None:
     click.echo(str(build_report(compare_folder, out)))
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # SLURM and other schedulers end jobs with SIGTERM: unwind like Ctrl-C, so that
+    # temporary files are removed and --resume state is synced.
+    raise Interrupted("SIGTERM", 128 + signum)
+
+
 def main() -> None:
     """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="perturbscore")

@@ -9,3 +9,23 @@ from __future__ import annotations
 
 class PerturbscoreError(Exception):
     """A user error: bad input, bad option, or an output that would be overwritten."""
+
+
+class Interrupted(BaseException):  # noqa: N818 - reads as "the run was interrupted"
+    """A run stopped by a signal (SIGINT, SIGTERM): cleanup ran, the message says what next.
+
+    Derives from BaseException, like KeyboardInterrupt, so that ``except Exception``
+    blocks do not swallow it.
+
+    Attributes
+    ----------
+    signal_name : str
+        ``SIGINT`` or ``SIGTERM``.
+    exit_code : int
+        ``128 + signal number``, what a shell reports for a process ended by it.
+    """
+
+    def __init__(self, signal_name: str, exit_code: int, message: str = "") -> None:
+        super().__init__(message or f"interrupted by {signal_name}")
+        self.signal_name = signal_name
+        self.exit_code = exit_code

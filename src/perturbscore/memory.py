@@ -14,9 +14,11 @@ import re
 from dataclasses import dataclass
 
 from .errors import PerturbscoreError
-from .readers import SCRATCH_BYTES
 
 DEFAULT_MEMORY_BYTES = 512 * 2**20  # 536,870,912 bytes
+#: Scratch buffer whole rows are read through (the same as readers.SCRATCH_BYTES; kept
+#: here so that parsing a size imports no numpy, for a fast --help).
+SCRATCH_BYTES = 4 * 2**20
 #: Selected REF values per block (n B S itemsize) the block size aims at: blocks this
 #: small stay in the CPU cache through scoring, which measured faster than blocks that
 #: fill the budget (the budget is a ceiling, not a target).
@@ -54,12 +56,28 @@ def parse_size(text: str | int) -> int:
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """Block size chosen for a budget, with the estimate that justified it."""
+    """Block size chosen for a budget, with the estimate that justified it.
+
+    Attributes
+    ----------
+    budget : int
+        The ceiling, in bytes.
+    chunk_rows : int
+        Rows per block.
+    per_row_bytes : int
+        Bytes each block row costs across every block in flight.
+    fixed_bytes : int
+        Bytes independent of the block size (scratch buffers of every thread, ID tables,
+        writer buffers, in-memory R tables).
+    scratch_bytes : int
+        Size of each thread's REF and ALT scratch buffers.
+    """
 
     budget: int
     chunk_rows: int
     per_row_bytes: int
     fixed_bytes: int
+    scratch_bytes: int = SCRATCH_BYTES
 
     @property
     def estimated_bytes(self) -> int:
@@ -88,22 +106,26 @@ def plan_memory(
     chunk_rows: int | None = None,
     max_rows: int | None = None,
     blocks_in_flight: int = 2,
+    scratch_threads: int = 1,
+    scratch_row_bytes: int | None = None,
     writer_buffer_bytes: int = 0,
+    cube: bool = False,
     cache_sized: bool = True,
     fmt: str = "parquet",
 ) -> MemoryPlan:
     """Choose the rows per block so that the estimated working set fits ``budget``.
 
-    Per row of a block: the selected tracks of REF and ALT in their dtype for every
-    block in flight (``blocks_in_flight 2 B S itemsize``: the one
-    being scored, the ones queued by the reader thread and the one it is reading) and in
-    float64 (``2 B S 8``), the aggregated blocks
-    (``2 A S 8``) and each statistic plus a writer copy (``2 O S 8``).  Fixed: the two
-    scratch buffers whole rows are read through, ID tables and, for R formats, the
-    finished tables (``rows O S 8``), and writer buffers.  Unless ``chunk_rows`` is
-    forced, blocks aim at :data:`TARGET_BLOCK_BYTES` of selected values (``cache_sized``;
-    the Dask engine wants chunks as large as a worker's budget allows); ``max_rows``
-    caps them at the largest batch.
+    Per row of a block in flight (``blocks_in_flight``: the one being scored and
+    written, and those being read or waiting in the read-ahead queue): the selected
+    REF and ALT values in their dtype (``2 B S itemsize``), the float64 aggregates
+    (``2 A S 8``) and the scores (``O S 8``); per row of the block being written, the
+    copies writers and the resume log make (``2 O S 8``) and, with a Zarr cube, its
+    block (``O S 8``).  Fixed: each thread's REF and ALT scratch buffers
+    (``scratch_threads 2 scratch_bytes``), the ID tables, writer buffers and, for R
+    formats, the finished tables (``rows O S 8``).  Scratch buffers are 4 MiB, or one
+    row if rows are larger, and shrink (to one row at the least) when the budget is
+    tight.  Unless ``chunk_rows`` is forced, blocks aim at :data:`TARGET_BLOCK_BYTES`
+    of selected values (``cache_sized``); ``max_rows`` caps them at the largest batch.
 
     Raises
     ------
@@ -111,25 +133,33 @@ def plan_memory(
         When even the fixed part or one row does not fit the budget, or a forced
         ``chunk_rows`` exceeds it.
     """
+    row_bytes = scratch_row_bytes or n_bins * n_tracks * itemsize
+    selected = n_bins * n_selected * itemsize
     per_row = (
-        blocks_in_flight * 2 * n_bins * n_selected * itemsize
-        + 2 * n_bins * n_selected * 8
-        + 2 * n_aggregations * n_selected * 8
-        + 2 * n_outputs_per_group * n_selected * 8
+        blocks_in_flight
+        * (
+            2 * selected
+            + 2 * n_aggregations * n_selected * 8
+            + n_outputs_per_group * n_selected * 8
+        )
+        + (2 + int(cube)) * n_outputs_per_group * n_selected * 8
     )
-    # Two scratch buffers (REF, ALT) of SCRATCH_BYTES, or one row each if rows are larger.
-    scratch = 2 * max(SCRATCH_BYTES, n_bins * n_tracks * itemsize)
-    fixed = (
-        scratch
-        + resident_bytes
-        + writer_buffer_bytes
-        + in_memory_rows * n_outputs_per_group * n_selected * 8
+    base = (
+        resident_bytes + writer_buffer_bytes + in_memory_rows * n_outputs_per_group * n_selected * 8
     )
+    scratch = max(SCRATCH_BYTES, row_bytes)
+    # Shrink scratch buffers (whole rows at a time) until they leave room for a block.
+    while scratch > row_bytes and base + 2 * scratch_threads * scratch + per_row > budget:
+        scratch = max(row_bytes, scratch // 2)
+    scratch = max(row_bytes, scratch // row_bytes * row_bytes)
+    fixed = base + 2 * scratch_threads * scratch
     if fixed + per_row > budget:
         hint = (
             f" The {fmt} format keeps whole tables in memory ({fixed / 2**20:.0f} MiB here); "
             "use parquet or csv, or select fewer tracks."
             if in_memory_rows
+            else " Fewer --threads need fewer buffers."
+            if scratch_threads > 1
             else ""
         )
         raise PerturbscoreError(
@@ -139,7 +169,7 @@ def plan_memory(
     fit = max(1, (budget - fixed) // per_row)
     if chunk_rows is None:
         if cache_sized:
-            fit = min(fit, max(1, TARGET_BLOCK_BYTES // (n_bins * n_selected * itemsize)))
+            fit = min(fit, max(1, TARGET_BLOCK_BYTES // selected))
     else:
         if chunk_rows < 1:
             raise PerturbscoreError(f"--chunk-rows must be at least 1, not {chunk_rows}.")
@@ -152,4 +182,4 @@ def plan_memory(
     if max_rows is not None:
         # A block never needs more rows than the largest batch has.
         fit = min(fit, max(1, max_rows))
-    return MemoryPlan(budget, int(fit), per_row, fixed)
+    return MemoryPlan(budget, int(fit), per_row, fixed, scratch)

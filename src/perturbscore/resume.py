@@ -1,27 +1,38 @@
-"""Resumable runs: record finished blocks, replay them after a crash.
+"""Resumable runs: record finished blocks durably, verify and replay them after a crash.
 
 With ``--resume`` a run keeps ``OUT/.perturbscore-resume/``:
 
 ``state.json``
-    the run's fingerprint (run file content, every input's path, size and mtime, output
-    format, package version) and the rows per block;
-``scores-<i>.f8``
-    the float64 scores of output table ``i``, block after block (``n S``, row-major);
+    the run's fingerprint (:func:`input_fingerprint` of every input, the settings, the
+    output format, the package version), its output tables and the rows per block;
+``blocks.f8``
+    the float64 scores of every finished block, one after another: for each of the
+    block's tables (its group's, in output order) an ``(n, S)`` row-major array;
 ``blocks.jsonl``
-    one line per finished block, written after its scores: where it is, how many bytes
-    of each score file it ends at, and its NaN/Inf and log2fc counts.
+    one line per finished block: where it is, the byte range of its scores in
+    ``blocks.f8`` with their CRC-32, and its NaN/Inf and log2fc counts.
 
-Running the same command again replays the recorded blocks into fresh writers, in order,
-then computes the rest.  The writers see exactly the calls of an uninterrupted run, so
-the tables are byte-identical.  A partly written block (after the last log line) is
-cut off.  State that belongs to another run file or other inputs is refused, naming
-what differs; it is removed when the run succeeds.
+Durability: scores are fsynced *before* the log lines that confirm them are written
+(and those are fsynced too), in batches (:data:`SYNC_SECONDS`), so a block is logged
+only once its scores are on disk.  A node that dies loses at most the unsynced tail.
+On resume every logged block is checked while it is replayed: its byte range must lie
+inside ``blocks.f8`` and its CRC must match; the first block that fails and every
+block after it are computed again (never replayed as zeros).  The writers see exactly
+the calls of an uninterrupted run, so the tables are byte-identical.
+
+State that belongs to another run file or other inputs is refused, naming the input
+and what changed; it is removed when the run succeeds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
 import shutil
+import time
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +41,18 @@ from typing import IO, Any
 import numpy as np
 
 from .errors import PerturbscoreError
+from .outputs import fsync_dir, write_text_atomic
+
+log = logging.getLogger("perturbscore")
 
 STATE_DIR = ".perturbscore-resume"
+#: Scores are fsynced and their log lines written at most this many seconds apart.
+SYNC_SECONDS = 0.5
+#: ... or after this many blocks, whichever comes first.
+SYNC_BLOCKS = 64
+#: A Zarr store with more files than this is fingerprinted by its metadata and a sample
+#: of chunk files (every file's size and mtime beyond that would cost minutes on 10^6).
+MAX_LISTED_FILES = 200_000
 
 
 @dataclass
@@ -45,10 +66,64 @@ class Recorded:
     bad_log2: int
 
 
-def file_fingerprint(path: Path) -> dict[str, Any]:
-    """Path, size and modification time: a changed input fails the comparison."""
+def input_fingerprint(path: Path) -> dict[str, Any]:
+    """What identifies an input's content cheaply: size and mtime, or a store's files.
+
+    A file gives its size and modification time.  A folder (a Zarr store, or the array
+    folder inside one) gives the sizes and modification times of every file under it,
+    folded into a digest: rewriting chunks inside a store changes neither the folder's
+    size nor its mtime, but it changes its chunk files'.
+    """
     st = path.stat()
-    return {"path": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    facts: dict[str, Any] = {"path": str(path.resolve())}
+    if not path.is_dir():
+        facts.update(bytes=st.st_size, mtime_ns=st.st_mtime_ns)
+        return facts
+    digest = hashlib.sha256()
+    n_files = total = 0
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            p = Path(root) / name
+            s = p.stat()
+            rel = p.relative_to(path).as_posix()
+            digest.update(f"{rel}\0{s.st_size}\0{s.st_mtime_ns}\n".encode())
+            n_files += 1
+            total += s.st_size
+            if n_files >= MAX_LISTED_FILES:
+                break
+    facts.update(files=n_files, bytes=total, digest=digest.hexdigest()[:32])
+    return facts
+
+
+def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """People's words for what differs between two fingerprints."""
+    notes: list[str] = []
+    old_inputs = {i["path"]: i for i in old.get("inputs", [])}
+    new_inputs = {i["path"]: i for i in new.get("inputs", [])}
+    for path, facts in new_inputs.items():
+        before = old_inputs.get(path)
+        if before is None:
+            notes.append(f"{path} is a new input")
+        elif before != facts:
+            what = [
+                {"bytes": "size", "mtime_ns": "modification time", "digest": "chunk files"}.get(
+                    k, k
+                )
+                for k in ("bytes", "mtime_ns", "files", "digest")
+                if before.get(k) != facts.get(k)
+            ]
+            notes.append(f"{path} changed ({', '.join(dict.fromkeys(what))})")
+    notes += [f"{p} is no longer an input" for p in old_inputs if p not in new_inputs]
+    for key in sorted(set(old) | set(new)):
+        if key != "inputs" and old.get(key) != new.get(key):
+            notes.append(
+                {"settings": "the run file's settings", "format": "the output format"}.get(
+                    key, key.replace("_", " ")
+                )
+                + " differ"
+            )
+    return notes
 
 
 class ResumeState:
@@ -72,50 +147,112 @@ class ResumeState:
         self.dir = out_dir / STATE_DIR
         self.fingerprint = fingerprint
         self.outputs = list(outputs)
-        self.row_bytes = n_scores * 8
+        self.n_scores = n_scores
         self.chunk_rows: int | None = None
         self.recorded: list[Recorded] = []
-        self._offsets: list[list[int]] = []
-        self._files: list[IO[bytes]] = []
+        self._entries: list[dict[str, Any]] = []
+        self._data: IO[bytes] | None = None
         self._log: IO[str] | None = None
+        self._pending: list[str] = []
+        self._last_sync = time.monotonic()
+        self._end = 0  # bytes of blocks.f8 that belong to confirmed blocks
         if (self.dir / "state.json").is_file():
             self._load()
 
     def _load(self) -> None:
-        state = json.loads((self.dir / "state.json").read_text())
+        try:
+            state = json.loads((self.dir / "state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise PerturbscoreError(
+                f"{self.dir}/state.json is unreadable ({exc}); remove {self.dir} to start afresh."
+            ) from exc
         old = state.get("fingerprint", {})
         if old != self.fingerprint:
-            differs = sorted(
-                k for k in set(old) | set(self.fingerprint) if old.get(k) != self.fingerprint.get(k)
-            )
             raise PerturbscoreError(
-                f"{self.dir}: resume state belongs to another run ({', '.join(differs)} "
-                "differ from this run file and its inputs); remove that folder to start "
-                "afresh, or run the original run file."
+                f"{self.dir}: resume state belongs to another run: "
+                f"{'; '.join(_describe_change(old, self.fingerprint)) or 'fingerprints differ'}. "
+                "Remove that folder to start afresh, or restore the original inputs."
             )
         if state.get("outputs") != self.outputs:
-            raise PerturbscoreError(f"{self.dir}: resume state lists other output tables.")
+            raise PerturbscoreError(
+                f"{self.dir}: resume state lists other output tables; remove that folder to "
+                "start afresh."
+            )
         self.chunk_rows = int(state["chunk_rows"])
         log_path = self.dir / "blocks.jsonl"
-        lines = log_path.read_text().splitlines() if log_path.exists() else []
-        for line in lines:
+        lines = log_path.read_text(encoding="utf-8").splitlines() if log_path.exists() else []
+        data = self.dir / "blocks.f8"
+        size = data.stat().st_size if data.exists() else 0
+        end = 0
+        for n, line in enumerate(lines):
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError:
-                break  # a line cut short by the crash: that block is redone
+                ok = rec["offset"] == end and rec["offset"] + rec["nbytes"] <= size
+            except (ValueError, KeyError, TypeError):
+                ok = False  # a line cut short by the crash
+            if not ok:
+                log.warning(
+                    "resume: block %d of %d in %s is incomplete on disk; it and the blocks "
+                    "after it are computed again",
+                    n + 1,
+                    len(lines),
+                    self.dir,
+                )
+                break
+            end += rec["nbytes"]
+            self._entries.append(rec)
             self.recorded.append(
                 Recorded(
                     rec["batch"],
                     rec["start"],
                     rec["stop"],
-                    [(p, c, tuple(f)) for p, c, f in rec["nonfinite"]],
+                    [(p, c, (f[0], f[1], f[2])) for p, c, f in rec["nonfinite"]],
                     rec["bad_log2"],
                 )
             )
-            self._offsets.append(rec["offsets"])
+
+    def replay(self, tables: Sequence[Sequence[int]]) -> Iterator[tuple[Recorded, dict[int, Any]]]:
+        """Verified recorded blocks with their scores (output index -> ``(n, S)`` array).
+
+        ``tables[k]`` are the output indices of block ``k``'s group.  Stops at the
+        first block whose bytes fail their checksum; :meth:`start` then drops it and
+        what follows.
+        """
+        path = self.dir / "blocks.f8"
+        good = 0
+        if self._entries:
+            with open(path, "rb") as fh:
+                for rec, entry in zip(self.recorded, self._entries, strict=True):
+                    fh.seek(entry["offset"])
+                    raw = fh.read(entry["nbytes"])
+                    if len(raw) != entry["nbytes"] or zlib.crc32(raw) != entry["crc32"]:
+                        log.warning(
+                            "resume: block %d (rows %d..%d) fails its checksum; computing it "
+                            "and the rest again",
+                            good + 1,
+                            rec.start,
+                            rec.stop,
+                        )
+                        break
+                    which = tables[good] if good < len(tables) else ()
+                    values = np.frombuffer(raw, np.float64).reshape(len(which), -1, self.n_scores)
+                    good += 1
+                    self._end = entry["offset"] + entry["nbytes"]
+                    yield rec, {i: values[k] for k, i in enumerate(which)}
+        self._keep(good)
+
+    def _keep(self, n: int) -> None:
+        if n < len(self._entries):
+            self._entries = self._entries[:n]
+            self.recorded = self.recorded[:n]
+
+    @property
+    def replayed(self) -> int:
+        """Blocks that :meth:`replay` verified (valid once it finished)."""
+        return len(self._entries)
 
     def start(self, chunk_rows: int) -> None:
-        """Open the state for appending (creating it for a new run)."""
+        """Open the state for appending after the verified blocks (creating it if new)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.chunk_rows is None:
             self.chunk_rows = chunk_rows
@@ -124,80 +261,64 @@ class ResumeState:
                 "outputs": self.outputs,
                 "chunk_rows": chunk_rows,
             }
-            (self.dir / "state.json").write_text(json.dumps(state, indent=1))
-        ends = self._offsets[-1] if self._offsets else [0] * len(self.outputs)
-        for i, end in enumerate(ends):
-            path = self.dir / f"scores-{i}.f8"
-            fh = open(path, "r+b" if path.exists() else "w+b")  # noqa: SIM115
-            fh.truncate(end)  # drop scores of a block the log never confirmed
-            fh.seek(end)
-            self._files.append(fh)
-        # Rewrite the log with the confirmed lines only.
-        lines = [
-            json.dumps(
-                {
-                    "batch": r.batch,
-                    "start": r.start,
-                    "stop": r.stop,
-                    "nonfinite": r.nonfinite,
-                    "bad_log2": r.bad_log2,
-                    "offsets": o,
-                }
-            )
-            for r, o in zip(self.recorded, self._offsets, strict=True)
-        ]
-        (self.dir / "blocks.jsonl").write_text("".join(line + "\n" for line in lines))
+            write_text_atomic(self.dir / "state.json", json.dumps(state, indent=1), durable=True)
+        data = self.dir / "blocks.f8"
+        self._data = open(data, "r+b" if data.exists() else "w+b")  # noqa: SIM115
+        self._data.truncate(self._end)  # drop unconfirmed or damaged scores
+        self._data.seek(self._end)
+        # The log keeps the verified lines only (rewritten whole, atomically).
+        text = "".join(json.dumps(e) + "\n" for e in self._entries)
+        write_text_atomic(self.dir / "blocks.jsonl", text, durable=True)
         self._log = open(self.dir / "blocks.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self._last_sync = time.monotonic()
 
-    def replay(self) -> Iterator[tuple[Recorded, dict[int, np.ndarray]]]:
-        """Recorded blocks with their scores: output table index -> ``(n, S)`` array.
+    def record(self, rec: Recorded, values: Sequence[np.ndarray]) -> None:
+        """Append a finished block; its log line follows once its scores are on disk."""
+        assert self._data is not None
+        raw = b"".join(np.ascontiguousarray(v, dtype=np.float64).tobytes() for v in values)
+        self._data.write(raw)
+        entry = {
+            "batch": rec.batch,
+            "start": rec.start,
+            "stop": rec.stop,
+            "nonfinite": rec.nonfinite,
+            "bad_log2": rec.bad_log2,
+            "offset": self._end,
+            "nbytes": len(raw),
+            "crc32": zlib.crc32(raw),
+        }
+        self._end += len(raw)
+        self._pending.append(json.dumps(entry))
+        if len(self._pending) >= SYNC_BLOCKS or time.monotonic() - self._last_sync >= SYNC_SECONDS:
+            self.sync()
 
-        A block has scores only for its own group's tables.
-        """
-        starts = [0] * len(self.outputs)
-        for rec, ends in zip(self.recorded, self._offsets, strict=True):
-            values = {}
-            for i, fh in enumerate(self._files):
-                if ends[i] > starts[i]:
-                    fh.seek(starts[i])
-                    raw = fh.read(ends[i] - starts[i])
-                    values[i] = np.frombuffer(raw, np.float64).reshape(-1, self.row_bytes // 8)
-                starts[i] = ends[i]
-            yield rec, values
-        for fh, end in zip(self._files, starts, strict=True):
-            fh.seek(end)
-
-    def record(self, rec: Recorded, values: dict[int, np.ndarray]) -> None:
-        """Append a finished block: scores first, then the log line that confirms them."""
-        assert self._log is not None
-        offsets = []
-        for i, fh in enumerate(self._files):
-            if i in values:
-                fh.write(np.ascontiguousarray(values[i], dtype=np.float64).data)
-                fh.flush()
-            offsets.append(fh.tell())
-        self._log.write(
-            json.dumps(
-                {
-                    "batch": rec.batch,
-                    "start": rec.start,
-                    "stop": rec.stop,
-                    "nonfinite": rec.nonfinite,
-                    "bad_log2": rec.bad_log2,
-                    "offsets": offsets,
-                }
-            )
-            + "\n"
-        )
+    def sync(self) -> None:
+        """Make the recorded scores durable, then write the log lines that confirm them."""
+        if self._data is None or self._log is None or not self._pending:
+            return
+        self._data.flush()
+        os.fsync(self._data.fileno())
+        self._log.write("".join(line + "\n" for line in self._pending))
         self._log.flush()
+        os.fsync(self._log.fileno())
+        self._pending.clear()
+        self._last_sync = time.monotonic()
 
     def close(self) -> None:
-        for fh in self._files:
-            fh.close()
-        if self._log:
-            self._log.close()
+        """Sync what was recorded and close (the state stays for the next --resume)."""
+        try:
+            self.sync()
+        finally:
+            for fh in (self._data, self._log):
+                if fh is not None:
+                    fh.close()
+            self._data = self._log = None
+            fsync_dir(self.dir)
 
     def finish(self) -> None:
         """The run succeeded: the state is no longer needed."""
-        self.close()
+        for fh in (self._data, self._log):
+            if fh is not None:
+                fh.close()
+        self._data = self._log = None
         shutil.rmtree(self.dir, ignore_errors=True)

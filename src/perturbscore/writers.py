@@ -25,19 +25,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import rserialize
+from .constants import OUTPUT_FORMATS
 from .errors import PerturbscoreError
+from .outputs import temp_path
 
-FORMATS = {"parquet": ".parquet", "csv": ".csv", "rds": ".rds", "rdata": ".RData"}
+FORMATS = OUTPUT_FORMATS
 
 
 def text_values(column: pd.Series) -> list[str | None]:
     """An ID column as Python strings, missing values as None (NA in Arrow and R)."""
     return column.astype(object).where(column.notna(), None).tolist()
-
-
-def temp_path(path: Path) -> Path:
-    """Hidden sibling of ``path`` used until commit."""
-    return path.with_name(f".{path.name}.{os.getpid()}.partial")
 
 
 class TableWriter(abc.ABC):
@@ -68,6 +65,7 @@ class TableWriter(abc.ABC):
         self.id_columns = list(id_columns)
         self.object_name = object_name
         self.rows = 0
+        self._finished = False
 
     @abc.abstractmethod
     def write(self, scores: np.ndarray, ids: pd.DataFrame) -> None:
@@ -77,15 +75,26 @@ class TableWriter(abc.ABC):
     def _finish(self) -> None:
         """Flush and close the temporary file."""
 
+    def finish(self) -> None:
+        """Write the rest and close the temporary file (``tmp``); the final name is untouched.
+
+        A run finishes every table before it publishes any (see
+        :class:`perturbscore.outputs.Commit`).
+        """
+        if not self._finished:
+            self._finish()
+            self._finished = True
+
     def commit(self) -> None:
         """Finish the temporary file and rename it to the final name."""
-        self._finish()
+        self.finish()
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
         """Drop the temporary file; the final name is never touched."""
         try:
-            self._close_quietly()
+            if not self._finished:
+                self._close_quietly()
         finally:
             self.tmp.unlink(missing_ok=True)
 
@@ -93,9 +102,20 @@ class TableWriter(abc.ABC):
         """Close open handles without finishing the file."""
 
 
-#: Parquet row groups are written when this many rows or bytes of scores are buffered.
-ROW_GROUP_ROWS = 65536
+#: Parquet row groups hold about this many bytes of scores ...
 ROW_GROUP_BYTES = 4 * 2**20
+#: ... but at least this many rows (wide tables: thousands of tracks), since every row
+#: group costs metadata for each of its columns: 100-row groups of 5,313 columns made
+#: the footer (held in memory until the file is closed) grow to gigabytes.
+MIN_ROW_GROUP_ROWS = 1024
+#: ... and at most this many rows.
+ROW_GROUP_ROWS = 65536
+
+
+def row_group_rows(n_scores: int) -> int:
+    """Rows per Parquet row group for a table of ``n_scores`` score columns."""
+    by_bytes = ROW_GROUP_BYTES // max(1, n_scores * 8)
+    return int(min(ROW_GROUP_ROWS, max(MIN_ROW_GROUP_ROWS, by_bytes)))
 
 
 class ParquetTableWriter(TableWriter):
@@ -106,34 +126,50 @@ class ParquetTableWriter(TableWriter):
         fields = [pa.field(c, pa.float64()) for c in self.score_columns]
         fields += [pa.field(c, pa.string()) for c in self.id_columns]
         self.schema = pa.schema(fields)
-        # Dictionary encoding only pays for the text ID columns, never for float scores.
+        # Dictionary encoding and column statistics only pay for the text ID columns;
+        # for thousands of float score columns they only grow the footer.
         self._writer = pq.ParquetWriter(
-            self.tmp, self.schema, compression="snappy", use_dictionary=self.id_columns
+            self.tmp,
+            self.schema,
+            compression="snappy",
+            use_dictionary=self.id_columns,
+            write_statistics=self.id_columns,
         )
         self._pending: list[tuple[np.ndarray, pd.DataFrame]] = []
         self._pending_rows = 0
+        self._group_rows = row_group_rows(len(self.score_columns))
 
     def write(self, scores: np.ndarray, ids: pd.DataFrame) -> None:
         self._pending.append((scores, ids[self.id_columns]))
         self._pending_rows += scores.shape[0]
         self.rows += scores.shape[0]
-        if (
-            self._pending_rows >= ROW_GROUP_ROWS
-            or self._pending_rows * len(self.score_columns) * 8 >= ROW_GROUP_BYTES
-        ):
-            self._flush()
+        if self._pending_rows >= self._group_rows:
+            self._flush(whole_groups=True)
 
-    def _flush(self) -> None:
+    def _flush(self, whole_groups: bool = False) -> None:
+        """Write pending rows; with ``whole_groups`` only full row groups.
+
+        Row groups always hold exactly ``_group_rows`` rows (the last one the rest), so
+        the file's bytes do not depend on the block size the rows arrived in.
+        """
         if not self._pending:
             return
-        # One transposed copy makes every score column contiguous, so Arrow wraps each
-        # without copying; converting per block instead cost more than the scoring.
-        columns = np.concatenate([s for s, _ in self._pending]).T.copy()
+        scores = np.concatenate([s for s, _ in self._pending])
         ids = pd.concat([i for _, i in self._pending], ignore_index=True)
-        arrays = [pa.array(col) for col in columns]
-        arrays += [pa.array(text_values(ids[c]), pa.string()) for c in self.id_columns]
-        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
-        self._pending, self._pending_rows = [], 0
+        n = scores.shape[0]
+        end = n - n % self._group_rows if whole_groups else n
+        for start in range(0, end, self._group_rows):
+            stop = min(start + self._group_rows, end)
+            # One transposed copy makes every score column contiguous, so Arrow wraps
+            # each without copying; converting per block cost more than the scoring.
+            columns = scores[start:stop].T.copy()
+            part = ids.iloc[start:stop]
+            arrays = [pa.array(col) for col in columns]
+            arrays += [pa.array(text_values(part[c]), pa.string()) for c in self.id_columns]
+            self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        rest = n - end
+        self._pending = [(scores[end:], ids.iloc[end:])] if rest else []
+        self._pending_rows = rest
 
     def _finish(self) -> None:
         self._flush()
@@ -256,10 +292,16 @@ def open_writer(
     return cls(path, score_columns, id_columns, object_name)
 
 
-def buffer_bytes(fmt: str) -> int:
-    """Most bytes of scores one writer of ``fmt`` buffers between writes."""
-    # The block that crosses the threshold is counted per block row by the memory plan.
-    return ROW_GROUP_BYTES if check_format(fmt) == "parquet" else 0
+def buffer_bytes(fmt: str, n_scores: int) -> int:
+    """Most bytes one writer of ``fmt`` holds for a table of ``n_scores`` score columns.
+
+    Parquet: up to a row group's scores buffered (and the block that crosses the mark,
+    counted per block row by the memory plan), their concatenation and a row group's
+    transposed copy at the flush.
+    """
+    if check_format(fmt) != "parquet":
+        return 0
+    return 3 * row_group_rows(n_scores) * n_scores * 8
 
 
 def holds_in_memory(fmt: str) -> bool:

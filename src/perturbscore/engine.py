@@ -1,0 +1,373 @@
+"""The ordered consumer every engine shares, and the local engine's map.
+
+:func:`execute` takes a :class:`~perturbscore.plan.Prepared` run and a *mapper* (a
+function that runs :func:`~perturbscore.spans.score_span` over a list of spans and
+yields the results in span order) and does everything else in one place: replaying
+recorded blocks of a resumed run, writing every table and cube block by block,
+recording blocks for ``--resume``, NaN/Inf and log2fc findings, finishing the tables
+under temporary names, and publishing them with the manifest in one journalled commit
+(:class:`perturbscore.outputs.Commit`).  The local engine's mapper reads on threads
+(:func:`local_mapper`); the Dask engine's submits futures
+(:func:`perturbscore.dask_engine.dask_mapper`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tqdm import tqdm
+
+from .errors import Interrupted, PerturbscoreError
+from .manifest import build_manifest, file_facts, manifest_text
+from .outputs import Commit
+from .plan import MANIFEST, OutputTable, Prepared, cube_name
+from .resume import Recorded, ResumeState
+from .spans import SpanResult, is_sequential, score_span, spans
+from .streaming import ordered_map, prefetch
+from .writers import TableWriter, open_writer
+
+if TYPE_CHECKING:
+    from .cube import CubeWriter
+
+log = logging.getLogger("perturbscore")
+
+Span = tuple[int, int, int]
+#: Runs score_span over spans (batch, start, stop) and yields results in span order.
+Mapper = Callable[[list[Span]], Iterable[SpanResult]]
+
+
+@dataclass
+class RunResult:
+    """What a run wrote.
+
+    Attributes
+    ----------
+    outputs : list of OutputTable
+    manifest : Path
+    chunk_rows : int
+        Rows per block.
+    warnings : list of str
+    timings : dict
+        Seconds per phase: ``prepare``, then the engine's (``cluster`` on Dask),
+        ``stream`` and ``commit``.
+    files : list of Path
+        Every file and folder published: tables, Zarr cubes, the manifest.
+    """
+
+    outputs: list[OutputTable]
+    manifest: Path
+    chunk_rows: int
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+
+def local_mapper(prep: Prepared) -> Mapper:
+    """The local engine: score spans here, reading ahead on ``prep.reader_threads`` threads.
+
+    Inputs that must be read in row order (compressed archive members) are read by one
+    background thread in order instead of a pool.
+    """
+    plan, workers = prep.span_plan, prep.reader_threads
+
+    def one(task: Span) -> SpanResult:
+        return score_span(plan, *task)
+
+    def mapper(tasks: list[Span]) -> Iterator[SpanResult]:
+        if workers <= 0:
+            return map(one, tasks)
+        if is_sequential(plan):
+            return prefetch(map(one, tasks), depth=1)
+        return ordered_map(one, tasks, workers, ahead=workers)
+
+    return mapper
+
+
+def variant_where(prep: Prepared, batch: int, row: int) -> str:
+    """A variant for people: its ID values and its 1-based line in the variant table."""
+    b = prep.batches[batch]
+    ids = " ".join(str(v) for v in b.ids.iloc[row].tolist())
+    line = row + 2 if b.variants_path.suffix.lower() != ".parquet" else row + 1
+    kind = "line" if b.variants_path.suffix.lower() != ".parquet" else "row"
+    return f"variant {ids} ({kind} {line} of {b.variants_path})"
+
+
+class _Findings:
+    """NaN/Inf and log2fc findings, the same from live and replayed blocks."""
+
+    def __init__(self, prep: Prepared) -> None:
+        self.prep = prep
+        self.nonfinite: dict[str, tuple[int, str]] = {}
+        self.bad_log2 = 0
+
+    def add(self, batch: int, found: list[tuple[str, int, tuple[int, int, int]]], bad: int) -> None:
+        for source, count, (row, b, col) in found:
+            prev = self.nonfinite.get(source)
+            tracks = self.prep.tracks
+            where = (
+                prev[1]
+                if prev
+                else (
+                    f"{variant_where(self.prep, batch, row)}, bin {b}, track "
+                    f"{tracks['index'].iloc[col]} ({tracks['identifier'].iloc[col]})"
+                )
+            )
+            self.nonfinite[source] = ((prev[0] if prev else 0) + count, where)
+        self.bad_log2 += bad
+
+    def conclude(self, warnings: list[str]) -> None:
+        prep = self.prep
+        if self.nonfinite:
+            detail = "; ".join(
+                f"{p}: {c} values, first at {w}" for p, (c, w) in self.nonfinite.items()
+            )
+            if prep.opts.nan_policy == "error":
+                raise PerturbscoreError(
+                    f"NaN or Inf in the selected predictions: {detail}. Fix the predictions, or "
+                    "pass --nan propagate to carry them into the scores."
+                )
+            warnings.append(f"NaN/Inf passed through (--nan propagate): {detail}")
+        if self.bad_log2:
+            warnings.append(
+                f"log2fc: {self.bad_log2} scores are NaN or infinite because agg + pseudocount "
+                f"<= 0 (pseudocount {prep.config.pseudocount})"
+            )
+
+
+def execute(
+    prep: Prepared,
+    mapper: Mapper,
+    state: ResumeState | None = None,
+    timings: dict[str, float] | None = None,
+) -> RunResult:
+    """Score every span through ``mapper`` and publish the run's outputs (module docstring)."""
+    config, opts, out = prep.config, prep.opts, prep.out
+    chunk = prep.plan.chunk_rows
+    warnings = list(prep.warnings)
+    timings = dict(timings or {})
+    rows_per_group = prep.rows_per_group()
+    by_key = {(o.group, o.aggregation.spec, o.statistic): o for o in prep.outputs}
+    order = list(by_key)  # output tables in writer order (the resume log's order)
+    group_tables = {
+        g.name: [n for n, k in enumerate(order) if k[0] == g.name] for g in config.groups
+    }
+    writers: dict[tuple[str, str, str], TableWriter] = {}
+    cubes: dict[str, CubeWriter] = {}
+    findings = _Findings(prep)
+    tasks = spans(prep.span_plan, chunk)
+    done = 0
+    try:
+        for key, o in by_key.items():
+            writers[key] = open_writer(
+                prep.fmt,
+                o.path,
+                prep.track_names,
+                prep.id_cols,
+                o.object_name,
+                expected_rows=rows_per_group[o.group],
+            )
+        group_row: dict[int, int] = {}  # first row of each batch within its group's tables
+        firsts: dict[str, int] = {}
+        for i, b in enumerate(prep.batches):
+            group_row[i] = firsts.get(b.group, 0)
+            firsts[b.group] = group_row[i] + b.n_rows
+        if opts.zarr:
+            import pandas as pd
+
+            from .cube import CubeWriter
+
+            for g in config.groups:
+                ids = pd.concat(
+                    [b.ids for b in prep.batches if b.group == g.name], ignore_index=True
+                )
+                cubes[g.name] = CubeWriter(
+                    out / cube_name(g.name),
+                    ids,
+                    prep.tracks,
+                    [a.spec for a in prep.aggs],
+                    list(config.statistics),
+                    chunk,
+                )
+
+        def emit(
+            batch: int, start: int, stop: int, values: dict[tuple[str, str, str], Any]
+        ) -> None:
+            """Hand one block's scores to the table writers (and the group's cube)."""
+            b = prep.batches[batch]
+            ids = b.ids.iloc[start:stop]
+            for key, v in values.items():
+                writers[key].write(v, ids)
+            if b.group in cubes:
+                cubes[b.group].write(
+                    group_row[batch] + start, {(k[1], k[2]): v for k, v in values.items()}
+                )
+
+        t_stream = time.perf_counter()
+        with tqdm(
+            total=sum(b.n_rows for b in prep.batches),
+            unit="variant",
+            file=sys.stderr,
+            desc="scoring",
+            disable=None if opts.progress else True,
+            leave=False,
+        ) as bar:
+            if state is not None:
+                expected = [group_tables[prep.batches[t[0]].group] for t in tasks]
+                for rec, recorded in state.replay(expected):
+                    if done >= len(tasks) or tasks[done] != (rec.batch, rec.start, rec.stop):
+                        raise PerturbscoreError(
+                            f"{state.dir}: recorded blocks do not follow this run's blocks; "
+                            "remove that folder and run again."
+                        )
+                    emit(rec.batch, rec.start, rec.stop, {order[n]: v for n, v in recorded.items()})
+                    findings.add(rec.batch, rec.nonfinite, rec.bad_log2)
+                    bar.update(rec.stop - rec.start)
+                    done += 1
+                if done:
+                    log.info(
+                        "resuming: %d of %d blocks replayed from %s", done, len(tasks), state.dir
+                    )
+                state.start(chunk)
+            for res in mapper(tasks[done:]):
+                grp = prep.batches[res.batch].group
+                values = {(grp, a, st): v for (a, st), v in res.scores.items()}
+                emit(res.batch, res.start, res.stop, values)
+                findings.add(res.batch, res.nonfinite, res.bad_log2)
+                if state is not None:
+                    state.record(
+                        Recorded(res.batch, res.start, res.stop, res.nonfinite, res.bad_log2),
+                        [values[order[n]] for n in group_tables[grp]],
+                    )
+                bar.update(res.stop - res.start)
+                done += 1
+                log.debug(
+                    "block %d of %d done (%s rows %d..%d)",
+                    done,
+                    len(tasks),
+                    grp,
+                    res.start,
+                    res.stop,
+                )
+        findings.conclude(warnings)
+        t_commit = time.perf_counter()
+        timings["stream"] = t_commit - t_stream
+        log.debug("scores streamed in %.3f s", timings["stream"])
+        # Phase 1: finish every table under its temporary name (may fail: nothing public).
+        commit = Commit(out, prep.fingerprint)
+        for key, w in writers.items():
+            by_key[key].rows = w.rows
+            w.finish()
+            commit.add(w.tmp, w.path)
+        for cube in cubes.values():
+            commit.add(cube.tmp, cube.path)
+        result = RunResult(
+            prep.outputs,
+            out / MANIFEST,
+            chunk,
+            warnings,
+            timings,
+            [o.path for o in prep.outputs] + [c.path for c in cubes.values()] + [out / MANIFEST],
+        )
+        timings["commit"] = time.perf_counter() - t_commit
+        # Phase 2: journalled renames and the manifest.
+        commit.run(out / MANIFEST, manifest_text(run_manifest(prep, result)))
+        if state is not None:
+            state.finish()
+    except (KeyboardInterrupt, Interrupted) as exc:
+        _cleanup(state, writers, cubes)
+        name = getattr(exc, "signal_name", "SIGINT")
+        code = getattr(exc, "exit_code", 130)
+        if state is not None:
+            advice = (
+                f"{done} of {len(tasks)} blocks are recorded in {state.dir}; run the same "
+                "command again to continue."
+            )
+        else:
+            advice = (
+                "nothing was written. Start long runs with --resume so that an interrupted "
+                "run can continue where it stopped."
+            )
+        raise Interrupted(name, code, f"interrupted by {name}: {advice}") from None
+    except BaseException:
+        _cleanup(state, writers, cubes)
+        raise
+    for note in warnings:
+        log.warning("%s", note)
+    return result
+
+
+def _cleanup(
+    state: ResumeState | None,
+    writers: dict[tuple[str, str, str], TableWriter],
+    cubes: dict[str, CubeWriter],
+) -> None:
+    if state is not None:
+        state.close()  # kept: the next --resume continues from it
+    for w in writers.values():
+        w.abort()
+    for cube in cubes.values():
+        cube.abort()
+
+
+def run_manifest(prep: Prepared, result: RunResult) -> dict[str, Any]:
+    """The manifest of a finished run (schema: :mod:`perturbscore.manifest`)."""
+    config, opts, plan = prep.config, prep.opts, prep.plan
+    parameters = {
+        "aggregations": [
+            {"spec": a.spec, "bins": [a.start, a.stop], "reduce": "mean" if a.mean else "sum"}
+            for a in prep.aggs
+        ],
+        "statistics": list(config.statistics),
+        "center_bin": config.center_bin,
+        "pseudocount": config.pseudocount,
+        "nan_policy": opts.nan_policy,
+        "format": prep.fmt,
+        "id_columns": config.id_columns
+        if isinstance(config.id_columns, str)
+        else list(config.id_columns),
+        "engine": opts.engine,
+        "memory_budget_bytes": plan.budget,
+        "chunk_rows": plan.chunk_rows,
+        "estimated_peak_bytes": plan.estimated_bytes,
+    }
+    inputs = [
+        {
+            "group": b.group,
+            "batch": b.number,
+            "ref": b.ref_facts,
+            "alt": b.alt_facts,
+            "variants": {**file_facts(b.variants_path), "rows": len(b.ids)},
+        }
+        for b in prep.batches
+    ]
+    outputs = [
+        {
+            "group": o.group,
+            "aggregation": o.aggregation.spec,
+            "statistic": o.statistic,
+            "path": o.path.name,
+            "object": o.object_name if prep.fmt == "rdata" else None,
+            "rows": o.rows,
+            "columns": len(prep.tracks) + len(prep.id_cols),
+        }
+        for o in prep.outputs
+    ]
+    return build_manifest(
+        source="run",
+        run_file=config.source,
+        parameters=parameters,
+        targets={**file_facts(Path(config.targets)), "rows": prep.table_rows},
+        selection=config.tracks.describe(),
+        tracks=prep.tracks,
+        inputs=inputs,
+        outputs=outputs,
+        warnings=result.warnings,
+        timings=result.timings,
+        extra={"zarr_cubes": [cube_name(g.name) for g in config.groups] if opts.zarr else []},
+    )

@@ -1,0 +1,97 @@
+"""``manifest.json``: one schema for every command that writes score tables.
+
+``perturbscore run`` and ``perturbscore import-scores`` both describe their tables with
+:func:`build_manifest`, so ``compare`` and ``report`` read either the same way.  Keys:
+
+``perturbscore_version``, ``created`` (UTC), ``source`` (``"run"`` or ``"calico
+scores"``), ``run_file``
+``parameters``
+    what was computed (aggregations with their bins, statistics, centre bin,
+    pseudocount, format, memory budget and block size, ...)
+``targets``
+    the track table: path, bytes, rows
+``tracks``
+    ``selection`` (as given), ``count`` and ``selected``: per selected track, in column
+    order, ``index``, ``identifier``, ``description`` and the parsed ``assay``,
+    ``target`` and ``biosample`` (so readers need not parse descriptions again)
+``inputs``
+    per batch (or scores file): group, paths, shapes, dtypes, variant rows
+``outputs``
+    per table: group, aggregation, statistic, file name (``path``), RData ``object``,
+    ``rows``, ``columns``
+``zarr_cubes``, ``timings_s``, ``warnings``
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+
+TRACK_FIELDS = ("index", "identifier", "description", "assay", "target", "biosample")
+
+
+def track_records(tracks: pd.DataFrame) -> list[dict[str, Any]]:
+    """The ``tracks.selected`` records of a manifest."""
+    cols = [c for c in TRACK_FIELDS if c in tracks.columns]
+    return [
+        {str(k): (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+        for row in tracks[cols].to_dict("records")
+    ]
+
+
+def file_facts(path: Path) -> dict[str, Any]:
+    """Path and size of an input file."""
+    return {"path": str(path), "bytes": path.stat().st_size}
+
+
+def build_manifest(
+    *,
+    source: str,
+    run_file: Path | None,
+    parameters: dict[str, Any],
+    targets: dict[str, Any],
+    selection: dict[str, Any],
+    tracks: pd.DataFrame,
+    inputs: list[dict[str, Any]],
+    outputs: list[dict[str, Any]],
+    warnings: list[str],
+    timings: dict[str, float] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A manifest dict in the shared schema (see the module docstring)."""
+    manifest: dict[str, Any] = {
+        "perturbscore_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": source,
+        "run_file": str(run_file) if run_file else None,
+        "parameters": parameters,
+        "targets": targets,
+        "tracks": {"selection": selection, "count": len(tracks), "selected": track_records(tracks)},
+        "inputs": inputs,
+        "outputs": outputs,
+        "zarr_cubes": [],
+        "timings_s": {k: round(v, 4) for k, v in (timings or {}).items()},
+        "warnings": list(warnings),
+    }
+    manifest.update(extra or {})
+    return manifest
+
+
+def manifest_text(manifest: dict[str, Any]) -> str:
+    """The manifest as written: indented JSON with numpy scalars as numbers."""
+    return json.dumps(manifest, indent=2, default=_json_default) + "\n"
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,268 @@
+"""Output files: one temporary-name rule, all-or-nothing commits, recovery and sweeping.
+
+Every file or folder perturbscore writes first exists under a hidden temporary name
+beside its final one, ``.{name}.{pid}.partial``, and is renamed into place only when
+everything of the command succeeded.  The pid in the name is what makes leftovers of
+dead processes recognisable: :func:`sweep` removes partials whose process no longer
+runs (a ``kill -9`` leaves them behind; nothing else can).
+
+Renaming several tables is not atomic, so a commit is journalled: before the first
+rename, ``OUT/.perturbscore-commit.json`` lists every ``(temporary, final)`` pair and
+the manifest text, written and fsynced under a temporary name and renamed.  A process
+killed halfway through the renames leaves the journal; the next command on that folder
+(:func:`recover`) finishes the renames the journal promised and writes the manifest, so
+a commit is never left half done.  The journal is removed last.
+
+A folder lock (``.perturbscore.lock``, holding the pid) keeps two commands from writing
+into one folder at the same time; a lock of a dead process is taken over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import PerturbscoreError
+
+log = logging.getLogger("perturbscore")
+
+JOURNAL = ".perturbscore-commit.json"
+LOCK = ".perturbscore.lock"
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.partial$")
+
+
+def temp_path(path: Path) -> Path:
+    """Hidden sibling of ``path`` used until commit: ``.{name}.{pid}.partial``."""
+    return path.with_name(f".{path.name}.{os.getpid()}.partial")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this machine (ours counts as alive)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def sweep(folder: Path) -> list[Path]:
+    """Remove ``.*.{pid}.partial`` leftovers of processes that no longer run.
+
+    Only names of exactly that form are touched, so a user's files never are.
+
+    Returns
+    -------
+    list of Path
+        What was removed.
+    """
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        m = _PARTIAL.match(entry.name)
+        if m and not pid_alive(int(m["pid"])):
+            _remove(entry)
+            removed.append(entry)
+    if removed:
+        log.info(
+            "removed %d temporary file(s) left by interrupted runs in %s", len(removed), folder
+        )
+    return removed
+
+
+def write_text_atomic(path: Path, text: str, durable: bool = False) -> None:
+    """Write ``text`` to ``path`` through a temporary name (fsynced when ``durable``)."""
+    tmp = temp_path(path)
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    if durable:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make renames inside ``folder`` durable (a no-op where directories can't be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder/.perturbscore.lock`` while a command writes there.
+
+    Raises
+    ------
+    PerturbscoreError
+        Another live perturbscore process holds the folder.
+    """
+    path = folder / LOCK
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                owner = int(path.read_text().strip() or "0")
+            except (OSError, ValueError):
+                owner = 0
+            if owner and pid_alive(owner):
+                raise PerturbscoreError(
+                    f"{folder}: another perturbscore process (pid {owner}) is writing into this "
+                    "folder; wait for it to finish or choose another output folder."
+                ) from None
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # a dead process's lock
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+        break
+    else:  # pragma: no cover - only under a lock race with several dead owners
+        raise PerturbscoreError(f"{folder}: could not take the folder lock {path}.")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` to ``final``, replacing a file or a folder of the same name."""
+    if final.is_dir() and not final.is_symlink():
+        # A folder under a table's name: a Dask run's partitioned table or an older cube.
+        old = final.with_name(f".{final.name}.{os.getpid()}.old.partial")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    try:
+        os.replace(tmp, final)
+    except OSError as exc:  # a file where a folder is (or the reverse)
+        if exc.errno not in (errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY):
+            raise
+        _remove(final)
+        os.replace(tmp, final)
+
+
+@dataclass
+class Commit:
+    """The renames that publish a command's outputs, journalled (see the module docstring).
+
+    Parameters
+    ----------
+    folder : Path
+        The output folder (holds the journal).
+    fingerprint : dict, optional
+        What identifies the run, kept in the journal so that ``--resume`` can tell a
+        finished commit of the same run.
+    """
+
+    folder: Path
+    fingerprint: dict[str, Any] | None = None
+    moves: list[tuple[Path, Path]] = field(default_factory=list)
+
+    def add(self, tmp: Path, final: Path) -> None:
+        """Publish ``tmp`` (complete, closed) as ``final``."""
+        self.moves.append((tmp, final))
+
+    def run(self, manifest: Path, manifest_text: str) -> None:
+        """Journal, rename everything, write the manifest, drop the journal."""
+        journal = {
+            "pid": os.getpid(),
+            "fingerprint": self.fingerprint,
+            "moves": [[t.name, f.name] for t, f in self.moves],
+            "manifest": [manifest.name, manifest_text],
+        }
+        for tmp, _ in self.moves:
+            _fsync_tree(tmp)
+        write_text_atomic(self.folder / JOURNAL, json.dumps(journal), durable=True)
+        _apply(self.folder, journal)
+
+
+def _fsync_tree(path: Path) -> None:
+    paths = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    for p in paths:
+        with open(p, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def _apply(folder: Path, journal: dict[str, Any]) -> list[Path]:
+    """Carry out a journal: renames whose temporary still exists, then the manifest."""
+    done: list[Path] = []
+    for tmp_name, final_name in journal["moves"]:
+        tmp, final = folder / tmp_name, folder / final_name
+        if tmp.exists():
+            _replace(tmp, final)
+            log.debug("committed %s", final)
+        done.append(final)
+    name, text = journal["manifest"]
+    write_text_atomic(folder / name, text, durable=True)
+    done.append(folder / name)
+    fsync_dir(folder)
+    (folder / JOURNAL).unlink()
+    return done
+
+
+def recover(folder: Path) -> dict[str, Any] | None:
+    """Finish a commit a dead process left halfway (see the module docstring).
+
+    Returns
+    -------
+    dict or None
+        The journal that was carried out (its ``fingerprint`` tells whose run it was),
+        or None when there was none.
+
+    Raises
+    ------
+    PerturbscoreError
+        A live process is committing into ``folder``, or the journal is unreadable.
+    """
+    path = folder / JOURNAL
+    if not path.is_file():
+        return None
+    try:
+        journal = json.loads(path.read_text(encoding="utf-8"))
+        pid = int(journal["pid"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PerturbscoreError(
+            f"{path}: commit journal is unreadable ({exc}); move it away and check the tables "
+            "beside it."
+        ) from exc
+    if pid_alive(pid):
+        raise PerturbscoreError(
+            f"{folder}: perturbscore process {pid} is publishing its outputs here; wait for it."
+        )
+    done = _apply(folder, journal)
+    log.warning(
+        "finished the commit of an interrupted run (pid %d) in %s: %s",
+        pid,
+        folder,
+        ", ".join(p.name for p in done),
+    )
+    return journal

@@ -1,0 +1,486 @@
+"""Planning a run: a run file and options become a validated, typed :class:`Prepared`.
+
+:func:`prepare` checks everything a run relies on before reading a single prediction
+(options, files, shapes, dtypes, track table, selection, variant row counts, output
+names, the memory budget) and returns what the engines execute: the picklable
+:class:`~perturbscore.spans.SpanPlan`, the output tables, the variant ID tables and
+the memory plan.  Nothing is written here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .constants import ENGINES, NAN_POLICIES
+from .errors import PerturbscoreError
+from .memory import DEFAULT_MEMORY_BYTES, MemoryPlan, plan_memory
+from .readers import SCRATCH_BYTES, open_predictions
+from .resume import input_fingerprint
+from .runfile import RunConfig
+from .scoring import Aggregation, parse_aggregation
+from .spans import BatchSpec, SpanPlan
+from .tracks import read_targets, select_tracks
+from .variants import duplicate_report, id_columns_of, read_variants
+from .writers import FORMATS, buffer_bytes, check_format, holds_in_memory
+
+log = logging.getLogger("perturbscore")
+
+MANIFEST = "manifest.json"
+_SCHEDULER = re.compile(
+    r"(?P<proto>tcp|tls|ucx|ws|wss)://(?P<host>[^\s:/]+|\[[0-9a-fA-F:]+\]):(?P<port>\d+)/?"
+)
+
+
+@dataclass
+class RunOptions:
+    """How to execute a run (what to compute lives in :class:`RunConfig`).
+
+    Attributes
+    ----------
+    memory_bytes : int
+        Budget for the run's own allocations, in bytes (see :mod:`perturbscore.memory`).
+    chunk_rows : int, optional
+        Force a block size (rows); default: about 1 MiB of selected values per block.
+    overwrite : bool
+        Replace existing output tables.
+    nan_policy : {"error", "propagate"}
+        NaN/Inf in the selected predictions: fail (after counting them all), or pass them on.
+    format : str, optional
+        Override the run file's output format.
+    progress : bool
+        Show a progress bar on stderr (only when stderr is a terminal).
+    threads : int, optional
+        Threads: one scores and writes, the others read blocks ahead (default: every
+        core; 1 reads in the calling thread).
+    resume : bool
+        Record finished blocks in ``OUT/.perturbscore-resume`` and, if a run with the same
+        run file and inputs died, continue it (see :mod:`perturbscore.resume`).
+    zarr : bool
+        Also write each group's score cube to ``{group}_scores.zarr`` (:mod:`.cube`).
+    engine : {"local", "dask"}
+        Where spans are scored (:mod:`perturbscore.dask_engine` for Dask).
+    scheduler : str, optional
+        Dask scheduler address; default: a local cluster sized to the machine.
+    workers : int, optional
+        Workers of that local cluster (default: one per core).
+    """
+
+    memory_bytes: int = DEFAULT_MEMORY_BYTES
+    chunk_rows: int | None = None
+    overwrite: bool = False
+    nan_policy: str = "error"
+    format: str | None = None
+    progress: bool = True
+    threads: int | None = None
+    resume: bool = False
+    zarr: bool = False
+    engine: str = "local"
+    scheduler: str | None = None
+    workers: int | None = None
+
+
+@dataclass
+class OutputTable:
+    """One planned output table."""
+
+    group: str
+    aggregation: Aggregation
+    statistic: str
+    path: Path
+    object_name: str
+    rows: int = 0
+
+
+@dataclass
+class BatchInput:
+    """One batch as checked: what its readers reported and its variant ID rows."""
+
+    group: str
+    number: int
+    spec: BatchSpec
+    ref_facts: dict[str, Any]
+    alt_facts: dict[str, Any]
+    shape: tuple[int, int, int]
+    itemsize: int  # the larger of REF's and ALT's
+    variants_path: Path
+    ids: pd.DataFrame
+
+    @property
+    def n_rows(self) -> int:
+        return self.shape[0]
+
+
+@dataclass
+class Prepared:
+    """A validated run, ready for an engine."""
+
+    config: RunConfig
+    opts: RunOptions
+    fmt: str
+    out: Path
+    batches: list[BatchInput]
+    outputs: list[OutputTable]
+    tracks: pd.DataFrame  # selected rows of the track table, in output order
+    table_rows: int  # rows of the whole track table
+    id_cols: list[str]
+    aggs: list[Aggregation]
+    plan: MemoryPlan
+    span_plan: SpanPlan
+    fingerprint: dict[str, Any]
+    reader_threads: int
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def track_names(self) -> list[str]:
+        return list(self.tracks["identifier"])
+
+    def rows_per_group(self) -> dict[str, int]:
+        """Prediction rows of each group: the row count of each of its tables."""
+        rows: dict[str, int] = {}
+        for b in self.batches:
+            rows[b.group] = rows.get(b.group, 0) + b.n_rows
+        return rows
+
+
+def cube_name(group: str) -> str:
+    """File name of a group's Zarr score cube."""
+    return f"{group}_scores.zarr"
+
+
+def _absolute(path: Path | str) -> str:
+    """An absolute path (keeping a ``::member`` suffix): workers elsewhere must find it."""
+    text = str(path)
+    file_part, sep, member = text.partition("::")
+    return os.path.abspath(file_part) + (sep + member if sep else "")
+
+
+def check_options(opts: RunOptions, fmt: str, out: Path) -> None:
+    """Validate options that need no input file (user errors, exit 2)."""
+    if opts.nan_policy not in NAN_POLICIES:
+        raise PerturbscoreError(
+            f"--nan must be one of {', '.join(NAN_POLICIES)}, not {opts.nan_policy!r}."
+        )
+    if opts.engine not in ENGINES:
+        raise PerturbscoreError(f"--engine must be local or dask, not {opts.engine!r}.")
+    if opts.threads is not None and opts.threads < 1:
+        raise PerturbscoreError(f"--threads must be at least 1, not {opts.threads}.")
+    if opts.workers is not None and opts.workers < 1:
+        raise PerturbscoreError(f"--workers must be at least 1, not {opts.workers}.")
+    if opts.chunk_rows is not None and opts.chunk_rows < 1:
+        raise PerturbscoreError(f"--chunk-rows must be at least 1, not {opts.chunk_rows}.")
+    if opts.memory_bytes < 1:
+        raise PerturbscoreError(f"--memory must be positive, not {opts.memory_bytes} bytes.")
+    if out.exists() and not out.is_dir():
+        raise PerturbscoreError(
+            f"--out {out} is an existing file, not a folder; name a folder for the tables."
+        )
+    if opts.engine != "dask" and (opts.scheduler or opts.workers):
+        raise PerturbscoreError("--scheduler and --workers belong to --engine dask.")
+    if opts.engine == "dask" and opts.scheduler and opts.workers:
+        raise PerturbscoreError(
+            "--workers sizes the local Dask cluster; with --scheduler the cluster has its own."
+        )
+    if opts.scheduler:
+        check_scheduler(opts.scheduler)
+    from .extras import require
+
+    if opts.engine == "dask":
+        require("distributed", "--engine dask")
+    if opts.zarr:
+        require("zarr", "--zarr")
+        require("xarray", "--zarr")
+        require("dask.array", "--zarr", extra="dask")
+
+
+def check_scheduler(address: str) -> None:
+    """A Dask scheduler address must be ``PROTOCOL://HOST:PORT`` with a valid port."""
+    m = _SCHEDULER.fullmatch(address.strip())
+    if not m or not 1 <= int(m["port"]) <= 65535:
+        raise PerturbscoreError(
+            f"--scheduler {address!r} is not a Dask scheduler address; write "
+            "tcp://HOST:PORT with a port from 1 to 65535 (e.g. tcp://10.0.0.5:8786)."
+        )
+
+
+def _open_batches(
+    config: RunConfig, n_tracks: int
+) -> tuple[list[BatchInput], list[str], list[str]]:
+    """Open and cross-check every batch; returns batches, ID columns, warnings."""
+    batches: list[BatchInput] = []
+    warnings: list[str] = []
+    id_cols: list[str] | None = None
+    n_bins: int | None = None
+    first_bins_path = ""
+    tables: dict[Path, pd.DataFrame] = {}
+    for group in config.groups:
+        for number, batch in enumerate(group.batches, start=1):
+            with contextlib.ExitStack() as stack:
+                ref = stack.enter_context(open_predictions(batch.ref, batch.format))
+                alt = stack.enter_context(open_predictions(batch.alt, batch.format))
+                for w in (*ref.warnings, *alt.warnings):
+                    if w not in warnings:
+                        warnings.append(w)
+                if ref.shape != alt.shape:
+                    raise PerturbscoreError(
+                        f"group {group.name} batch {number}: REF {ref.path} has shape "
+                        f"{_shape(ref.shape)} but ALT {alt.path} has shape {_shape(alt.shape)}; "
+                        "they must be predictions for the same variants, bins and tracks."
+                    )
+                if ref.shape[2] != n_tracks:
+                    raise PerturbscoreError(
+                        f"{ref.path}: {ref.shape[2]} tracks, but the track table "
+                        f"{config.targets} has {n_tracks} rows; use the targets file of the "
+                        "model that made the predictions."
+                    )
+                if n_bins is None:
+                    n_bins, first_bins_path = ref.shape[1], ref.path
+                elif ref.shape[1] != n_bins:
+                    raise PerturbscoreError(
+                        f"{ref.path}: {ref.shape[1]} bins, but {first_bins_path} has {n_bins}; "
+                        "all batches of a run must share the bins axis."
+                    )
+                facts = (ref.describe(), alt.describe())
+                shape, itemsize = ref.shape, max(ref.dtype.itemsize, alt.dtype.itemsize)
+                n_pred = ref.n_rows
+            wanted = None if isinstance(config.id_columns, str) else list(config.id_columns)
+            if batch.variants not in tables:
+                tables[batch.variants] = read_variants(batch.variants, wanted)
+            ids = tables[batch.variants]
+            if len(ids) != n_pred:
+                raise PerturbscoreError(
+                    f"{batch.variants}: {len(ids)} variant rows, but {batch.ref} has {n_pred} "
+                    "prediction rows; the table must have one row per prediction row, in order."
+                )
+            cols = id_columns_of(ids, config.id_columns, str(batch.variants))
+            if id_cols is None:
+                id_cols = cols
+            elif cols != id_cols:
+                raise PerturbscoreError(
+                    f"{batch.variants}: ID columns {', '.join(cols)} differ from the first "
+                    f"batch's {', '.join(id_cols)}; tables of a run share their columns. Name "
+                    "id_columns in the run file's [output] section."
+                )
+            for w in duplicate_report(ids, cols, str(batch.variants)):
+                if w not in warnings:  # one file used by several batches: said once
+                    warnings.append(w)
+            spec = BatchSpec(
+                group.name,
+                number,
+                _absolute(batch.ref),
+                _absolute(batch.alt),
+                batch.format,
+                shape[0],
+            )
+            batches.append(
+                BatchInput(
+                    group.name,
+                    number,
+                    spec,
+                    facts[0],
+                    facts[1],
+                    shape,
+                    itemsize,
+                    batch.variants,
+                    ids[cols],
+                )
+            )
+    assert id_cols is not None  # a run file always has a batch
+    return batches, id_cols, warnings
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return " x ".join(str(s) for s in shape)
+
+
+def _plan_outputs(
+    config: RunConfig, aggs: list[Aggregation], fmt: str, out_dir: Path
+) -> list[OutputTable]:
+    outputs: list[OutputTable] = []
+    for group in config.groups:
+        for agg in aggs:
+            for stat in config.statistics:
+                stem = config.table_name(group.name, agg.label, stat)
+                outputs.append(
+                    OutputTable(
+                        group.name,
+                        agg,
+                        stat,
+                        out_dir / (stem + FORMATS[fmt]),
+                        config.object_name(group.name, agg.label, stat),
+                    )
+                )
+    names = [o.path.name for o in outputs]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise PerturbscoreError(
+            f"the output name template {config.name} gives several tables the same file "
+            f"({', '.join(clash[:3])}); include {{group}}, {{aggregation}} and {{statistic}} "
+            "as needed."
+        )
+    for o in outputs:
+        if Path(o.path.name).name != o.path.name or o.path.name.startswith("."):
+            raise PerturbscoreError(
+                f"output name {o.path.name} would leave the output folder or be hidden; "
+                "choose another output name template."
+            )
+    return outputs
+
+
+def planned_paths(prep: Prepared) -> list[Path]:
+    """Every path the run publishes under its final name."""
+    paths = [o.path for o in prep.outputs] + [prep.out / MANIFEST]
+    if prep.opts.zarr:
+        paths += [prep.out / cube_name(g.name) for g in prep.config.groups]
+    return paths
+
+
+def check_existing(prep: Prepared) -> None:
+    """Refuse to replace outputs without ``--overwrite``."""
+    if prep.opts.overwrite:
+        return
+    existing = [p.name for p in planned_paths(prep) if p.exists() or p.is_symlink()]
+    if existing:
+        more = f" and {len(existing) - 4} more" if len(existing) > 4 else ""
+        raise PerturbscoreError(
+            f"{prep.out} already holds {', '.join(existing[:4])}{more}; pass --overwrite to "
+            "replace them or choose another --out folder."
+        )
+
+
+def fingerprint(
+    config: RunConfig, fmt: str, opts: RunOptions, batches: list[BatchInput]
+) -> dict[str, Any]:
+    """What a resumed run must share with the recorded one (see :mod:`.resume`)."""
+    settings = json.loads(json.dumps(asdict(replace(config, source=None)), default=str))
+    files = [Path(config.targets)]
+    if config.tracks.shortlist:
+        files.append(Path(config.tracks.shortlist))
+    for b in batches:
+        files += [Path(p.split("::")[0]) for p in (b.spec.ref, b.spec.alt)] + [b.variants_path]
+    seen: dict[str, dict[str, Any]] = {}
+    for f in files:
+        seen.setdefault(str(f.resolve()), input_fingerprint(f))
+    return {
+        "run_file": str(config.source.resolve()) if config.source else None,
+        "settings": settings,
+        "inputs": list(seen.values()),
+        "format": fmt,
+        "nan_policy": opts.nan_policy,
+        "perturbscore_version": __version__,
+    }
+
+
+def reader_threads(requested: int | None) -> int:
+    """Reader threads for ``--threads`` (None: every core); one more thread scores."""
+    threads = requested or os.cpu_count() or 1
+    return threads - 1
+
+
+def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepared:
+    """Validate a run and plan it (see the module docstring).
+
+    Raises
+    ------
+    PerturbscoreError
+        Any problem a user can fix; nothing has been written.
+    """
+    fmt = check_format(opts.format or config.format)
+    out = Path(out_dir)
+    check_options(opts, fmt, out)
+    table = read_targets(config.targets)
+    tracks = select_tracks(table, config.tracks)
+    track_idx = tracks["index"].to_numpy(dtype=np.intp)
+    columns = None if np.array_equal(track_idx, np.arange(len(table))) else track_idx
+    track_names = list(tracks["identifier"])
+    log.info("%d of %d tracks selected from %s", len(tracks), len(table), config.targets)
+    batches, id_cols, warnings = _open_batches(config, len(table))
+    clash = sorted(set(id_cols) & set(track_names))
+    if clash:
+        raise PerturbscoreError(
+            f"ID columns {', '.join(clash)} have the same names as selected tracks; choose "
+            "other id_columns."
+        )
+    n_bins = batches[0].shape[1]
+    aggs = [parse_aggregation(a, n_bins, config.center_bin) for a in config.aggregations]
+    if len({a.spec for a in aggs}) != len(aggs):
+        raise PerturbscoreError(
+            f"aggregations repeat: {', '.join(config.aggregations)}; list each once."
+        )
+    outputs = _plan_outputs(config, aggs, fmt, out)
+    rows = sum(b.n_rows for b in batches)
+    threads = reader_threads(opts.threads)
+    itemsize = max(b.itemsize for b in batches)
+    plan = plan_memory(
+        budget=opts.memory_bytes,
+        n_bins=n_bins,
+        n_tracks=len(table),
+        n_selected=len(tracks),
+        itemsize=itemsize,
+        n_aggregations=len(aggs),
+        n_outputs_per_group=len(aggs) * len(config.statistics),
+        in_memory_rows=rows if holds_in_memory(fmt) else 0,
+        resident_bytes=sum(int(b.ids.memory_usage(deep=True).sum()) for b in batches),
+        chunk_rows=opts.chunk_rows,
+        max_rows=max(b.n_rows for b in batches),
+        # The block being scored and written, plus those the reader threads read ahead
+        # (one each) or that wait for the consumer (a sequential reader's queue: two).
+        blocks_in_flight=1 + (max(threads, 2) if threads else 0),
+        # Each reading thread (or the scoring thread, reading itself) has its own REF
+        # and ALT scratch buffers.
+        scratch_threads=max(1, threads),
+        scratch_row_bytes=n_bins * len(table) * itemsize,
+        writer_buffer_bytes=len(outputs) * buffer_bytes(fmt, len(tracks)),
+        cube=opts.zarr,
+        # Dask: one span is one task; budget-sized spans amortise per-task overhead.
+        cache_sized=opts.engine == "local",
+        fmt=fmt,
+    )
+    log.info("%s", plan.describe())
+    span_plan = SpanPlan(
+        tuple(b.spec for b in batches),
+        columns,
+        tuple(aggs),
+        tuple(config.statistics),
+        config.pseudocount,
+        plan.scratch_bytes,
+    )
+    prep = Prepared(
+        config,
+        opts,
+        fmt,
+        out,
+        batches,
+        outputs,
+        tracks,
+        len(table),
+        id_cols,
+        aggs,
+        plan,
+        span_plan,
+        fingerprint(config, fmt, opts, batches),
+        threads,
+        warnings,
+    )
+    return prep
+
+
+__all__ = [
+    "RunOptions",
+    "OutputTable",
+    "BatchInput",
+    "Prepared",
+    "prepare",
+    "cube_name",
+    "SCRATCH_BYTES",
+]
