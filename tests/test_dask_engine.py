@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -11,6 +13,8 @@ import pytest
 
 from perturbscore import RunOptions, load_run_file, run
 from perturbscore.errors import PerturbscoreError
+
+from .conftest import _entry_point, run_cli
 
 distributed = pytest.importorskip("distributed")
 xr = pytest.importorskip("xarray")
@@ -27,11 +31,16 @@ def scheduler():
     cluster.close()
 
 
-def _tables(folder: Path) -> dict[str, pd.DataFrame]:
-    return {p.name: pd.read_parquet(p) for p in folder.glob("*.parquet")}
+def _tables(folder: Path) -> dict[str, bytes]:
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != "manifest.json"
+    }
 
 
-def test_dask_equals_local(study: Path, tmp_path: Path, scheduler: str, cli) -> None:
+@pytest.mark.parametrize("fmt", ["parquet", "rdata"])
+def test_dask_equals_local(study: Path, tmp_path: Path, scheduler: str, cli, fmt: str) -> None:
     r = cli(
         "run",
         study / TOML,
@@ -42,7 +51,7 @@ def test_dask_equals_local(study: Path, tmp_path: Path, scheduler: str, cli) -> 
         "--scheduler",
         scheduler,
         "--format",
-        "parquet",
+        fmt,
         "--zarr",
         "--chunk-rows",
         7,
@@ -51,19 +60,40 @@ def test_dask_equals_local(study: Path, tmp_path: Path, scheduler: str, cli) -> 
     run(
         load_run_file(study / TOML),
         tmp_path / "local",
-        RunOptions(format="parquet", zarr=True, chunk_rows=7, progress=False),
+        RunOptions(format=fmt, zarr=True, chunk_rows=7, progress=False),
     )
+    # One ordered consumer writes for every engine: the same bytes, any format.
     local, dask = _tables(tmp_path / "local"), _tables(tmp_path / "dask")
-    assert sorted(local) == sorted(dask) and len(local) == 4
-    for name, table in local.items():
-        assert (tmp_path / "dask" / name).is_dir()  # a partitioned dataset
-        assert len(list((tmp_path / "dask" / name).glob("*.parquet"))) > 1
-        pd.testing.assert_frame_equal(dask[name], table, check_exact=True)
+    assert len(local) == 4 and dask == local
     for g in ("stab", "top"):
         xr.testing.assert_identical(
             xr.open_zarr(tmp_path / "dask" / f"{g}_scores.zarr").load(),
             xr.open_zarr(tmp_path / "local" / f"{g}_scores.zarr").load(),
         )
+    # stdout lists every file written, the Zarr cubes too.
+    assert sorted(Path(x).name for x in r.stdout.split()) == sorted(
+        [*local, "manifest.json", "stab_scores.zarr", "top_scores.zarr"]
+    )
+
+
+def test_relative_run_file_on_a_scheduler(study: Path, tmp_path: Path, scheduler: str) -> None:
+    # As the README shows it: cd into the data and name the run file relatively; the
+    # workers (started elsewhere) get absolute paths.
+    r = run_cli(
+        "run",
+        TOML,
+        "--out",
+        tmp_path / "o",
+        "--engine",
+        "dask",
+        "--scheduler",
+        scheduler,
+        "--format",
+        "parquet",
+        cwd=study,
+    )
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "o").glob("*.parquet"))) == 4
 
 
 def test_own_local_cluster_and_hdf5_inputs(study: Path, tmp_path: Path) -> None:
@@ -81,10 +111,7 @@ def test_own_local_cluster_and_hdf5_inputs(study: Path, tmp_path: Path) -> None:
         tmp_path / "dask",
         RunOptions(format="parquet", chunk_rows=11, progress=False, engine="dask", workers=2),
     )
-    for name, table in _tables(tmp_path / "local").items():
-        pd.testing.assert_frame_equal(
-            pd.read_parquet(tmp_path / "dask" / name), table, check_exact=True
-        )
+    assert _tables(tmp_path / "dask") == _tables(tmp_path / "local")
 
 
 def test_unreachable_scheduler_fails_fast(study: Path, tmp_path: Path, cli) -> None:
@@ -107,19 +134,67 @@ def test_unreachable_scheduler_fails_fast(study: Path, tmp_path: Path, cli) -> N
     assert not (tmp_path / "o").exists()
 
 
-def test_dask_refuses_other_formats_and_nan(
-    study: Path, tmp_path: Path, scheduler: str, cli
-) -> None:
-    r = cli("run", study / TOML, "--out", tmp_path / "o", "--engine", "dask")
-    assert r.returncode == 2 and "writes partitioned Parquet datasets, not rdata" in r.stderr
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1", "foo://127.0.0.1:1", "tcp://h:99999"])
+def test_malformed_scheduler_is_a_user_error(study: Path, tmp_path: Path, cli, address) -> None:
+    r = cli(
+        "run", study / TOML, "--out", tmp_path / "o", "--engine", "dask", "--scheduler", address
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"--scheduler {address!r} is not a Dask scheduler address" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_same_messages_as_the_local_engine(study: Path, tmp_path: Path, scheduler: str) -> None:
     p = study / "final_alt_preds_top_snps_strand.npy"
     arr = np.load(p)
     arr[2, 1, 4] = np.inf
     np.save(p, arr)
-    with pytest.raises(PerturbscoreError, match="final_alt_preds_top_snps_strand.npy: 1 values"):
-        run(
-            load_run_file(study / TOML),
-            tmp_path / "n",
-            RunOptions(format="parquet", engine="dask", scheduler=scheduler, progress=False),
-        )
-    assert not (tmp_path / "n").exists()
+    messages = []
+    for opts in (
+        RunOptions(format="parquet", progress=False),
+        RunOptions(format="parquet", engine="dask", scheduler=scheduler, progress=False),
+    ):
+        with pytest.raises(PerturbscoreError) as err:
+            run(load_run_file(study / TOML), tmp_path / "n", opts)
+        messages.append(str(err.value))
+        assert not (tmp_path / "n").exists()
+    assert messages[0] == messages[1]
+    assert "final_alt_preds_top_snps_strand.npy: 1 values, first at variant" in messages[0]
+
+
+def test_ctrl_c_stops_the_dask_engine_cleanly(tmp_path: Path) -> None:
+    from .test_resume import write_kill_study
+
+    run_file = write_kill_study(tmp_path / "k")
+    proc = subprocess.Popen(
+        [
+            *_entry_point(),
+            "-v",
+            "run",
+            str(run_file),
+            "--out",
+            str(tmp_path / "o"),
+            "--engine",
+            "dask",
+            "--workers",
+            "2",
+            "--chunk-rows",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "block 20 of" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    start = time.monotonic()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert time.monotonic() - start < 60
+    tail = [x for x in err.splitlines() if "DEBUG" not in x]
+    assert "Traceback" not in err and len(tail) < 10, "\n".join(tail)
+    assert "interrupted by SIGINT: nothing was written" in err
+    assert not (tmp_path / "o").exists()

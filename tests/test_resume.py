@@ -143,7 +143,9 @@ SEEDS = [11, 23, 37]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_sigkill_midstream_then_resume_is_identical(kstudy: Path, tmp_path: Path, seed: int) -> None:
+def test_sigkill_midstream_then_resume_is_identical(
+    kstudy: Path, tmp_path: Path, seed: int
+) -> None:
     clean = _clean(kstudy, tmp_path)
     out = tmp_path / "out"
     point = random.Random(seed).randint(5, 300)
@@ -158,9 +160,7 @@ def test_sigkill_midstream_then_resume_is_identical(kstudy: Path, tmp_path: Path
     assert _leftovers(out) == []
     assert sorted(p.name for p in out.iterdir()) == sorted([*clean, "manifest.json"])
     # stdout lists every file written, one per line.
-    assert sorted(Path(x).name for x in resumed.stdout.split()) == sorted(
-        [*clean, "manifest.json"]
-    )
+    assert sorted(Path(x).name for x in resumed.stdout.split()) == sorted([*clean, "manifest.json"])
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -287,8 +287,9 @@ def test_commit_finished_by_a_plain_rerun_too(kstudy: Path, tmp_path: Path) -> N
 def test_sweep_removes_only_dead_processes_partials(kstudy: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     (out / f".stab_abs_diff_ave.parquet.{dead}.partial").write_bytes(b"x" * 100)
     (out / f".stab_scores.zarr.{dead}.partial").mkdir()
     (out / f".stab_scores.zarr.{dead}.partial" / "chunk").write_bytes(b"y")
