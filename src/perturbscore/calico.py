@@ -51,28 +51,37 @@ class CalicoScores:
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
             raise PerturbscoreError(f"{self.path}: not a readable HDF5 file ({exc}).") from exc
+        try:
+            self._read_metadata(h5py)
+        except BaseException:
+            self.close()  # a file that fails here leaves no open handle
+            raise
+
+    def _read_metadata(self, h5py: Any) -> None:
         f = self._file
         self.statistics = sorted(
             k for k, v in f.items() if isinstance(v, h5py.Dataset) and v.ndim == 2
         )
         missing = [k for k in METADATA if k not in f]
         if missing:
-            self.close()
             raise PerturbscoreError(
-                f"{self.path}: variant metadata datasets {missing} are missing; a scores file "
-                f"needs {list(METADATA)}."
+                f"{self.path}: variant metadata datasets {', '.join(missing)} are missing; a "
+                f"scores file needs {', '.join(METADATA)}."
             )
-        self.variants = pd.DataFrame({col: _text(f[key][:]) for key, col in METADATA.items()})
         lengths = {key: len(f[key]) for key in METADATA}
         if len(set(lengths.values())) != 1:
-            self.close()
-            raise PerturbscoreError(f"{self.path}: metadata datasets differ in length {lengths}.")
+            detail = ", ".join(f"{k} {n}" for k, n in lengths.items())
+            raise PerturbscoreError(
+                f"{self.path}: metadata datasets differ in length ({detail}); every dataset "
+                "needs one entry per variant."
+            )
+        self.variants = pd.DataFrame({col: _text(f[key][:]) for key, col in METADATA.items()})
 
     def statistic(self, name: str) -> Any:
         """The ``(N, T)`` dataset ``name``."""
         if name not in self.statistics:
             raise PerturbscoreError(
-                f"{self.path}: no statistic {name!r}; it holds {self.statistics}."
+                f"{self.path}: no statistic {name!r}; it holds {', '.join(self.statistics)}."
             )
         ds = self._file[name]
         if ds.shape[0] != len(self.variants):
@@ -171,78 +180,83 @@ def import_scores(
     require("h5py", "reading scores files")
     table = read_targets(targets)
     tracks = select_tracks(table, selection)
-    columns = tracks["index"].to_numpy(dtype=np.intp)
-    names = list(tracks["identifier"])
     with contextlib.ExitStack() as stack:
         files: dict[str, CalicoScores] = {}
         for g, p in sources.items():
-            files[g] = CalicoScores(p)
+            files[g] = CalicoScores(p)  # closes itself if it fails
             stack.callback(files[g].close)
-        data = {g: f.statistic(statistic) for g, f in files.items()}
-        for g, ds in data.items():
-            if ds.shape[1] != len(table):
-                raise PerturbscoreError(
-                    f"{files[g].path}: {statistic} has {ds.shape[1]} tracks, but the track table "
-                    f"{targets} has {len(table)} rows; use the targets file of that model."
-                )
-        paths = {g: out / f"{g}_{statistic}{FORMATS[fmt]}" for g in files}
-        rows = {
-            g: _block_rows(ds.shape[1], np.dtype(ds.dtype).itemsize, len(names), memory_bytes)
-            for g, ds in data.items()
-        }
+        job = _Job(
+            files,
+            statistic,
+            fmt,
+            normalise,
+            tracks,
+            Path(targets),
+            len(table),
+            selection,
+            out,
+            memory_bytes,
+        )
         created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
         try:
             with folder_lock(out):
                 recover(out)
                 sweep(out)
-                existing = [p.name for p in [*paths.values(), out / "manifest.json"] if p.exists()]
+                existing = [p.name for p in job.planned() if p.exists()]
                 if existing and not overwrite:
                     raise PerturbscoreError(
                         f"{out} already holds {', '.join(existing)}; pass --overwrite to replace "
                         "them or choose another --out folder."
                     )
-                mean, scale = (
-                    _zscore(data, columns, rows)
-                    if normalise == "zscore"
-                    else (
-                        np.zeros(len(names)),
-                        np.ones(len(names)),
-                    )
-                )
-                _write(
-                    files,
-                    data,
-                    columns,
-                    rows,
-                    paths,
-                    names,
-                    statistic,
-                    fmt,
-                    mean,
-                    scale,
-                    out,
-                    _import_manifest(
-                        files,
-                        data,
-                        paths,
-                        statistic,
-                        normalise,
-                        fmt,
-                        mean,
-                        scale,
-                        targets,
-                        len(table),
-                        selection,
-                        tracks,
-                    ),
-                )
+                if normalise == "zscore":
+                    job.mean, job.scale = _zscore(job.data, job.columns, job.rows)
+                _write(job)
         except BaseException:
             if created:
                 with contextlib.suppress(OSError):
                     out.rmdir()
             raise
-    return ImportResult(paths, out / "manifest.json")
+    return ImportResult(job.paths, out / "manifest.json")
+
+
+class _Job:
+    """One import, validated: its files, statistic datasets, tracks and outputs."""
+
+    def __init__(
+        self,
+        files: dict[str, CalicoScores],
+        statistic: str,
+        fmt: str,
+        normalise: str,
+        tracks: pd.DataFrame,
+        targets: Path,
+        table_rows: int,
+        selection: TrackSelection | None,
+        out: Path,
+        memory_bytes: int,
+    ) -> None:
+        self.files, self.statistic, self.fmt, self.normalise = files, statistic, fmt, normalise
+        self.tracks, self.targets, self.table_rows = tracks, targets, table_rows
+        self.selection, self.out = selection, out
+        self.columns = tracks["index"].to_numpy(dtype=np.intp)
+        self.names = list(tracks["identifier"])
+        self.data = {g: f.statistic(statistic) for g, f in files.items()}
+        for g, ds in self.data.items():
+            if ds.shape[1] != table_rows:
+                raise PerturbscoreError(
+                    f"{files[g].path}: {statistic} has {ds.shape[1]} tracks, but the track table "
+                    f"{targets} has {table_rows} rows; use the targets file of that model."
+                )
+        self.paths = {g: out / f"{g}_{statistic}{FORMATS[fmt]}" for g in files}
+        self.rows = {
+            g: _block_rows(ds.shape[1], np.dtype(ds.dtype).itemsize, len(self.names), memory_bytes)
+            for g, ds in self.data.items()
+        }
+        self.mean, self.scale = np.zeros(len(self.names)), np.ones(len(self.names))
+
+    def planned(self) -> list[Path]:
+        return [*self.paths.values(), self.out / "manifest.json"]
 
 
 def _zscore(
@@ -266,88 +280,68 @@ def _zscore(
     return mean, scale
 
 
-def _write(
-    files: Mapping[str, CalicoScores],
-    data: Mapping[str, Any],
-    columns: np.ndarray,
-    rows: Mapping[str, int],
-    paths: Mapping[str, Path],
-    names: list[str],
-    statistic: str,
-    fmt: str,
-    mean: np.ndarray,
-    scale: np.ndarray,
-    out: Path,
-    manifest: dict[str, Any],
-) -> None:
+def _write(job: _Job) -> None:
     """Every table to its temporary name, then one journalled commit with the manifest."""
     writers: dict[str, TableWriter] = {}
     try:
-        commit = Commit(out)
-        for g, ds in data.items():
-            ids = files[g].variants
+        commit = Commit(job.out)
+        for g, ds in job.data.items():
+            ids = job.files[g].variants
             w = writers[g] = open_writer(
-                fmt, paths[g], names, list(ids.columns), f"{g}_{statistic}", expected_rows=len(ids)
+                job.fmt,
+                job.paths[g],
+                job.names,
+                list(ids.columns),
+                f"{g}_{job.statistic}",
+                expected_rows=len(ids),
             )
-            for start, block in _blocks(ds, columns, rows[g]):
-                w.write((block - mean) / scale, ids.iloc[start : start + block.shape[0]])
+            for start, block in _blocks(ds, job.columns, job.rows[g]):
+                w.write((block - job.mean) / job.scale, ids.iloc[start : start + block.shape[0]])
             w.finish()
             commit.add(w.tmp, w.path)
-        commit.run(out / "manifest.json", manifest_text(manifest))
+        commit.run(job.out / "manifest.json", manifest_text(_import_manifest(job)))
     except BaseException:
         for w in writers.values():
             w.abort()
         raise
 
 
-def _import_manifest(
-    files: Mapping[str, CalicoScores],
-    data: Mapping[str, Any],
-    paths: Mapping[str, Path],
-    statistic: str,
-    normalise: str,
-    fmt: str,
-    mean: np.ndarray,
-    scale: np.ndarray,
-    targets: str | Path,
-    table_rows: int,
-    selection: TrackSelection | None,
-    tracks: pd.DataFrame,
-) -> dict[str, Any]:
+def _import_manifest(job: _Job) -> dict[str, Any]:
+    zscore = job.normalise == "zscore"
     return build_manifest(
         source="calico scores",
         run_file=None,
         parameters={
-            "statistic": statistic,
-            "normalise": normalise,
-            "format": fmt,
-            "zscore_mean": mean.tolist() if normalise == "zscore" else None,
-            "zscore_sd": scale.tolist() if normalise == "zscore" else None,
+            "statistic": job.statistic,
+            "normalise": job.normalise,
+            "format": job.fmt,
+            "zscore_mean": job.mean.tolist() if zscore else None,
+            "zscore_sd": job.scale.tolist() if zscore else None,
         },
-        targets={**file_facts(Path(targets)), "rows": table_rows},
-        selection=(selection or TrackSelection()).describe(),
-        tracks=tracks,
+        targets={**file_facts(job.targets), "rows": job.table_rows},
+        selection=(job.selection or TrackSelection()).describe(),
+        tracks=job.tracks,
         inputs=[
             {
                 "group": g,
                 "path": str(f.path),
-                "statistic": statistic,
-                "shape": list(data[g].shape),
-                "dtype": str(data[g].dtype),
+                "statistic": job.statistic,
+                "shape": list(job.data[g].shape),
+                "dtype": str(job.data[g].dtype),
             }
-            for g, f in files.items()
+            for g, f in job.files.items()
         ],
         outputs=[
             {
                 "group": g,
                 "aggregation": "none",
-                "statistic": statistic,
-                "path": paths[g].name,
-                "object": f"{g}_{statistic}" if fmt == "rdata" else None,
-                "rows": len(files[g].variants),
-                "columns": len(tracks) + len(files[g].variants.columns),
+                "statistic": job.statistic,
+                "path": job.paths[g].name,
+                "object": f"{g}_{job.statistic}" if job.fmt == "rdata" else None,
+                "rows": len(f.variants),
+                "columns": len(job.tracks) + len(f.variants.columns),
             }
-            for g in files
+            for g, f in job.files.items()
         ],
         warnings=[],
     )

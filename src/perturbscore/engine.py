@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from .errors import Interrupted, PerturbscoreError
-from .manifest import build_manifest, file_facts, manifest_text
+from .manifest import manifest_text, run_manifest
 from .outputs import Commit
 from .plan import MANIFEST, OutputTable, Prepared, cube_name
 from .resume import Recorded, ResumeState
@@ -140,6 +140,112 @@ class _Findings:
             )
 
 
+class _Sink:
+    """Every table writer and Zarr cube of a run: blocks go in, temporaries come out."""
+
+    def __init__(self, prep: Prepared) -> None:
+        self.prep = prep
+        rows = prep.rows_per_group()
+        self.by_key = {(o.group, o.aggregation.spec, o.statistic): o for o in prep.outputs}
+        self.order = list(self.by_key)  # output tables in writer order (the resume log's)
+        self.group_tables = {
+            g.name: [n for n, k in enumerate(self.order) if k[0] == g.name]
+            for g in prep.config.groups
+        }
+        self.writers: dict[tuple[str, str, str], TableWriter] = {}
+        self.cubes: dict[str, CubeWriter] = {}
+        self.group_row: dict[int, int] = {}  # first row of each batch in its group's tables
+        firsts: dict[str, int] = {}
+        for i, b in enumerate(prep.batches):
+            self.group_row[i] = firsts.get(b.group, 0)
+            firsts[b.group] = self.group_row[i] + b.n_rows
+        try:
+            self._open(rows)
+        except BaseException:
+            self.abort()  # what was opened before the failure
+            raise
+
+    def _open(self, rows: dict[str, int]) -> None:
+        prep = self.prep
+        for key, o in self.by_key.items():
+            self.writers[key] = open_writer(
+                prep.fmt,
+                o.path,
+                prep.track_names,
+                prep.id_cols,
+                o.object_name,
+                expected_rows=rows[o.group],
+                group_rows=prep.group_rows,
+            )
+        if prep.opts.zarr:
+            import pandas as pd
+
+            from .cube import CubeWriter
+
+            for g in prep.config.groups:
+                mine = [b.ids for b in prep.batches if b.group == g.name]
+                self.cubes[g.name] = CubeWriter(
+                    prep.out / cube_name(g.name),
+                    pd.concat(mine, ignore_index=True),
+                    prep.tracks,
+                    [a.spec for a in prep.aggs],
+                    list(prep.config.statistics),
+                    prep.plan.chunk_rows,
+                )
+
+    def emit(self, batch: int, start: int, stop: int, values: dict[Any, Any]) -> None:
+        """One block's scores, ``(group, aggregation, statistic) -> (n, S)``."""
+        b = self.prep.batches[batch]
+        ids = b.ids.iloc[start:stop]
+        for key, v in values.items():
+            self.writers[key].write(v, ids)
+        if b.group in self.cubes:
+            self.cubes[b.group].write(
+                self.group_row[batch] + start, {(k[1], k[2]): v for k, v in values.items()}
+            )
+
+    def finish(self, commit: Commit) -> None:
+        """Finish every table under its temporary name and hand the renames to ``commit``."""
+        for key, w in self.writers.items():
+            self.by_key[key].rows = w.rows
+            w.finish()
+            commit.add(w.tmp, w.path)
+        for cube in self.cubes.values():
+            commit.add(cube.tmp, cube.path)
+
+    def abort(self) -> None:
+        for w in self.writers.values():
+            w.abort()
+        for cube in self.cubes.values():
+            cube.abort()
+
+
+def _replay(
+    prep: Prepared,
+    sink: _Sink,
+    state: ResumeState,
+    tasks: list[Span],
+    findings: _Findings,
+    bar: Any,
+) -> int:
+    """Feed a resumed run's verified blocks to the sink; returns how many."""
+    expected = [sink.group_tables[prep.batches[t[0]].group] for t in tasks]
+    done = 0
+    for rec, recorded in state.replay(expected):
+        if done >= len(tasks) or tasks[done] != (rec.batch, rec.start, rec.stop):
+            raise PerturbscoreError(
+                f"{state.dir}: recorded blocks do not follow this run's blocks; remove that "
+                "folder and run again."
+            )
+        sink.emit(rec.batch, rec.start, rec.stop, {sink.order[n]: v for n, v in recorded.items()})
+        findings.add(rec.batch, rec.nonfinite, rec.bad_log2)
+        bar.update(rec.stop - rec.start)
+        done += 1
+    if done:
+        log.info("resuming: %d of %d blocks replayed from %s", done, len(tasks), state.dir)
+    return done
+
+
 def execute(
     prep: Prepared,
     mapper: Mapper,
@@ -147,102 +253,35 @@ def execute(
     timings: dict[str, float] | None = None,
 ) -> RunResult:
     """Score every span through ``mapper`` and publish the run's outputs (module docstring)."""
-    config, opts, out = prep.config, prep.opts, prep.out
-    chunk = prep.plan.chunk_rows
-    warnings = list(prep.warnings)
-    timings = dict(timings or {})
-    rows_per_group = prep.rows_per_group()
-    by_key = {(o.group, o.aggregation.spec, o.statistic): o for o in prep.outputs}
-    order = list(by_key)  # output tables in writer order (the resume log's order)
-    group_tables = {
-        g.name: [n for n, k in enumerate(order) if k[0] == g.name] for g in config.groups
-    }
-    writers: dict[tuple[str, str, str], TableWriter] = {}
-    cubes: dict[str, CubeWriter] = {}
+    out, chunk = prep.out, prep.plan.chunk_rows
+    warnings, timings = list(prep.warnings), dict(timings or {})
     findings = _Findings(prep)
     tasks = spans(prep.span_plan, chunk)
+    sink: _Sink | None = None
     done = 0
     try:
-        for key, o in by_key.items():
-            writers[key] = open_writer(
-                prep.fmt,
-                o.path,
-                prep.track_names,
-                prep.id_cols,
-                o.object_name,
-                expected_rows=rows_per_group[o.group],
-            )
-        group_row: dict[int, int] = {}  # first row of each batch within its group's tables
-        firsts: dict[str, int] = {}
-        for i, b in enumerate(prep.batches):
-            group_row[i] = firsts.get(b.group, 0)
-            firsts[b.group] = group_row[i] + b.n_rows
-        if opts.zarr:
-            import pandas as pd
-
-            from .cube import CubeWriter
-
-            for g in config.groups:
-                ids = pd.concat(
-                    [b.ids for b in prep.batches if b.group == g.name], ignore_index=True
-                )
-                cubes[g.name] = CubeWriter(
-                    out / cube_name(g.name),
-                    ids,
-                    prep.tracks,
-                    [a.spec for a in prep.aggs],
-                    list(config.statistics),
-                    chunk,
-                )
-
-        def emit(
-            batch: int, start: int, stop: int, values: dict[tuple[str, str, str], Any]
-        ) -> None:
-            """Hand one block's scores to the table writers (and the group's cube)."""
-            b = prep.batches[batch]
-            ids = b.ids.iloc[start:stop]
-            for key, v in values.items():
-                writers[key].write(v, ids)
-            if b.group in cubes:
-                cubes[b.group].write(
-                    group_row[batch] + start, {(k[1], k[2]): v for k, v in values.items()}
-                )
-
+        sink = _Sink(prep)
         t_stream = time.perf_counter()
         with tqdm(
             total=sum(b.n_rows for b in prep.batches),
             unit="variant",
             file=sys.stderr,
             desc="scoring",
-            disable=None if opts.progress else True,
+            disable=None if prep.opts.progress else True,
             leave=False,
         ) as bar:
             if state is not None:
-                expected = [group_tables[prep.batches[t[0]].group] for t in tasks]
-                for rec, recorded in state.replay(expected):
-                    if done >= len(tasks) or tasks[done] != (rec.batch, rec.start, rec.stop):
-                        raise PerturbscoreError(
-                            f"{state.dir}: recorded blocks do not follow this run's blocks; "
-                            "remove that folder and run again."
-                        )
-                    emit(rec.batch, rec.start, rec.stop, {order[n]: v for n, v in recorded.items()})
-                    findings.add(rec.batch, rec.nonfinite, rec.bad_log2)
-                    bar.update(rec.stop - rec.start)
-                    done += 1
-                if done:
-                    log.info(
-                        "resuming: %d of %d blocks replayed from %s", done, len(tasks), state.dir
-                    )
+                done = _replay(prep, sink, state, tasks, findings, bar)
                 state.start(chunk)
             for res in mapper(tasks[done:]):
                 grp = prep.batches[res.batch].group
                 values = {(grp, a, st): v for (a, st), v in res.scores.items()}
-                emit(res.batch, res.start, res.stop, values)
+                sink.emit(res.batch, res.start, res.stop, values)
                 findings.add(res.batch, res.nonfinite, res.bad_log2)
                 if state is not None:
                     state.record(
                         Recorded(res.batch, res.start, res.stop, res.nonfinite, res.bad_log2),
-                        [values[order[n]] for n in group_tables[grp]],
+                        [values[sink.order[n]] for n in sink.group_tables[grp]],
                     )
                 bar.update(res.stop - res.start)
                 done += 1
@@ -257,117 +296,48 @@ def execute(
         findings.conclude(warnings)
         t_commit = time.perf_counter()
         timings["stream"] = t_commit - t_stream
-        log.debug("scores streamed in %.3f s", timings["stream"])
-        # Phase 1: finish every table under its temporary name (may fail: nothing public).
         commit = Commit(out, prep.fingerprint)
-        for key, w in writers.items():
-            by_key[key].rows = w.rows
-            w.finish()
-            commit.add(w.tmp, w.path)
-        for cube in cubes.values():
-            commit.add(cube.tmp, cube.path)
+        sink.finish(commit)  # may fail: nothing is public yet
+        files = [o.path for o in prep.outputs] + [c.path for c in sink.cubes.values()]
         result = RunResult(
-            prep.outputs,
-            out / MANIFEST,
-            chunk,
-            warnings,
-            timings,
-            [o.path for o in prep.outputs] + [c.path for c in cubes.values()] + [out / MANIFEST],
+            prep.outputs, out / MANIFEST, chunk, warnings, timings, [*files, out / MANIFEST]
         )
         timings["commit"] = time.perf_counter() - t_commit
-        # Phase 2: journalled renames and the manifest.
         commit.run(out / MANIFEST, manifest_text(run_manifest(prep, result)))
         if state is not None:
             state.finish()
     except (KeyboardInterrupt, Interrupted) as exc:
-        _cleanup(state, writers, cubes)
-        name = getattr(exc, "signal_name", "SIGINT")
-        code = getattr(exc, "exit_code", 130)
-        if state is not None:
-            advice = (
-                f"{done} of {len(tasks)} blocks are recorded in {state.dir}; run the same "
-                "command again to continue."
-            )
-        else:
-            advice = (
-                "nothing was written. Start long runs with --resume so that an interrupted "
-                "run can continue where it stopped."
-            )
-        raise Interrupted(name, code, f"interrupted by {name}: {advice}") from None
+        _cleanup(state, sink)
+        raise _interrupted(exc, state, done, len(tasks)) from None
     except BaseException:
-        _cleanup(state, writers, cubes)
+        _cleanup(state, sink)
         raise
     for note in warnings:
         log.warning("%s", note)
     return result
 
 
-def _cleanup(
-    state: ResumeState | None,
-    writers: dict[tuple[str, str, str], TableWriter],
-    cubes: dict[str, CubeWriter],
-) -> None:
+def _interrupted(
+    exc: BaseException, state: ResumeState | None, done: int, total: int
+) -> Interrupted:
+    """What to tell a user whose run a signal stopped."""
+    name = getattr(exc, "signal_name", "SIGINT")
+    code = getattr(exc, "exit_code", 130)
+    if state is not None:
+        advice = (
+            f"{done} of {total} blocks are recorded in {state.dir}; run the same command again "
+            "to continue."
+        )
+    else:
+        advice = (
+            "nothing was written. Start long runs with --resume so that an interrupted run "
+            "can continue where it stopped."
+        )
+    return Interrupted(name, code, f"interrupted by {name}: {advice}")
+
+
+def _cleanup(state: ResumeState | None, sink: _Sink | None) -> None:
     if state is not None:
         state.close()  # kept: the next --resume continues from it
-    for w in writers.values():
-        w.abort()
-    for cube in cubes.values():
-        cube.abort()
-
-
-def run_manifest(prep: Prepared, result: RunResult) -> dict[str, Any]:
-    """The manifest of a finished run (schema: :mod:`perturbscore.manifest`)."""
-    config, opts, plan = prep.config, prep.opts, prep.plan
-    parameters = {
-        "aggregations": [
-            {"spec": a.spec, "bins": [a.start, a.stop], "reduce": "mean" if a.mean else "sum"}
-            for a in prep.aggs
-        ],
-        "statistics": list(config.statistics),
-        "center_bin": config.center_bin,
-        "pseudocount": config.pseudocount,
-        "nan_policy": opts.nan_policy,
-        "format": prep.fmt,
-        "id_columns": config.id_columns
-        if isinstance(config.id_columns, str)
-        else list(config.id_columns),
-        "engine": opts.engine,
-        "memory_budget_bytes": plan.budget,
-        "chunk_rows": plan.chunk_rows,
-        "estimated_peak_bytes": plan.estimated_bytes,
-    }
-    inputs = [
-        {
-            "group": b.group,
-            "batch": b.number,
-            "ref": b.ref_facts,
-            "alt": b.alt_facts,
-            "variants": {**file_facts(b.variants_path), "rows": len(b.ids)},
-        }
-        for b in prep.batches
-    ]
-    outputs = [
-        {
-            "group": o.group,
-            "aggregation": o.aggregation.spec,
-            "statistic": o.statistic,
-            "path": o.path.name,
-            "object": o.object_name if prep.fmt == "rdata" else None,
-            "rows": o.rows,
-            "columns": len(prep.tracks) + len(prep.id_cols),
-        }
-        for o in prep.outputs
-    ]
-    return build_manifest(
-        source="run",
-        run_file=config.source,
-        parameters=parameters,
-        targets={**file_facts(Path(config.targets)), "rows": prep.table_rows},
-        selection=config.tracks.describe(),
-        tracks=prep.tracks,
-        inputs=inputs,
-        outputs=outputs,
-        warnings=result.warnings,
-        timings=result.timings,
-        extra={"zarr_cubes": [cube_name(g.name) for g in config.groups] if opts.zarr else []},
-    )
+    if sink is not None:
+        sink.abort()

@@ -27,12 +27,16 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .engine import RunResult
+    from .plan import Prepared
 
 TRACK_FIELDS = ("index", "identifier", "description", "assay", "target", "biosample")
 
@@ -95,3 +99,63 @@ def _json_default(value: object) -> object:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def run_manifest(prep: Prepared, result: RunResult) -> dict[str, Any]:
+    """The manifest of a finished run (schema: :mod:`perturbscore.manifest`)."""
+    from .plan import cube_name
+
+    config, opts, plan = prep.config, prep.opts, prep.plan
+    parameters = {
+        "aggregations": [
+            {"spec": a.spec, "bins": [a.start, a.stop], "reduce": "mean" if a.mean else "sum"}
+            for a in prep.aggs
+        ],
+        "statistics": list(config.statistics),
+        "center_bin": config.center_bin,
+        "pseudocount": config.pseudocount,
+        "nan_policy": opts.nan_policy,
+        "format": prep.fmt,
+        "id_columns": config.id_columns
+        if isinstance(config.id_columns, str)
+        else list(config.id_columns),
+        "engine": opts.engine,
+        "memory_budget_bytes": plan.budget,
+        "chunk_rows": plan.chunk_rows,
+        "estimated_peak_bytes": plan.estimated_bytes,
+    }
+    inputs = [
+        {
+            "group": b.group,
+            "batch": b.number,
+            "ref": b.ref_facts,
+            "alt": b.alt_facts,
+            "variants": {**file_facts(b.variants_path), "rows": len(b.ids)},
+        }
+        for b in prep.batches
+    ]
+    outputs = [
+        {
+            "group": o.group,
+            "aggregation": o.aggregation.spec,
+            "statistic": o.statistic,
+            "path": o.path.name,
+            "object": o.object_name if prep.fmt == "rdata" else None,
+            "rows": o.rows,
+            "columns": len(prep.tracks) + len(prep.id_cols),
+        }
+        for o in prep.outputs
+    ]
+    return build_manifest(
+        source="run",
+        run_file=config.source,
+        parameters=parameters,
+        targets={**file_facts(Path(config.targets)), "rows": prep.table_rows},
+        selection=config.tracks.describe(),
+        tracks=prep.tracks,
+        inputs=inputs,
+        outputs=outputs,
+        warnings=result.warnings,
+        timings=result.timings,
+        extra={"zarr_cubes": [cube_name(g.name) for g in config.groups] if opts.zarr else []},
+    )

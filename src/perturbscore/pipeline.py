@@ -18,13 +18,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from .constants import ENGINES, NAN_POLICIES
 from .engine import RunResult, execute, local_mapper
 from .errors import PerturbscoreError
 from .outputs import folder_lock, recover, sweep
 from .plan import (
-    ENGINES,
     MANIFEST,
-    NAN_POLICIES,
     OutputTable,
     Prepared,
     RunOptions,

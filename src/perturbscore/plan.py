@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .constants import ENGINES, NAN_POLICIES
 from .errors import PerturbscoreError
-from .memory import DEFAULT_MEMORY_BYTES, MemoryPlan, plan_memory
+from .memory import MemoryPlan, plan_memory
+from .options import RunOptions, check_options
 from .readers import SCRATCH_BYTES, open_predictions
 from .resume import input_fingerprint
 from .runfile import RunConfig
@@ -32,62 +31,11 @@ from .scoring import Aggregation, parse_aggregation
 from .spans import BatchSpec, SpanPlan
 from .tracks import read_targets, select_tracks
 from .variants import duplicate_report, id_columns_of, read_variants
-from .writers import FORMATS, buffer_bytes, check_format, holds_in_memory
+from .writers import FORMATS, buffer_bytes, check_format, holds_in_memory, parquet_group_rows
 
 log = logging.getLogger("perturbscore")
 
 MANIFEST = "manifest.json"
-_SCHEDULER = re.compile(
-    r"(?P<proto>tcp|tls|ucx|ws|wss)://(?P<host>[^\s:/]+|\[[0-9a-fA-F:]+\]):(?P<port>\d+)/?"
-)
-
-
-@dataclass
-class RunOptions:
-    """How to execute a run (what to compute lives in :class:`RunConfig`).
-
-    Attributes
-    ----------
-    memory_bytes : int
-        Budget for the run's own allocations, in bytes (see :mod:`perturbscore.memory`).
-    chunk_rows : int, optional
-        Force a block size (rows); default: about 1 MiB of selected values per block.
-    overwrite : bool
-        Replace existing output tables.
-    nan_policy : {"error", "propagate"}
-        NaN/Inf in the selected predictions: fail (after counting them all), or pass them on.
-    format : str, optional
-        Override the run file's output format.
-    progress : bool
-        Show a progress bar on stderr (only when stderr is a terminal).
-    threads : int, optional
-        Threads: one scores and writes, the others read blocks ahead (default: every
-        core; 1 reads in the calling thread).
-    resume : bool
-        Record finished blocks in ``OUT/.perturbscore-resume`` and, if a run with the same
-        run file and inputs died, continue it (see :mod:`perturbscore.resume`).
-    zarr : bool
-        Also write each group's score cube to ``{group}_scores.zarr`` (:mod:`.cube`).
-    engine : {"local", "dask"}
-        Where spans are scored (:mod:`perturbscore.dask_engine` for Dask).
-    scheduler : str, optional
-        Dask scheduler address; default: a local cluster sized to the machine.
-    workers : int, optional
-        Workers of that local cluster (default: one per core).
-    """
-
-    memory_bytes: int = DEFAULT_MEMORY_BYTES
-    chunk_rows: int | None = None
-    overwrite: bool = False
-    nan_policy: str = "error"
-    format: str | None = None
-    progress: bool = True
-    threads: int | None = None
-    resume: bool = False
-    zarr: bool = False
-    engine: str = "local"
-    scheduler: str | None = None
-    workers: int | None = None
 
 
 @dataclass
@@ -139,6 +87,7 @@ class Prepared:
     span_plan: SpanPlan
     fingerprint: dict[str, Any]
     reader_threads: int
+    group_rows: int  # Parquet rows per row group
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -163,54 +112,6 @@ def _absolute(path: Path | str) -> str:
     text = str(path)
     file_part, sep, member = text.partition("::")
     return os.path.abspath(file_part) + (sep + member if sep else "")
-
-
-def check_options(opts: RunOptions, fmt: str, out: Path) -> None:
-    """Validate options that need no input file (user errors, exit 2)."""
-    if opts.nan_policy not in NAN_POLICIES:
-        raise PerturbscoreError(
-            f"--nan must be one of {', '.join(NAN_POLICIES)}, not {opts.nan_policy!r}."
-        )
-    if opts.engine not in ENGINES:
-        raise PerturbscoreError(f"--engine must be local or dask, not {opts.engine!r}.")
-    if opts.threads is not None and opts.threads < 1:
-        raise PerturbscoreError(f"--threads must be at least 1, not {opts.threads}.")
-    if opts.workers is not None and opts.workers < 1:
-        raise PerturbscoreError(f"--workers must be at least 1, not {opts.workers}.")
-    if opts.chunk_rows is not None and opts.chunk_rows < 1:
-        raise PerturbscoreError(f"--chunk-rows must be at least 1, not {opts.chunk_rows}.")
-    if opts.memory_bytes < 1:
-        raise PerturbscoreError(f"--memory must be positive, not {opts.memory_bytes} bytes.")
-    if out.exists() and not out.is_dir():
-        raise PerturbscoreError(
-            f"--out {out} is an existing file, not a folder; name a folder for the tables."
-        )
-    if opts.engine != "dask" and (opts.scheduler or opts.workers):
-        raise PerturbscoreError("--scheduler and --workers belong to --engine dask.")
-    if opts.engine == "dask" and opts.scheduler and opts.workers:
-        raise PerturbscoreError(
-            "--workers sizes the local Dask cluster; with --scheduler the cluster has its own."
-        )
-    if opts.scheduler:
-        check_scheduler(opts.scheduler)
-    from .extras import require
-
-    if opts.engine == "dask":
-        require("distributed", "--engine dask")
-    if opts.zarr:
-        require("zarr", "--zarr")
-        require("xarray", "--zarr")
-        require("dask.array", "--zarr", extra="dask")
-
-
-def check_scheduler(address: str) -> None:
-    """A Dask scheduler address must be ``PROTOCOL://HOST:PORT`` with a valid port."""
-    m = _SCHEDULER.fullmatch(address.strip())
-    if not m or not 1 <= int(m["port"]) <= 65535:
-        raise PerturbscoreError(
-            f"--scheduler {address!r} is not a Dask scheduler address; write "
-            "tcp://HOST:PORT with a port from 1 to 65535 (e.g. tcp://10.0.0.5:8786)."
-        )
 
 
 def _open_batches(
@@ -387,6 +288,47 @@ def reader_threads(requested: int | None) -> int:
     return threads - 1
 
 
+def _memory_plan(
+    opts: RunOptions,
+    fmt: str,
+    batches: list[BatchInput],
+    n_tracks: int,
+    n_selected: int,
+    aggs: list[Aggregation],
+    outputs: list[OutputTable],
+    group_rows: int,
+) -> MemoryPlan:
+    """The block size for the budget, counting what every thread and writer holds."""
+    threads = reader_threads(opts.threads)
+    n_bins = batches[0].shape[1]
+    itemsize = max(b.itemsize for b in batches)
+    return plan_memory(
+        budget=opts.memory_bytes,
+        n_bins=n_bins,
+        n_tracks=n_tracks,
+        n_selected=n_selected,
+        itemsize=itemsize,
+        n_aggregations=len(aggs),
+        n_outputs_per_group=len(outputs) // len({o.group for o in outputs}),
+        in_memory_rows=sum(b.n_rows for b in batches) if holds_in_memory(fmt) else 0,
+        resident_bytes=sum(int(b.ids.memory_usage(deep=True).sum()) for b in batches),
+        chunk_rows=opts.chunk_rows,
+        max_rows=max(b.n_rows for b in batches),
+        # The block being scored and written, plus those the reader threads read ahead
+        # (one each) or that wait for the consumer (a sequential reader's queue: two).
+        blocks_in_flight=1 + (max(threads, 2) if threads else 0),
+        # Each reading thread (or the scoring thread, reading itself) has its own REF
+        # and ALT scratch buffers.
+        scratch_threads=max(1, threads),
+        scratch_row_bytes=n_bins * n_tracks * itemsize,
+        writer_buffer_bytes=len(outputs) * buffer_bytes(fmt, n_selected, group_rows),
+        cube=opts.zarr,
+        # Dask: one span is one task; budget-sized spans amortise per-task overhead.
+        cache_sized=opts.engine == "local",
+        fmt=fmt,
+    )
+
+
 def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepared:
     """Validate a run and plan it (see the module docstring).
 
@@ -418,34 +360,9 @@ def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepare
             f"aggregations repeat: {', '.join(config.aggregations)}; list each once."
         )
     outputs = _plan_outputs(config, aggs, fmt, out)
-    rows = sum(b.n_rows for b in batches)
     threads = reader_threads(opts.threads)
-    itemsize = max(b.itemsize for b in batches)
-    plan = plan_memory(
-        budget=opts.memory_bytes,
-        n_bins=n_bins,
-        n_tracks=len(table),
-        n_selected=len(tracks),
-        itemsize=itemsize,
-        n_aggregations=len(aggs),
-        n_outputs_per_group=len(aggs) * len(config.statistics),
-        in_memory_rows=rows if holds_in_memory(fmt) else 0,
-        resident_bytes=sum(int(b.ids.memory_usage(deep=True).sum()) for b in batches),
-        chunk_rows=opts.chunk_rows,
-        max_rows=max(b.n_rows for b in batches),
-        # The block being scored and written, plus those the reader threads read ahead
-        # (one each) or that wait for the consumer (a sequential reader's queue: two).
-        blocks_in_flight=1 + (max(threads, 2) if threads else 0),
-        # Each reading thread (or the scoring thread, reading itself) has its own REF
-        # and ALT scratch buffers.
-        scratch_threads=max(1, threads),
-        scratch_row_bytes=n_bins * len(table) * itemsize,
-        writer_buffer_bytes=len(outputs) * buffer_bytes(fmt, len(tracks)),
-        cube=opts.zarr,
-        # Dask: one span is one task; budget-sized spans amortise per-task overhead.
-        cache_sized=opts.engine == "local",
-        fmt=fmt,
-    )
+    group_rows = parquet_group_rows(len(tracks), len(outputs), opts.memory_bytes)
+    plan = _memory_plan(opts, fmt, batches, len(table), len(tracks), aggs, outputs, group_rows)
     log.info("%s", plan.describe())
     span_plan = SpanPlan(
         tuple(b.spec for b in batches),
@@ -470,6 +387,7 @@ def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepare
         span_plan,
         fingerprint(config, fmt, opts, batches),
         threads,
+        group_rows,
         warnings,
     )
     return prep

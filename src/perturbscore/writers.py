@@ -121,7 +121,7 @@ def row_group_rows(n_scores: int) -> int:
 class ParquetTableWriter(TableWriter):
     """Incremental Parquet; small blocks are buffered into row groups of useful size."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: object, group_rows: int | None = None, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         fields = [pa.field(c, pa.float64()) for c in self.score_columns]
         fields += [pa.field(c, pa.string()) for c in self.id_columns]
@@ -137,7 +137,7 @@ class ParquetTableWriter(TableWriter):
         )
         self._pending: list[tuple[np.ndarray, pd.DataFrame]] = []
         self._pending_rows = 0
-        self._group_rows = row_group_rows(len(self.score_columns))
+        self._group_rows = group_rows or row_group_rows(len(self.score_columns))
 
     def write(self, scores: np.ndarray, ids: pd.DataFrame) -> None:
         self._pending.append((scores, ids[self.id_columns]))
@@ -281,18 +281,25 @@ def open_writer(
     id_columns: Sequence[str],
     object_name: str,
     expected_rows: int,
+    group_rows: int | None = None,
 ) -> TableWriter:
     """Open a writer of format ``fmt`` (see :data:`FORMATS`) for ``path``.
 
-    ``expected_rows``, the rows the table will get, lets in-memory formats allocate it once.
+    ``expected_rows``, the rows the table will get, lets in-memory formats allocate it
+    once; ``group_rows`` sets Parquet's rows per row group (default
+    :func:`row_group_rows`).
     """
     cls = WRITERS[check_format(fmt)]
     if issubclass(cls, _InMemoryRWriter):
         return cls(path, score_columns, id_columns, object_name, expected_rows=expected_rows)
+    if cls is ParquetTableWriter:
+        return ParquetTableWriter(
+            path, score_columns, id_columns, object_name, group_rows=group_rows
+        )
     return cls(path, score_columns, id_columns, object_name)
 
 
-def buffer_bytes(fmt: str, n_scores: int) -> int:
+def buffer_bytes(fmt: str, n_scores: int, group_rows: int | None = None) -> int:
     """Most bytes one writer of ``fmt`` holds for a table of ``n_scores`` score columns.
 
     Parquet: up to a row group's scores buffered (and the block that crosses the mark,
@@ -301,7 +308,14 @@ def buffer_bytes(fmt: str, n_scores: int) -> int:
     """
     if check_format(fmt) != "parquet":
         return 0
-    return 3 * row_group_rows(n_scores) * n_scores * 8
+    return 3 * (group_rows or row_group_rows(n_scores)) * n_scores * 8
+
+
+def parquet_group_rows(n_scores: int, n_tables: int, budget: int) -> int:
+    """Rows per row group: :func:`row_group_rows`, fewer when the writers' buffers would
+    take more than a quarter of ``budget``."""
+    cap = (budget // 4) // max(1, n_tables * 3 * n_scores * 8)
+    return int(max(1, min(row_group_rows(n_scores), cap)))
 
 
 def holds_in_memory(fmt: str) -> bool:

@@ -1,0 +1,227 @@
+"""Ordinary mistakes around ``run`` and ``import-scores``: exit 2, a sentence, nothing written.
+
+Each goes through the installed console script in a subprocess, so the exit code, the
+message and the absence of a traceback are what a user sees.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from .conftest import _entry_point
+
+TOML = "stablefm.toml"
+
+
+def _listing(folder: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--threads", "0"], "--threads must be at least 1, not 0."),
+        (["--chunk-rows", "0"], "--chunk-rows must be at least 1, not 0."),
+        (["--engine", "dask", "--workers", "0"], "--workers must be at least 1, not 0."),
+        (["--workers", "2"], "--scheduler and --workers belong to --engine dask."),
+        (["--memory", "lots"], "memory size 'lots' not understood"),
+    ],
+)
+def test_bad_options(study: Path, tmp_path: Path, cli, extra: list[str], message: str) -> None:
+    before = _listing(study)
+    r = cli("run", study / TOML, "--out", tmp_path / "o", *extra)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists() and _listing(study) == before
+
+
+def test_out_naming_an_existing_file(study: Path, tmp_path: Path, cli) -> None:
+    target = tmp_path / "results.csv"
+    target.write_text("the user's file")
+    r = cli("run", study / TOML, "--out", target)
+    assert r.returncode == 2 and "is an existing file, not a folder" in r.stderr
+    assert target.read_text() == "the user's file"
+
+
+def test_overwrite_replaces_a_dask_style_table_folder(study: Path, tmp_path: Path, cli) -> None:
+    out = tmp_path / "o"
+    assert cli("run", study / TOML, "--out", out, "--format", "parquet").returncode == 0
+    # A partitioned table (a folder of parts, as older Dask runs wrote) under a table's name.
+    table = out / "stab_diff_ave_relevant_comb.parquet"
+    table.unlink()
+    table.mkdir()
+    (table / "part.000000.parquet").write_bytes(b"old")
+    r = cli("run", study / TOML, "--out", out, "--format", "parquet", "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert table.is_file() and not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+MISSING = textwrap.dedent(
+    """
+    import sys
+    for name in sys.argv[1].split(","):
+        sys.modules[name] = None  # as if the extra were not installed
+    from perturbscore.cli import main
+    sys.argv = ["perturbscore", *sys.argv[2:]]
+    main()
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("modules", "extra", "wanted"),
+    [
+        ("dask,dask.array", ["--zarr"], "pip install 'perturbscore[dask]'"),
+        ("zarr", ["--zarr"], "pip install 'perturbscore[stores]'"),
+        ("distributed", ["--engine", "dask"], "pip install 'perturbscore[dask]'"),
+    ],
+)
+def test_missing_extra_is_a_user_error(
+    study: Path, tmp_path: Path, modules: str, extra: list[str], wanted: str
+) -> None:
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            MISSING,
+            modules,
+            "run",
+            str(study / TOML),
+            "--out",
+            str(tmp_path / "o"),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stderr
+    assert wanted in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_verbosity_after_the_subcommand(study: Path, tmp_path: Path, cli) -> None:
+    quiet = cli("run", study / TOML, "--out", tmp_path / "q", "-q")
+    assert quiet.returncode == 0 and "INFO" not in quiet.stderr
+    loud = cli("run", study / TOML, "--out", tmp_path / "v", "-v", "--chunk-rows", "50")
+    assert loud.returncode == 0 and "DEBUG: block 1 of" in loud.stderr
+    normal = cli("run", study / TOML, "--out", tmp_path / "n")
+    assert "INFO" in normal.stderr and "DEBUG" not in normal.stderr
+    # stdout lists only the files written, one per line.
+    lines = normal.stdout.splitlines()
+    assert lines and all(Path(x).exists() for x in lines)
+    assert (tmp_path / "n" / "manifest.json") in [Path(x) for x in lines]
+
+
+def test_multi_allelic_warning_said_once_per_file(study: Path, tmp_path: Path, cli) -> None:
+    import shutil
+
+    text = (study / TOML).read_text()
+    # One variant table named by 16 batches (16 prediction shards of the same variants).
+    batches = []
+    for i in range(16):
+        for kind in ("ref", "alt"):
+            shutil.copy(
+                study / f"final_{kind}_preds_stab_snps_strand.npy", study / f"{kind}{i}.npy"
+            )
+        batches.append(
+            f'{{ ref = "ref{i}.npy", alt = "alt{i}.npy", '
+            'variants = "stab_snps_strand_final_variants.csv" }'
+        )
+    start = text.index("[[groups]]")
+    (study / "many.toml").write_text(
+        text[:start]
+        + '[[groups]]\nname = "stab"\nbatches = [\n  '
+        + ",\n  ".join(batches)
+        + ",\n]\n"
+    )
+    r = cli("run", study / "many.toml", "--out", tmp_path / "o", "-q")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("share an rsID") == 1
+
+
+def test_import_scores_group_given_twice(tmp_path: Path, cli) -> None:
+    r = cli(
+        "import-scores",
+        "stab=a.h5",
+        "stab=b.h5",
+        "--statistic",
+        "SAD",
+        "--targets",
+        "t.txt",
+        "--out",
+        tmp_path / "o",
+    )
+    assert r.returncode == 2 and "group stab is given twice (a.h5 and b.h5)" in r.stderr
+
+
+def test_import_scores_is_all_or_nothing(study: Path, tmp_path: Path, cli) -> None:
+    h5py = pytest.importorskip("h5py")
+    import numpy as np
+
+    def scores_file(path: Path, n: int, n_tracks: int) -> None:
+        with h5py.File(path, "w") as f:
+            f["SAD"] = np.ones((n, n_tracks), np.float16)
+            for key, value in (
+                ("snp", b"rs1"),
+                ("chr", b"chr1"),
+                ("ref_allele", b"A"),
+                ("alt_allele", b"G"),
+            ):
+                f[key] = np.array([value] * n)
+            f["pos"] = np.arange(n)
+
+    scores_file(tmp_path / "a.h5", 30, 42)
+    scores_file(tmp_path / "b.h5", 20, 41)  # the wrong model: fails after a.h5 was read
+    r = cli(
+        "import-scores",
+        f"stab={tmp_path / 'a.h5'}",
+        f"top={tmp_path / 'b.h5'}",
+        "--statistic",
+        "SAD",
+        "--targets",
+        study / "targets_human.txt",
+        "--out",
+        tmp_path / "o",
+    )
+    assert r.returncode == 2 and "41 tracks" in r.stderr
+    assert not (tmp_path / "o").exists()
+    # Every HDF5 handle was closed: the files can be rewritten at once.
+    with h5py.File(tmp_path / "a.h5", "w"):
+        pass
+
+
+def test_sigterm_leaves_no_temporaries_in_a_users_folder(study: Path, tmp_path: Path) -> None:
+    # The folder exists and holds the user's files: a failed run removes only its own.
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    env = {**os.environ}
+    r = subprocess.run(
+        [
+            *_entry_point(),
+            "run",
+            str(study / TOML),
+            "--out",
+            str(out),
+            "--nan",
+            "error",
+            "--center-bin",
+            "99",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert r.returncode == 2
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
