@@ -70,6 +70,7 @@ def test_demo_command(tmp_path: Path, cli) -> None:
     assert (tmp_path / "d" / "results" / "top_diff_ave_relevant_comb.RData").is_file()
     again = cli("demo", tmp_path / "d")
     assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert "--out" not in again.stderr  # demo has no --out option
     assert cli("demo", tmp_path / "d", "--overwrite").returncode == 0
 
 
