@@ -319,7 +319,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "groups": Key(
             "one or more [[groups]] tables",
             lambda v: v,
-            '[[groups]] with name = "stab"',
+            '[[groups]] with name = "stab" and batches = [...]',
             required=True,
         ),
     },
@@ -436,10 +436,22 @@ def schema_table() -> str:
     return "\n".join(rows)
 
 
-def _read_section(
-    table: Any, section: str, where: str, skip: frozenset[str] = frozenset()
-) -> dict[str, Any]:
-    """Check every key of ``table`` against ``SCHEMA[section]``; absent keys get defaults."""
+def _missing(where: str, name: str, key: Key) -> PerturbscoreError:
+    if key.example.startswith("["):  # a table: show what to add, not "key = [table]"
+        return PerturbscoreError(
+            f"{where}: {name} is missing; it must be {key.rule()}: add {key.example}."
+        )
+    return PerturbscoreError(
+        f"{where}: {name} is missing; it must be {key.rule()}, e.g. {name} = {key.example}."
+    )
+
+
+def _read_section(table: Any, section: str, where: str, required: bool = True) -> dict[str, Any]:
+    """Check every key of ``table`` against ``SCHEMA[section]``; absent keys get defaults.
+
+    ``required=False`` leaves missing required keys to :func:`_missing` later, so that a
+    typo in a later section is reported before the absence it may explain.
+    """
     keys = SCHEMA[section]
     unknown = [k for k in table if k not in keys]
     if unknown:
@@ -451,17 +463,11 @@ def _read_section(
     out: dict[str, Any] = {}
     for name, key in keys.items():
         if name not in table:
-            if key.required:
-                raise PerturbscoreError(
-                    f"{where}: {name} is missing; it must be {key.rule()}, e.g. "
-                    f"{name} = {key.example}."
-                )
+            if key.required and required:
+                raise _missing(where, name, key)
             out[name] = key.default
             continue
         value = table[name]
-        if name in skip:
-            out[name] = value
-            continue
         try:
             out[name] = key.check(value)
         except _Reject as exc:
@@ -553,10 +559,13 @@ def parse_run_config(data: dict[str, Any], base: Path, source: Path | None = Non
         give several tables one file.  The message names the file, the key and the fix.
     """
     where = str(source or "run file")
-    top = _read_section(data, "", where)
+    top = _read_section(data, "", where, required=False)
     tracks = _read_section(_table(top["tracks"], "tracks", where), "tracks", f"{where} [tracks]")
     scores = _read_section(_table(top["scores"], "scores", where), "scores", f"{where} [scores]")
     output = _read_section(_table(top["output"], "output", where), "output", f"{where} [output]")
+    for name, key in SCHEMA[""].items():
+        if key.required and name not in data:
+            raise _missing(where, name, key)
 
     groups_raw = top["groups"]
     if (
