@@ -65,3 +65,41 @@ def test_messages_name_columns_for_people(tmp_path: Path) -> None:
     (tmp_path / "v.xlsx").write_text("x")
     with pytest.raises(PerturbscoreError, match=r'unknown variant table format "\.xlsx"'):
         read_variants(tmp_path / "v.xlsx")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # pandas made "a" and "b" an index and shifted every ID; with usecols it said nothing.
+        ("GENE,rsID\na,b,c,d\ne,f\n", "line 2: 4 fields, but the header has 2"),
+        ("GENE,rsID\na,b\ne,f,g\n", "line 3: 3 fields, but the header has 2"),
+        ("GENE,rsID\na\ne,f\n", "line 2: 1 field, but the header has 2"),
+        ("GENE,rsID,GENE\na,b,c\n", 'line 1: the header names the column "GENE" more than once'),
+        ("", "the variant table is empty"),
+    ],
+)
+def test_ragged_rows_are_refused_naming_the_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "v.csv"
+    path.write_text(text)
+    for columns in (None, ["GENE"]):
+        with pytest.raises(PerturbscoreError, match=message):
+            read_variants(path, columns)
+
+
+def test_quoted_separators_and_blank_lines_are_fine(tmp_path: Path) -> None:
+    path = tmp_path / "v.csv"
+    path.write_text('GENE,rsID\n"a,x",b\n\ne,f\n')
+    assert read_variants(path).values.tolist() == [["a,x", "b"], ["e", "f"]]
+
+
+def test_a_ragged_variant_table_stops_the_run(study: Path, tmp_path: Path, cli) -> None:
+    path = study / "top_snps_strand_final_variants.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    lines[7] = lines[7].replace(",", ",,", 1)
+    path.write_text("".join(lines))
+    r = cli("run", study / "stablefm.toml", "--out", tmp_path / "out")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "top_snps_strand_final_variants.csv: line 8: 14 fields, but the header has 13" in (
+        r.stderr
+    )
+    assert not (tmp_path / "out").exists()

@@ -314,10 +314,11 @@ def _read_shortlist(path: Path) -> pd.DataFrame:
         df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         # EmptyDataError is a ValueError; the text of each names the line.
+        kind = "tab" if sep == "\t" else "comma"
+        reason = " ".join(str(exc).split())
         raise PerturbscoreError(
-            f"{path}: cannot read the track shortlist as a {'tab' if sep == chr(9) else 'comma'}"
-            f"-separated table ({str(exc).strip()}); it needs an 'index' column of 0-based "
-            "track numbers."
+            f"{path}: cannot read the track shortlist as a {kind}-separated table ({reason}); "
+            "it needs an 'index' column of 0-based track numbers."
         ) from None
     if "index" not in df.columns:
         raise PerturbscoreError(

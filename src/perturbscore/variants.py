@@ -7,6 +7,8 @@ never become booleans, and identifiers such as ``01`` must keep their zeros.
 
 from __future__ import annotations
 
+import csv
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,6 +37,7 @@ def read_variants(path: str | Path, columns: Sequence[str] | None = None) -> pd.
             df = df.astype(object).where(df.notna(), "").astype(str)
         elif suffix in {".csv", ".tsv", ".txt"}:
             sep = "," if suffix == ".csv" else "\t"
+            _check_fields(p, sep)
             header = pd.read_csv(p, sep=sep, nrows=0).columns
             df = pd.read_csv(
                 p,
@@ -49,9 +52,45 @@ def read_variants(path: str | Path, columns: Sequence[str] | None = None) -> pd.
                 f"{p}: unknown variant table format {quote(suffix or p.name)}; use .csv, .tsv "
                 "or .parquet."
             )
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise PerturbscoreError(f"{p}: cannot read variant table ({exc}).") from exc
+    except (ValueError, OSError, pd.errors.ParserError, csv.Error) as exc:
+        # Parser messages name the line; keep them on one line of the sentence.
+        reason = " ".join(str(exc).split())
+        raise PerturbscoreError(
+            f"{p}: cannot read the variant table ({reason}); it must be a .csv, .tsv or .parquet "
+            "table with a header row."
+        ) from exc
     return df
+
+
+def _check_fields(path: Path, sep: str) -> None:
+    """Refuse a header with repeated names and rows with another number of fields.
+
+    pandas would silently turn extra fields of the first row into an index, pad short
+    rows with empty text, and ignore both when reading only some columns, so every ID
+    would shift; one pass with the csv module finds the line instead.
+    """
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        header = next(reader, None)
+        if not header:
+            raise PerturbscoreError(
+                f"{path}: the variant table is empty; it needs a header row and one row per "
+                "prediction row."
+            )
+        repeated = [c for c, n in Counter(header).items() if n > 1]
+        if repeated:
+            raise PerturbscoreError(
+                f"{path}: line 1: the header names the column{'s' if len(repeated) > 1 else ''} "
+                f"{listing(repeated, quoted=True)} more than once; give every column its own "
+                "name."
+            )
+        for row in reader:
+            if row and len(row) != len(header):
+                fields = f"{len(row)} field" + ("" if len(row) == 1 else "s")
+                raise PerturbscoreError(
+                    f"{path}: line {reader.line_num}: {fields}, but the header has "
+                    f"{len(header)}; fix the row (a separator inside a value must be quoted)."
+                )
 
 
 def pq_columns(path: Path) -> list[str]:
