@@ -50,39 +50,44 @@ def _edit(study: Path, old: str | re.Pattern[str], new: str) -> Path:
     return path
 
 
+def CLI(*case: object) -> tuple[object, ...]:  # noqa: N802 - reads as a label in the table
+    """A case also run through the console script (the ones issue 7 lists)."""
+    return (*case, True)
+
+
 BAD = [
     # Wrong TOML types, each with the fix in the message.
-    (
+    CLI(
         SCORES,
         SCORES + 'center_bin = "1"\n',
         r"stablefm.toml \[scores\] center_bin: expected an integer ≥ 0 naming a bin, got the "
         r'string "1"; write center_bin = 1\.',
     ),
-    (
+    CLI(
         SCORES,
         SCORES + 'pseudocount = "one"\n',
         r'\[scores\] pseudocount: expected a number ≥ 0, got the string "one"; write '
         r"pseudocount = 1\.0\.",
     ),
-    (
+    CLI(
         SHORTLIST,
         'indices = ["a"]',
         r"\[tracks\] indices: expected a non-empty list of 0-based track numbers, integers ≥ 0, "
         r'got the list \["a"\]; write indices = \[12, 69\]\.',
     ),
     (SHORTLIST, 'indices = ["3", 4]', r"got the list \[\"3\", 4\]; write indices = \[3, 4\]\."),
-    (SCORES, SCORES + "center_bin = true\n", r"center_bin: .*got the boolean true"),
-    (SCORES, SCORES + "center_bin = 1.5\n", r"center_bin: .*got the number 1\.5"),
-    (SCORES, SCORES + "center_bin = -1\n", r"center_bin: .*got the integer -1"),
+    CLI(SCORES, SCORES + "center_bin = true\n", r"center_bin: .*got the boolean true"),
+    CLI(SCORES, SCORES + "center_bin = 1.5\n", r"center_bin: .*got the number 1\.5"),
+    CLI(SCORES, SCORES + "center_bin = -1\n", r"center_bin: .*got the integer -1"),
     (SCORES, SCORES + "pseudocount = -1\n", r"pseudocount: .*got the integer -1"),
     (SCORES, SCORES + "pseudocount = nan\n", r"pseudocount: .*got the number nan"),
-    (
+    CLI(
         FORMAT,
         "format = 3",
         r'\[output\] format: expected one of "parquet", "csv", "rds", "rdata", got the integer 3',
     ),
-    (NAME, "name = 5", r"\[output\] name: expected a file-name template .*got the integer 5"),
-    (IDS, "id_columns = 3", r'\[output\] id_columns: expected .* or "all", got the integer 3'),
+    CLI(NAME, "name = 5", r"\[output\] name: expected a file-name template .*got the integer 5"),
+    CLI(IDS, "id_columns = 3", r'\[output\] id_columns: expected .* or "all", got the integer 3'),
     (IDS, 'id_columns = ["GENE", "GENE"]', r'id_columns: .*\("GENE" is listed twice\)'),
     (SHORTLIST, "identifiers = []", r"\[tracks\] identifiers: .*got an empty list"),
     (SHORTLIST, "where = [1]", r"\[tracks\] where: .*got the list \[1\]"),
@@ -93,8 +98,8 @@ BAD = [
         r"stablefm.toml: tracks must be a TOML table, got the integer 5; write it as \[tracks\]",
     ),
     # Silently accepted before: an empty list meant no table at all.
-    (AGGS, "aggregations = []", r"\[scores\] aggregations: .*got an empty list; write"),
-    ('statistics = ["abs_diff"]', "statistics = []", r"\[scores\] statistics: .*got an empty"),
+    CLI(AGGS, "aggregations = []", r"\[scores\] aggregations: .*got an empty list; write"),
+    CLI('statistics = ["abs_diff"]', "statistics = []", r"\[scores\] statistics: .*got an empty"),
     (AGGS, 'aggregations = ["ave", "AVE"]', r'"AVE" is listed twice\); write aggregations = '),
     (AGGS, 'aggregations = ["mean"]', r'\("mean" is not one of tss, ave, sum or window:K\)'),
     (
@@ -104,7 +109,7 @@ BAD = [
     ),
     (SCORES, SCORES + "aggregation = 1\n", r"\[scores\]: unknown key aggregation; did you mean"),
     # Batches and groups.
-    (
+    CLI(
         re.compile(r'name = "stab"\nbatches = \[.*?\n\]', re.S),
         'name = "stab"\nbatches = "x"',
         r'group 1 "stab" batches: expected a non-empty list of tables .*got the string "x"',
@@ -114,7 +119,7 @@ BAD = [
         'name = "stab"\nbatches = []',
         r'group 1 "stab" batches: expected a non-empty list of tables .*got an empty list',
     ),
-    (
+    CLI(
         STAB_OLD,
         STAB_OLD.replace(" }", ', format = "bogus" }'),
         r'group 1 "stab" batch 1 format: expected a prediction format, one of "npy", "npz", '
@@ -125,25 +130,25 @@ BAD = [
         STAB_OLD.replace(' alt = "final_alt_preds_stab_snps_strand.npy",', ""),
         r'group 1 "stab" batch 1: alt is missing; it must be a path string to the ALT',
     ),
-    (
+    CLI(
         STAB_OLD,
         STAB_OLD.replace("final_alt_preds", "final_ref_preds"),
         r'group 1 "stab" batch 1: ref and alt are the same file .*final_ref_preds_stab_snps_'
         r"strand.npy; .*probably a typo",
     ),
-    (
+    CLI(
         STAB_OLD,
         STAB_OLD + ",\n  " + STAB_OLD,
         r'stablefm.toml: group 1 "stab" batch 2 repeats group 1 "stab" batch 1, both with ref '
         r".*final_ref_preds_stab_snps_strand.npy and alt .*; list each batch once",
     ),
-    (
+    CLI(
         'ref = "final_ref_preds_top_snps_strand.npy", alt = "final_alt_preds_top_snps_strand.npy"',
         'ref = "final_ref_preds_stab_snps_strand.npy", '
         'alt = "final_alt_preds_stab_snps_strand.npy"',
         r'group 2 "top" batch 1 repeats group 1 "stab" batch 1, both with ref .* and alt ',
     ),
-    (
+    CLI(
         'ref = "final_ref_preds_top_snps_strand.npy", alt = "final_alt_preds_top_snps_strand.npy"'
         ', variants = "top_snps_strand_final_variants.csv"',
         'ref = "final_ref_preds_stab_snps_strand.npy", alt = "final_alt_preds_top_snps_strand.npy"'
@@ -151,8 +156,8 @@ BAD = [
         r'group 2 "top" batch 1 repeats group 1 "stab" batch 1, both with variants '
         r".*stab_snps_strand_final_variants.csv and ref ",
     ),
-    (STAB, 'name = "../escaped"', r"group 1 \"\.\./escaped\": group name .*is not allowed"),
-    (STAB, 'name = "v1.1"', r'group 1 "v1\.1": group name .*is not allowed: use letters'),
+    CLI(STAB, 'name = "../escaped"', r"group 1 \"\.\./escaped\": group name .*is not allowed"),
+    CLI(STAB, 'name = "v1.1"', r'group 1 "v1\.1": group name .*is not allowed: use letters'),
     (STAB, "name = 5", r"group 1 name: expected a name of at most 64 letters.*got the integer 5"),
     (STAB, 'name = "top"', r'group 2 "top": the group name "top" is also group 1\'s'),
     (
@@ -176,18 +181,29 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("old", "new", "message"), BAD)
-def test_bad_run_file_values(study: Path, tmp_path: Path, cli, old, new, message) -> None:
+CASES = [c if len(c) == 4 else (*c, False) for c in BAD]
+
+
+@pytest.mark.parametrize(("old", "new", "message", "via_cli"), CASES)
+def test_bad_run_file_values(study: Path, tmp_path: Path, cli, old, new, message, via_cli) -> None:
     run_file = _edit(study, old, new)
-    out = tmp_path / "out"
-    r = cli("run", run_file, "--out", out)
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    assert "Traceback" not in r.stderr
-    assert r.stderr.startswith("perturbscore: error: ") and r.stderr.count("\n") == 1, r.stderr
-    assert re.search(message, r.stderr), r.stderr
+    if via_cli:
+        out = tmp_path / "out"
+        r = cli("run", run_file, "--out", out)
+        assert r.returncode == 2, (r.returncode, r.stderr)
+        assert "Traceback" not in r.stderr
+        assert r.stderr.startswith("perturbscore: error: ") and r.stderr.count("\n") == 1
+        text = r.stderr
+        assert r.stdout == "" and not out.exists()
+    else:
+        # The same PerturbscoreError the console script turns into exit 2 (cases above).
+        with pytest.raises(PerturbscoreError) as err:
+            load_run_file(run_file)
+        text = str(err.value)
+        assert "\n" not in text
+    assert re.search(message, text), text
     # People's notation only: no Python list/dict reprs, no None.
-    assert not re.search(r"\['|\{'|None", r.stderr), r.stderr
-    assert r.stdout == "" and not out.exists()
+    assert not re.search(r"\['|\{'|None", text), text
 
 
 def test_non_utf8_run_file(study: Path, tmp_path: Path, cli) -> None:
