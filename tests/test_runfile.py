@@ -50,7 +50,7 @@ def _edit(study: Path, old: str | re.Pattern[str], new: str) -> Path:
     return path
 
 
-def CLI(*case: object) -> tuple[object, ...]:  # noqa: N802 - reads as a label in the table
+def CLI(*case: object) -> tuple[object, ...]:  # upper case: reads as a label in the table
     """A case also run through the console script (the ones issue 7 lists)."""
     return (*case, True)
 
