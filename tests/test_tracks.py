@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -110,12 +111,15 @@ def test_selection_keeps_the_order_given(damaged: pd.DataFrame) -> None:
 @pytest.mark.parametrize(
     ("selection", "message"),
     [
-        (dict(indices=[5313]), r"out of range 0..5312: \[5313\]"),
+        (dict(indices=[5313]), r"out of range 0..5312: 5313;"),
         (dict(indices=[-1]), "out of range"),
-        (dict(identifiers=["ENCFFNOPE"]), r"not in the track table: \['ENCFFNOPE'\]"),
+        (dict(identifiers=["ENCFFNOPE"]), 'not in the track table: "ENCFFNOPE";'),
         (dict(indices=[3, 3]), "more than once"),
-        (dict(where=["organ=liver"]), "column 'organ' does not exist"),
-        (dict(where=["biosample=nowhere-cell-line"]), "matched no track"),
+        (dict(where=["organ=liver"]), "column organ does not exist; use one of index, genome"),
+        (
+            dict(where=["biosample=nowhere-cell-line", "assay==DNASE"]),
+            r"selection \(where biosample=nowhere-cell-line and assay==DNASE\) matched no track",
+        ),
         (dict(where=["biosample"]), "write field=value"),
     ],
 )
@@ -131,7 +135,7 @@ def test_shortlist_disagreeing_with_table(
     short.loc[short.index[2], "identifier"] = "ENCFFWRONG"
     path = tmp_path / "short.csv"
     short.to_csv(path)
-    with pytest.raises(PerturbscoreError, match=r"short.csv: line 4: index 686 is 'ENCFFWRONG'"):
+    with pytest.raises(PerturbscoreError, match='short.csv: line 4: index 686 is "ENCFFWRONG"'):
         select_tracks(damaged, selection_from_options(shortlist=path))
 
 
@@ -148,14 +152,46 @@ HEADER = "\t".join(TARGET_COLUMNS)
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("0\t0\tA\tf\t32\t2\tmean\tDNASE:x\textra\n", "line 2: record starting on line 2 has more"),
+        (
+            "0\t0\tA\tf\t32\t2\tmean\tDNASE:x\textra\n",
+            "line 2: expected a track record of 8 tab-separated fields .*found 9 field",
+        ),
         (
             "0\t0\tA\tf\t32\t2\tmean\tDNASE:x\n2\t0\tB\tf\t32\t2\tmean\tDNASE:y\n",
-            "line 3: track index '2', expected 1",
+            'line 3: track index "2", expected 1',
         ),
-        ("0\t0\tA\tf\t32\t2\t\n", "line 2: record has 7 tab-separated fields"),
-        ("garbage line\n", "line 2: expected a record starting with a track index"),
+        (
+            "0\t0\tA\tf\t32\t2\t\n",
+            "line 3: expected the rest of the record begun on line 2, sum_stat<TAB>description"
+            ".*found an empty line",
+        ),
+        ("garbage line\n", "line 2: expected a track record of 8 tab-separated fields"),
         ("", "no track records"),
+        # Issue 7: stray lines were absorbed into the description or into sum_stat.
+        (
+            "0\t0\tA\tf\t32\t2\tmean\tDNASE:AG04449\ngarbage line here\n",
+            'line 3: "garbage line here" is not a track record .*on line 2 does not end in a space',
+        ),
+        (
+            "0\t0\tA\tf\t32\t2\t\ngarbage line here\nmean\tDNASE:AG04449\n",
+            "line 3: expected the rest of the record begun on line 2, sum_stat<TAB>description",
+        ),
+        (
+            "0\t0\tA\tf\t32\t2\t\nmean\tDNASE:a long \nname broken \ntwice\n",
+            'line 5: "twice" is not a track record',
+        ),
+        ("0\t0\tA\tf\t32\t2\tmaen\tDNASE:x\n", 'line 2: sum_stat "maen" is not a summary'),
+        ("0\t0\tA\tf\t32\t2\t\nmaen\tDNASE:x\n", 'line 3: sum_stat "maen" is not'),
+        ("0\t0\tA\tf\tbig\t2\tmean\tDNASE:x\n", 'line 2: clip "big" is not a number'),
+        ("0\t0\tA\tf\t32\tnan\tmean\tDNASE:x\n", 'line 2: scale "nan" is not a number'),
+        ("0\thuman\tA\tf\t32\t2\tmean\tDNASE:x\n", 'line 2: genome "human" is not an'),
+        ("0\t0\t\tf\t32\t2\tmean\tDNASE:x\n", 'line 2: identifier "" is not a track'),
+        ("0\t0\tA\tf\t32\t2\tmean\t \n", 'line 2: description " " is not a description'),
+        ("x\t0\tA\tf\t32\t2\tmean\tDNASE:x\n", 'line 2: track index "x", expected 0'),
+        (
+            "0\t0\tA\tf\t32\t2\tmean\tDNASE:x\n1\t0\tA\tf\t32\t2\tsum\tCAGE:y\n",
+            'line 3: identifier "A" is also the identifier on line 2',
+        ),
     ],
 )
 def test_damaged_beyond_repair_names_the_line(tmp_path: Path, body: str, message: str) -> None:
@@ -181,3 +217,65 @@ def test_wrapped_record_in_a_small_file(tmp_path: Path) -> None:
     t = read_targets(path)
     assert list(t["description"]) == ["CHIP:CTCF:some very long cell name", "CAGE:x"]
     assert list(t["biosample"]) == ["some very long cell name", "x"]
+
+
+def test_a_stray_line_in_the_real_damaged_copy_is_named(shared: Path, tmp_path: Path) -> None:
+    lines = (shared / "targets_human.txt").read_text().splitlines(keepends=True)
+    assert lines[4].startswith("mean\tDNASE:frontal cortex")  # record 1's second half
+    path = tmp_path / "targets_human.txt"
+    path.write_text("".join([*lines[:5], "garbage line here\n", *lines[5:]]))
+    with pytest.raises(PerturbscoreError, match='line 6: "garbage line here" is not a track'):
+        read_targets(path)
+    path.write_text("".join([*lines[:4], "garbage line here\n", *lines[4:]]))
+    with pytest.raises(PerturbscoreError, match="line 5: expected the rest of the record begun"):
+        read_targets(path)
+
+
+def test_the_known_damage_in_canonical_records_is_repaired(tmp_path: Path) -> None:
+    # A broken description also occurs in one-record-per-line copies; CRLF and a BOM too.
+    path = tmp_path / "targets.txt"
+    path.write_text(
+        "\ufeff" + HEADER + "\r\n0\t0\tA\tf\t32\t2\tmean\tDNASE:long \r\nname\r\n"
+        "1\t0\tB\tf\t384\t1\tsum\tCAGE:x\r\n"
+    )
+    t = read_targets(path)
+    assert list(t["description"]) == ["DNASE:long name", "CAGE:x"]
+    assert list(t["clip"]) == [32, 384]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.txt"], "missing.txt: track table not found"),
+        (["bad.txt"], 'bad.txt: line 3: "garbage" is not a track record'),
+        (["latin1.txt"], "latin1.txt: not a UTF-8 text file"),
+        (["good.txt", "--where", "biosample"], 'track query "biosample": write field=value'),
+        (["good.txt", "--where", "organ=x"], "track query column organ does not exist"),
+        (["good.txt", "--where", "description~(("], r'"\(\(" is not a valid regular expression'),
+        (["good.txt", "--index", "7"], "track indices out of range 0..1: 7;"),
+        (["good.txt", "--identifier", "Z"], 'track identifiers not in the track table: "Z";'),
+        (["good.txt", "--columns", "nope"], 'unknown columns "nope"; choose from index, genome'),
+        (["good.txt", "--shortlist", "none.csv"], "none.csv: track shortlist not found"),
+        (["good.txt", "--shortlist", "short.csv"], "short.csv: shortlist has no 'index' column"),
+        (["good.txt", "--shortlist", "empty.csv"], "empty.csv: cannot read the track shortlist"),
+    ],
+)
+def test_tracks_command_errors(tmp_path: Path, cli, args: list[str], message: str) -> None:
+    (tmp_path / "good.txt").write_text(
+        HEADER + "\n0\t0\tA\tf\t32\t2\tmean\tDNASE:x\n1\t0\tB\tf\t32\t2\tsum\tCAGE:y\n"
+    )
+    (tmp_path / "bad.txt").write_text(HEADER + "\n0\t0\tA\tf\t32\t2\tmean\tDNASE:x\ngarbage\n")
+    (tmp_path / "latin1.txt").write_bytes(
+        (HEADER + "\n0\t0\tA\tf\t32\t2\tmean\t\xe9\n").encode("latin-1")
+    )
+    (tmp_path / "short.csv").write_text("track\n1\n")
+    (tmp_path / "empty.csv").write_text("")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = cli("tracks", *args, cwd=tmp_path)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stdout == ""
+    assert "Traceback" not in r.stderr
+    assert r.stderr.startswith("perturbscore: error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert re.search(message, r.stderr), r.stderr
+    assert "['" not in r.stderr and "{'" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

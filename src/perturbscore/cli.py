@@ -274,11 +274,19 @@ def tracks_cmd(
 
 @cli.command("demo")
 @click.argument("folder", type=click.Path(path_type=Path), default=Path("demo-out"))
-@click.option("--overwrite", is_flag=True, help="Replace the results of an earlier demo.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace the files an earlier demo wrote there (only those; others are never touched).",
+)
 @click.pass_context
 @_user_errors
 def demo_cmd(ctx: click.Context, folder: Path, overwrite: bool) -> None:
-    """Write a synthetic dataset in the study's layout to FOLDER and run stablefm.toml on it."""
+    """Write a synthetic dataset in the study's layout to FOLDER and run stablefm.toml on it.
+
+    Refuses, changing nothing, if FOLDER already holds any file the demo writes
+    (its inputs or its results), unless --overwrite.
+    """
     from .demo import run_demo
 
     result = run_demo(folder, overwrite=overwrite, progress=not ctx.obj["quiet"])

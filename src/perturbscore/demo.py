@@ -8,17 +8,29 @@ can run the study's run file end to end in a second.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+import tomllib
+from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .pipeline import RunOptions, RunResult, run_path
+from .errors import PerturbscoreError
+from .messages import listing
+from .pipeline import MANIFEST, RunOptions, RunResult, run_path
+from .runfile import parse_run_config
+from .scoring import parse_aggregation
+from .writers import FORMATS as OUTPUT_FORMATS
 
 #: (group, batch suffix, rows) of the demo, in the study's order.
 DEMO_BATCHES = (("stab", "", 40), ("stab", "_new", 17), ("top", "", 53), ("top", "_new", 23))
 DEMO_BINS = 3
+RESULTS = "results"  # run_demo's output folder, inside the demo folder
 
 _DESCRIPTIONS = [
     "DNASE:GM12878",
@@ -63,8 +75,14 @@ def _targets(n_tracks: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_demo_dataset(folder: str | Path, n_tracks: int = 42, seed: int = 7) -> list[Path]:
+def write_demo_dataset(
+    folder: str | Path, n_tracks: int = 42, seed: int = 7, overwrite: bool = False
+) -> list[Path]:
     """Write synthetic predictions, variant tables, track table, shortlist and run file.
+
+    All or nothing: the files are written under temporary names in ``folder`` and
+    renamed into place at the end, and only if none of them exists yet (or
+    ``overwrite``); files of ``folder`` that the demo does not write are never touched.
 
     Parameters
     ----------
@@ -74,14 +92,24 @@ def write_demo_dataset(folder: str | Path, n_tracks: int = 42, seed: int = 7) ->
         Tracks per prediction row.
     seed : int
         Seed of the random generator; the same seed writes the same files.
+    overwrite : bool
+        Replace demo files already in ``folder`` (only those the demo writes).
 
     Returns
     -------
     list of Path
         The files written.
+
+    Raises
+    ------
+    PerturbscoreError
+        ``folder`` is a file, or holds a file the demo would write and not ``overwrite``.
     """
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
+    return _write_staged(Path(folder), n_tracks, seed, overwrite)
+
+
+def _write_files(out: Path, n_tracks: int, seed: int) -> list[Path]:
+    """Write every demo file under ``out`` (a fresh staging folder); returns their paths."""
     rng = np.random.default_rng(seed)
     written: list[Path] = []
 
@@ -147,10 +175,78 @@ def write_demo_dataset(folder: str | Path, n_tracks: int = 42, seed: int = 7) ->
     return written
 
 
-def run_demo(folder: str | Path, overwrite: bool = False, progress: bool = True) -> RunResult:
-    """Write the demo dataset into ``folder``; run its ``stablefm.toml`` into ``folder/results``."""
+def _write_staged(
+    folder: Path, n_tracks: int, seed: int, overwrite: bool, reserved: Sequence[Path] = ()
+) -> list[Path]:
+    """Stage the demo files in ``folder``, check for existing ones, then rename them in.
+
+    ``reserved`` are further paths the demo will write (its results): they must not
+    exist either unless ``overwrite``, so that a refusal happens before anything moves.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise PerturbscoreError(
+            f"{folder} is a file, not a folder; give the demo a folder to write into."
+        )
+    # Folders this call creates (innermost first), removed again if it fails.
+    created = [d for d in (folder, *folder.parents) if not d.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".perturbscore-demo-", dir=folder))
+    try:
+        staged = _write_files(staging, n_tracks, seed)
+        relative = [p.relative_to(staging) for p in staged]
+        targets = [folder / r for r in relative]
+        in_the_way = [t for t in targets if t.is_dir() and not t.is_symlink()]
+        if in_the_way:
+            raise PerturbscoreError(
+                f"{folder}: the demo writes the file {in_the_way[0].relative_to(folder)}, but "
+                "a folder of that name is there; move it or choose another folder."
+            )
+        if not overwrite:
+            existing = [t for t in [*targets, *reserved] if t.exists() or t.is_symlink()]
+            if existing:
+                names = [str(e.relative_to(folder)) for e in existing]
+                raise PerturbscoreError(
+                    f"{folder} already holds {len(existing)} of the files the demo writes "
+                    f"({listing(names, 4)}); nothing was changed: pass --overwrite to replace "
+                    "only the demo's own files, or choose a new folder."
+                )
+        for r in relative:
+            (folder / r).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / r, folder / r)
+        return targets
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for d in created:  # only folders this call made, and only while empty
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def demo_results(folder: str | Path) -> list[Path]:
+    """The files :func:`run_demo` writes under ``folder/results`` (tables and manifest)."""
     out = Path(folder)
-    write_demo_dataset(out)
+    config = parse_run_config(tomllib.loads(demo_run_file()), out)
+    labels = [parse_aggregation(a, DEMO_BINS, config.center_bin).label for a in config.aggregations]
+    ext = OUTPUT_FORMATS[config.format]
+    tables = [
+        out / RESULTS / (config.table_name(g.name, label, stat) + ext)
+        for g in config.groups
+        for label in labels
+        for stat in config.statistics
+    ]
+    return [*tables, out / RESULTS / MANIFEST]
+
+
+def run_demo(folder: str | Path, overwrite: bool = False, progress: bool = True) -> RunResult:
+    """Write the demo dataset into ``folder``; run its ``stablefm.toml`` into ``folder/results``.
+
+    Refuses, before writing anything, when ``folder`` holds any file the demo would
+    write (inputs or results), unless ``overwrite``; then only those files are replaced.
+    """
+    out = Path(folder)
+    _write_staged(out, 42, 7, overwrite, reserved=demo_results(out))
     return run_path(
-        out / "stablefm.toml", out / "results", RunOptions(overwrite=overwrite, progress=progress)
+        out / "stablefm.toml", out / RESULTS, RunOptions(overwrite=overwrite, progress=progress)
     )

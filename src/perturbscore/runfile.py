@@ -25,25 +25,39 @@ Example (paths are relative to the run file)::
       { ref = "ref_old.npy", alt = "alt_old.npy", variants = "variants_old.csv" },
       { ref = "ref_new.npy", alt = "alt_new.npy", variants = "variants_new.csv" },
     ]
+
+Every key is described once, in :data:`SCHEMA`: its expected TOML type, how it is
+checked, its default and an example.  The same table validates the file and words the
+error messages (``stablefm.toml [scores] center_bin: expected an integer ≥ 0, got the
+string "1"; write center_bin = 1``), and :func:`schema_table` renders it for the docs.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
+import os
+import re
 import string
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import readers
 from .errors import PerturbscoreError
+from .messages import describe_value, listing, quote, toml_value
+from .names import check_name, is_safe_name
 from .readers import NPZ_MEMBER_SEP
-from .scoring import check_statistics
+from .scoring import STATISTICS
 from .tracks import TrackSelection, selection_from_options
 from .variants import DEFAULT_ID_COLUMNS
-from .writers import check_format
+from .writers import FORMATS as OUTPUT_FORMATS
 
 TEMPLATE_FIELDS = {"group", "aggregation", "statistic"}
 DEFAULT_NAME = "{group}_{statistic}_{aggregation}"
+_AGGREGATION = re.compile(r"(tss|ave|sum|window:\d+)")
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,11 @@ class Group:
 
     name: str
     batches: tuple[Batch, ...]
+
+    def __post_init__(self) -> None:
+        # The name becomes part of file names (tables, cubes, figures): also for configs
+        # built in Python rather than read from a run file.
+        check_name(self.name, "group name")
 
 
 @dataclass(frozen=True)
@@ -91,31 +110,387 @@ class RunConfig:
         return template.format(group=group, aggregation=aggregation, statistic=statistic)
 
 
-def check_template(template: str, what: str) -> None:
-    """Reject templates naming fields other than group, aggregation and statistic."""
+# --------------------------------------------------------------------------- schema
+
+
+class _Reject(Exception):
+    """A value of the wrong type or content; ``guess`` is TOML text the user likely meant."""
+
+    def __init__(self, guess: str | None = None, detail: str | None = None) -> None:
+        super().__init__(detail or "")
+        self.guess = guess
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Key:
+    """One run-file key: what it must be, how it is checked, its default and an example.
+
+    Attributes
+    ----------
+    expected : str or callable
+        The rule for people (``"an integer ≥ 0"``); used in messages and the docs.  A
+        callable is asked at message time (the list of prediction formats can grow).
+    check : callable
+        ``check(value) -> value`` returns the checked (normalised) value or raises
+        :class:`_Reject`.
+    example : str
+        A valid value in TOML syntax, offered as the fix when no better guess exists.
+    default : object
+        The value when the key is absent (ignored when ``required``).
+    required : bool
+        Whether the key must be present.
+    """
+
+    expected: str | Callable[[], str]
+    check: Callable[[Any], Any]
+    example: str
+    default: Any = None
+    required: bool = False
+
+    def rule(self) -> str:
+        """The expected value in words (computed now when it depends on other modules)."""
+        return self.expected if isinstance(self.expected, str) else self.expected()
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _int_guess(v: Any) -> str | None:
+    """TOML text of the integer ≥ 0 that ``v`` (a string or whole float) spells, if any."""
+    if isinstance(v, str) and v.strip().isdigit():
+        return str(int(v.strip()))
+    if isinstance(v, float) and v.is_integer() and v >= 0:
+        return str(int(v))
+    return None
+
+
+def _check_int(v: Any) -> int:
+    if not _is_int(v) or v < 0:
+        raise _Reject(_int_guess(v))
+    return int(v)
+
+
+def _check_number(v: Any) -> float:
+    if _is_number(v) and math.isfinite(v) and v >= 0:
+        return float(v)
+    guess = None
+    if isinstance(v, str):
+        try:
+            f = float(v.strip())
+        except ValueError:
+            f = math.nan
+        if math.isfinite(f) and f >= 0:
+            guess = repr(f)
+    raise _Reject(guess)
+
+
+def _check_path(v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise _Reject()
+    return v
+
+
+def _strings(v: Any) -> tuple[str, ...]:
+    """A string or a non-empty list of non-empty strings, as a tuple."""
+    if isinstance(v, str) and v.strip():
+        return (v,)
+    if isinstance(v, list) and v and all(isinstance(s, str) and s.strip() for s in v):
+        return tuple(v)
+    guess = None
+    if isinstance(v, list) and v and all(_is_number(s) for s in v):
+        guess = toml_value([str(s) for s in v])
+    raise _Reject(guess)
+
+
+def _no_repeats(values: tuple[str, ...], norm: Callable[[str], str] = str) -> tuple[str, ...]:
+    seen: dict[str, str] = {}
+    for value in values:
+        key = norm(value)
+        if key in seen:
+            unique = list({norm(v): v for v in reversed(values)}.values())[::-1]
+            raise _Reject(toml_value(unique), detail=f"{quote(value)} is listed twice")
+        seen[key] = value
+    return values
+
+
+def _check_identifiers(v: Any) -> tuple[str, ...]:
+    return _no_repeats(_strings(v))
+
+
+def _check_indices(v: Any) -> tuple[int, ...]:
+    if isinstance(v, list) and v and all(_is_int(i) and i >= 0 for i in v):
+        return tuple(int(i) for i in v)
+    guess = None
+    if _is_int(v) and v >= 0:
+        guess = f"[{v}]"
+    elif isinstance(v, list) and v:
+        fixed = [_int_guess(i) if not _is_int(i) else str(i) for i in v]
+        if all(f is not None for f in fixed):
+            guess = "[" + ", ".join(str(f) for f in fixed) + "]"
+    raise _Reject(guess)
+
+
+def _check_aggregations(v: Any) -> tuple[str, ...]:
+    values = _strings(v)
+    for a in values:
+        if not _AGGREGATION.fullmatch(a.strip().lower()):
+            raise _Reject(detail=f"{quote(a)} is not one of tss, ave, sum or window:K")
+    return _no_repeats(values, lambda a: a.strip().lower())
+
+
+def _check_statistics(v: Any) -> tuple[str, ...]:
+    values = _strings(v)
+    for s in values:
+        if s not in STATISTICS:
+            raise _Reject(detail=f"{quote(s)} is not one of {listing(STATISTICS)}")
+    return _no_repeats(values)
+
+
+def _choice(options: Callable[[], Any]) -> Callable[[Any], str]:
+    # ``options`` is called at check time: readers.FORMATS may be extended after import.
+    def check(v: Any) -> str:
+        allowed = [str(o) for o in options()]
+        if isinstance(v, str) and v.strip().lower() in allowed:
+            return v.strip().lower()
+        raise _Reject()
+
+    return check
+
+
+def _template_fields(template: str) -> list[tuple[str, str | None, str | None, str | None]]:
     try:
-        names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        return list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise PerturbscoreError(f"{what} template {template!r}: {exc}") from exc
-    unknown = names - TEMPLATE_FIELDS
-    if unknown:
-        raise PerturbscoreError(
-            f"{what} template {template!r} uses {sorted(unknown)}; only {{group}}, "
-            "{aggregation} and {statistic} are filled in."
+        raise _Reject(detail=f"it is not a valid template ({exc})") from None
+
+
+def _check_template(v: Any, file_name: bool) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise _Reject()
+    for literal, name, spec, conversion in _template_fields(v):
+        if name is not None:
+            if name not in TEMPLATE_FIELDS:
+                raise _Reject(
+                    detail=f"it names {{{name}}}; only {{group}}, {{aggregation}} and "
+                    "{statistic} are filled in"
+                )
+            if spec or conversion:
+                raise _Reject(detail=f"{{{name}}} carries a format or conversion; write {{{name}}}")
+        # Filled-in fields are safe names; the text around them must be too, or a
+        # template such as "../{group}" would write outside the output folder.
+        if file_name and literal and not re.fullmatch(r"[A-Za-z0-9_-]+", literal):
+            raise _Reject(
+                detail=f"its text {quote(literal)} may hold only letters, digits, '_' and '-', "
+                "since it becomes a file name"
+            )
+    return v
+
+
+def _check_id_columns(v: Any) -> tuple[str, ...] | str:
+    if v == "all":
+        return "all"
+    return _no_repeats(_strings(v))
+
+
+def _check_group_name(v: Any) -> str:
+    # The content rule (names.check_name) is applied before, with its own message.
+    if not isinstance(v, str) or not is_safe_name(v):
+        raise _Reject(toml_value(str(v)) if _is_int(v) else None)
+    return v
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "": {
+        "targets": Key(
+            "a path string to the model's track table",
+            _check_path,
+            '"targets_human.txt"',
+            required=True,
+        ),
+        "tracks": Key("a table [tracks]", lambda v: v, "[tracks]", default={}),
+        "scores": Key("a table [scores]", lambda v: v, "[scores]", default={}),
+        "output": Key("a table [output]", lambda v: v, "[output]", default={}),
+        "groups": Key(
+            "one or more [[groups]] tables",
+            lambda v: v,
+            '[[groups]] with name = "stab" and batches = [...]',
+            required=True,
+        ),
+    },
+    "tracks": {
+        "shortlist": Key(
+            "a path string to a CSV with an index column",
+            _check_path,
+            '"basenji_relevant_metadata.csv"',
+        ),
+        "identifiers": Key(
+            "a non-empty list of distinct track identifier strings",
+            _check_identifiers,
+            '["ENCFF093VXI"]',
+        ),
+        "indices": Key(
+            "a non-empty list of 0-based track numbers, integers ≥ 0",
+            _check_indices,
+            "[12, 69]",
+        ),
+        "where": Key(
+            "a non-empty list of queries field=value, field==value or field~regex",
+            _strings,
+            '["biosample=GM12878"]',
+        ),
+    },
+    "scores": {
+        "aggregations": Key(
+            "a non-empty list of distinct aggregations: tss, ave, sum or window:K",
+            _check_aggregations,
+            '["ave", "tss"]',
+            default=("ave", "tss"),
+        ),
+        "statistics": Key(
+            f"a non-empty list of distinct statistics: {listing(STATISTICS)}",
+            _check_statistics,
+            '["abs_diff"]',
+            default=("abs_diff",),
+        ),
+        "center_bin": Key("an integer ≥ 0 naming a bin", _check_int, "447", default=None),
+        "pseudocount": Key("a number ≥ 0", _check_number, "1.0", default=1.0),
+    },
+    "output": {
+        "format": Key(
+            f"one of {listing(OUTPUT_FORMATS, quoted=True)}",
+            _choice(lambda: OUTPUT_FORMATS),
+            '"parquet"',
+            default="parquet",
+        ),
+        "name": Key(
+            "a file-name template of letters, digits, '_', '-' and {group}, {aggregation}, "
+            "{statistic}",
+            lambda v: _check_template(v, file_name=True),
+            '"{group}_{statistic}_{aggregation}"',
+            default=DEFAULT_NAME,
+        ),
+        "object": Key(
+            "a template using {group}, {aggregation} and {statistic}",
+            lambda v: _check_template(v, file_name=False),
+            '"{group}_{statistic}_{aggregation}"',
+            default=None,
+        ),
+        "id_columns": Key(
+            'a non-empty list of distinct column names, or "all"',
+            _check_id_columns,
+            '["GENE", "rsID", "REF", "ALT"]',
+            default=DEFAULT_ID_COLUMNS,
+        ),
+    },
+    "groups": {
+        "name": Key(
+            "a name of at most 64 letters, digits, '_' and '-', starting with a letter or digit",
+            _check_group_name,
+            '"stab"',
+            required=True,
+        ),
+        "batches": Key(
+            "a non-empty list of tables { ref = ..., alt = ..., variants = ... }",
+            lambda v: v,
+            '[{ ref = "ref.npy", alt = "alt.npy", variants = "variants.csv" }]',
+            required=True,
+        ),
+    },
+    "batches": {
+        "ref": Key("a path string to the REF predictions", _check_path, '"ref.npy"', required=True),
+        "alt": Key("a path string to the ALT predictions", _check_path, '"alt.npy"', required=True),
+        "variants": Key(
+            "a path string to the variant table", _check_path, '"variants.csv"', required=True
+        ),
+        "format": Key(
+            lambda: f"a prediction format, one of {listing(readers.FORMATS, quoted=True)}",
+            _choice(lambda: readers.FORMATS),
+            '"npy"',
+            default=None,
+        ),
+    },
+}
+
+
+def schema_table() -> str:
+    """The run-file keys as a Markdown table (section, key, expected, default)."""
+    rows = ["| section | key | expected | default |", "| --- | --- | --- | --- |"]
+    labels = {"": "(top)", "groups": "[[groups]]", "batches": "batches = [{...}]"}
+    for section, keys in SCHEMA.items():
+        for name, key in keys.items():
+            default = (
+                "required"
+                if key.required
+                else (
+                    "none" if key.default is None or key.default == {} else toml_value(key.default)
+                )
+            )
+            label = labels.get(section, f"[{section}]")
+            rows.append(f"| {label} | `{name}` | {key.rule()} | {default} |")
+    return "\n".join(rows)
+
+
+def _missing(where: str, name: str, key: Key) -> PerturbscoreError:
+    if key.example.startswith("["):  # a table: show what to add, not "key = [table]"
+        return PerturbscoreError(
+            f"{where}: {name} is missing; it must be {key.rule()}: add {key.example}."
         )
+    return PerturbscoreError(
+        f"{where}: {name} is missing; it must be {key.rule()}, e.g. {name} = {key.example}."
+    )
 
 
-def _expect(table: dict[str, Any], allowed: set[str], where: str) -> None:
-    unknown = set(table) - allowed
+def _read_section(table: Any, section: str, where: str, required: bool = True) -> dict[str, Any]:
+    """Check every key of ``table`` against ``SCHEMA[section]``; absent keys get defaults.
+
+    ``required=False`` leaves missing required keys to :func:`_missing` later, so that a
+    typo in a later section is reported before the absence it may explain.
+    """
+    keys = SCHEMA[section]
+    unknown = [k for k in table if k not in keys]
     if unknown:
+        close = difflib.get_close_matches(unknown[0], list(keys), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
         raise PerturbscoreError(
-            f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}."
+            f"{where}: unknown key {unknown[0]}; {hint}the keys here are {listing(keys)}."
         )
+    out: dict[str, Any] = {}
+    for name, key in keys.items():
+        if name not in table:
+            if key.required and required:
+                raise _missing(where, name, key)
+            out[name] = key.default
+            continue
+        value = table[name]
+        try:
+            out[name] = key.check(value)
+        except _Reject as exc:
+            got = describe_value(value)
+            if exc.detail:
+                got += f" ({exc.detail})"
+            fix = exc.guess or key.example
+            raise PerturbscoreError(
+                f"{where} {name}: expected {key.rule()}, got {got}; write {name} = {fix}."
+            ) from None
+    return out
 
 
-def _resolve(base: Path, value: Any, where: str) -> Path:
-    if not isinstance(value, str) or not value:
-        raise PerturbscoreError(f"{where}: expected a path string, got {value!r}.")
+def _table(value: Any, what: str, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PerturbscoreError(
+            f"{where}: {what} must be a TOML table, got {describe_value(value)}; write it as "
+            f"[{what}] followed by its keys."
+        )
+    return value
+
+
+def _resolve(base: Path, value: str) -> Path:
     # Keep an npz member suffix out of path resolution.
     file_part, sep, member = value.partition(NPZ_MEMBER_SEP)
     p = Path(file_part)
@@ -123,98 +498,166 @@ def _resolve(base: Path, value: Any, where: str) -> Path:
     return Path(f"{p}{sep}{member}") if sep else p
 
 
-def _str_list(value: Any, where: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise PerturbscoreError(f"{where}: expected a list of strings, got {value!r}.")
-    return tuple(value)
+def _same_file_key(path: Path) -> str:
+    """A comparable form of a (possibly ``::member``) path: absolute and normalised."""
+    file_part, sep, member = str(path).partition(NPZ_MEMBER_SEP)
+    return os.path.normpath(os.path.abspath(file_part)) + sep + member
+
+
+def _check_batches(where: str, groups: list[tuple[str, list[Batch]]]) -> None:
+    """Refuse REF = ALT and batches listed twice (their rows would be scored twice)."""
+    seen: dict[tuple[str, ...], str] = {}
+    for label, batches in groups:
+        for number, batch in enumerate(batches, start=1):
+            here = f"{label} batch {number}"
+            ref, alt, variants = (_same_file_key(p) for p in (batch.ref, batch.alt, batch.variants))
+            if ref == alt:
+                raise PerturbscoreError(
+                    f"{where} {here}: ref and alt are the same file {batch.ref}; alt must hold "
+                    "the predictions for the ALT alleles, so this is probably a typo."
+                )
+            for kind, key, what in (
+                ("pair", (ref, alt), f"ref {batch.ref} and alt {batch.alt}"),
+                ("ref", (variants, ref), f"variants {batch.variants} and ref {batch.ref}"),
+                ("alt", (variants, alt), f"variants {batch.variants} and alt {batch.alt}"),
+            ):
+                first = seen.get((kind, *key))
+                if first is not None:
+                    raise PerturbscoreError(
+                        f"{where}: {here} repeats {first}, both with {what}; list each batch "
+                        "once, or its rows are scored twice."
+                    )
+                seen[(kind, *key)] = here
+
+
+def _check_output_names(where: str, cfg: RunConfig) -> None:
+    """Refuse a name template that would give several tables the same file."""
+    used = {f for _, f, _, _ in string.Formatter().parse(cfg.name) if f is not None}
+    for fld, values in (
+        ("group", [g.name for g in cfg.groups]),
+        ("aggregation", list(cfg.aggregations)),
+        ("statistic", list(cfg.statistics)),
+    ):
+        if len(values) > 1 and fld not in used:
+            raise PerturbscoreError(
+                f"{where} [output] name: the template {quote(cfg.name)} has no {{{fld}}} but "
+                f"the run has {len(values)} ({listing(values)}), so their tables would share "
+                f"one file; add {{{fld}}} to the name."
+            )
 
 
 def parse_run_config(data: dict[str, Any], base: Path, source: Path | None = None) -> RunConfig:
-    """Build a :class:`RunConfig` from parsed TOML; paths are resolved against ``base``."""
+    """Build a :class:`RunConfig` from parsed TOML; paths are resolved against ``base``.
+
+    Every key is checked against :data:`SCHEMA` before anything else happens.
+
+    Raises
+    ------
+    PerturbscoreError
+        Unknown or missing keys, values of the wrong type or content, unsafe or repeated
+        group names, a batch listed twice, REF equal to ALT, or a name template that would
+        give several tables one file.  The message names the file, the key and the fix.
+    """
     where = str(source or "run file")
-    _expect(data, {"targets", "tracks", "scores", "output", "groups"}, where)
-    if "targets" not in data:
-        raise PerturbscoreError(f"{where}: 'targets' (the track table path) is required.")
-    targets = _resolve(base, data["targets"], f"{where}: targets")
+    top = _read_section(data, "", where, required=False)
+    tracks = _read_section(_table(top["tracks"], "tracks", where), "tracks", f"{where} [tracks]")
+    scores = _read_section(_table(top["scores"], "scores", where), "scores", f"{where} [scores]")
+    output = _read_section(_table(top["output"], "output", where), "output", f"{where} [output]")
+    for name, key in SCHEMA[""].items():
+        if key.required and name not in data:
+            raise _missing(where, name, key)
 
-    tracks = data.get("tracks", {})
-    _expect(tracks, {"shortlist", "identifiers", "indices", "where"}, f"{where} [tracks]")
-    selection = selection_from_options(
-        shortlist=_resolve(base, tracks["shortlist"], f"{where} [tracks] shortlist")
-        if "shortlist" in tracks
-        else None,
-        identifiers=_str_list(tracks["identifiers"], f"{where} [tracks] identifiers")
-        if "identifiers" in tracks
-        else None,
-        indices=tracks.get("indices"),
-        where=_str_list(tracks.get("where", []), f"{where} [tracks] where"),
-    )
-
-    scores = data.get("scores", {})
-    _expect(
-        scores, {"aggregations", "statistics", "center_bin", "pseudocount"}, f"{where} [scores]"
-    )
-    output = data.get("output", {})
-    _expect(output, {"format", "name", "object", "id_columns"}, f"{where} [output]")
-    id_columns: tuple[str, ...] | str = DEFAULT_ID_COLUMNS
-    if "id_columns" in output:
-        raw = output["id_columns"]
-        id_columns = "all" if raw == "all" else _str_list(raw, f"{where} [output] id_columns")
-
-    groups_raw = data.get("groups")
-    if not isinstance(groups_raw, list) or not groups_raw:
+    groups_raw = top["groups"]
+    if (
+        not isinstance(groups_raw, list)
+        or not groups_raw
+        or not all(isinstance(g, dict) for g in groups_raw)
+    ):
         raise PerturbscoreError(
-            f"{where}: at least one [[groups]] entry with a name and batches is required."
+            f"{where}: groups must be one or more [[groups]] tables, got "
+            f"{describe_value(groups_raw)}; write [[groups]] (double brackets) before each "
+            'group\'s name = "..." and batches = [...].'
         )
-    groups: list[Group] = []
+    groups: list[tuple[str, list[Batch]]] = []  # (label for messages, batches)
+    names: list[str] = []
+    first_seen: dict[str, int] = {}
     for gi, g in enumerate(groups_raw, start=1):
-        gw = f"{where} group {gi}"
-        _expect(g, {"name", "batches"}, gw)
-        name = g.get("name")
-        if not isinstance(name, str) or not name:
-            raise PerturbscoreError(f"{gw}: 'name' is required.")
-        batches_raw = g.get("batches")
-        if not isinstance(batches_raw, list) or not batches_raw:
-            raise PerturbscoreError(f"{gw} ({name}): 'batches' must list at least one batch.")
+        label = f"group {gi}"
+        name_value = g.get("name")
+        if isinstance(name_value, str) and name_value:
+            label += f" {quote(name_value)}"
+        gw = f"{where} {label}"
+        # The name's rule lives in names.check_name: one message for every command.
+        if isinstance(name_value, str) and name_value and not is_safe_name(name_value):
+            check_name(name_value, "group name", gw)
+        fields = _read_section(g, "groups", gw)
+        name = fields["name"]
+        if name in first_seen:
+            raise PerturbscoreError(
+                f"{gw}: the group name {quote(name)} is also group {first_seen[name]}'s; "
+                "group names must be unique, since they name the output tables."
+            )
+        first_seen[name] = gi
+        names.append(name)
+        batches_raw = fields["batches"]
+        if (
+            not isinstance(batches_raw, list)
+            or not batches_raw
+            or not all(isinstance(b, dict) for b in batches_raw)
+        ):
+            raise PerturbscoreError(
+                f"{gw} batches: expected {SCHEMA['groups']['batches'].rule()}, got "
+                f"{describe_value(batches_raw)}; write batches = "
+                f"{SCHEMA['groups']['batches'].example}."
+            )
         batches = []
         for bi, b in enumerate(batches_raw, start=1):
-            bw = f"{gw} ({name}) batch {bi}"
-            _expect(b, {"ref", "alt", "variants", "format"}, bw)
-            missing = {"ref", "alt", "variants"} - set(b)
-            if missing:
-                raise PerturbscoreError(f"{bw}: missing {sorted(missing)}.")
-            ref, alt, variants = (
-                _resolve(base, b[k], f"{bw} {k}") for k in ("ref", "alt", "variants")
+            bf = _read_section(b, "batches", f"{gw} batch {bi}")
+            batches.append(
+                Batch(
+                    _resolve(base, bf["ref"]),
+                    _resolve(base, bf["alt"]),
+                    _resolve(base, bf["variants"]),
+                    format=bf["format"],
+                )
             )
-            batches.append(Batch(ref, alt, variants, format=b.get("format")))
-        groups.append(Group(name, tuple(batches)))
-    if len({g.name for g in groups}) != len(groups):
-        raise PerturbscoreError(f"{where}: group names must be unique.")
+        groups.append((label, batches))
+    _check_batches(where, groups)
+
+    try:
+        selection = selection_from_options(
+            shortlist=_resolve(base, tracks["shortlist"]) if tracks["shortlist"] else None,
+            identifiers=tracks["identifiers"],
+            indices=tracks["indices"],
+            where=tracks["where"] or (),
+        )
+    except PerturbscoreError as exc:
+        raise PerturbscoreError(f"{where} [tracks] where: {exc}") from None
 
     cfg = RunConfig(
-        targets=targets,
-        groups=tuple(groups),
+        targets=_resolve(base, top["targets"]),
+        groups=tuple(Group(n, tuple(bs)) for n, (_, bs) in zip(names, groups, strict=True)),
         tracks=selection,
-        aggregations=_str_list(scores.get("aggregations", ["ave", "tss"]), f"{where} aggregations"),
-        statistics=tuple(
-            check_statistics(
-                _str_list(scores.get("statistics", ["abs_diff"]), f"{where} statistics")
-            )
-        ),
-        center_bin=scores.get("center_bin"),
-        pseudocount=float(scores.get("pseudocount", 1.0)),
-        id_columns=id_columns,
-        format=check_format(output.get("format", "parquet")),
-        name=output.get("name", DEFAULT_NAME),
-        object=output.get("object"),
+        aggregations=tuple(scores["aggregations"]),
+        statistics=tuple(scores["statistics"]),
+        center_bin=scores["center_bin"],
+        pseudocount=scores["pseudocount"],
+        id_columns=output["id_columns"],
+        format=output["format"],
+        name=output["name"],
+        object=output["object"],
         source=source,
     )
-    check_template(cfg.name, "output name")
-    if cfg.object:
-        check_template(cfg.object, "object name")
+    _check_output_names(where, cfg)
     return cfg
+
+
+def check_template(template: str, what: str) -> None:
+    """Reject templates naming fields other than group, aggregation and statistic."""
+    try:
+        _check_template(template, file_name=False)
+    except _Reject as exc:
+        raise PerturbscoreError(f"{what} template {quote(template)}: {exc.detail}.") from None
 
 
 def load_run_file(path: str | Path) -> RunConfig:
@@ -223,7 +666,13 @@ def load_run_file(path: str | Path) -> RunConfig:
     if not p.is_file():
         raise PerturbscoreError(f"{p}: run file not found. Check the path.")
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise PerturbscoreError(
+            f"{p}: not a UTF-8 text file; save the run file as UTF-8 TOML."
+        ) from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PerturbscoreError(f"{p}: not valid TOML ({exc}).") from exc
     return parse_run_config(data, p.parent, source=p)

@@ -7,12 +7,15 @@ never become booleans, and identifiers such as ``01`` must keep their zeros.
 
 from __future__ import annotations
 
+import csv
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from .errors import PerturbscoreError
+from .messages import listing, quote
 
 DEFAULT_ID_COLUMNS = ("GENE", "rsID", "REF", "ALT")
 
@@ -34,6 +37,7 @@ def read_variants(path: str | Path, columns: Sequence[str] | None = None) -> pd.
             df = df.astype(object).where(df.notna(), "").astype(str)
         elif suffix in {".csv", ".tsv", ".txt"}:
             sep = "," if suffix == ".csv" else "\t"
+            _check_fields(p, sep)
             header = pd.read_csv(p, sep=sep, nrows=0).columns
             df = pd.read_csv(
                 p,
@@ -45,11 +49,48 @@ def read_variants(path: str | Path, columns: Sequence[str] | None = None) -> pd.
             )
         else:
             raise PerturbscoreError(
-                f"{p}: unknown variant table format {suffix!r}; use .csv, .tsv or .parquet."
+                f"{p}: unknown variant table format {quote(suffix or p.name)}; use .csv, .tsv "
+                "or .parquet."
             )
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise PerturbscoreError(f"{p}: cannot read variant table ({exc}).") from exc
+    except (ValueError, OSError, pd.errors.ParserError, csv.Error) as exc:
+        # Parser messages name the line; keep them on one line of the sentence.
+        reason = " ".join(str(exc).split())
+        raise PerturbscoreError(
+            f"{p}: cannot read the variant table ({reason}); it must be a .csv, .tsv or .parquet "
+            "table with a header row."
+        ) from exc
     return df
+
+
+def _check_fields(path: Path, sep: str) -> None:
+    """Refuse a header with repeated names and rows with another number of fields.
+
+    pandas would silently turn extra fields of the first row into an index, pad short
+    rows with empty text, and ignore both when reading only some columns, so every ID
+    would shift; one pass with the csv module finds the line instead.
+    """
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        header = next(reader, None)
+        if not header:
+            raise PerturbscoreError(
+                f"{path}: the variant table is empty; it needs a header row and one row per "
+                "prediction row."
+            )
+        repeated = [c for c, n in Counter(header).items() if n > 1]
+        if repeated:
+            raise PerturbscoreError(
+                f"{path}: line 1: the header names the column{'s' if len(repeated) > 1 else ''} "
+                f"{listing(repeated, quoted=True)} more than once; give every column its own "
+                "name."
+            )
+        for row in reader:
+            if row and len(row) != len(header):
+                fields = f"{len(row)} field" + ("" if len(row) == 1 else "s")
+                raise PerturbscoreError(
+                    f"{path}: line {reader.line_num}: {fields}, but the header has "
+                    f"{len(header)}; fix the row (a separator inside a value must be quoted)."
+                )
 
 
 def pq_columns(path: Path) -> list[str]:
@@ -65,8 +106,9 @@ def _present(path: Path, wanted: Sequence[str] | None, have: list[str]) -> list[
     missing = [c for c in wanted if c not in have]
     if missing:
         raise PerturbscoreError(
-            f"{path}: ID columns {missing} are not in the variant table; its columns are "
-            f"{have}. Choose others with id_columns (or 'all')."
+            f"{path}: ID columns {listing(missing, quoted=True)} are not in the variant table "
+            f"(its columns: {listing(have, 20, quoted=True)}); choose others with id_columns, "
+            'or id_columns = "all".'
         )
     return [c for c in have if c in set(wanted)]
 
@@ -75,32 +117,67 @@ def id_columns_of(df: pd.DataFrame, wanted: Sequence[str] | str, where: str) -> 
     """Resolve the ID columns to keep: a list, or ``"all"`` for every column."""
     if isinstance(wanted, str):
         if wanted != "all":
-            raise PerturbscoreError(f"id_columns must be a list of names or 'all', not {wanted!r}.")
+            raise PerturbscoreError(
+                f'id_columns must be a list of column names or "all", not {quote(wanted)}.'
+            )
         return list(df.columns)
     _present(Path(where), wanted, list(df.columns))  # raises, naming the missing columns
     return list(wanted)
 
 
 def duplicate_report(df: pd.DataFrame, columns: Sequence[str], where: str) -> list[str]:
-    """Warnings about repeated identifiers (kept, but worth knowing).
+    """A warning about repeated identifiers in one variant table (kept, but worth knowing).
 
-    Multi-allelic sites legitimately share an rsID (one row per ALT allele); rows whose
-    *all* ID columns repeat are more suspicious and reported separately.
+    Multi-allelic sites legitimately share an rsID (one row per ALT allele), as do
+    variants predicted for several genes; rows whose *all* ID columns repeat are more
+    suspicious and get their own clause.  Both go in one line per file, with an
+    example: its IDs and 1-based lines (rows, for Parquet) in the table.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The variant table, in file order.
+    columns : sequence of str
+        The ID columns kept in the output.
+    where : str
+        The table's path, as it should appear in the message.
+
+    Returns
+    -------
+    list of str
+        No entry, or one line.  It depends only on ``df``, ``columns`` and ``where``, so
+        a file used by several batches gives the same line each time and callers can
+        report it once (``dict.fromkeys(warnings)``).
     """
-    notes: list[str] = []
+    parquet = Path(where).suffix.lower() == ".parquet"
+
+    def lines(mask: pd.Series, limit: int = 2) -> str:
+        # Row i of a CSV/TSV is line i + 2 (line 1 is the header).
+        numbers = [int(k) + (1 if parquet else 2) for k in mask.to_numpy().nonzero()[0][:limit]]
+        return ("rows " if parquet else "lines ") + " and ".join(map(str, numbers))
+
+    parts: list[str] = []
+    cols = list(columns)
+    full = df.duplicated(subset=cols, keep=False) if cols else None
     if "rsID" in df.columns:
         dup = df["rsID"].duplicated(keep=False)
-        if dup.any():
-            notes.append(
-                f"{where}: {int(dup.sum())} rows share an rsID with another row "
-                f"({df.loc[dup, 'rsID'].nunique()} rsIDs; multi-allelic sites or several "
-                "genes per variant); all are kept"
+        # Said once when the ID columns are no more telling than the rsID alone.
+        if dup.any() and not (full is not None and full.equals(dup)):
+            example = df.loc[dup, "rsID"].iloc[0]
+            parts.append(
+                f"{int(dup.sum())} rows share an rsID with another row "
+                f"({df.loc[dup, 'rsID'].nunique()} rsIDs, e.g. {example} on "
+                f"{lines(df['rsID'] == example)}: multi-allelic sites or several genes per "
+                "variant)"
             )
-    if columns:
-        full = df.duplicated(subset=list(columns), keep=False)
-        if full.any():
-            notes.append(
-                f"{where}: {int(full.sum())} rows repeat all ID columns {list(columns)}; "
-                "they are kept, but cannot be told apart by ID"
-            )
-    return notes
+    if full is not None and full.any():
+        first = df.loc[full, cols].iloc[0]
+        same = (df[cols] == first).all(axis=1)
+        ids = ", ".join(f"{c} {first[c]}" for c in cols)
+        parts.append(
+            f"{int(full.sum())} rows repeat all ID columns ({listing(cols)}), e.g. {ids} on "
+            f"{lines(same)}, so they cannot be told apart by ID"
+        )
+    if not parts:
+        return []
+    return [f"{where}: " + "; ".join(parts) + "; all rows are kept."]

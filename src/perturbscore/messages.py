@@ -1,0 +1,84 @@
+"""Values written for people in error messages and warnings.
+
+Messages must never show Python reprs (``['a', 'b']``, ``{'shortlist': None}``): a
+user who wrote a TOML file or a CSV should read their own values back, in the
+notation they used.  These helpers render strings in double quotes, lists as
+comma-separated words, and run-file values in TOML syntax.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import date, datetime, time
+from typing import Any
+
+
+def quote(text: object, limit: int = 80) -> str:
+    """``text`` in double quotes, tabs shown as ``<TAB>``, cut to ``limit`` characters."""
+    s = str(text).replace("\t", "<TAB>").replace("\r", "<CR>").replace("\n", "<LF>")
+    if len(s) > limit:
+        s = s[: limit - 3] + "..."
+    return f'"{s}"'
+
+
+def listing(items: Iterable[object], limit: int = 10, quoted: bool = False) -> str:
+    """``a, b, c`` (``... and 4 more`` beyond ``limit``); ``quoted`` puts each in quotes."""
+    values = [quote(i) if quoted else str(i) for i in items]
+    if len(values) > limit:
+        return ", ".join(values[:limit]) + f" and {len(values) - limit} more"
+    return ", ".join(values)
+
+
+def toml_value(value: Any, limit: int = 80) -> str:
+    """A parsed TOML value written back in TOML syntax (``["a", 1]``, ``true``, ``{ k = 1 }``)."""
+    text = _toml(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        escaped = escaped.replace("\t", "\\t").replace("\n", "\\n")
+        return f'"{escaped}"'
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, dict):
+        inner = ", ".join(f"{k} = {_toml(v)}" for k, v in value.items())
+        return f"{{ {inner} }}" if inner else "{}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)
+
+
+def describe_value(value: Any) -> str:
+    """What a parsed TOML value is, for 'expected X, got Y' (``the string "1"``)."""
+    if isinstance(value, bool):
+        return f"the boolean {_toml(value)}"
+    if isinstance(value, str):
+        return "an empty string" if not value else f"the string {toml_value(value)}"
+    if isinstance(value, int):
+        return f"the integer {value}"
+    if isinstance(value, float):
+        return f"the number {_toml(value)}"
+    if isinstance(value, (datetime, date, time)):
+        return f"the date/time {value.isoformat()}"
+    if isinstance(value, dict):
+        if not value:
+            return "an empty table"
+        return f"a table with the keys {listing(value)}"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "an empty list"
+        return f"the list {toml_value(value)}"
+    return f"a value of type {type(value).__name__}"

@@ -1,0 +1,146 @@
+"""The demo never touches a file it did not write (issue 7): refuse, or replace only its own."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from perturbscore import demo
+from perturbscore.demo import demo_results, write_demo_dataset
+from perturbscore.errors import PerturbscoreError
+
+OLD = 1_000_000_000  # a fixed past mtime (2001), so any rewrite shows
+
+
+def _user_folder(folder: Path) -> dict[str, bytes]:
+    """A study folder of the user's: some names the demo also writes, some it does not."""
+    files = {
+        "targets_human.txt": b"the user's own track table\n",
+        "stab_snps_strand_final_variants.csv": b"GENE,rsID\nENSG1,rs1\n",
+        "final_ref_preds_stab_snps_strand.npy": b"not really an array",
+        "stablefm.toml": b'targets = "mine.txt"\n',
+        "notes.txt": b"keep me\n",
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+        os.utime(folder / name, (OLD, OLD))
+    return files
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _refused(r, folder: Path) -> None:
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert r.stderr.startswith("perturbscore: error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "--overwrite" in r.stderr and "--out" not in r.stderr
+    assert "nothing was changed" in r.stderr
+    assert r.stdout == ""
+
+
+def test_demo_refuses_a_folder_holding_the_users_files(tmp_path: Path, cli) -> None:
+    folder = tmp_path / "study"
+    _user_folder(folder)
+    before = _snapshot(folder)
+    r = cli("demo", folder)
+    _refused(r, folder)
+    assert "already holds 4 of the files the demo writes" in r.stderr
+    assert "targets_human.txt" in r.stderr
+    # Byte-identical, same mtimes, and no new file (results, staging leftovers).
+    assert _snapshot(folder) == before
+    assert sorted(p.name for p in folder.iterdir()) == sorted(before)
+
+
+def test_demo_dot_in_a_study_folder_changes_nothing(tmp_path: Path, cli) -> None:
+    folder = tmp_path / "study"
+    _user_folder(folder)
+    before = _snapshot(folder)
+    _refused(cli("demo", ".", cwd=folder), folder)
+    assert _snapshot(folder) == before
+
+
+def test_second_demo_is_refused_before_rewriting_anything(tmp_path: Path, cli) -> None:
+    folder = tmp_path / "d"
+    assert cli("demo", folder).returncode == 0
+    for p in folder.rglob("*"):
+        os.utime(p, (OLD, OLD))
+    before = _snapshot(folder)
+    _refused(cli("demo", folder), folder)
+    assert _snapshot(folder) == before
+
+
+def test_results_alone_in_the_way_refuse_before_the_inputs_are_written(tmp_path: Path, cli) -> None:
+    folder = tmp_path / "d"
+    (folder / "results").mkdir(parents=True)
+    (folder / "results" / "manifest.json").write_text("{}")
+    r = cli("demo", folder)
+    _refused(r, folder)
+    assert "results/manifest.json" in r.stderr
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == [
+        "results",
+        "results/manifest.json",
+    ]
+
+
+def test_overwrite_replaces_only_the_demos_own_files(tmp_path: Path, cli) -> None:
+    folder = tmp_path / "study"
+    files = _user_folder(folder)
+    fresh = tmp_path / "fresh"
+    write_demo_dataset(fresh)
+    r = cli("demo", folder, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    # The user's other file is untouched...
+    assert (folder / "notes.txt").read_bytes() == files["notes.txt"]
+    assert (folder / "notes.txt").stat().st_mtime == OLD
+    # ...and every demo file is the demo's (same seed: same bytes as a fresh demo).
+    for p in fresh.iterdir():
+        assert (folder / p.name).read_bytes() == p.read_bytes(), p.name
+    assert {p.name for p in folder.iterdir()} == {p.name for p in fresh.iterdir()} | {
+        "notes.txt",
+        "results",
+    }
+    assert all(p.is_file() for p in demo_results(folder))
+
+
+def test_demo_into_a_file_is_refused(tmp_path: Path, cli) -> None:
+    target = tmp_path / "afile"
+    target.write_text("x")
+    r = cli("demo", target)
+    assert r.returncode == 2 and "is a file, not a folder" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert target.read_text() == "x"
+
+
+def test_library_write_refuses_then_overwrites(tmp_path: Path) -> None:
+    written = write_demo_dataset(tmp_path / "d")
+    assert all(p.is_file() and p.parent == tmp_path / "d" for p in written)
+    with pytest.raises(PerturbscoreError, match="already holds 15 of the files"):
+        write_demo_dataset(tmp_path / "d")
+    assert write_demo_dataset(tmp_path / "d", overwrite=True) == written
+
+
+def test_a_failed_write_leaves_nothing_behind(tmp_path: Path, monkeypatch) -> None:
+    real = demo._write_files
+
+    def half_then_fail(out: Path, n_tracks: int, seed: int) -> list[Path]:
+        real(out, n_tracks, seed)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(demo, "_write_files", half_then_fail)
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "notes.txt").write_text("mine")
+    with pytest.raises(OSError, match="disk full"):
+        write_demo_dataset(tmp_path / "kept")
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["notes.txt"]
+    with pytest.raises(OSError, match="disk full"):
+        write_demo_dataset(tmp_path / "new" / "d")
+    assert not (tmp_path / "new").exists()

@@ -1,0 +1,105 @@
+"""Variant tables: the repeated-ID warning is one stable line per file (issue 7)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from perturbscore.errors import PerturbscoreError
+from perturbscore.variants import duplicate_report, id_columns_of, read_variants
+
+IDS = ["GENE", "rsID", "REF", "ALT"]
+# Line 1 is the header: rs2 sits on lines 3 and 4 (two ALT alleles), and lines 5 and 7
+# repeat every ID column.
+CSV = "GENE,rsID,REF,ALT\nG1,rs1,A,C\nG1,rs2,A,G\nG1,rs2,A,T\nG2,rs3,C,T\nG2,rs4,G,A\nG2,rs3,C,T\n"
+
+
+def test_one_line_per_file_with_ids_and_lines(tmp_path: Path) -> None:
+    path = tmp_path / "v.csv"
+    path.write_text(CSV)
+    notes = duplicate_report(read_variants(path), IDS, str(path))
+    assert notes == [
+        f"{path}: 4 rows share an rsID with another row (2 rsIDs, e.g. rs2 on lines 3 and 4: "
+        "multi-allelic sites or several genes per variant); 2 rows repeat all ID columns "
+        "(GENE, rsID, REF, ALT), e.g. GENE G2, rsID rs3, REF C, ALT T on lines 5 and 7, so "
+        "they cannot be told apart by ID; all rows are kept."
+    ]
+    assert "\n" not in notes[0]
+
+
+def test_the_same_file_gives_the_same_line(tmp_path: Path) -> None:
+    # A pipeline that reads one variant table for 16 batches can report it once.
+    path = tmp_path / "v.csv"
+    path.write_text(CSV)
+    notes = [n for _ in range(16) for n in duplicate_report(read_variants(path), IDS, str(path))]
+    assert len(notes) == 16 and len(dict.fromkeys(notes)) == 1
+
+
+def test_parquet_rows_and_quiet_tables(tmp_path: Path) -> None:
+    path = tmp_path / "v.parquet"
+    pd.read_csv(io.StringIO(CSV), dtype=str).to_parquet(path)
+    (note,) = duplicate_report(read_variants(path), ["rsID"], str(path))
+    # With rsID as the only ID column the two clauses would say the same: said once.
+    assert note == (
+        f"{path}: 4 rows repeat all ID columns (rsID), e.g. rsID rs2 on rows 2 and 3, so they "
+        "cannot be told apart by ID; all rows are kept."
+    )
+    clean = pd.DataFrame({"GENE": ["a", "b"], "rsID": ["rs1", "rs2"]})
+    assert duplicate_report(clean, ["GENE", "rsID"], "x.csv") == []
+
+
+def test_messages_name_columns_for_people(tmp_path: Path) -> None:
+    path = tmp_path / "v.csv"
+    path.write_text(CSV)
+    with pytest.raises(PerturbscoreError) as err:
+        read_variants(path, ["GENE", "Gene name"])
+    assert str(err.value) == (
+        f'{path}: ID columns "Gene name" are not in the variant table (its columns: "GENE", '
+        '"rsID", "REF", "ALT"); choose others with id_columns, or id_columns = "all".'
+    )
+    with pytest.raises(PerturbscoreError, match='not "some"'):
+        id_columns_of(read_variants(path), "some", str(path))
+    (tmp_path / "v.xlsx").write_text("x")
+    with pytest.raises(PerturbscoreError, match=r'unknown variant table format "\.xlsx"'):
+        read_variants(tmp_path / "v.xlsx")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # pandas made "a" and "b" an index and shifted every ID; with usecols it said nothing.
+        ("GENE,rsID\na,b,c,d\ne,f\n", "line 2: 4 fields, but the header has 2"),
+        ("GENE,rsID\na,b\ne,f,g\n", "line 3: 3 fields, but the header has 2"),
+        ("GENE,rsID\na\ne,f\n", "line 2: 1 field, but the header has 2"),
+        ("GENE,rsID,GENE\na,b,c\n", 'line 1: the header names the column "GENE" more than once'),
+        ("", "the variant table is empty"),
+    ],
+)
+def test_ragged_rows_are_refused_naming_the_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "v.csv"
+    path.write_text(text)
+    for columns in (None, ["GENE"]):
+        with pytest.raises(PerturbscoreError, match=message):
+            read_variants(path, columns)
+
+
+def test_quoted_separators_and_blank_lines_are_fine(tmp_path: Path) -> None:
+    path = tmp_path / "v.csv"
+    path.write_text('GENE,rsID\n"a,x",b\n\ne,f\n')
+    assert read_variants(path).values.tolist() == [["a,x", "b"], ["e", "f"]]
+
+
+def test_a_ragged_variant_table_stops_the_run(study: Path, tmp_path: Path, cli) -> None:
+    path = study / "top_snps_strand_final_variants.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    lines[7] = lines[7].replace(",", ",,", 1)
+    path.write_text("".join(lines))
+    r = cli("run", study / "stablefm.toml", "--out", tmp_path / "out")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "top_snps_strand_final_variants.csv: line 8: 14 fields, but the header has 13" in (
+        r.stderr
+    )
+    assert not (tmp_path / "out").exists()
