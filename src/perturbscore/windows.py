@@ -112,7 +112,7 @@ def read_vcf(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     opener = gzip.open if magic[:2] == b"\x1f\x8b" else open
     rows: list[tuple[str, ...]] = []
     lines: list[int] = []
-    with opener(path, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
+    with opener(path, "rt", encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if line.startswith("#") or not line.strip():
                 continue
@@ -408,3 +408,23 @@ def plan_tables(paths: Sequence[str | Path], geometry: Geometry = ENFORMER,
     cat = [np.concatenate([part[k] for part in parts]) for k in range(4)]
     out["all"] = plan_windows(cat[0], cat[1], cat[2], cat[3], geometry).summary()
     return out
+
+
+def plan_geometry(model: str | None = None, input_length: int | None = None) -> Geometry:
+    """Geometry for ``--plan-only``: from a saved model's ``config.json``, else Enformer's.
+
+    Reads the JSON only, so planning needs neither torch nor the weights.
+    """
+    from types import SimpleNamespace
+
+    if model is None:
+        return Geometry.from_config(SimpleNamespace(), input_length)
+    config = Path(model) / "config.json"
+    if not config.is_file():
+        raise PerturbscoreError(
+            f"{config} not found; --plan-only reads the geometry from a saved model folder "
+            "(or leave out --model for Enformer's)."
+        )
+    import json
+
+    return Geometry.from_config(SimpleNamespace(**json.loads(config.read_text())), input_length)
