@@ -46,8 +46,8 @@ OUTPUTS = {
     "manifest": "predict_manifest.json",
 }
 STATE_DIR = ".perturbscore-predict"
-#: Test hook: seconds to pause after each logged batch, announcing it on stderr, so that a
-#: test can kill the process from outside at a known point.  Not for users.
+#: Test hook: the index of a batch after which to announce "batch K logged" on stderr and
+#: wait, so that a test can kill the process from outside at a known point.  Not for users.
 PAUSE_ENV = "PERTURBSCORE_TEST_PAUSE_AFTER_BATCH"
 
 
@@ -178,6 +178,13 @@ def run_predict(opts: PredictOptions, predictor: Predictor | None = None) -> Pre
         raise PerturbscoreError(f"--batch-size {opts.batch_size} must be at least 1.")
     if opts.dtype not in ("float16", "float32"):
         raise PerturbscoreError(f"--dtype {opts.dtype!r}: use float16 or float32.")
+    finals = {k: opts.out / name for k, name in OUTPUTS.items()}
+    existing = [p for p in finals.values() if p.exists()]
+    resumable = opts.resume and (opts.out / STATE_DIR / "state.json").is_file()
+    if existing and not opts.overwrite and not resumable:
+        raise PerturbscoreError(f"{existing[0]} already exists; use --overwrite to replace it.")
+    if opts.out.exists() and not opts.out.is_dir():
+        raise PerturbscoreError(f"{opts.out} exists and is not a folder; choose another --out.")
     v = load_variants(opts.variants, chrom_column=opts.chrom_column, pos_column=opts.pos_column,
                       ref_column=opts.ref_column, alt_column=opts.alt_column,
                       centre_column=opts.centre_column)
@@ -203,13 +210,6 @@ def run_predict(opts: PredictOptions, predictor: Predictor | None = None) -> Pre
     plan = plan_windows(v.chrom, v.pos0, ref_len, v.centre0, geo)
     lengths = np.array([genome.lengths[c] for c in v.chrom], dtype=np.int64)
     padded = np.maximum(0, -plan.start) + np.maximum(0, plan.start + geo.input_length - lengths)
-    finals = {k: opts.out / name for k, name in OUTPUTS.items()}
-    existing = [p for p in finals.values() if p.exists()]
-    resumable = opts.resume and (opts.out / STATE_DIR / "state.json").is_file()
-    if existing and not opts.overwrite and not resumable:
-        raise PerturbscoreError(f"{existing[0]} already exists; use --overwrite to replace it.")
-    if opts.out.exists() and not opts.out.is_dir():
-        raise PerturbscoreError(f"{opts.out} exists and is not a folder; choose another --out.")
 
     shape = (plan.n_variants, int(bins.size), int(tracks.size))
     fingerprint = {
@@ -294,7 +294,7 @@ def _compute(batches: list[list[Job]], first: int, genome: Genome, plan: Plan, v
              ref: NpyRows, alt: NpyRows, state: ResumeLog) -> None:
     from tqdm import tqdm
 
-    pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
+    pause_at = int(os.environ.get(PAUSE_ENV, "-1") or -1)
     cache: dict[int, bytes] = {}
     bar = tqdm(total=len(batches), initial=first, desc="predict", unit="batch",
                disable=not opts.progress, file=sys.stderr)
@@ -309,10 +309,10 @@ def _compute(batches: list[list[Job]], first: int, genome: Genome, plan: Plan, v
         alt.sync()  # data durable before the log says so
         state.append(k, batch_crc(chunks))
         bar.update(1)
-        if pause:
+        if k == pause_at:
             sys.stderr.write(f"perturbscore-test: batch {k} logged\n")
             sys.stderr.flush()
-            time.sleep(pause)
+            time.sleep(300)
     bar.close()
 
 

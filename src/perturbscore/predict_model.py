@@ -116,14 +116,16 @@ def load_enformer(
         raise PerturbscoreError(
             "--precision float16 needs --device cuda; on CPU use float32 or bfloat16."
         )
-    local = Path(source)
+    local = Path(source).expanduser()
+    if not local.exists() and source.startswith(("/", "./", "../", "~")):
+        raise PerturbscoreError(f"{source}: model folder not found. Check the path.")
     if local.exists() and not (local / "config.json").is_file():
         raise PerturbscoreError(
             f"{local}: not a saved model folder (no config.json); give the folder written "
             "by save_pretrained or a hub id."
         )
     try:
-        model = enformer_pytorch.from_pretrained(source)
+        model = enformer_pytorch.from_pretrained(str(local) if local.exists() else source)
     except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PerturbscoreError(
