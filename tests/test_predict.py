@@ -174,8 +174,8 @@ def test_alt_sequence_differs_exactly_at_the_variant(world: dict) -> None:
     v = load_variants(world["variants"], centre_column="TSS")
     v.chrom = np.array([g.resolve(c) for c in v.chrom], dtype=object)
     plan = plan_windows(v.chrom, v.pos0, np.ones(6, int), v.centre0, Geometry(L, BIN, NB))
-    ref = job_sequence(g, plan, v, Job(0, None, [], []), {})
-    alt = job_sequence(g, plan, v, Job(0, 1, [], []), {})
+    ref = job_sequence(g, plan, v, Job(0, None, (), ()), {})
+    alt = job_sequence(g, plan, v, Job(0, 1, (), ()), {})
     diff = [i for i in range(L) if ref[i] != alt[i]]
     assert diff == [int(plan.offset[1])] and chr(alt[diff[0]]) == v.alt[1]
     start = int(plan.start[0])
@@ -313,6 +313,42 @@ def test_resume_after_sigkill_gives_identical_arrays(world: dict, tiny_model: Pa
     pd.testing.assert_frame_equal(table1, table0)
     assert man["resumed_batches"] == kill_after + 1
     assert not (out / ".perturbscore-predict").exists()
+
+
+class Crash(Probe):
+    """Dies (as an unexpected error) at its n-th call."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.calls, self.n = 0, n
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls == self.n:
+            raise RuntimeError("simulated crash")
+        return super().__call__(x)
+
+
+def test_resume_refuses_other_options_and_changed_partials(world: dict, tmp_path: Path) -> None:
+    from perturbscore.errors import PerturbscoreError
+
+    out = tmp_path / "o"
+    with pytest.raises(RuntimeError):
+        run_predict(opts(world, out, batch_size=2, resume=True), predictor=Crash(3))
+    state = out / ".perturbscore-predict"
+    assert len((state / "batches.log").read_text().splitlines()) == 2
+    with pytest.raises(PerturbscoreError, match="batch_size"):
+        run_predict(opts(world, out, batch_size=3, resume=True), predictor=Probe())
+    partial = state / "ref.npy.partial"
+    data = bytearray(partial.read_bytes())
+    data[-(NB * 8 * 4) * 6] ^= 1  # flip a bit in row 0, written by batch 0
+    partial.write_bytes(bytes(data))
+    with pytest.raises(PerturbscoreError, match="does not match its log"):
+        run_predict(opts(world, out, batch_size=2, resume=True), predictor=Probe())
+    # without --resume the failed run leaves nothing behind
+    with pytest.raises(RuntimeError):
+        run_predict(opts(world, tmp_path / "fresh", batch_size=2), predictor=Crash(2))
+    assert not (tmp_path / "fresh").exists()
 
 
 @pytest.mark.skipif("torch" not in sys.modules and not __import__("importlib").util.find_spec(

@@ -74,7 +74,7 @@ class Genome:
             )
         if self.compressed:
             require("Bio", f"reading the bgzipped FASTA {self.path}", extra="predict")
-        pyfaidx = require("pyfaidx", f"reading the genome {self.path}")
+        pyfaidx = require("pyfaidx", f"reading the genome {self.path}", extra="predict")
         try:
             self._fa = pyfaidx.Faidx(
                 str(self.path),

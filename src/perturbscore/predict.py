@@ -93,14 +93,17 @@ class PredictResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class Job:
-    """One forward pass: the window's REF (``variant`` None) or one variant's ALT."""
+    """One forward pass: the window's REF (``variant`` None) or one variant's ALT.
+
+    ``ref_rows``/``alt_rows``: the output rows its prediction is written to.
+    """
 
     window: int
     variant: int | None
-    ref_rows: list[int]
-    alt_rows: list[int]
+    ref_rows: tuple[int, ...]
+    alt_rows: tuple[int, ...]
 
 
 def build_jobs(plan: Plan, ref_cache: bool, skip_out_of_field: bool) -> list[Job]:
@@ -111,16 +114,18 @@ def build_jobs(plan: Plan, ref_cache: bool, skip_out_of_field: bool) -> list[Job
         order = np.argsort(plan.window, kind="stable")
         cuts = np.flatnonzero(np.diff(plan.window[order])) + 1
         for rows in np.split(order, cuts):
+            w = int(plan.window[rows[0]])
             rows_l = rows.tolist()
-            skipped = [i for i in rows_l if skip_out_of_field and not inf[i]]
-            jobs.append(Job(int(plan.window[rows[0]]), None, rows_l, skipped))
-            jobs += [Job(int(plan.window[i]), i, [], [i]) for i in rows_l if i not in skipped]
+            run = [i for i in rows_l if inf[i] or not skip_out_of_field]
+            skipped = tuple(i for i in rows_l if not (inf[i] or not skip_out_of_field))
+            jobs.append(Job(w, None, tuple(rows_l), skipped))
+            jobs += [Job(w, i, (), (i,)) for i in run]
     else:
         for i in range(plan.n_variants):
             skip = skip_out_of_field and not inf[i]
-            jobs.append(Job(int(plan.window[i]), None, [i], [i] if skip else []))
+            jobs.append(Job(int(plan.window[i]), None, (i,), (i,) if skip else ()))
             if not skip:
-                jobs.append(Job(int(plan.window[i]), i, [], [i]))
+                jobs.append(Job(int(plan.window[i]), i, (), (i,)))
     return jobs
 
 
