@@ -471,3 +471,13 @@ def test_study_plan_counts_match_a_pandas_oracle(shared: Path) -> None:
     assert got["windows"] == windows and got["out_of_field"] == out
     assert got["forward_passes_naive"] == 2 * len(d)
     assert got["forward_passes"] == windows + len(d) - out
+
+
+def test_enformer_geometry_from_its_config() -> None:
+    from perturbscore.windows import plan_geometry
+
+    g = plan_geometry()  # enformer-pytorch defaults: 196,608 bp in, 896 bins of 128 bp
+    assert (g.input_length, g.bin_size, g.n_bins) == (196_608, 128, 896)
+    assert g.output_offset == (196_608 - 896 * 128) // 2 == 40_960
+    # the centre base (offset 98,304) lies in bin 448; bins 447 and 448 flank the midpoint
+    assert g.centre_bin == 448 == (98_304 - 40_960) // 128
