@@ -1,0 +1,483 @@
+"""perturbscore predict: windows, REF cache, out-of-field skipping, RC, padding, errors, resume.
+
+Oracles come from the test itself: a synthetic genome held as a Python string, a probe
+model whose outputs are base counts per bin (computed again here with numpy), and a tiny
+random-initialised Enformer saved with ``save_pretrained`` and loaded through
+``from_pretrained`` as users do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("pyfaidx")
+
+from perturbscore.genome import Genome  # noqa: E402
+from perturbscore.predict import (  # noqa: E402
+    OUTPUTS,
+    PAUSE_ENV,
+    PredictOptions,
+    job_sequence,
+    run_predict,
+)
+from perturbscore.windows import Geometry  # noqa: E402
+
+CLI = str(Path(sys.executable).with_name("perturbscore"))
+L, BIN, NB = 512, 16, 16  # tiny geometry: 512-bp input, 16-bp bins, 16 output bins
+CHROMS = {"chr1": 3000, "chr2": 1000}
+
+
+# --- fixtures -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    d = tmp_path_factory.mktemp("predict")
+    rng = np.random.default_rng(11)
+    seqs = {c: "".join(rng.choice(list("ACGT"), n)) for c, n in CHROMS.items()}
+    fa = d / "genome.fa"
+    with open(fa, "w") as fh:
+        for c, s in seqs.items():
+            fh.write(f">{c} synthetic\n")
+            fh.writelines(s[i: i + 60] + "\n" for i in range(0, len(s), 60))
+    import pyfaidx
+
+    pyfaidx.Faidx(str(fa)).close()  # builds genome.fa.fai (the test's own file)
+    targets = d / "targets.txt"
+    rows = ["index\tgenome\tidentifier\tfile\tclip\tscale\tsum_stat\tdescription"]
+    descs = ["DNASE:GM12878", "CHIP:H3K27ac:GM12878", "CAGE:K562", "ATAC:GM12878"]
+    rows += [f"{i}\t0\tT{i:02d}\tf{i}.w5\t32\t2\tmean\t{descs[i % 4]}" for i in range(8)]
+    targets.write_text("\n".join(rows) + "\n")
+    # variants: several per window (shared TSS), one outside the input, one near chr2's end
+    s1 = seqs["chr1"]
+    var = pd.DataFrame({
+        "chrom": ["1", "1", "1", "1", "2", "1"],
+        "pos": [1500, 1510, 1480, 1900, 990, 1200],
+        "TSS": [1500, 1500, 1500, 1500, 900, 1205],
+        "rsID": [f"rs{i}" for i in range(6)],
+    })
+    var["REF"] = [seqs["chr" + c][p - 1] for c, p in zip(var.chrom, var.pos, strict=True)]
+    var["ALT"] = ["T" if r != "T" else "G" for r in var.REF]
+    vcsv = d / "variants.csv"
+    var.to_csv(vcsv, index=False)
+    assert s1[1499] == var.REF[0]
+    return {"dir": d, "fa": fa, "targets": targets, "variants": vcsv, "seqs": seqs, "var": var}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch = pytest.importorskip("torch")
+    ep = pytest.importorskip("enformer_pytorch")
+    torch.manual_seed(0)
+    model = ep.Enformer.from_hparams(
+        dim=48, depth=1, heads=2, output_heads={"human": 8}, target_length=NB,
+        num_downsamples=4, dim_divisible_by=8, sequence_length=L,
+    )
+    folder = tmp_path_factory.mktemp("tiny") / "enformer"
+    model.save_pretrained(folder, safe_serialization=False)  # Enformer shares its trunk
+    return folder
+
+
+class Probe:
+    """Known outputs: tracks 0-3 count A C G T per bin, 4 counts N, 5-7 position-weighted."""
+
+    def __init__(self) -> None:
+        self.geometry = Geometry(L, BIN, NB)
+        self.n_tracks = 8
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return probe_oracle(x)
+
+    def describe(self) -> dict:
+        return {"model": "probe"}
+
+
+def probe_oracle(x: np.ndarray) -> np.ndarray:
+    off = (L - NB * BIN) // 2
+    crop = x[:, off: off + NB * BIN].reshape(len(x), NB, BIN, 4)
+    counts = crop.sum(axis=2)
+    n = BIN - counts.sum(axis=2, keepdims=True)
+    w = (crop * np.arange(1, BIN + 1)[None, None, :, None]).sum(axis=2)[..., :3]
+    return np.concatenate([counts, n, w], axis=2).astype(np.float32)
+
+
+def window_onehot(seqs: dict, chrom: str, start: int) -> np.ndarray:
+    """Oracle window: the genome string sliced by hand, N past the ends."""
+    s = seqs[chrom]
+    bases = "".join(s[p] if 0 <= p < len(s) else "N" for p in range(start, start + L))
+    table = {"A": 0, "C": 1, "G": 2, "T": 3}
+    out = np.zeros((L, 4), dtype=np.float32)
+    for i, b in enumerate(bases):
+        if b in table:
+            out[i, table[b]] = 1
+    return out
+
+
+def opts(world: dict, out: Path, **kw) -> PredictOptions:
+    base = dict(variants=world["variants"], genome=world["fa"], model="probe",
+                targets=world["targets"], out=out, centre_column="TSS", bins=None,
+                progress=False)
+    base.update(kw)
+    return PredictOptions(**base)
+
+
+def load(out: Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, dict]:
+    table = pd.read_csv(out / "variants.csv", dtype=str, keep_default_na=False)
+    manifest = json.loads((out / "predict_manifest.json").read_text())
+    return np.load(out / "ref.npy"), np.load(out / "alt.npy"), table, manifest
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, "-q", *args], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=300)
+
+
+# --- probe-model tests (exact oracles) -------------------------------------------------
+def test_ref_and_alt_windows_against_the_fasta(world: dict, tmp_path: Path) -> None:
+    run_predict(opts(world, tmp_path / "o"), predictor=Probe())
+    ref, alt, table, man = load(tmp_path / "o")
+    var = world["var"]
+    assert ref.shape == (6, NB, 8) and list(table.rsID) == list(var.rsID)
+    for i, row in table.iterrows():
+        chrom, start = row.predict_chrom, int(row.predict_window_start)
+        assert start == int(var.TSS[i]) - 1 - L // 2  # 1-based centre -> 0-based window
+        x = window_onehot(world["seqs"], chrom, start)
+        np.testing.assert_array_equal(ref[i], probe_oracle(x[None])[0])
+        off = int(var.pos[i]) - 1 - start
+        assert int(row.predict_variant_pos_in_window) == off
+        if 0 <= off < L:
+            xa = x.copy()
+            xa[off] = 0
+            xa[off, "ACGT".index(var.ALT[i])] = 1
+            np.testing.assert_array_equal(alt[i], probe_oracle(xa[None])[0])
+            assert row.predict_in_field == "true"
+    assert man["windows"] == 3 and man["variants"] == 6
+    assert man["geometry"]["centre_bin"] == NB // 2
+    # every variant but rs3 (outside the input) is in the field: 3 windows + 5 ALT passes
+    assert man["forward_passes"] == 8 and man["forward_passes_naive"] == 12
+    assert man["out_of_field_skipped"] == 1
+
+
+def test_alt_sequence_differs_exactly_at_the_variant(world: dict) -> None:
+    from perturbscore.predict import Job
+    from perturbscore.windows import load_variants, plan_windows
+
+    g = Genome(world["fa"])
+    v = load_variants(world["variants"], centre_column="TSS")
+    v.chrom = np.array([g.resolve(c) for c in v.chrom], dtype=object)
+    plan = plan_windows(v.chrom, v.pos0, np.ones(6, int), v.centre0, Geometry(L, BIN, NB))
+    ref = job_sequence(g, plan, v, Job(0, None, (), ()), {})
+    alt = job_sequence(g, plan, v, Job(0, 1, (), ()), {})
+    diff = [i for i in range(L) if ref[i] != alt[i]]
+    assert diff == [int(plan.offset[1])] and chr(alt[diff[0]]) == v.alt[1]
+    start = int(plan.start[0])
+    assert ref.decode() == world["seqs"]["chr1"][start: start + L]
+    g.close()
+
+
+def test_out_of_field_variant_has_identical_ref_and_alt(world: dict, tmp_path: Path) -> None:
+    run_predict(opts(world, tmp_path / "o"), predictor=Probe())
+    ref, alt, table, _ = load(tmp_path / "o")
+    i = list(table.rsID).index("rs3")
+    assert table.predict_in_field[i] == "false"
+    np.testing.assert_array_equal(ref[i], alt[i])
+
+
+def test_reverse_complement_flips_bins_back(world: dict, tmp_path: Path) -> None:
+    run_predict(opts(world, tmp_path / "o", reverse_complement=True), predictor=Probe())
+    ref, _, table, man = load(tmp_path / "o")
+    start = int(table.predict_window_start[0])
+    x = window_onehot(world["seqs"], "chr1", start)
+    rc = x[::-1, ::-1]  # oracle: reversed positions, complemented bases
+    expected = (probe_oracle(x[None])[0] + probe_oracle(rc[None])[0][::-1]) / 2
+    np.testing.assert_allclose(ref[0], expected, rtol=1e-6)
+    # the RC's A count of a flipped-back bin is the forward T count of the same bases
+    off = (L - NB * BIN) // 2
+    counts = x[off: off + NB * BIN].reshape(NB, BIN, 4).sum(axis=1)
+    np.testing.assert_allclose(ref[0][:, 0], (counts[:, 0] + counts[:, 3]) / 2)
+    assert man["forward_passes"] == 16
+
+
+def test_chromosome_end_is_padded_with_n(world: dict, tmp_path: Path) -> None:
+    run_predict(opts(world, tmp_path / "o"), predictor=Probe())
+    ref, _, table, man = load(tmp_path / "o")
+    i = list(table.rsID).index("rs4")  # chr2 (1,000 bp), window centred at 900
+    assert int(table.predict_padded_bases[i]) == 900 - 1 + L // 2 - 1000
+    assert man["padded_windows"] == 1
+    # probe track 4 counts N: the bins past the end are all N
+    x = window_onehot(world["seqs"], "chr2", int(table.predict_window_start[i]))
+    np.testing.assert_array_equal(ref[i], probe_oracle(x[None])[0])
+    assert ref[i][-1, 4] == BIN
+
+
+def test_kept_bins_and_tracks(world: dict, tmp_path: Path) -> None:
+    from perturbscore.tracks import selection_from_options
+
+    full = tmp_path / "full"
+    run_predict(opts(world, full), predictor=Probe())
+    sub = tmp_path / "sub"
+    sel = selection_from_options(where=["biosample=GM12878"])
+    run_predict(opts(world, sub, bins=3, selection=sel, dtype="float16"), predictor=Probe())
+    ref_full, _, _, _ = load(full)
+    ref_sub, _, _, man = load(sub)
+    keep = [i for i in range(8) if i % 4 != 2]  # not the K562 CAGE tracks
+    assert ref_sub.dtype == np.float16 and ref_sub.shape == (6, 3, 6)
+    c = NB // 2
+    np.testing.assert_array_equal(ref_sub, ref_full[:, c - 1: c + 2][:, :, keep].astype("f2"))
+    assert man["tracks"]["source_index"] == keep
+    t = pd.read_csv(sub / "targets.txt", sep="\t")
+    assert list(t["index"]) == list(range(6)) and list(t.identifier) == [f"T{i:02d}" for i in keep]
+
+
+# --- the tiny Enformer ----------------------------------------------------------------
+def test_cache_and_skipping_match_computing_everything(world: dict, tiny_model: Path,
+                                                       tmp_path: Path) -> None:
+    common = dict(model=str(tiny_model), batch_size=1)
+    run_predict(opts(world, tmp_path / "fast", **common))
+    run_predict(opts(world, tmp_path / "all", ref_cache=False, skip_out_of_field=False,
+                     **common))
+    fr, fa, _, fm = load(tmp_path / "fast")
+    ar, aa, _, am = load(tmp_path / "all")
+    np.testing.assert_array_equal(fr, ar)  # one pass per batch: bit-identical
+    np.testing.assert_array_equal(fa, aa)
+    assert (fm["forward_passes"], am["forward_passes"]) == (8, 12)
+    # bigger batches only reorder float sums inside the model
+    run_predict(opts(world, tmp_path / "b5", model=str(tiny_model), batch_size=5))
+    br, ba, _, _ = load(tmp_path / "b5")
+    np.testing.assert_allclose(br, fr, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(ba, fa, rtol=1e-5, atol=1e-7)
+
+
+def test_predictions_go_through_perturbscore_run(world: dict, tiny_model: Path,
+                                                 tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    run_predict(opts(world, out, model=str(tiny_model), bins=3))
+    ref, alt, table, man = load(out)
+    assert man["model"]["model"] == str(tiny_model) and man["device"] == "cpu"
+    r = cli("run", str(out / "predict.toml"), "--out", str(tmp_path / "scores"))
+    assert r.returncode == 0, r.stderr
+    got = pd.read_parquet(tmp_path / "scores" / "predicted_diff_ave.parquet")
+    expected = np.abs(alt.astype(np.float64).mean(axis=1) - ref.astype(np.float64).mean(axis=1))
+    np.testing.assert_allclose(got[[f"T{i:02d}" for i in range(8)]].to_numpy(), expected,
+                               rtol=1e-12)
+    assert list(got.rsID) == list(world["var"].rsID)
+    tss = pd.read_parquet(tmp_path / "scores" / "predicted_diff_tss.parquet")
+    np.testing.assert_allclose(tss[[f"T{i:02d}" for i in range(8)]].to_numpy(),
+                               np.abs(alt[:, 1].astype(float) - ref[:, 1]), rtol=1e-12)
+    # REF against REF scores exactly zero
+    cfg = tomllib.loads((out / "predict.toml").read_text())
+    text = (out / "predict.toml").read_text().replace('alt = "alt.npy"', 'alt = "ref.npy"')
+    assert cfg["groups"][0]["batches"][0]["alt"] == "alt.npy"
+    (out / "refref.toml").write_text(text)
+    r = cli("run", str(out / "refref.toml"), "--out", str(tmp_path / "zero"))
+    assert r.returncode == 0, r.stderr
+    z = pd.read_parquet(tmp_path / "zero" / "predicted_diff_ave.parquet")
+    assert (z[[f"T{i:02d}" for i in range(8)]].to_numpy() == 0).all()
+
+
+def test_resume_after_sigkill_gives_identical_arrays(world: dict, tiny_model: Path,
+                                                     tmp_path: Path) -> None:
+    run_predict(opts(world, tmp_path / "whole", model=str(tiny_model), batch_size=2))
+    ref0, alt0, table0, _ = load(tmp_path / "whole")
+    out = tmp_path / "killed"
+    args = ["predict", str(world["variants"]), "--genome", str(world["fa"]), "--model",
+            str(tiny_model), "--targets", str(world["targets"]), "--out", str(out),
+            "--centre-column", "TSS", "--bins", "all", "--batch-size", "2", "--resume"]
+    kill_after = int(np.random.default_rng(3).integers(0, 3))  # seeded point: batch 0..2
+    proc = subprocess.Popen([CLI, "-q", *args], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, PAUSE_ENV: str(kill_after), "HF_HUB_OFFLINE": "1"})
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith(f"perturbscore-test: batch {kill_after} logged"):
+            break
+    proc.send_signal(signal.SIGKILL)  # from outside, mid-run
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "ref.npy").exists()  # nothing final before the end
+    logged = (out / ".perturbscore-predict" / "batches.log").read_text().splitlines()
+    assert len(logged) == kill_after + 1
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(out / n) for n in OUTPUTS.values()]  # stdout: files only
+    ref1, alt1, table1, man = load(out)
+    np.testing.assert_array_equal(ref1, ref0)
+    np.testing.assert_array_equal(alt1, alt0)
+    pd.testing.assert_frame_equal(table1, table0)
+    assert man["resumed_batches"] == kill_after + 1
+    assert not (out / ".perturbscore-predict").exists()
+
+
+class Crash(Probe):
+    """Dies (as an unexpected error) at its n-th call."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.calls, self.n = 0, n
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls == self.n:
+            raise RuntimeError("simulated crash")
+        return super().__call__(x)
+
+
+def test_resume_refuses_other_options_and_changed_partials(world: dict, tmp_path: Path) -> None:
+    from perturbscore.errors import PerturbscoreError
+
+    out = tmp_path / "o"
+    with pytest.raises(RuntimeError):
+        run_predict(opts(world, out, batch_size=2, resume=True), predictor=Crash(3))
+    state = out / ".perturbscore-predict"
+    assert len((state / "batches.log").read_text().splitlines()) == 2
+    with pytest.raises(PerturbscoreError, match="batch_size"):
+        run_predict(opts(world, out, batch_size=3, resume=True), predictor=Probe())
+    partial = state / "ref.npy.partial"
+    data = bytearray(partial.read_bytes())
+    data[-(NB * 8 * 4) * 6] ^= 1  # flip a bit in row 0, written by batch 0
+    partial.write_bytes(bytes(data))
+    with pytest.raises(PerturbscoreError, match="does not match its log"):
+        run_predict(opts(world, out, batch_size=2, resume=True), predictor=Probe())
+    # without --resume the failed run leaves nothing behind
+    with pytest.raises(RuntimeError):
+        run_predict(opts(world, tmp_path / "fresh", batch_size=2), predictor=Crash(2))
+    assert not (tmp_path / "fresh").exists()
+
+
+@pytest.mark.skipif("torch" not in sys.modules and not __import__("importlib").util.find_spec(
+    "torch"), reason="torch not installed")
+def test_cuda_matches_cpu(world: dict, tiny_model: Path, tmp_path: Path) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    run_predict(opts(world, tmp_path / "cpu", model=str(tiny_model)))
+    run_predict(opts(world, tmp_path / "gpu", model=str(tiny_model), device="cuda"))
+    np.testing.assert_allclose(load(tmp_path / "gpu")[0], load(tmp_path / "cpu")[0],
+                               rtol=1e-3, atol=1e-5)
+
+
+# --- inputs and errors -------------------------------------------------------------------
+def test_vcf_and_bgzipped_fasta(world: dict, tmp_path: Path) -> None:
+    bgzf = pytest.importorskip("Bio.bgzf")
+    import pyfaidx
+
+    gz = tmp_path / "genome.fa.gz"
+    with bgzf.BgzfWriter(str(gz), "wb") as fh:
+        fh.write(world["fa"].read_bytes())
+    pyfaidx.Faidx(str(gz)).close()  # the test's own .fai and .gzi
+    var = world["var"]
+    vcf = tmp_path / "v.vcf"
+    lines = ["##fileformat=VCFv4.2", "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
+    lines += [f"chr1\t{var.pos[0]}\trs0\t{var.REF[0]}\t{var.ALT[0]},A\t.\t.\t."]
+    lines += [f"chr1\t{var.pos[3]}\trs3\t{var.REF[3]}\t{var.ALT[3]}\t.\t.\t."]
+    vcf.write_text("\n".join(lines) + "\n")
+    if var.REF[0] == "A":
+        pytest.skip("seeded REF is A")
+    run_predict(opts(world, tmp_path / "o", variants=vcf, genome=gz, centre_column=None),
+                predictor=Probe())
+    ref, alt, table, _ = load(tmp_path / "o")
+    assert list(table.ID) == ["rs0", "rs0", "rs3"] and list(table.ALT)[1] == "A"
+    start = int(var.pos[0]) - 1 - L // 2  # centred on the variant
+    np.testing.assert_array_equal(
+        ref[0], probe_oracle(window_onehot(world["seqs"], "chr1", start)[None])[0])
+    assert not (alt[0] == alt[1]).all()
+
+
+def _write(tmp_path: Path, df: pd.DataFrame) -> Path:
+    p = tmp_path / "bad.csv"
+    df.to_csv(p, index=False)
+    return p
+
+
+def _cli_error(world: dict, tmp_path: Path, variants: Path, *extra: str,
+               genome: Path | None = None) -> str:
+    out = tmp_path / "never"
+    r = cli("predict", str(variants), "--genome", str(genome or world["fa"]), "--model",
+            str(tmp_path / "no-model"), "--targets", str(world["targets"]), "--out", str(out),
+            "--centre-column", "TSS", *extra)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    assert not out.exists()
+    return r.stderr
+
+
+def test_ref_mismatch_is_an_error_or_skipped_and_counted(world: dict, tmp_path: Path) -> None:
+    df = world["var"].copy()
+    df.loc[2, "REF"] = "A" if df.REF[2] != "A" else "C"
+    found = world["var"].REF[2]
+    bad = _write(tmp_path, df)
+    msg = _cli_error(world, tmp_path, bad)
+    assert f"rs2 (line 4) expected {df.REF[2]}, found {found}" in msg
+    assert "--skip-ref-mismatch" in msg
+    run_predict(opts(world, tmp_path / "o", variants=bad, skip_ref_mismatch=True),
+                predictor=Probe())
+    _, _, table, man = load(tmp_path / "o")
+    assert man["ref_mismatches_skipped"] == 1 and "rs2" not in list(table.rsID)
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (lambda d: d.assign(ALT=["TT"] + list(d.ALT[1:])), "indels"),
+        (lambda d: d.drop(columns=["REF"]), "no ref allele column"),
+        (lambda d: d.assign(chrom=["7"] + list(d.chrom[1:])), "chromosome 7"),
+        (lambda d: d.assign(pos=["x"] + list(d.pos[1:])), "not a whole number"),
+    ],
+)
+def test_input_errors_exit_2_before_anything(world: dict, tmp_path: Path, change,
+                                             needle: str) -> None:
+    msg = _cli_error(world, tmp_path, _write(tmp_path, change(world["var"].astype(str))))
+    assert needle in msg
+
+
+def test_missing_index_is_refused_not_built(world: dict, tmp_path: Path) -> None:
+    fa = tmp_path / "noindex.fa"
+    fa.write_bytes(world["fa"].read_bytes())
+    msg = _cli_error(world, tmp_path, world["variants"], genome=fa)
+    assert f"samtools faidx {fa}" in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["noindex.fa"]  # nothing beside it
+
+
+def test_existing_outputs_are_not_replaced(world: dict, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "ref.npy").write_bytes(b"user's")
+    r = cli("predict", str(world["variants"]), "--genome", str(world["fa"]), "--model", "x",
+            "--targets", str(world["targets"]), "--out", str(out), "--centre-column", "TSS")
+    assert r.returncode == 2 and "--overwrite" in r.stderr
+    assert (out / "ref.npy").read_bytes() == b"user's"
+
+
+# --- the study's plan ------------------------------------------------------------------------
+def test_study_plan_counts_match_a_pandas_oracle(shared: Path) -> None:
+    tables = sorted(shared.glob("*_variants.csv"))
+    r = cli("predict", "--plan-only", *map(str, tables), "--centre-column",
+            "Transcription start site (TSS)")
+    assert r.returncode == 0, r.stderr
+    rows = [line.split("\t") for line in r.stdout.strip().splitlines()]
+    got = dict(zip(rows[0][1:], map(int, rows[-1][1:]), strict=True))
+    d = pd.concat([pd.read_csv(t) for t in tables])
+    windows = d.groupby(["Chromosome", "enformer_start"]).ngroups
+    out = int(((d.variant_pos_in_window - 196_608).abs() > 98_304).sum())
+    assert got["variants"] == len(d) == 55_084
+    assert got["windows"] == windows and got["out_of_field"] == out
+    assert got["forward_passes_naive"] == 2 * len(d)
+    assert got["forward_passes"] == windows + len(d) - out
+
+
+def test_enformer_geometry_from_its_config() -> None:
+    from perturbscore.windows import plan_geometry
+
+    g = plan_geometry()  # enformer-pytorch defaults: 196,608 bp in, 896 bins of 128 bp
+    assert (g.input_length, g.bin_size, g.n_bins) == (196_608, 128, 896)
+    assert g.output_offset == (196_608 - 896 * 128) // 2 == 40_960
+    # the centre base (offset 98,304) lies in bin 448; bins 447 and 448 flank the midpoint
+    assert g.centre_bin == 448 == (98_304 - 40_960) // 128
