@@ -65,7 +65,8 @@ class Hdf5Reader(PredictionReader):
             name = pick_member(datasets, name, file_path, "dataset", "dataset")
             if name not in self._file or not isinstance(self._file[name], h5py.Dataset):
                 raise PerturbscoreError(
-                    f"{file_path}: no dataset {name!r} inside the file; it holds {datasets[:8]}."
+                    f"{file_path}: no dataset {name!r} inside the file; it holds "
+                    f"{', '.join(datasets[:8])}."
                 )
             self._ds = self._file[name]
             self.path = f"{file_path}{NPZ_MEMBER_SEP}{name}"
