@@ -543,7 +543,10 @@ class ClassCounter:
 def format_classes(classes: Mapping[str, Any]) -> str:
     """Short text of a ``geometry.classes`` dict: one line per table, then the total."""
     labels: Sequence[str] = classes.get("labels", CLASS_LABELS)
-    head = f"{'table':<44} {'rows':>7} " + " ".join(f"{lab:>13}" for lab in labels)
+    tables = classes.get("per_table", [])
+    names = [f"{e['group']}/{e['batch']} {_basename(e['table'])}" for e in tables]
+    width = max([len(n) for n in names] + [len("all tables")])
+    head = f"{'table':<{width}} {'rows':>7} " + " ".join(f"{lab:>13}" for lab in labels)
     lines = [head]
 
     def row(name: str, counts: Mapping[str, int]) -> str:
@@ -551,14 +554,13 @@ def format_classes(classes: Mapping[str, Any]) -> str:
         cells = " ".join(
             f"{counts[lab]:>7} {100 * counts[lab] / n if n else 0:>4.1f}%" for lab in labels
         )
-        return f"{name:<44} {n:>7} {cells}"
+        return f"{name:<{width}} {n:>7} {cells}"
 
-    for e in classes.get("per_table", []):
-        name = f"{e['group']}/{e['batch']} {_basename(e['table'])}"
+    for name, e in zip(names, tables, strict=True):
         lines.append(row(name, e["counts"]))
         if e.get("outside_window"):
             lines.append(f"  {e['outside_window']} rows lie outside the window itself")
-    if len(classes.get("per_table", [])) > 1:
+    if len(tables) > 1:
         lines.append(row("all tables", classes["total"]))
     return "\n".join(lines)
 
