@@ -43,7 +43,7 @@ ends move up by one: ``-57,343 <= distance <= 57,344`` and ``-98,303 <= ... <= 9
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -375,7 +375,7 @@ def parse_geometry_section(table: Mapping[str, Any], where: str = "run file") ->
                 'model = "custom".'
             )
         preset = PRESETS[model]
-        return preset if centre is None else preset.with_centre_bin(centre)
+        return preset if centre is None else _built(lambda: preset.with_centre_bin(centre), w)
     if model != "custom":
         raise PerturbscoreError(
             f"{w}: unknown model {model!r}; use enformer, borzoi or custom (with window, input, "
@@ -385,15 +385,26 @@ def parse_geometry_section(table: Mapping[str, Any], where: str = "run file") ->
     if missing:
         raise PerturbscoreError(f"{w}: a custom geometry needs {', '.join(missing)} (in bp/bins).")
     bins = _int(table, "bins", w)
-    return Geometry(
-        "custom",
-        window=_int(table, "window", w),
-        input=_int(table, "input", w),
-        bins=bins,
-        bin_size=_int(table, "bin_size", w),
-        centre_bin=bins // 2 if centre is None else centre,
-        source="run file",
+    return _built(
+        lambda: Geometry(
+            "custom",
+            window=_int(table, "window", w),
+            input=_int(table, "input", w),
+            bins=bins,
+            bin_size=_int(table, "bin_size", w),
+            centre_bin=bins // 2 if centre is None else centre,
+            source="run file",
+        ),
+        w,
     )
+
+
+def _built(make: Callable[[], Geometry], where: str) -> Geometry:
+    """Build a geometry, naming the run-file section in its error."""
+    try:
+        return make()
+    except PerturbscoreError as exc:
+        raise PerturbscoreError(f"{where}: {str(exc).split(': ', 1)[-1]}") from exc
 
 
 def parse_position_section(table: Mapping[str, Any], where: str = "run file") -> PositionSpec:
