@@ -213,13 +213,10 @@ def check_run_file(
     classes: dict[tuple[str, int], np.ndarray] = {}
     keys: dict[tuple[str, int], list[str]] = {}
     keys_by_group: dict[str, list[str]] = {}
-    wanted_ids = None if isinstance(cfg.id_columns, str) else list(cfg.id_columns)
     for group in cfg.groups:
         for number, batch in enumerate(group.batches, start=1):
-            cols = None
-            if wanted_ids is not None:
-                cols = list(dict.fromkeys(wanted_ids + list(geo.position.columns if geo else ())))
-            df = read_variants(batch.variants, cols)
+            # Every column: the position columns are checked (and named) by the geometry.
+            df = read_variants(batch.variants)
             id_cols = id_columns_of(df, cfg.id_columns, str(batch.variants))
             k = id_keys(df, id_cols)
             keys[(group.name, number)] = k
