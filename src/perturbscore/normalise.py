@@ -35,7 +35,9 @@ The background sketch
     minimum and maximum), which adds ``1 / (grid - 1)``.  The stated
     ``max_rank_error`` is the sum of both (doubled for signed statistics, whose
     ``|b|`` counts come from two points of the CDF); quantiles are within it of the
-    exact mid-rank quantile of the background.  Memory while building:
+    exact mid-rank quantile of the background.  The median is within that rank error;
+    the MAD, a median of deviations from the sketch's median, within about three times
+    it (exact in ``exact`` mode).  Memory while building:
     ``(levels + 2) * k * S * 8`` bytes (``levels ~ log2(n / k)``); saved: ``grid * S``
     float64 values per background.
 
