@@ -10,8 +10,9 @@ row, batches swapped, wrong window columns) and runs that do not agree with them
     exception means the row does not belong to that variant or its position is wrong.
 ``duplicate_vectors``
     Distinct variants (different ID keys) whose score vectors are identical, bit for
-    bit.  All-zero vectors are left out: they are the REF == ALT rows the first check
-    already judges (every out-of-field row has one).
+    bit (on :data:`HASH_COLUMNS` evenly spaced tracks).  Rows whose REF and ALT are
+    identical are left out: their vectors are all zero, and the first check already
+    judges them (every out-of-field row is one).
 ``cross_group_mismatch``
     One variant (same ID key) scored in two groups with values that differ beyond
     ``|a - b| <= atol + rtol * |b|`` on some track (numpy's ``isclose``).
@@ -20,15 +21,19 @@ Exit code rule for pipelines: :data:`EXIT_CLEAN` (0) when nothing is flagged,
 :data:`EXIT_FLAGGED` (3) otherwise; 2 stays "user error" and 1 "unexpected failure".
 
 Memory (stated, and reported under ``memory_bytes``)
-    28 bytes per row with a non-zero score vector (its 64-bit vector hash, 64-bit ID-key
-    hash, 32-bit batch number and 64-bit row), plus ``4 * K`` bytes per ID key shared by
-    several groups (its first score vector in float32, ``K`` score columns), plus the
-    examples (at most ``max_examples`` per finding).  No prediction block is kept.
+    28 bytes per row whose REF and ALT differ (64-bit vector hash, 64-bit ID-key hash,
+    32-bit batch number, 64-bit row), plus ``4 * S`` bytes per ID key shared by several
+    groups (its first score vector in float32, ``S`` score columns), plus the examples
+    (at most ``max_examples`` per finding).  No prediction block is kept.  For the
+    study (55,084 rows, 177 tracks): about 1 MB of records plus 708 bytes per shared
+    key.
 
 Use::
 
-    checker = IntegrityChecker(shared_keys=keys_in_several_groups(keys_by_group))
-    for each block:           # ref, alt: n B S; scores: n K float64
+    checker = IntegrityChecker(
+        shared_keys=keys_in_several_groups(keys_by_group), key_of=lambda g, b, r: ...
+    )
+    for each block:           # ref, alt: n B S; scores: n S float64 (one table's block)
         same = row_identical(ref, alt)
         checker.update(group, batch, first_row, same, cls, scores, ids, table=path)
     result = checker.finish()      # JSON-able: manifest["integrity"]
@@ -37,7 +42,7 @@ Use::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +60,10 @@ FINDINGS = (
 )
 #: Separates ID columns in an ID key (a unit separator: never inside a table cell).
 KEY_SEP = "\x1f"
-_ROW_BYTES = 28
+#: Columns :func:`row_hashes` reads (evenly spaced): duplicates of real score vectors
+#: agree on every column, and 64 exact float64 values never agree by chance.
+HASH_COLUMNS = 64
+_RECORD = np.dtype([("h", "u8"), ("k", "u8"), ("b", "i4"), ("r", "i8")])
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
@@ -97,27 +105,28 @@ def _splitmix(u: np.ndarray) -> np.ndarray:
 def row_hashes(scores: np.ndarray) -> np.ndarray:
     """A 64-bit hash of each row's exact bits (``# n K`` float64 -> ``uint64 # n``).
 
-    Each value is mixed, weighted by a per-column odd constant and the products summed
-    modulo 2**64, so equal rows hash equal and distinct rows collide with probability
-    about 2**-64 per pair.  ``-0.0`` and ``0.0`` are made equal first (they compare
-    equal as scores).
+    At most :data:`HASH_COLUMNS` evenly spaced columns are hashed (all when ``K`` is
+    smaller): equal rows hash equal; rows that differ there collide with probability
+    about 2**-64 per pair.  Each value's bits are folded (``u ^ u >> 29``, so that
+    differences in the exponent reach the low bits), multiplied by a per-column odd
+    constant and summed modulo 2**64.  ``-0.0`` and ``0.0`` are made equal first.
     """
-    x = np.ascontiguousarray(scores, dtype=np.float64) + 0.0  # -0.0 + 0.0 == +0.0
-    n, k = x.shape
-    cols = _splitmix(np.arange(1, k + 1, dtype=np.uint64)) | np.uint64(1)
-    with np.errstate(over="ignore"):
-        h = _splitmix(x.view(np.uint64)) * cols
-        return np.asarray(h.sum(axis=1, dtype=np.uint64))
+    x = np.asarray(scores, dtype=np.float64)
+    k = x.shape[1]
+    if k > HASH_COLUMNS:
+        x = x[:, np.linspace(0, k - 1, HASH_COLUMNS).round().astype(np.intp)]
+    u = (x + 0.0).view(np.uint64)  # -0.0 + 0.0 == +0.0; a new array, safe to modify
+    cols = _splitmix(np.arange(1, u.shape[1] + 1, dtype=np.uint64)) | np.uint64(1)
+    u ^= u >> np.uint64(29)
+    u *= cols
+    return np.asarray(u.sum(axis=1, dtype=np.uint64))
 
 
 def string_hashes(keys: Sequence[str]) -> np.ndarray:
     """Stable 64-bit hashes of ID keys (``uint64 # n``; not Python's salted ``hash``)."""
-    import hashlib
+    import pandas as pd
 
-    out = np.empty(len(keys), np.uint64)
-    for i, k in enumerate(keys):
-        out[i] = int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "little")
-    return out
+    return np.asarray(pd.util.hash_array(np.asarray(keys, dtype=object)), np.uint64)
 
 
 def id_keys(columns: Mapping[str, Sequence[str]] | Any, names: Sequence[str]) -> list[str]:
@@ -150,6 +159,9 @@ class _Batch:
     table: str
 
 
+KeyOf = Callable[[str, int, int], str]
+
+
 @dataclass
 class IntegrityChecker:
     """Streamed integrity checks; see the module docstring.
@@ -159,16 +171,25 @@ class IntegrityChecker:
     shared_keys : iterable of str, optional
         ID keys that occur in several groups (:func:`keys_in_several_groups`); the
         cross-group check compares only these.  None: no cross-group check.
+    key_of : callable, optional
+        ``key_of(group, batch, row) -> str``: the ID key of a 0-based row of a batch.
+        With it, the duplicate-vector check looks keys up at :meth:`finish` for the
+        few rows whose vectors collide; without it, it hashes every row's key as it
+        goes (slower; 8 more bytes per row).
     rtol, atol : float
         Tolerance of the cross-group check.
     max_examples : int
         First offenders kept per finding.
+    scores_of : str
+        Which table's scores are fed (e.g. ``ave/abs_diff``), recorded in the result.
     """
 
     shared_keys: Iterable[str] | None = None
+    key_of: KeyOf | None = None
     rtol: float = 1e-5
     atol: float = 1e-6
     max_examples: int = 10
+    scores_of: str = ""
     _batches: dict[tuple[str, int], int] = field(default_factory=dict)
     _batch_info: list[_Batch] = field(default_factory=list)
     _counts: dict[str, int] = field(default_factory=dict)
@@ -176,7 +197,7 @@ class IntegrityChecker:
     _rows: int = 0
     _examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _hash_parts: list[np.ndarray] = field(default_factory=list)
-    _slot: dict[str, int] = field(default_factory=dict)
+    _index: Any = None  # pandas.Index of the shared keys: slot = position
     _vectors: np.ndarray | None = None
     _owner: np.ndarray | None = None  # group number of each slot's stored vector, -1: none
     _groups: dict[str, int] = field(default_factory=dict)
@@ -185,8 +206,19 @@ class IntegrityChecker:
         self._counts = dict.fromkeys(FINDINGS, 0)
         self._examples = {f: [] for f in FINDINGS}
         if self.shared_keys is not None:
-            self._slot = {k: i for i, k in enumerate(sorted(set(self.shared_keys)))}
-            self._owner = np.full(len(self._slot), -1, np.int32)
+            import pandas as pd
+
+            self._index = pd.Index(sorted(set(self.shared_keys)), dtype=object)
+            self._owner = np.full(len(self._index), -1, np.int32)
+
+    def slots(self, ids: Sequence[str]) -> np.ndarray:
+        """Cross-group slot of each ID key (``int64 # n``, -1: not shared).
+
+        The engine may compute these once per batch and pass them to :meth:`update`.
+        """
+        if self._index is None:
+            return np.full(len(ids), -1, np.int64)
+        return np.asarray(self._index.get_indexer(np.asarray(ids, dtype=object)), np.int64)
 
     # ------------------------------------------------------------------ feeding
 
@@ -200,6 +232,7 @@ class IntegrityChecker:
         scores: np.ndarray,
         ids: Sequence[str],
         table: str = "",
+        slots: np.ndarray | None = None,
     ) -> None:
         """Check one block of rows ``[first_row, first_row + n)`` of one batch.
 
@@ -218,12 +251,15 @@ class IntegrityChecker:
             ``int8 # n`` receptive-field classes; None when the run has no geometry
             (the identical-row findings are then not judged, only counted).
         scores : numpy.ndarray
-            ``# n K`` float64: the block's score columns (e.g. every aggregation and
-            statistic side by side, or one of them), the same columns in every call.
+            ``# n S`` float64 score rows: one (aggregation, statistic) table's block
+            (e.g. the first), the same table in every call.
         ids : sequence of str
-            ``# n`` ID keys (:func:`id_keys`).
+            ``# n`` ID keys (:func:`id_keys`); read only for reported rows, shared-key
+            lookups (unless ``slots`` is given) and hashing (unless ``key_of`` is).
         table : str
             The batch's variant table, for messages.
+        slots : numpy.ndarray, optional
+            ``# n`` from :meth:`slots` for these rows, computed beforehand.
         """
         n = len(identical)
         if scores.shape[0] != n or len(ids) != n or (classes is not None and len(classes) != n):
@@ -248,19 +284,19 @@ class IntegrityChecker:
             self._flag("differing_out_of_field", ~same & out, b, first_row, cls, ids)
 
         x = np.asarray(scores, np.float64)
-        nonzero = np.flatnonzero(np.any(x != 0, axis=1))
-        if nonzero.size:
-            part = np.empty(
-                nonzero.size, dtype=[("h", "u8"), ("k", "u8"), ("b", "i4"), ("r", "i8")]
-            )
-            part["h"] = row_hashes(x[nonzero])
-            part["k"] = string_hashes([ids[int(i)] for i in nonzero])
+        # REF == ALT rows score 0 everywhere; the first check judges them.
+        rows = np.flatnonzero(~same)
+        if rows.size:
+            part = np.empty(rows.size, dtype=_RECORD)
+            part["h"] = row_hashes(x[rows])
+            part["k"] = 0 if self.key_of else string_hashes([ids[int(i)] for i in rows])
             part["b"] = b
-            part["r"] = first_row + nonzero
+            part["r"] = first_row + rows
             self._hash_parts.append(part)
 
         if self._owner is not None:
-            self._cross_group(g, b, first_row, x, ids)
+            s = self.slots(ids) if slots is None else np.asarray(slots, np.int64)
+            self._cross_group(g, b, first_row, x, ids, s)
 
     def _flag(
         self,
@@ -287,15 +323,14 @@ class IntegrityChecker:
         return {"group": info.group, "batch": info.batch, "table": info.table, "line": row + 2}
 
     def _cross_group(
-        self, g: int, b: int, first_row: int, x: np.ndarray, ids: Sequence[str]
+        self, g: int, b: int, first_row: int, x: np.ndarray, ids: Sequence[str], slots: np.ndarray
     ) -> None:
         assert self._owner is not None
-        slots = np.fromiter((self._slot.get(k, -1) for k in ids), np.int64, len(ids))
         rows = np.flatnonzero(slots >= 0)
         if not rows.size:
             return
         if self._vectors is None:
-            self._vectors = np.zeros((len(self._slot), x.shape[1]), np.float32)
+            self._vectors = np.zeros((len(self._owner), x.shape[1]), np.float32)
         s = slots[rows]
         owner = self._owner[s]
         # First sighting of a key: store its vector (a key seen twice in one block keeps
@@ -335,53 +370,46 @@ class IntegrityChecker:
     # ------------------------------------------------------------------ results
 
     def memory_bytes(self) -> int:
-        """Bytes held now (hashes, stored vectors), excluding Python overhead of examples."""
+        """Bytes of state held now: row records and stored shared-key vectors."""
         held = sum(p.nbytes for p in self._hash_parts)
         if self._vectors is not None:
             held += self._vectors.nbytes
         return held
 
-    def finish(self, key_of: Any = None) -> dict[str, Any]:
+    def finish(self) -> dict[str, Any]:
         """Finish the duplicate-vector check and return the JSON-able result.
-
-        Parameters
-        ----------
-        key_of : callable, optional
-            ``key_of(group, batch, row) -> str`` ID key of a row, to name the
-            duplicate-vector examples (the checker keeps hashes, not keys); without it
-            examples give table and line only.
 
         Returns
         -------
         dict
-            ``{"clean", "exit_code", "rows", "identical_rows", "findings", "examples",
-            "tolerance", "memory_bytes", "rules"}``; stored as ``manifest["integrity"]``.
+            ``{"clean", "exit_code", "rows", "identical_rows", "findings",
+            "duplicate_vector_sets", "cross_group_keys", "examples", "tolerance",
+            "memory_bytes", "rules"}``; stored as ``manifest["integrity"]``.
         """
         memory = self.memory_bytes()
         dup_rows = dup_sets = 0
         if self._hash_parts:
             allp = np.concatenate(self._hash_parts)
-            order = np.lexsort((allp["r"], allp["b"], allp["k"], allp["h"]))
-            allp = allp[order]
+            allp = allp[np.lexsort((allp["r"], allp["b"], allp["h"]))]
             h = allp["h"]
             starts = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])
             ends = np.r_[starts[1:], h.size]
-            multi = np.flatnonzero(ends - starts > 1)
-            for si in multi:
+            for si in np.flatnonzero(ends - starts > 1):
                 seg = allp[starts[si] : ends[si]]
-                if np.all(seg["k"] == seg["k"][0]):
+                keys = self._keys_of(seg)
+                if len(set(keys)) == 1:
                     continue  # one variant scored twice: the cross-group check judges it
                 dup_sets += 1
                 dup_rows += int(seg.size)
                 if len(self._examples["duplicate_vectors"]) < self.max_examples:
-                    rows = []
-                    for rec in seg[:4]:
+                    first = []
+                    for rec, key in list(zip(seg, keys, strict=True))[:4]:
                         w = self._where(int(rec["b"]), int(rec["r"]))
-                        if key_of is not None:
-                            w["id"] = show_key(key_of(w["group"], w["batch"], int(rec["r"])))
-                        rows.append(w)
+                        if isinstance(key, str):
+                            w["id"] = show_key(key)
+                        first.append(w)
                     self._examples["duplicate_vectors"].append(
-                        {"rows": int(seg.size), "first": rows}
+                        {"rows": int(seg.size), "first": first}
                     )
             self._hash_parts = [allp]
         self._counts["duplicate_vectors"] = dup_rows
@@ -399,8 +427,9 @@ class IntegrityChecker:
             "identical_rows": identical,
             "findings": dict(self._counts),
             "duplicate_vector_sets": dup_sets,
-            "cross_group_keys": len(self._slot) if self._owner is not None else None,
+            "cross_group_keys": None if self._owner is None else len(self._owner),
             "examples": {k: v for k, v in self._examples.items() if v},
+            "scores_of": self.scores_of,
             "tolerance": {"rtol": self.rtol, "atol": self.atol},
             "memory_bytes": memory,
             "rules": {
@@ -408,6 +437,16 @@ class IntegrityChecker:
                 "line": "1-based line of the variant table (header = line 1)",
             },
         }
+
+    def _keys_of(self, seg: np.ndarray) -> list[Any]:
+        """ID keys (via ``key_of``) or key hashes of a run of colliding records."""
+        if self.key_of is None:
+            return [int(k) for k in seg["k"]]
+        out = []
+        for rec in seg:
+            info = self._batch_info[int(rec["b"])]
+            out.append(self.key_of(info.group, info.batch, int(rec["r"])))
+        return out
 
 
 _TITLES = {

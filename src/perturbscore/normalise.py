@@ -114,32 +114,58 @@ class Background:
         """``(aggregation, statistic)``."""
         return (self.aggregation, self.statistic)
 
-    def _cdf(self, x: np.ndarray, t: int, right: bool) -> np.ndarray:
-        """Fraction of track ``t``'s background ``< x`` (``right``: ``<= x``), ``# n``."""
-        v = self.values[t]
-        i = np.searchsorted(v, x, side="right") if right else np.searchsorted(v, x, side="left")
+    def _positions(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Left and right insertion points of ``x`` (``# S n``) in each track's values.
+
+        One binary search per value; the right one is searched again only where ``x``
+        equals a stored value (ties), where the two differ.
+        """
+        s, m = self.values.shape
+        left = np.empty(x.shape, np.intp)
+        for t in range(s):  # numpy has no row-wise searchsorted; the rest is vectorised
+            left[t] = np.searchsorted(self.values[t], x[t], side="left")
+        at = self.values[np.arange(s)[:, None], np.minimum(left, m - 1)]
+        tie = (left < m) & (at == x)
+        right = left
+        if tie.any():
+            right = left.copy()
+            for t in np.flatnonzero(tie.any(axis=1)):
+                cols = np.flatnonzero(tie[t])
+                right[t, cols] = np.searchsorted(self.values[t], x[t, cols], side="right")
+        return left, right
+
+    def _cdf(self, x: np.ndarray, idx: np.ndarray, right: bool) -> np.ndarray:
+        """Fraction of each track's background ``< x`` (``right``: ``<= x``), ``# S n``.
+
+        ``idx`` are the matching insertion points from :meth:`_positions`.
+        """
         if self.mode == "exact":
-            return i / self.n
-        m = v.size
-        p = np.linspace(0.0, 1.0, m)
-        out = np.empty(x.shape, np.float64)
-        below, above = i == 0, i == m
-        out[below] = 0.0
-        out[above] = 1.0
-        mid = ~(below | above)
-        im = i[mid]
-        xm = x[mid]
-        # Left: v[i-1] < x <= v[i]; right: v[i-1] <= x < v[i].  A grid value equal to x
-        # pins the fraction to its rank (the flat run's first / last grid point).
-        lo_v, hi_v = v[im - 1], v[im]
-        frac = (xm - lo_v) / np.where(hi_v > lo_v, hi_v - lo_v, 1.0)
-        est = p[im - 1] + (p[im] - p[im - 1]) * frac
-        if right:
-            est = np.where(lo_v == xm, p[im - 1], est)
-        else:
-            est = np.where(hi_v == xm, p[im], est)
-        out[mid] = est
-        return out
+            return idx / self.n
+        s, m = self.values.shape
+        rows = np.arange(s)[:, None]
+        # Piecewise-linear CDF through (values[j], j / (m - 1)).  Left: v[i-1] < x <= v[i],
+        # so a grid value equal to x gives its rank (frac = 1); right: v[i-1] <= x < v[i]
+        # (frac = 0).  Below the minimum both give 0; above the maximum, 1.
+        ic = np.clip(idx, 1, m - 1)
+        lo = self.values[rows, ic - 1]
+        hi = self.values[rows, ic]
+        den = hi - lo
+        pos = den > 0
+        frac = np.where(pos, np.clip((x - lo) / np.where(pos, den, 1.0), 0.0, 1.0), 0.0)
+        est = (ic - 1 + frac) / (m - 1)
+        top = self.values[:, -1:]
+        return np.where((x >= top) if right else (x > top), 1.0, est)
+
+    def _midrank(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(F(x-), F(x))``: fractions of the background below and at most ``x``."""
+        left, right = self._positions(x)
+        below = self._cdf(x, left, False)
+        if right is not left:
+            return below, self._cdf(x, right, True)
+        if self.mode == "exact":
+            return below, below
+        # No ties: one interpolation serves both sides, except at the maximum.
+        return below, np.where(x >= self.values[:, -1:], 1.0, below)
 
     def quantile(self, scores: np.ndarray) -> np.ndarray:
         """Mid-rank quantiles of ``scores`` (``# n S`` float64) -> ``# n S`` float64.
@@ -148,19 +174,21 @@ class Background:
         """
         x = _check_block(scores, len(self.tracks), "scores")
         xt = np.ascontiguousarray(x.T)
-        out = np.empty_like(xt)
-        for t in range(xt.shape[0]):
-            row = xt[t]
-            if self.signed:
-                a = np.abs(row)
-                less = self._cdf(a, t, False) - self._cdf(-a, t, True)
-                leq = self._cdf(a, t, True) - self._cdf(-a, t, False)
-                q = np.clip((less + leq) / 2, 0.0, 1.0) * np.sign(row)
-            else:
-                q = (self._cdf(row, t, False) + self._cdf(row, t, True)) / 2
-            q[np.isnan(row)] = np.nan
-            out[t] = q
-        return out.T.copy()
+        nan = np.isnan(xt)
+        if nan.any():
+            xt = np.where(nan, 0.0, xt)
+        if self.signed:
+            a = np.abs(xt)
+            below_a, upto_a = self._midrank(a)
+            below_m, upto_m = self._midrank(-a)
+            # #{|b| < a} = #{-a < b < a};  #{|b| <= a} = #{-a <= b <= a}.
+            q = np.clip((below_a - upto_m + upto_a - below_m) / 2, 0.0, 1.0) * np.sign(xt)
+        else:
+            below, upto = self._midrank(xt)
+            q = (below + upto) / 2
+        if nan.any():
+            q[nan] = np.nan
+        return np.ascontiguousarray(q.T)
 
     def robust_z(self, scores: np.ndarray) -> np.ndarray:
         """``(x - median) / (1.4826 * MAD)`` per track, ``# n S`` float64 (NaN where MAD = 0)."""
