@@ -217,3 +217,32 @@ def test_study_tables(shared, name):
         assert p.bin.tolist() == oracle_bins.tolist()
         assert p.distance.tolist() == d.tolist()
         assert not p.outside_window.any()
+
+
+def test_check_prints_the_study_class_counts(shared, tmp_path):
+    """``perturbscore check`` on the example run file, pointed at the real tables."""
+    import subprocess
+
+    from .conftest import REPO, _entry_point
+
+    text = (REPO / "examples" / "stablefm.toml").read_text(encoding="utf-8")
+    for name in ["targets_human.txt", "basenji_relevant_metadata.csv", *TABLES]:
+        text = text.replace(f'"{name}"', f'"{shared / name}"')
+    run = tmp_path / "stablefm.toml"
+    run.write_text(text, encoding="utf-8")
+    done = subprocess.run(
+        [*_entry_point(), "check", str(run)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "8 prediction files not found" in done.stdout
+    for name in TABLES:
+        raw = pd.read_csv(shared / name)
+        d = raw["PHYSICAL"] - raw["Transcription start site (TSS)"]
+        out = int(((d < -98_304) | (d >= 98_304)).sum())
+        inner = int(((d >= -57_344) & (d < 57_344)).sum())
+        line = next(x for x in done.stdout.splitlines() if name in x)
+        cells = line.split()
+        assert int(cells[2]) == len(raw)
+        assert [int(cells[3]), int(cells[5]), int(cells[7])] == [out, len(raw) - out - inner, inner]
+    assert "55084   17142 31.1%    9915 18.0%   28027 50.9%" in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stablefm.toml"]

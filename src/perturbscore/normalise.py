@@ -129,9 +129,9 @@ class Background:
         right = left
         if tie.any():
             right = left.copy()
-            for t in np.flatnonzero(tie.any(axis=1)):
-                cols = np.flatnonzero(tie[t])
-                right[t, cols] = np.searchsorted(self.values[t], x[t, cols], side="right")
+            for row in np.flatnonzero(tie.any(axis=1)):
+                cols = np.flatnonzero(tie[row])
+                right[row, cols] = np.searchsorted(self.values[row], x[row, cols], side="right")
         return left, right
 
     def _cdf(self, x: np.ndarray, idx: np.ndarray, right: bool) -> np.ndarray:

@@ -134,7 +134,10 @@ def _str_list(value: Any, where: str) -> tuple[str, ...]:
 def parse_run_config(data: dict[str, Any], base: Path, source: Path | None = None) -> RunConfig:
     """Build a :class:`RunConfig` from parsed TOML; paths are resolved against ``base``."""
     where = str(source or "run file")
-    _expect(data, {"targets", "tracks", "scores", "output", "groups"}, where)
+    # [geometry] and [variants] are read by geometry.parse_geometry_config (check command).
+    _expect(
+        data, {"targets", "tracks", "scores", "output", "groups", "geometry", "variants"}, where
+    )
     if "targets" not in data:
         raise PerturbscoreError(f"{where}: 'targets' (the track table path) is required.")
     targets = _resolve(base, data["targets"], f"{where}: targets")
