@@ -184,8 +184,8 @@ class IntegrityChecker:
         Which table's scores are fed (e.g. ``ave/abs_diff``), recorded in the result.
     """
 
-    shared_keys: Iterable[str] | None = None
-    key_of: KeyOf | None = None
+    shared_keys: Iterable[str] | None = field(default=None, repr=False)
+    key_of: KeyOf | None = field(default=None, repr=False)
     rtol: float = 1e-5
     atol: float = 1e-6
     max_examples: int = 10
