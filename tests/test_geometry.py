@@ -246,3 +246,19 @@ def test_check_prints_the_study_class_counts(shared, tmp_path):
         assert [int(cells[3]), int(cells[5]), int(cells[7])] == [out, len(raw) - out - inner, inner]
     assert "55084   17142 31.1%    9915 18.0%   28027 50.9%" in done.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stablefm.toml"]
+
+
+def test_out_of_field_policies():
+    from perturbscore.geometry import apply_out_of_field
+
+    scores = np.array([[0.0, 0.0], [1.0, 2.0], [0.0, 0.0]])
+    cls = np.array([0, 2, 0], np.int8)
+    x, keep = apply_out_of_field("keep", scores, cls)
+    assert x is scores and keep.all()
+    x, keep = apply_out_of_field("na", scores, cls)
+    assert np.isnan(x[[0, 2]]).all() and x[1].tolist() == [1.0, 2.0] and keep.all()
+    assert scores[0, 0] == 0.0  # the input is not modified
+    x, keep = apply_out_of_field("drop", scores, cls)
+    assert keep.tolist() == [False, True, False]
+    with pytest.raises(PerturbscoreError, match="keep, na, drop"):
+        apply_out_of_field("zero", scores, cls)

@@ -289,6 +289,43 @@ def class_counts(cls: np.ndarray) -> dict[str, int]:
     return {label: int(c) for label, c in zip(CLASS_LABELS, counts, strict=True)}
 
 
+#: ``--out-of-field``: keep the exact zeros, write NaN instead, or leave the rows out.
+OUT_OF_FIELD_POLICIES = ("keep", "na", "drop")
+
+
+def apply_out_of_field(
+    policy: str, scores: np.ndarray, cls: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply an out-of-field policy to one block.
+
+    Parameters
+    ----------
+    policy : {"keep", "na", "drop"}
+    scores : numpy.ndarray
+        ``# n S`` float64 scores of the block.
+    cls : numpy.ndarray
+        ``# n`` classes of its rows.
+
+    Returns
+    -------
+    scores, keep : numpy.ndarray, numpy.ndarray
+        The scores (``na``: a copy with NaN on class-0 rows) and ``bool # n``, the rows to
+        write (``drop``: all but class 0).
+    """
+    out = np.asarray(cls) == OUTSIDE_INPUT
+    if policy == "keep":
+        return scores, np.ones(out.size, bool)
+    if policy == "na":
+        x = np.array(scores, dtype=np.float64)
+        x[out] = np.nan
+        return x, np.ones(out.size, bool)
+    if policy == "drop":
+        return scores, ~out
+    raise PerturbscoreError(
+        f"--out-of-field must be one of {', '.join(OUT_OF_FIELD_POLICIES)}, not {policy!r}."
+    )
+
+
 # --------------------------------------------------------------------------- run file
 
 

@@ -25,8 +25,8 @@ Memory (stated, and reported under ``memory_bytes``)
     32-bit batch number, 64-bit row), plus ``4 * S`` bytes per ID key shared by several
     groups (its first score vector in float32, ``S`` score columns), plus the examples
     (at most ``max_examples`` per finding).  No prediction block is kept.  For the
-    study (55,084 rows, 177 tracks): about 1 MB of records plus 708 bytes per shared
-    key.
+    study (55,084 rows, 177 tracks): at most 1.5 MB of records plus 708 bytes per
+    shared key.
 
 Use::
 
