@@ -485,6 +485,31 @@ def report_cmd(compare_folder: Path, out: Path | None) -> None:
     click.echo(str(build_report(compare_folder, out)))
 
 
+@cli.command("check")
+@click.argument("target", metavar="RUN_FILE|RUN_DIR", type=click.Path(path_type=Path))
+@click.option(
+    "--positions-only",
+    is_flag=True,
+    help="Classes from the variant tables only; do not read the predictions.",
+)
+@click.option("--rtol", type=float, default=1e-5, show_default=True, help="Cross-group rtol.")
+@click.option("--atol", type=float, default=1e-6, show_default=True, help="Cross-group atol.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@_user_errors
+def check_cmd(target: Path, positions_only: bool, rtol: float, atol: float, as_json: bool) -> None:
+    """Receptive-field classes and integrity checks of a run file or a finished run.
+
+    Exit code 0: clean; 3: rows flagged (misaligned rows or wrong positions); 2: user error.
+    """
+    import json
+
+    from .check import check_path
+
+    report = check_path(target, positions_only=positions_only, rtol=rtol, atol=atol)
+    click.echo(json.dumps(report.as_dict(), indent=2) if as_json else report.text())
+    sys.exit(report.exit_code)
+
+
 def _terminate(signum: int, frame: object) -> None:
     # SLURM and other schedulers end jobs with SIGTERM: unwind like Ctrl-C, so that
     # temporary files are removed and --resume state is synced.

@@ -316,6 +316,17 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "tracks": Key("a table [tracks]", lambda v: v, "[tracks]", default={}),
         "scores": Key("a table [scores]", lambda v: v, "[scores]", default={}),
         "output": Key("a table [output]", lambda v: v, "[output]", default={}),
+        # Read by geometry.parse_geometry_config (receptive-field classes).
+        "geometry": Key(
+            'a table [geometry] with model = "enformer" or "borzoi" (or a custom geometry)',
+            lambda v: v,
+            '[geometry] with model = "enformer"',
+        ),
+        "variants": Key(
+            "a table [variants] naming the position column(s) of the variant tables",
+            lambda v: v,
+            '[variants] with position = "variant_pos_in_window"',
+        ),
         "groups": Key(
             "one or more [[groups]] tables",
             lambda v: v,

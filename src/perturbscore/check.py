@@ -1,0 +1,336 @@
+"""``perturbscore check``: receptive-field classes and integrity findings of a run.
+
+``check_run_file`` reads a run file's variant tables (classes per table, from the
+``[geometry]`` and ``[variants]`` sections) and, when the prediction files are there,
+streams them block by block through :mod:`.integrity`.  ``check_run_dir`` prints what a
+finished run recorded in its ``manifest.json`` under the keys ``geometry`` (with
+``geometry.classes``) and ``integrity``.
+
+Exit codes: 0 clean, 3 flagged (:data:`.integrity.EXIT_FLAGGED`), 2 user error.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import PerturbscoreError
+from .geometry import (
+    POSITION_KEYS,
+    ClassCounter,
+    GeometryConfig,
+    format_classes,
+    parse_geometry_config,
+    place_table,
+)
+from .integrity import (
+    EXIT_CLEAN,
+    EXIT_FLAGGED,
+    IntegrityChecker,
+    format_integrity,
+    id_keys,
+    keys_in_several_groups,
+    row_identical,
+)
+from .runfile import RunConfig, parse_run_config
+
+#: Manifest keys shared with the run pipeline.
+MANIFEST_GEOMETRY = "geometry"
+MANIFEST_INTEGRITY = "integrity"
+#: Block budget of the check's own reader (REF + ALT selected values).
+BLOCK_BYTES = 256 * 2**20
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_run_file` / :func:`check_run_dir` found."""
+
+    source: str
+    geometry: dict[str, Any] | None = None
+    integrity: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 clean, 3 when integrity is flagged or positions fall outside their window."""
+        if self.integrity is not None and not self.integrity.get("clean", True):
+            return EXIT_FLAGGED
+        classes = (self.geometry or {}).get("classes", {})
+        if any(e.get("outside_window") for e in classes.get("per_table", [])):
+            return EXIT_FLAGGED
+        return EXIT_CLEAN
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able: ``{"source", "geometry", "integrity", "notes", "exit_code"}``."""
+        return {
+            "source": self.source,
+            MANIFEST_GEOMETRY: self.geometry,
+            MANIFEST_INTEGRITY: self.integrity,
+            "notes": self.notes,
+            "exit_code": self.exit_code,
+        }
+
+    def text(self) -> str:
+        """The short report ``perturbscore check`` prints."""
+        lines = [f"check: {self.source}"]
+        if self.geometry:
+            lines.append(describe_geometry(self.geometry))
+            if self.geometry.get("classes"):
+                lines.append(format_classes(self.geometry["classes"]))
+        lines += self.notes
+        if self.integrity is not None:
+            lines.append(format_integrity(self.integrity))
+        return "\n".join(lines)
+
+
+def describe_geometry(geo: dict[str, Any]) -> str:
+    """One line naming the geometry and the position columns of a manifest entry."""
+    pos = geo.get("position") or {}
+    if pos.get("window_start"):
+        how = f"{pos['position']} - {pos['window_start']}"
+    elif pos.get("window_centre"):
+        how = f"{pos['position']} - {pos['window_centre']} + {geo['centre_offset']}"
+    else:
+        how = str(pos.get("position"))
+    return (
+        f"geometry: {geo['model']}: {geo['window_bp']:,}-bp window, model reads the central "
+        f"{geo['input_bp']:,} bp, output {geo['output_bins']} x {geo['bin_bp']} bp = "
+        f"{geo['output_bp']:,} bp, centre bin {geo['centre_bin']}\n"
+        f"positions: offset = {how} (0-based offset in the window)"
+    )
+
+
+def load_check_config(path: str | Path) -> tuple[RunConfig, GeometryConfig | None]:
+    """Read a run file, its ``[geometry]``/``[variants]`` position settings included.
+
+    Until :mod:`.runfile` knows those sections they are taken out here before the rest
+    goes to :func:`.runfile.parse_run_config`.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise PerturbscoreError(f"{p}: run file not found. Check the path.")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise PerturbscoreError(f"{p}: not valid TOML ({exc}).") from exc
+    geo = parse_geometry_config(data, str(p))
+    rest = {k: v for k, v in data.items() if k != "geometry"}
+    if isinstance(rest.get("variants"), dict):
+        left = {k: v for k, v in rest["variants"].items() if k not in POSITION_KEYS}
+        if left:
+            rest["variants"] = left
+        else:
+            del rest["variants"]
+    return parse_run_config(rest, p.parent, source=p), geo
+
+
+def _prediction_path(p: Path) -> Path:
+    return Path(str(p).split("::")[0])
+
+
+def _iter_blocks(
+    config: RunConfig, columns: np.ndarray | None, block_bytes: int = BLOCK_BYTES
+) -> Iterator[tuple[str, int, int, np.ndarray, np.ndarray]]:
+    """Selected REF/ALT blocks of every batch: ``(group, batch, first_row, ref, alt)``.
+
+    ``ref``/``alt`` are ``# n B S``.  The one place the check reads predictions: the
+    run pipeline's span reader can replace it.
+    """
+    from .readers import open_predictions
+
+    for group in config.groups:
+        for number, batch in enumerate(group.batches, start=1):
+            with (
+                open_predictions(batch.ref, batch.format) as ref,
+                open_predictions(batch.alt, batch.format) as alt,
+            ):
+                if ref.shape != alt.shape:
+                    raise PerturbscoreError(
+                        f"group {group.name} batch {number}: REF {ref.path} has shape "
+                        f"{ref.shape} but ALT {alt.path} has shape {alt.shape}."
+                    )
+                n_sel = ref.shape[2] if columns is None else len(columns)
+                row_bytes = 2 * ref.shape[1] * n_sel * ref.dtype.itemsize
+                step = max(1, block_bytes // max(row_bytes, 1))
+                for start in range(0, ref.n_rows, step):
+                    stop = min(start + step, ref.n_rows)
+                    yield (
+                        group.name,
+                        number,
+                        start,
+                        ref.read_selected(start, stop, columns),
+                        alt.read_selected(start, stop, columns),
+                    )
+
+
+def _n_rows(path: Path, fmt: str | None) -> tuple[int, int]:
+    from .readers import open_predictions
+
+    with open_predictions(path, fmt) as r:
+        return r.n_rows, r.shape[1]
+
+
+def check_run_file(
+    path: str | Path,
+    positions_only: bool = False,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    max_examples: int = 10,
+    block_bytes: int = BLOCK_BYTES,
+) -> CheckReport:
+    """Classes per variant table and, with predictions present, the integrity checks.
+
+    Parameters
+    ----------
+    path : str or Path
+        A run file.
+    positions_only : bool
+        Read only the variant tables (classes); never the predictions.
+    rtol, atol : float
+        Tolerance of the cross-group check.
+    max_examples : int
+        First offenders kept per finding.
+    block_bytes : int
+        Budget of one REF + ALT block (rows per block follow from it; results do not).
+
+    Returns
+    -------
+    CheckReport
+    """
+    from .scoring import parse_aggregation, score_block
+    from .tracks import read_targets, select_tracks
+    from .variants import id_columns_of, read_variants
+
+    cfg, geo = load_check_config(path)
+    report = CheckReport(str(path))
+    counter = ClassCounter()
+    classes: dict[tuple[str, int], np.ndarray] = {}
+    keys: dict[tuple[str, int], list[str]] = {}
+    keys_by_group: dict[str, list[str]] = {}
+    for group in cfg.groups:
+        for number, batch in enumerate(group.batches, start=1):
+            # Every column: the position columns are checked (and named) by the geometry.
+            df = read_variants(batch.variants)
+            id_cols = id_columns_of(df, cfg.id_columns, str(batch.variants))
+            k = id_keys(df, id_cols)
+            keys[(group.name, number)] = k
+            keys_by_group.setdefault(group.name, []).extend(k)
+            if geo is not None:
+                placed = place_table(df, geo, str(batch.variants))
+                classes[(group.name, number)] = placed.cls
+                counter.add(
+                    group.name,
+                    number,
+                    str(batch.variants),
+                    placed.cls,
+                    int(placed.outside_window.sum()),
+                )
+    if geo is not None:
+        report.geometry = {**geo.describe(), "classes": counter.describe()}
+    else:
+        report.notes.append(
+            "no [geometry] in the run file: receptive-field classes not computed (add "
+            '[geometry] model = "enformer" and [variants] position = ...)'
+        )
+
+    missing = [
+        str(_prediction_path(p))
+        for g in cfg.groups
+        for b in g.batches
+        for p in (b.ref, b.alt)
+        if not _prediction_path(p).is_file()
+    ]
+    if positions_only:
+        report.notes.append("integrity: not checked (--positions-only)")
+        return report
+    if missing:
+        shown = ", ".join(Path(m).name for m in missing[:4])
+        more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+        report.notes.append(
+            f"integrity: not checked: {len(missing)} prediction files not found ({shown}{more}); "
+            "class counts come from the variant tables alone"
+        )
+        return report
+
+    table = read_targets(cfg.targets)
+    tracks = select_tracks(table, cfg.tracks)
+    idx = tracks["index"].to_numpy(dtype=np.intp)
+    columns = None if np.array_equal(idx, np.arange(len(table))) else idx
+    first = cfg.groups[0].batches[0]
+    for g in cfg.groups:
+        for number, b in enumerate(g.batches, start=1):
+            n_pred, _ = _n_rows(b.ref, b.format)
+            n_var = len(keys[(g.name, number)])
+            if n_pred != n_var:
+                raise PerturbscoreError(
+                    f"{b.variants}: {n_var} variant rows, but {b.ref} has {n_pred} prediction "
+                    "rows; the table must have one row per prediction row, in order."
+                )
+    _, n_bins = _n_rows(first.ref, first.format)
+    aggs = [parse_aggregation(a, n_bins, cfg.center_bin) for a in cfg.aggregations]
+    checker = IntegrityChecker(
+        shared_keys=keys_in_several_groups(keys_by_group),
+        key_of=lambda g, b, r: keys[(g, b)][r],
+        scores_of=f"{aggs[0].label}/{cfg.statistics[0]}",
+        rtol=rtol,
+        atol=atol,
+        max_examples=max_examples,
+    )
+    tables = {(g.name, i): str(b.variants) for g in cfg.groups for i, b in enumerate(g.batches, 1)}
+    for gname, number, start, ref, alt in _iter_blocks(cfg, columns, block_bytes):
+        n = ref.shape[0]
+        scores = score_block(ref, alt, aggs, cfg.statistics, cfg.pseudocount)
+        stacked = scores[(aggs[0].spec, cfg.statistics[0])]
+        cls = classes.get((gname, number))
+        checker.update(
+            gname,
+            number,
+            start,
+            row_identical(ref, alt),
+            None if cls is None else cls[start : start + n],
+            stacked,
+            keys[(gname, number)][start : start + n],
+            table=tables[(gname, number)],
+        )
+    report.integrity = checker.finish()
+    return report
+
+
+def check_run_dir(path: str | Path) -> CheckReport:
+    """What a finished run recorded: ``manifest.json``'s ``geometry`` and ``integrity``."""
+    p = Path(path)
+    manifest = p / "manifest.json"
+    if not manifest.is_file():
+        raise PerturbscoreError(
+            f"{p}: no manifest.json; give a run file, or the --out folder of a finished run."
+        )
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PerturbscoreError(f"{manifest}: cannot read the run manifest ({exc}).") from exc
+    report = CheckReport(str(p))
+    report.geometry = data.get(MANIFEST_GEOMETRY)
+    report.integrity = data.get(MANIFEST_INTEGRITY)
+    if report.geometry is None:
+        report.notes.append("the run recorded no geometry (no [geometry] in its run file)")
+    if report.integrity is None:
+        report.notes.append("the run recorded no integrity checks")
+    return report
+
+
+def check_path(path: str | Path, positions_only: bool = False, **kwargs: Any) -> CheckReport:
+    """:func:`check_run_dir` for a folder, :func:`check_run_file` otherwise."""
+    p = Path(path)
+    if p.is_dir():
+        if positions_only:
+            raise PerturbscoreError(
+                f"{p}: --positions-only applies to a run file, not to a run folder."
+            )
+        return check_run_dir(p)
+    return check_run_file(p, positions_only=positions_only, **kwargs)

@@ -1,0 +1,144 @@
+"""Background normalisation: hand-computed quantiles and robust z, the sketch's error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perturbscore.errors import PerturbscoreError
+from perturbscore.normalise import (
+    BackgroundBuilder,
+    check_tracks,
+    load_backgrounds,
+    normalise,
+    pick_background,
+    save_backgrounds,
+)
+
+
+def build(values, statistic="abs_diff", chunk=None, **kw):
+    x = np.asarray(values, np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    b = BackgroundBuilder([f"T{i}" for i in range(x.shape[1])], "ave", statistic, **kw)
+    step = chunk or len(x)
+    for s in range(0, len(x), step):
+        b.update(x[s : s + step])
+    return b.finish()
+
+
+def test_unsigned_quantiles_by_hand():
+    bg = build([1, 2, 2, 3])
+    assert bg.mode == "exact" and bg.max_rank_error == 0.0
+    # x=2: one value below, two tied -> (1 + 3) / (2 * 4); x=2.5: three below.
+    q = bg.quantile(np.array([[2.0], [0.0], [5.0], [2.5], [1.0], [np.nan]]))
+    np.testing.assert_allclose(q[:5, 0], [0.5, 0.0, 1.0, 0.75, 0.125], rtol=1e-12)
+    assert np.isnan(q[5, 0])
+
+
+def test_signed_quantiles_by_hand():
+    bg = build([-3, -1, 1, 2], statistic="diff")
+    # |b| = 3, 1, 1, 2.  x=-1.5: two |b| below 1.5 -> -(2 + 2)/8; x=1: two tied at 1 -> 2/8;
+    # x=3: three below, one tied -> 7/8; x=0 stays 0.
+    q = bg.quantile(np.array([[-1.5], [1.0], [3.0], [0.0], [-9.0]]))
+    np.testing.assert_allclose(q[:, 0], [-0.5, 0.25, 0.875, 0.0, -1.0], rtol=1e-12)
+
+
+def test_robust_z_by_hand():
+    bg = build([[1, 5], [2, 5], [2, 5], [3, 5], [10, 5]])
+    # Track 0: median 2, |b - 2| = 1, 0, 0, 1, 8 -> MAD 1; track 1: MAD 0 -> NaN.
+    z = bg.robust_z(np.array([[5.0, 5.0], [2.0, 6.0], [0.5, 1.0]]))
+    np.testing.assert_allclose(z[:, 0], [3 / 1.4826, 0.0, -1.5 / 1.4826], rtol=1e-12)
+    assert np.isnan(z[:, 1]).all()
+    np.testing.assert_array_equal(normalise("robust_z", np.array([[5.0, 5.0]]), bg), z[:1])
+
+
+def _exact_midrank(sorted_b: np.ndarray, x: np.ndarray) -> np.ndarray:
+    left = np.searchsorted(sorted_b, x, "left")
+    right = np.searchsorted(sorted_b, x, "right")
+    return (left + right) / (2 * sorted_b.size)
+
+
+def test_sketch_within_stated_error_on_a_million_values():
+    rng = np.random.default_rng(11)
+    n = 10**6
+    x = np.column_stack(
+        [
+            rng.standard_normal(n),
+            np.round(rng.exponential(1.0, n), 1),  # heavy ties
+            rng.lognormal(0, 2, n) * rng.choice([-1, 1], n),  # signed, wide
+        ]
+    )
+    queries = np.column_stack(
+        [
+            np.r_[np.linspace(-5, 5, 1999), 0.0],
+            np.r_[np.round(np.linspace(0, 8, 1999), 1), 0.0],
+            np.r_[np.linspace(-50, 50, 1999), 0.0],
+        ]
+    )
+    bg = build(x, chunk=55_084)
+    assert bg.mode == "grid" and bg.max_rank_error < 0.002
+    est = bg.quantile(queries)
+    for t in range(3):
+        exact = _exact_midrank(np.sort(x[:, t]), queries[:, t])
+        assert np.abs(est[:, t] - exact).max() <= bg.max_rank_error
+    signed = build(x, statistic="diff", chunk=100_003)
+    est = signed.quantile(queries)
+    for t in range(3):
+        a = np.abs(queries[:, t])
+        exact = np.sign(queries[:, t]) * _exact_midrank(np.sort(np.abs(x[:, t])), a)
+        assert np.abs(est[:, t] - exact).max() <= signed.max_rank_error
+    # Median and MAD from the sketch: medians within the rank error (ties allowed).
+    eps = bg.max_rank_error
+    for t in range(3):
+        m = bg.median[t]
+        assert np.mean(x[:, t] < m) <= 0.5 + eps and np.mean(x[:, t] <= m) >= 0.5 - eps
+        dev = np.abs(x[:, t] - np.median(x[:, t]))
+        mad = bg.mad[t]
+        assert np.mean(dev < mad) <= 0.5 + 3 * eps and np.mean(dev <= mad) >= 0.5 - 3 * eps
+
+
+def test_chunk_size_never_changes_a_result():
+    rng = np.random.default_rng(5)
+    x = np.column_stack([rng.standard_normal(3001), np.round(rng.standard_normal(3001), 1)])
+    kw = {"k": 64, "grid": 65}
+    built = [build(x, statistic="diff", chunk=c, **kw) for c in (1, 7, 3001)]
+    for other in built[1:]:
+        np.testing.assert_array_equal(other.values, built[0].values)
+        np.testing.assert_array_equal(other.median, built[0].median)
+        np.testing.assert_array_equal(other.mad, built[0].mad)
+        assert other.max_rank_error == built[0].max_rank_error
+    q = rng.standard_normal((101, 2))
+    whole = built[0].quantile(q)
+    parts = np.vstack([built[0].quantile(q[s : s + 7]) for s in range(0, 101, 7)])
+    np.testing.assert_array_equal(whole, parts)
+    z = np.vstack([built[0].robust_z(q[s : s + 1]) for s in range(101)])
+    np.testing.assert_array_equal(built[0].robust_z(q), z)
+
+
+def test_mask_leaves_rows_out():
+    b = BackgroundBuilder(["T0"], "ave", "abs_diff")
+    b.update(np.array([[0.0], [1.0], [0.0], [2.0]]), mask=np.array([False, True, False, True]))
+    bg = b.finish()
+    assert bg.n == 2 and bg.values.tolist() == [[1.0, 2.0]]
+
+
+def test_save_load_roundtrip(tmp_path):
+    a = build([[1, 2], [3, 4], [5, 6]])
+    d = build([[-1, 2], [3, -4], [5, 6]], statistic="diff")
+    path = save_backgrounds(tmp_path / "bg.npz", [a, d])
+    loaded = load_backgrounds(path)
+    got = pick_background(loaded, "ave", "diff", str(path))
+    np.testing.assert_array_equal(got.values, d.values)
+    assert got.signed and got.tracks == ("T0", "T1") and got.n == 3
+    x = np.array([[2.0, -3.0]])
+    np.testing.assert_array_equal(got.quantile(x), d.quantile(x))
+    with pytest.raises(PerturbscoreError, match="already exists"):
+        save_backgrounds(path, [a])
+    with pytest.raises(PerturbscoreError, match="no background for tss/abs_diff"):
+        pick_background(loaded, "tss", "abs_diff", str(path))
+    with pytest.raises(PerturbscoreError, match="selected tracks"):
+        check_tracks(got, ["T1", "T0"], str(path))
+    with pytest.raises(PerturbscoreError, match="non-finite"):
+        BackgroundBuilder(["T0"], "ave", "log2fc").update(np.array([[np.inf]]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bg.npz"]
