@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from . import __version__
-from .constants import ENGINES, NAN_POLICIES, OUTPUT_FORMATS
+from .constants import ENGINES, NAN_POLICIES, OUT_OF_FIELD, OUTPUT_FORMATS
 from .errors import Interrupted, PerturbscoreError
 from .memory import DEFAULT_MEMORY_BYTES, parse_size
 
@@ -182,6 +182,14 @@ def _report(result: RunResult) -> None:
     is_flag=True,
     help="Record finished blocks; after a crash, the same command continues.",
 )
+@click.option(
+    "--out-of-field",
+    type=click.Choice(list(OUT_OF_FIELD)),
+    default="keep",
+    show_default=True,
+    help="Variants outside the model's input (needs [geometry]): keep their 0 scores, "
+    "write NaN, or leave the rows out.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing output tables.")
 @_verbosity
 @click.pass_context
@@ -201,6 +209,7 @@ def run_cmd(
     workers: int | None,
     zarr_cube: bool,
     resume: bool,
+    out_of_field: str,
     overwrite: bool,
 ) -> None:
     """Score the groups of RUN_FILE (TOML): one table per group x aggregation x statistic."""
@@ -219,6 +228,7 @@ def run_cmd(
         engine=engine,
         scheduler=scheduler,
         workers=workers,
+        out_of_field=out_of_field,
     )
     _report(run_path(run_file, out_dir, options, center_bin=center_bin))
 
