@@ -43,9 +43,9 @@ def test_npz_members(tmp_path: Path, compression: int) -> None:
         np.testing.assert_array_equal(np.concatenate(blocks), alt)
         # Going backwards restarts the stream and still returns the right rows.
         np.testing.assert_array_equal(r.read_rows(1, 2), alt[1:2])
-    with pytest.raises(PerturbscoreError, match=r"holds 2 arrays.*::<member>"):
+    with pytest.raises(PerturbscoreError, match=r"holds 2 .npy arrays \(alt, ref\).*::<member>"):
         open_predictions(path)
-    with pytest.raises(PerturbscoreError, match="no array named 'mid'"):
+    with pytest.raises(PerturbscoreError, match="no array named mid in the archive; it holds alt, ref"):
         open_predictions(f"{path}::mid")
     single = tmp_path / "one.npz"
     np.savez(single, preds=ref)

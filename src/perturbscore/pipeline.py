@@ -571,9 +571,12 @@ def _stream(prep: Prepared, state: ResumeState | None = None) -> RunResult:
                     bad_log2 += rec.bad_log2
                     bar.update(rec.stop - rec.start)
             done = 0
-            for blk in ordered_map(
-                _block_reader(columns), tasks[replayed:], *_threads(opts.threads)
-            ):
+            workers, ahead = _threads(opts.threads)
+            if any(r.sequential for b in batches for r in (b.ref, b.alt)):
+                # A deflated archive member is one stream: one reader thread keeps its
+                # blocks in row order (several would restart decompression per block).
+                workers = min(workers, 1)
+            for blk in ordered_map(_block_reader(columns), tasks[replayed:], workers, ahead):
                 note_nonfinite(blk.nonfinite, blk.start)
                 scores = score_block(blk.ref, blk.alt, aggs, config.statistics, config.pseudocount)
                 grp = blk.batch.group
