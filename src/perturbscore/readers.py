@@ -402,7 +402,7 @@ def locate_member(archive: str | Path, member: str | None, kind: str) -> Archive
     size = p.stat().st_size
     try:
         with zipfile.ZipFile(p) as zf:
-            infos = [i for i in zf.infolist() if not i.is_dir()]
+            every = zf.infolist()
             # Where the central directory starts: member data must end before it.
             start_dir = int(getattr(zf, "start_dir", size))
     except (zipfile.BadZipFile, EOFError, ValueError, struct.error) as exc:
@@ -411,7 +411,7 @@ def locate_member(archive: str | Path, member: str | None, kind: str) -> Archive
             f"(the central directory at the end of the file, {size} bytes) is missing or "
             "damaged, as after a truncated download. Download the archive again."
         ) from exc
-    npy = {i.filename: i for i in infos if i.filename.endswith(".npy")}
+    npy = {i.filename: i for i in every if i.filename.endswith(".npy") and not i.is_dir()}
     keys = {(n if kind == "zip" else n[: -len(".npy")]): n for n in npy}
     name = _pick_archive_member(p, keys, member, kind)
     info = npy[name]
@@ -436,14 +436,31 @@ def locate_member(archive: str | Path, member: str | None, kind: str) -> Archive
             "where its table of contents says the member starts. Download the archive again."
         )
     fields = _LOCAL_HEADER.unpack(header)
+    flags, method, local_crc = fields[3], fields[4], fields[7]
+    # Without a data descriptor (flag bit 3) the local header repeats the CRC-32: the
+    # two copies disagreeing means one was damaged, which is cheaper to catch now than
+    # after streaming the member.
+    if method != info.compress_type or (not flags & 0x8 and local_crc != info.CRC):
+        raise PerturbscoreError(
+            f"{label}: the archive is damaged: the member's own header (method {method}, "
+            f"CRC-32 {local_crc:08x}) disagrees with its table of contents (method "
+            f"{info.compress_type}, CRC-32 {info.CRC:08x}). Download the archive again."
+        )
     # The local header's extra field (ZIP64 sizes, timestamps) may differ in length
     # from the central directory's, so the data offset must come from it.
     name_len, extra_len = fields[-2], fields[-1]
     data_offset = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
     data_end = data_offset + info.compress_size
-    limit = min(size, start_dir if start_dir > info.header_offset else size)
+    # The member's data must end before whatever follows it: the next member's header,
+    # the central directory, or the end of the file.
+    after = [i.header_offset for i in every if i.header_offset > info.header_offset]
+    bounds = {
+        "the next member": min(after, default=size),
+        "the archive's table of contents": start_dir if start_dir > info.header_offset else size,
+        "the end of the file": size,
+    }
+    where, limit = min(bounds.items(), key=lambda kv: kv[1])
     if data_end > limit:
-        where = "the end of the file" if limit == size else "the archive's table of contents"
         raise PerturbscoreError(
             f"{label}: the member is cut short: the archive says it holds "
             f"{info.compress_size} bytes from byte {data_offset}, but {where} comes after "
