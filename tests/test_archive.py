@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import struct
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -339,3 +341,46 @@ def test_unsupported_compression(demo: Path, tmp_path: Path) -> None:
         r"bz\.zip::final_\w+\.npy: the member is compressed with bzip2",
         r"zip -0",
     )
+
+
+def test_example_run_file_alternative_reads_the_archive(
+    demo: Path, unpacked: dict[str, bytes], tmp_path: Path
+) -> None:
+    """examples/stablefm.toml's commented groups, uncommented, over raw_scores.zip."""
+    example = (Path(__file__).resolve().parents[1] / "examples" / RUN_FILE).read_text()
+    head, sep, alternative = example.partition("# The same groups read from the downloaded")
+    assert sep
+    head = head[: head.index("\n[[groups]]")]
+    body = "\n".join(
+        line[2:] if line.startswith("# ") else ""
+        for line in alternative.splitlines()[1:]
+        if line.startswith("#")
+    )
+    folder = tmp_path / "download"
+    shutil.copytree(demo, folder, ignore=shutil.ignore_patterns("*.zip", "*out*", "*.toml"))
+    make_zip(folder, "raw_scores.zip", zipfile.ZIP_DEFLATED, "raw_scores/")
+    for f in _npy_files(folder):
+        f.unlink()  # only the archive is there, as after the download
+    (folder / RUN_FILE).write_text(head + body)
+    r = run_cli("run", folder / RUN_FILE, "--out", folder / "out", "--format", "rdata")
+    assert r.returncode == 0, r.stderr
+    assert tables(folder / "out") == unpacked
+
+
+@pytest.mark.skipif(shutil.which("zip") is None, reason="Info-ZIP zip not installed")
+@pytest.mark.parametrize("options", [["-0"], ["-6"], ["-0", "-fz"]])
+def test_archive_made_by_the_zip_tool(
+    demo: Path, unpacked: dict[str, bytes], tmp_path: Path, options: list[str]
+) -> None:
+    folder = tmp_path / "raw_scores"
+    folder.mkdir()
+    for f in _npy_files(demo):
+        shutil.copy(f, folder / f.name)
+    name = f"tool{''.join(options)}.zip"
+    subprocess.run(
+        ["zip", "-q", "-r", *options, str(demo / name), "raw_scores"], cwd=tmp_path, check=True
+    )
+    out = tmp_path / "out"
+    r = run_cli("run", archive_run_file(demo, name), "--out", out, "--threads", "3")
+    assert r.returncode == 0, r.stderr
+    assert tables(out) == unpacked
