@@ -17,6 +17,7 @@ import subprocess
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from perturbscore.demo import write_demo_dataset
@@ -134,11 +135,22 @@ def test_format_zip_in_the_run_file(demo: Path, unpacked: dict[str, bytes]) -> N
     assert tables(out) == unpacked
 
 
+@pytest.mark.parametrize("kind", ["zip", "npz"])
 def test_deflated_members_are_not_restarted_per_block(
-    demo: Path, unpacked: dict[str, bytes], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    demo: Path,
+    unpacked: dict[str, bytes],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
 ) -> None:
-    make_zip(demo, "restarts.zip", zipfile.ZIP_DEFLATED)
-    run_file = archive_run_file(demo, "restarts.zip")
+    if kind == "zip":
+        make_zip(demo, "restarts.zip", zipfile.ZIP_DEFLATED)
+        run_file = archive_run_file(demo, "restarts.zip")
+    else:
+        np.savez_compressed(demo / "restarts.npz", **{f.stem: np.load(f) for f in _npy_files(demo)})
+        run_file = demo / "restarts.npz.toml"
+        text = (demo / RUN_FILE).read_text()
+        run_file.write_text(re.sub(r'"(final_[a-z_]+)\.npy"', r'"restarts.npz::\1"', text))
     with caplog.at_level(logging.DEBUG, logger="perturbscore"):
         run_path(run_file, tmp_path / "out", RunOptions(chunk_rows=3, threads=4, progress=False))
     assert tables(tmp_path / "out") == unpacked
