@@ -323,7 +323,8 @@ def test_corrupt_deflate_stream(demo: Path, tmp_path: Path) -> None:
 def test_unknown_and_ambiguous_members(demo: Path, tmp_path: Path) -> None:
     make_zip(demo, "names.zip", prefix="raw_scores/")
     run_file = archive_run_file(demo, "names.zip")
-    text = run_file.read_text().replace(f"::{REF_STAB}", "::final_ref_preds_stab.npy", 1)
+    text = run_file.read_text()
+    text = text.replace(f"names.zip::{REF_STAB}", "names.zip::final_ref_preds_stab.npy")
     run_file.write_text(text)
     message = _fails(
         run_file,
