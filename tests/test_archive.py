@@ -27,6 +27,7 @@ from .conftest import run_cli
 
 RUN_FILE = "stablefm.toml"
 REF_STAB = "final_ref_preds_stab_snps_strand.npy"
+LAST = "final_ref_preds_top_snps_strand.npy"  # the last member, in name order
 
 
 def _npy_files(folder: Path) -> list[Path]:
@@ -245,18 +246,28 @@ def test_truncated_download(demo: Path, tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
-def test_member_cut_short(demo: Path, tmp_path: Path, method: int) -> None:
-    name = f"cut_{method}.zip"
+@pytest.mark.parametrize(
+    ("method", "member", "before"),
+    [
+        (zipfile.ZIP_STORED, REF_STAB, "the next member"),
+        (zipfile.ZIP_DEFLATED, REF_STAB, "the next member"),
+        (zipfile.ZIP_STORED, LAST, "the archive's table of contents"),
+    ],
+)
+def test_member_cut_short(
+    demo: Path, tmp_path: Path, method: int, member: str, before: str
+) -> None:
+    name = f"cut_{method}_{member}.zip"
     archive = make_zip(demo, name, method, "raw_scores/")
-    cut_member_data(archive, "raw_scores/" + REF_STAB, 100)
+    cut_member_data(archive, "raw_scores/" + member, 100)
     with zipfile.ZipFile(archive) as zf:  # the table of contents is still fine
         assert len(zf.namelist()) == 9
     _fails(
         archive_run_file(demo, name),
         tmp_path / "out",
-        rf"{name}::raw_scores/{REF_STAB}",
+        rf"{name}::raw_scores/{member}",
         "member is cut short",
+        f"but {before} comes after",
         "Download the archive again",
     )
 

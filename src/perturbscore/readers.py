@@ -407,8 +407,8 @@ def locate_member(archive: str | Path, member: str | None, kind: str) -> Archive
             start_dir = int(getattr(zf, "start_dir", size))
     except (zipfile.BadZipFile, EOFError, ValueError, struct.error) as exc:
         raise PerturbscoreError(
-            f"{label}: {p} is not a complete zip archive ({exc}): its table of contents "
-            f"(the central directory at the end of the file, {size} bytes) is missing or "
+            f"{label}: {p} ({size} bytes) is not a complete zip archive ({exc}): its table "
+            "of contents, the central directory at the end of the file, is missing or "
             "damaged, as after a truncated download. Download the archive again."
         ) from exc
     npy = {i.filename: i for i in every if i.filename.endswith(".npy") and not i.is_dir()}
@@ -453,13 +453,13 @@ def locate_member(archive: str | Path, member: str | None, kind: str) -> Archive
     data_end = data_offset + info.compress_size
     # The member's data must end before whatever follows it: the next member's header,
     # the central directory, or the end of the file.
+    bounds = [(size, "the end of the file")]
+    if start_dir > info.header_offset:
+        bounds.append((start_dir, "the archive's table of contents"))
     after = [i.header_offset for i in every if i.header_offset > info.header_offset]
-    bounds = {
-        "the next member": min(after, default=size),
-        "the archive's table of contents": start_dir if start_dir > info.header_offset else size,
-        "the end of the file": size,
-    }
-    where, limit = min(bounds.items(), key=lambda kv: kv[1])
+    if after:
+        bounds.append((min(after), "the next member"))
+    limit, where = min(bounds)
     if data_end > limit:
         raise PerturbscoreError(
             f"{label}: the member is cut short: the archive says it holds "
