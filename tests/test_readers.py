@@ -156,9 +156,9 @@ def test_deflated_member_restarts_only_when_read_backwards(
         for s in range(0, 21, 7):
             np.testing.assert_array_equal(r.read_rows(s, s + 7), arr[s : s + 7])
         np.testing.assert_array_equal(r.read_rows(30, 31), arr[30:31])  # skip forward: fine
-        assert r.restarts == 0  # type: ignore[attr-defined]
+        assert r.restarts == 0
         np.testing.assert_array_equal(r.read_rows(3, 9), arr[3:9])  # backwards: restart
-        assert r.restarts == 1  # type: ignore[attr-defined]
+        assert r.restarts == 1
         np.testing.assert_array_equal(r.read_rows(9, 50), arr[9:])  # to the end: CRC checked
         assert any("decompression restarts" in m.message for m in caplog.records)
         # The decompression buffers are counted with the scratch buffer.
@@ -181,7 +181,7 @@ def test_zip_archive_over_4_gib(tmp_path: Path) -> None:
         with zipfile.ZipFile(path, "w", compression=method) as zf:
             zf.writestr("first.txt", b"x")
             # Leave a hole (no disk used) so the next member's header is past 4 GiB.
-            zf.start_dir = hole  # type: ignore[attr-defined]
+            zf.start_dir = hole
             with zf.open("a.npy", "w") as dst:
                 np.save(dst, arr)
         with zipfile.ZipFile(path) as zf:

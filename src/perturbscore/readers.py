@@ -68,6 +68,9 @@ class PredictionReader(abc.ABC):
         level), so a run that reads such a reader out of order costs ``N**2``.
     warnings : sequence of str
         Problems worth a user's attention that do not stop a run (e.g. poor chunking).
+    restarts : int
+        Times a sequential reader restarted its stream because rows were asked out of
+        order (always 0 for the others); a test of an engine's read order.
     """
 
     path: str
@@ -75,6 +78,7 @@ class PredictionReader(abc.ABC):
     dtype: np.dtype[Any]
     warnings: Sequence[str] = ()
     sequential: bool = False
+    restarts: int = 0
 
     @property
     def n_rows(self) -> int:
@@ -633,8 +637,7 @@ class DeflatedMemberReader(PredictionReader):
             self._fp.close()
             raise
         self._lock = threading.Lock()  # one decompression stream: one reader at a time
-        #: Times decompression restarted from the beginning (rows asked out of order).
-        self.restarts = 0
+        self.restarts = 0  # times decompression restarted from the member's first byte
 
     @property
     def scratch_nbytes(self) -> int:
