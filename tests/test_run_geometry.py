@@ -171,7 +171,7 @@ def test_shifted_positions_are_flagged(tmp_path: Path) -> None:
 
 def test_out_of_field_needs_geometry(study: Path, tmp_path: Path, cli) -> None:
     text = (study / "stablefm.toml").read_text()
-    start, end = text.index("[geometry]"), text.index("[[groups]]")
+    start, end = text.index("\n[geometry]"), text.index("\n[[groups]]")
     (study / "plain.toml").write_text(text[:start] + text[end:])
     r = cli("run", study / "plain.toml", "--out", tmp_path / "o", "--out-of-field", "drop")
     assert r.returncode == 2 and "--out-of-field drop needs the model's geometry" in r.stderr

@@ -66,7 +66,7 @@ class BatchInput:
     variants_path: Path
     ids: pd.DataFrame  # the ID columns written with the scores (and the class column)
     classes: np.ndarray | None = None  # receptive-field class per row (int8), with geometry
-    keys: list[str] = field(default_factory=list)  # ID key per row, for integrity checks
+    keys: Any = field(default_factory=list)  # ID key per row (# n), for integrity checks
 
     @property
     def n_rows(self) -> int:
