@@ -103,10 +103,12 @@ def variant_where(prep: Prepared, batch: int, row: int) -> str:
     return f"variant {ids} ({kind} {line} of {b.variants_path})"
 
 
-class _Findings:
+class Findings:
     """NaN/Inf, log2fc and integrity findings, the same from live and replayed blocks."""
 
-    def __init__(self, prep: Prepared) -> None:
+    def __init__(
+        self, prep: Prepared, rtol: float = 1e-5, atol: float = 1e-6, max_examples: int = 10
+    ) -> None:
         self.prep = prep
         self.nonfinite: dict[str, tuple[int, str]] = {}
         self.bad_log2 = 0
@@ -120,6 +122,9 @@ class _Findings:
             shared_keys=keys_in_several_groups(by_group) if len(by_group) > 1 else None,
             key_of=lambda g, n, r: keys[(g, n)][r],
             scores_of=f"{self.table[0]}/{self.table[1]}",
+            rtol=rtol,
+            atol=atol,
+            max_examples=max_examples,
         )
         self.slots = [self.checker.slots(b.keys) for b in prep.batches]
 
@@ -287,7 +292,7 @@ def _replay(
     sink: _Sink,
     state: ResumeState,
     tasks: list[Span],
-    findings: _Findings,
+    findings: Findings,
     bar: Any,
 ) -> int:
     """Feed a resumed run's verified blocks to the sink; returns how many."""
@@ -319,7 +324,7 @@ def execute(
     """Score every span through ``mapper`` and publish the run's outputs (module docstring)."""
     out, chunk = prep.out, prep.plan.chunk_rows
     warnings, timings = list(prep.warnings), dict(timings or {})
-    findings = _Findings(prep)
+    findings = Findings(prep)
     tasks = spans(prep.span_plan, chunk)
     sink: _Sink | None = None
     done = 0
