@@ -469,6 +469,19 @@ def test_resume_refuses_other_options_and_changed_partials(world: dict, tmp_path
     assert not (tmp_path / "fresh").exists()
 
 
+def test_a_folder_in_use_is_refused_and_left_alone(world: dict, tmp_path: Path) -> None:
+    from perturbscore.errors import PerturbscoreError
+
+    out = tmp_path / "o"
+    (out / STATE_DIR).mkdir(parents=True)
+    (out / STATE_DIR / "batches.log").write_text("0 00000000\n")  # another run's state
+    (out / ".perturbscore.lock").write_text(f"{os.getpid()}\n")  # held by a live process
+    with pytest.raises(PerturbscoreError, match="another perturbscore process"):
+        run_predict(opts(world, out), predictor=Probe())
+    assert (out / STATE_DIR / "batches.log").read_text() == "0 00000000\n"
+    assert sorted(p.name for p in out.iterdir()) == [STATE_DIR, ".perturbscore.lock"]
+
+
 @pytest.mark.skipif("torch" not in sys.modules and not __import__("importlib").util.find_spec(
     "torch"), reason="torch not installed")
 def test_cuda_matches_cpu(world: dict, tiny_model: Path, tmp_path: Path) -> None:

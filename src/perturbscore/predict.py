@@ -32,7 +32,7 @@ import numpy as np
 from . import __version__
 from .errors import Interrupted, PerturbscoreError
 from .genome import Genome, one_hot
-from .geometry import ENFORMER, POSITION_CONVENTION, Geometry, class_labels
+from .geometry import ENFORMER, Geometry, class_labels
 from .names import check_name
 from .outputs import Commit, folder_lock, recover, sweep, temp_path
 from .predict_model import Predictor, load_enformer, predict_batch, recentre
@@ -253,8 +253,10 @@ def _predict(opts: PredictOptions, v: Variants, genome: Genome, predictor: Predi
     part = {k: state.folder / f"{OUTPUTS[k]}.partial" for k in ("ref", "alt")}
     tmp = {k: temp_path(finals[k]) for k in OUTPUTS if k != "manifest"}
     arrays: list[NpyRows] = []
+    locked = False  # whether the folder is ours: never clean up another process's state
     try:
         with folder_lock(opts.out):
+            locked = True
             recover(opts.out)  # a commit a killed run left halfway is finished first
             sweep(opts.out)  # and dead processes' temporary files go
             done = _open_state(state, fingerprint, resumable, len(batches))
@@ -288,10 +290,10 @@ def _predict(opts: PredictOptions, v: Variants, genome: Genome, predictor: Predi
             commit.run(finals["manifest"], json.dumps(manifest, indent=1))
             shutil.rmtree(state.folder)
     except (KeyboardInterrupt, Interrupted) as exc:
-        _cleanup(arrays, tmp, state, opts, created_out)
+        _cleanup(arrays, tmp, state, opts, created_out, locked)
         raise _interrupted(exc, state, opts, len(batches)) from None
     except BaseException:
-        _cleanup(arrays, tmp, state, opts, created_out)
+        _cleanup(arrays, tmp, state, opts, created_out, locked)
         raise
     return PredictResult([finals[k] for k in OUTPUTS if k != "manifest"], finals["manifest"],
                          summary)
@@ -322,15 +324,19 @@ def _link(src: Path, dst: Path) -> None:
 
 
 def _cleanup(arrays: list[NpyRows], tmp: dict[str, Path], state: ResumeLog,
-             opts: PredictOptions, created_out: bool) -> None:
-    """After a failure: our temporary files go; the state stays only for ``--resume``."""
+             opts: PredictOptions, created_out: bool, locked: bool) -> None:
+    """After a failure: our temporary files go; the state stays only for ``--resume``.
+
+    ``locked``: whether this process held the folder; if not, another one does, and its
+    state is left alone.
+    """
     for a in arrays:
         with contextlib.suppress(OSError):
             a.close()
     for t in tmp.values():
         with contextlib.suppress(FileNotFoundError):
             t.unlink()
-    if not opts.resume:  # nothing to resume from: leave no trace
+    if not opts.resume and locked:  # nothing to resume from: leave no trace
         shutil.rmtree(state.folder, ignore_errors=True)
         if created_out and opts.out.is_dir() and not any(opts.out.iterdir()):
             opts.out.rmdir()
@@ -411,7 +417,6 @@ def _summary(plan: Plan, padded: np.ndarray, jobs: list[Job], v: Variants,
                 f"in bin {centre} of {geo.bins}"
                 + (" (Enformer: window_start = TSS - 196,608, the study's enformer_start)"
                    if geo.window == ENFORMER.window else "")),
-            "convention": POSITION_CONVENTION,
         },
         "classes": {c: int((classes == c).sum()) for c in ("outside_input", "input_only",
                                                             "output")},
