@@ -557,7 +557,7 @@ def test_ref_mismatch_is_an_error_or_skipped_and_counted(world: dict, tmp_path: 
 @pytest.mark.parametrize(
     ("change", "needle"),
     [
-        (lambda d: d.assign(ALT=["TT"] + list(d.ALT[1:])), "indels"),
+        (lambda d: d.assign(ALT=["TT"] + list(d.ALT[1:])), "1 variant is an indel (line 2"),
         (lambda d: d.drop(columns=["REF"]), "no ref allele column"),
         (lambda d: d.assign(chrom=["7"] + list(d.chrom[1:])), "chromosome 7"),
         (lambda d: d.assign(pos=["x"] + list(d.pos[1:])), "not a whole number"),

@@ -567,7 +567,9 @@ def main() -> None:
               help="Leave out variants whose REF differs from the genome (counted).")
 @click.option("--group", default="predicted", show_default=True,
               help="Group name in the run file written beside the predictions.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run of the same command.")
+@click.option("--resume", is_flag=True,
+              help="Keep what an interrupted run recorded; the same command with --resume "
+              "continues it.")
 @click.option("--overwrite", is_flag=True, help="Replace earlier predictions in --out.")
 @click.option("--plan-only", is_flag=True,
               help="Only count windows and forward passes (no genome or weights needed).")

@@ -132,6 +132,10 @@ def _ints(values: pd.Series, what: str, where: str, lines: np.ndarray, word: str
     return num.to_numpy().astype(np.int64)
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 @dataclass
 class Variants:
     """Validated variants, one per prediction row, in input order.
@@ -196,14 +200,16 @@ def load_variants(
     if bad.size:
         listed = "; ".join(f"{word} {lines[i]} {ref[i]}>{alt[i]}" for i in bad[:MAX_LISTED])
         raise PerturbscoreError(
-            f"{where}: {bad.size} variants have alleles other than A, C, G, T ({listed}); "
+            f"{where}: {_count(bad.size, 'variant has', 'variants have')} alleles other than "
+            f"A, C, G, T ({listed}); "
             "remove them or fix the alleles."
         )
     indel = np.flatnonzero(np.array([len(r) != len(a) for r, a in zip(ref, alt, strict=True)]))
     if indel.size:
         listed = "; ".join(f"{word} {lines[i]} {ref[i]}>{alt[i]}" for i in indel[:MAX_LISTED])
         raise PerturbscoreError(
-            f"{where}: {indel.size} variants are indels ({listed}); perturbscore predict "
+            f"{where}: {_count(indel.size, 'variant is an indel', 'variants are indels')} "
+            f"({listed}); perturbscore predict "
             "handles SNVs and equal-length substitutions only (an indel shifts the window), "
             "so remove them from the table."
         )
@@ -258,7 +264,8 @@ def check_against_genome(v: Variants, genome: Genome, skip_ref_mismatch: bool) -
             return f"{name}({v.line_word} {v.lines[i]}) expected {v.ref[i]}, found {found[i]}"
         listed = "; ".join(label(i) for i in bad[:MAX_LISTED])
         raise PerturbscoreError(
-            f"{where}: {len(bad)} REF alleles differ from {genome.path}: {listed}; use the "
+            f"{where}: {_count(len(bad), 'REF allele differs', 'REF alleles differ')} from "
+            f"{genome.path}: {listed}; use the "
             "genome build the variants were called on, or --skip-ref-mismatch to leave them "
             "out (counted in the manifest)."
         )
