@@ -357,13 +357,15 @@ def _kill_after(args: list[str], batches: int, sig: int) -> subprocess.Completed
     the pipe (shrunk to one page, about 100 lines) is full the child waits, so the signal
     always lands mid-run, from outside, as a user's would.
     """
+    # unbuffered: the parent reads exactly up to the kill point, never ahead of it
     proc = subprocess.Popen([CLI, "-v", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
+                            stderr=subprocess.PIPE, bufsize=0,
                             env={**os.environ, **ONE_THREAD})
     assert proc.stderr is not None
     fcntl.fcntl(proc.stderr.fileno(), F_SETPIPE_SZ, 4096)
     seen = 0
-    for line in proc.stderr:
+    for raw in iter(proc.stderr.readline, b""):  # one byte at a time up to each newline
+        line = raw.decode()
         if line.startswith("perturbscore: DEBUG: batch") and line.rstrip().endswith(" done"):
             seen += 1
             if seen >= batches:
@@ -371,7 +373,7 @@ def _kill_after(args: list[str], batches: int, sig: int) -> subprocess.Completed
     assert seen >= batches, "the run ended before the kill point"
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(), err.decode())
 
 
 def _same(out: Path, clean: tuple) -> dict:
