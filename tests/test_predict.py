@@ -471,6 +471,45 @@ def test_resume_refuses_other_options_and_changed_partials(world: dict, tmp_path
     assert not (tmp_path / "fresh").exists()
 
 
+class Killed(BaseException):
+    """Stands in for a process killed while publishing its outputs."""
+
+
+def test_a_commit_cut_short_is_finished_and_resumable(world: dict, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from perturbscore import outputs
+
+    run_predict(opts(world, tmp_path / "clean"), predictor=Probe())
+    clean = load(tmp_path / "clean")
+    out = tmp_path / "o"
+    real, calls = outputs._replace, []
+
+    def replace_then_die(tmp: Path, final: Path) -> None:
+        calls.append(final.name)
+        if len(calls) == 3:
+            raise Killed  # two files published, four promised by the journal
+        real(tmp, final)
+
+    monkeypatch.setattr(outputs, "_replace", replace_then_die)
+    with pytest.raises(Killed):
+        run_predict(opts(world, out, resume=True), predictor=Probe())
+    monkeypatch.undo()
+    journal = out / outputs.JOURNAL
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs: the journal's writer "died"
+    journal.write_text(json.dumps({**json.loads(journal.read_text()), "pid": gone.pid}))
+    assert (out / "ref.npy").exists() and not (out / "variants.csv").exists()
+    # the same command again: the commit is finished, the run resumed (nothing left to
+    # compute) and published again; nothing else is left in the folder
+    res = run_predict(opts(world, out, resume=True), predictor=Probe())
+    got = load(out)
+    np.testing.assert_array_equal(got[0], clean[0])
+    np.testing.assert_array_equal(got[1], clean[1])
+    pd.testing.assert_frame_equal(got[2], clean[2])
+    assert res.summary["resumed_batches"] == -(-res.summary["forward_passes"] // 4)  # all
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS.values())
+
+
 def test_a_folder_in_use_is_refused_and_left_alone(world: dict, tmp_path: Path) -> None:
     from perturbscore.errors import PerturbscoreError
 

@@ -254,6 +254,7 @@ def _predict(opts: PredictOptions, v: Variants, genome: Genome, predictor: Predi
     tmp = {k: temp_path(finals[k]) for k in OUTPUTS if k != "manifest"}
     arrays: list[NpyRows] = []
     locked = False  # whether the folder is ours: never clean up another process's state
+    committing = False  # once the journal is written its temporary files are promised
     try:
         with folder_lock(opts.out):
             locked = True
@@ -287,13 +288,15 @@ def _predict(opts: PredictOptions, v: Variants, genome: Genome, predictor: Predi
                 _link(part[k], tmp[k])
             for k, t in tmp.items():
                 commit.add(t, finals[k])
+            committing = True
             commit.run(finals["manifest"], json.dumps(manifest, indent=1))
             shutil.rmtree(state.folder)
     except (KeyboardInterrupt, Interrupted) as exc:
-        _cleanup(arrays, tmp, state, opts, created_out, locked)
+        _cleanup(arrays, {} if committing else tmp, state, opts, created_out, locked)
         raise _interrupted(exc, state, opts, len(batches)) from None
     except BaseException:
-        _cleanup(arrays, tmp, state, opts, created_out, locked)
+        # a commit stopped halfway is finished by the next command in the folder (recover)
+        _cleanup(arrays, {} if committing else tmp, state, opts, created_out, locked)
         raise
     return PredictResult([finals[k] for k in OUTPUTS if k != "manifest"], finals["manifest"],
                          summary)
