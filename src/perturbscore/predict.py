@@ -282,11 +282,13 @@ def _predict(opts: PredictOptions, v: Variants, genome: Genome, predictor: Predi
                 "outputs": {k: str(p) for k, p in finals.items()},
             }
             commit = Commit(opts.out)
-            for k in ("ref", "alt"):
-                # a second name for the data: the state keeps its own until the commit
-                # is done, so a run killed while committing can still be resumed
-                _link(part[k], tmp[k])
             for k, t in tmp.items():
+                if k in part:
+                    if finals[k].exists() and os.path.samefile(part[k], finals[k]):
+                        continue  # published by a commit a kill cut short: the same data
+                    # a second name for the data: the state keeps its own until the commit
+                    # is done, so a run killed while committing can still be resumed
+                    _link(part[k], t)
                 commit.add(t, finals[k])
             committing = True
             commit.run(finals["manifest"], json.dumps(manifest, indent=1))
