@@ -673,3 +673,13 @@ def test_study_windows_are_reproduced_from_their_tss(shared: Path) -> None:
         np.testing.assert_array_equal(plan.start + 1 + 393_216, d.enformer_end)
         np.testing.assert_array_equal(plan.offset, d.variant_pos_in_window)
         assert (d.enformer_start == d[tss] - 196_608).all()
+
+
+def test_the_run_file_geometry_is_the_models() -> None:
+    from perturbscore.geometry import parse_geometry_section
+    from perturbscore.predict import _geometry_toml
+
+    for geo in (ENFORMER, ENFORMER.with_centre_bin(447), TINY):
+        got = parse_geometry_section(tomllib.loads(_geometry_toml(geo))["geometry"])
+        keys = ("name", "window", "input", "bins", "bin_size", "centre_bin")
+        assert [getattr(got, k) for k in keys] == [getattr(geo, k) for k in keys]
