@@ -551,9 +551,11 @@ def main() -> None:
 @click.option("--bins", default="3", show_default=True,
               help="Odd number of central bins to keep, or 'all'.")
 @click.option("--center-bin", type=int, default=None,
-              help="Centre bin (default B/2: 448 of 896, the bin holding the centre base).")
+              help="Bin holding the window centre: B/2 (default; 448 of 896: window start = "
+              "centre - window/2) or B/2 - 1 (447: one base to the right).")
 @click.option("--input-length", type=int, default=None,
-              help="Bases per window (default: model config's sequence_length, or 196608).")
+              help="Bases the model reads (default: the model config's sequence_length, or "
+              "196608); the window is twice that.")
 @click.option("--centre-column", default=None,
               help="Column with a 1-based window centre per variant (e.g. a TSS).")
 @click.option("--chrom-column", default=None, help="Chromosome column (default: detected).")
@@ -575,7 +577,9 @@ def main() -> None:
               help="Leave out variants whose REF differs from the genome (counted).")
 @click.option("--group", default="predicted", show_default=True,
               help="Group name in the run file written beside the predictions.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run of the same command.")
+@click.option("--resume", is_flag=True,
+              help="Keep what an interrupted run recorded; the same command with --resume "
+              "continues it.")
 @click.option("--overwrite", is_flag=True, help="Replace earlier predictions in --out.")
 @click.option("--plan-only", is_flag=True,
               help="Only count windows and forward passes (no genome or weights needed).")
@@ -589,9 +593,11 @@ def predict_cmd(ctx: click.Context, variants: tuple[Path, ...], plan_only: bool,
     columns = {k: kw[k] for k in ("centre_column", "chrom_column", "pos_column",
                                   "ref_column", "alt_column")}
     if plan_only:
-        from .windows import plan_geometry, plan_tables
+        from .predict_model import plan_geometry
+        from .windows import plan_tables
 
-        plan = plan_tables(variants, plan_geometry(kw["model"], kw["input_length"]), **columns)
+        geometry = plan_geometry(kw["model"], kw["input_length"], kw["center_bin"])
+        plan = plan_tables(variants, geometry, **columns)
         keys = list(plan["all"])
         click.echo("\t".join(["table", *keys]))
         for name, counts in plan.items():
