@@ -123,7 +123,7 @@ BAD = [
         STAB_OLD,
         STAB_OLD.replace(" }", ', format = "bogus" }'),
         r'group 1 "stab" batch 1 format: expected a prediction format, one of "npy", "npz", '
-        r'"hdf5", "zarr".*got the string "bogus"',
+        r'"zip", "hdf5", "zarr".*got the string "bogus"',
     ),
     (
         STAB_OLD,
