@@ -134,7 +134,7 @@ def _sorted_ranks(
     pos = np.arange(1.0, n + 1.0)
     equal = s[:, 1:] == s[:, :-1]  # NaN never equals: each NaN is its own run
     if not equal.any():  # continuous scores: ranks are sorted positions, no tie term
-        ranks = np.where(valid, pos, 0.0)
+        ranks = np.where(valid, pos, 0.0) if not valid.all() else np.broadcast_to(pos, (k, n))
         return order, ranks, valid, np.zeros(k), np.zeros(k, bool)
     start = np.ones((k, n), bool)
     start[:, 1:] = ~equal
@@ -191,8 +191,11 @@ def rank_sum(x: np.ndarray, y: np.ndarray) -> TestResult:
         tie, has_tie = np.zeros(v.shape[0]), np.zeros(v.shape[0], bool)
     else:
         order, ranks, _, tie, has_tie = _sorted_ranks(v)
-        # W: the ranks that fall on x's values (NaN ranks are 0).
-        w = np.where(order < rows_x, ranks, 0.0).sum(axis=1) - nx * (nx + 1) / 2.0
+        # W: the ranks that fall on x's values (NaN ranks are 0).  A row-wise dot
+        # product of the x-mask with the ranks; exact, the sums being whole or half
+        # numbers far below 2^53.
+        is_x = (order < rows_x).astype(np.float64)
+        w = np.einsum("ij,ij->i", is_x, ranks) - nx * (nx + 1) / 2.0
     ntot = nx + ny
     with np.errstate(divide="ignore", invalid="ignore"):
         sigma = np.sqrt((nx * ny / 12.0) * ((ntot + 1) - tie / (ntot * (ntot - 1))))
