@@ -91,14 +91,18 @@ class ScoreSet:
         return self._full(score_columns)[list(columns)]
 
     def read_scores(self, columns: Sequence[str], score_columns: Sequence[str]) -> np.ndarray:
-        """``(rows, len(columns))`` float64 scores (``# N T``), NaN where missing."""
+        """``(len(columns), rows)`` float64 scores, track-major (``# T N``), NaN if missing.
+
+        Track-major because every test sorts one track's values: each row is then
+        contiguous, and a Parquet column is copied in without a strided write.
+        """
         if self.columnar:
             table = self._parquet_source().to_table(columns=list(columns))
-            out = np.empty((table.num_rows, len(columns)))
+            out = np.empty((len(columns), table.num_rows))
             for j, c in enumerate(columns):
-                out[:, j] = table.column(c).to_numpy(zero_copy_only=False)
+                out[j] = table.column(c).to_numpy(zero_copy_only=False)
             return out
-        return self.read(columns, score_columns).to_numpy(dtype=float)
+        return np.ascontiguousarray(self.read(columns, score_columns).to_numpy(dtype=float).T)
 
     def column_names(self, score_columns: Sequence[str]) -> list[str]:
         """The table's column names (Parquet: from the schema, nothing else read)."""
@@ -378,15 +382,15 @@ class _Lookup:
     groups: list[tuple[np.ndarray, np.ndarray]]
 
     def take(self, values: np.ndarray) -> np.ndarray:
-        """``(units, T)`` scores from a table block ``values`` (``# N T``)."""
-        out = np.full((len(self.rows), values.shape[1]), np.nan)
+        """``(T, units)`` scores from a table block ``values`` (``# T N``)."""
+        out = np.full((values.shape[0], len(self.rows)), np.nan)
         ok = self.rows >= 0
-        out[ok] = values[self.rows[ok]]
+        out[:, ok] = values[:, self.rows[ok]]
         for units, rows in self.groups:
             with np.errstate(all="ignore"):
-                v = values[rows]
-                red = np.nanmean(v, axis=0) if self.rule == "mean" else np.nanmax(v, axis=0)
-            out[units] = red
+                v = values[:, rows]
+                red = np.nanmean(v, axis=1) if self.rule == "mean" else np.nanmax(v, axis=1)
+            out[:, units] = red[:, None]
         return out
 
 
@@ -443,9 +447,9 @@ class _Take:
     def __call__(self, block: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         x, y = block[self.x], block[self.y]
         if self.x_rows is not None:
-            x = x[self.x_rows]
+            x = x[:, self.x_rows]
         if self.y_rows is not None:
-            y = y[self.y_rows]
+            y = y[:, self.y_rows]
         return x, y
 
 
@@ -482,22 +486,30 @@ class CompareResult:
         return self.sample_reader(aggregation, statistic, tracks)
 
 
+def _median(v: np.ndarray) -> np.ndarray:
+    """Row medians ignoring NaN (``# T N`` -> ``T``); plain median when nothing is NaN."""
+    if not np.isnan(v).any():
+        return np.median(v, axis=1)
+    return np.nanmedian(v, axis=1)
+
+
 def _block_tests(kind: str, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-    from .stats import rank_sum, signed_rank
+    """Tests of one block of tracks; ``x``, ``y`` are ``(T, n)`` (``# T N``)."""
+    from .stats import rank_sum_rows, signed_rank_rows
 
     if kind == "signed":
         both = ~np.isnan(x) & ~np.isnan(y)
         d = np.where(both, x - y, np.nan)  # a pair is usable only with both scores
-        r = signed_rank(d)
-        med = np.full(d.shape[1], np.nan)
-        ok = both.any(axis=0)
+        r = signed_rank_rows(d)
+        med = np.full(d.shape[0], np.nan)
+        ok = both.any(axis=1)
         with np.errstate(all="ignore"):
-            med[ok] = np.nanmedian(d[:, ok], axis=0)
+            med[ok] = _median(d[ok])
     else:
-        r = rank_sum(x, y)
-        med = np.full(x.shape[1], np.nan)
-        ok = ~np.isnan(x).all(axis=0) & ~np.isnan(y).all(axis=0)
-        med[ok] = np.nanmedian(x[:, ok], axis=0) - np.nanmedian(y[:, ok], axis=0)
+        r = rank_sum_rows(x, y)
+        med = np.full(x.shape[0], np.nan)
+        ok = ~np.isnan(x).all(axis=1) & ~np.isnan(y).all(axis=1)
+        med[ok] = _median(x[ok]) - _median(y[ok])
     return {
         "n_x": r.n_x,
         "n_y": r.n_y,
@@ -679,7 +691,7 @@ class ComparisonPlan:
         return out
 
     def _block(self, agg: str, stat: str, cols: Sequence[str]) -> dict[str, np.ndarray]:
-        """Scores of one block of tracks: whole groups and per unit (``# N T``)."""
+        """Scores of one block of tracks: whole groups and per unit (``# T N``)."""
         all_ids = list(self.run.tracks["identifier"])
         sa = self.run.get(self.group_a, agg, stat)
         sb = self.run.get(self.group_b, agg, stat)
@@ -702,7 +714,7 @@ class ComparisonPlan:
         s = self._block(agg, stat, cols)
         out: dict[tuple[str, Any], dict[str, np.ndarray]] = {}
         for spec in self.specs():
-            x, y = spec.take(s)
+            x, y = (v.T for v in spec.take(s))  # figures take (n, T)
             d = out.setdefault((spec.design, spec.rank), {})
             if spec.kind == "signed":
                 both = ~np.isnan(x) & ~np.isnan(y)  # the pairs tested
@@ -758,7 +770,7 @@ class ComparisonPlan:
                         subs = list(
                             pool.map(
                                 lambda j, x=x, y=y, spec=spec, step=step: _block_tests(
-                                    spec.kind, x[:, j : j + step], y[:, j : j + step]
+                                    spec.kind, x[j : j + step], y[j : j + step]
                                 ),
                                 range(0, len(cols), step),
                             )

@@ -177,15 +177,23 @@ def rank_sum(x: np.ndarray, y: np.ndarray) -> TestResult:
     TestResult
         ``p_greater`` is R's ``alternative = "greater"``: ``x`` tends to be larger.
     """
-    x = np.atleast_2d(np.asarray(x, float).T).T
-    y = np.atleast_2d(np.asarray(y, float).T).T
-    rows_x = x.shape[0]
-    # (K, n): each track's combined sample contiguous, sorted once.
-    v = np.empty((x.shape[1], rows_x + y.shape[0]))
-    v[:, :rows_x] = x.T
-    v[:, rows_x:] = y.T
-    nx = (~np.isnan(x)).sum(axis=0)
-    ny = (~np.isnan(y)).sum(axis=0)
+    x = np.atleast_2d(np.asarray(x, float).T)
+    y = np.atleast_2d(np.asarray(y, float).T)
+    return rank_sum_rows(x, y)
+
+
+def rank_sum_rows(x: np.ndarray, y: np.ndarray) -> TestResult:
+    """:func:`rank_sum` with one test per *row*: ``x`` is ``(K, n_x)``, ``y`` ``(K, n_y)``.
+
+    The track-major layout (``# T N``) the comparison reads its blocks in: each test's
+    sample is contiguous, so no transposed copy is made before sorting.
+    """
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    rows_x = x.shape[1]
+    v = np.concatenate([x, y], axis=1)  # (K, n): each track's combined sample, sorted once
+    nx = (~np.isnan(x)).sum(axis=1)
+    ny = (~np.isnan(y)).sum(axis=1)
     if v.shape[1] == 0:
         w = np.zeros(v.shape[0])
         tie, has_tie = np.zeros(v.shape[0]), np.zeros(v.shape[0], bool)
@@ -218,21 +226,26 @@ def signed_rank(d: np.ndarray) -> TestResult:
     the usable pairs including them and ``n_zero`` how many were zero.  ``effect`` is
     the matched-pairs rank-biserial correlation ``(R+ - R-) / (R+ + R-)``.
     """
-    d = np.atleast_2d(np.asarray(d, float).T).T
+    return signed_rank_rows(np.atleast_2d(np.asarray(d, float).T))
+
+
+def signed_rank_rows(d: np.ndarray) -> TestResult:
+    """:func:`signed_rank` with one test per *row* of ``d`` (``(K, n)``, ``# T N``)."""
+    d = np.asarray(d, float)
     usable = ~np.isnan(d)
     zero = usable & (d == 0)
-    nz = np.ascontiguousarray(np.where(zero, np.nan, np.abs(d)).T)  # (K, n)
+    nz = np.where(zero, np.nan, np.abs(d))  # (K, n)
     n = (~np.isnan(nz)).sum(axis=1)
     if nz.shape[1] == 0:
         v = np.zeros(nz.shape[0])
         tie, has_tie = np.zeros(nz.shape[0]), np.zeros(nz.shape[0], bool)
     else:
         order, ranks, _, tie, has_tie = _sorted_ranks(nz)
-        positive = np.take_along_axis(d.T > 0, order, axis=1)
+        positive = np.take_along_axis(d > 0, order, axis=1)
         v = np.where(positive, ranks, 0.0).sum(axis=1)
     sigma = np.sqrt(n * (n + 1) * (2 * n + 1) / 24.0 - tie / 48.0)
     pg, pl, p2 = _normal(v - n * (n + 1) / 4.0, sigma)
-    exact = (n < EXACT_LIMIT) & ~has_tie & ~zero.any(axis=0) & (n > 0)
+    exact = (n < EXACT_LIMIT) & ~has_tie & ~zero.any(axis=1) & (n > 0)
     for j in np.flatnonzero(exact):
         nj = int(n[j])
         pg[j], pl[j], p2[j] = _exact_p(
@@ -241,8 +254,8 @@ def signed_rank(d: np.ndarray) -> TestResult:
     total = n * (n + 1) / 2.0
     with np.errstate(divide="ignore", invalid="ignore"):
         effect = (2.0 * v - total) / total
-    pairs = usable.sum(axis=0)
-    return TestResult(v, pg, pl, p2, exact, pairs, pairs.copy(), zero.sum(axis=0), effect)
+    pairs = usable.sum(axis=1)
+    return TestResult(v, pg, pl, p2, exact, pairs, pairs.copy(), zero.sum(axis=1), effect)
 
 
 def p_adjust_bh(p: np.ndarray) -> np.ndarray:
