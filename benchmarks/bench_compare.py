@@ -42,8 +42,9 @@ for agg in ("ave", "tss"):
     b = pq.ParquetFile(f"{run}/top_abs_diff_{agg}.parquet")
     for j in range(0, n, 256):
         cols = ids[j:j + 256]
-        x = np.column_stack([b.read(columns=cols).column(c).to_numpy() for c in cols])
-        y = np.column_stack([a.read(columns=cols).column(c).to_numpy() for c in cols])
+        tb, ta = b.read(columns=cols), a.read(columns=cols)
+        x = np.column_stack([tb.column(c).to_numpy() for c in cols])
+        y = np.column_stack([ta.column(c).to_numpy() for c in cols])
         stats.mannwhitneyu(x, y, axis=0, method="asymptotic")
 """
 
@@ -122,11 +123,18 @@ def main() -> None:
     ap.add_argument("--tracks", type=int, default=5313)
     ap.add_argument("--designs", action="store_true", help="Also run all three designs.")
     ap.add_argument("--memory", default="1GiB")
+    ap.add_argument("--keep", default=None, help="Write the run here and keep it.")
+    ap.add_argument("--reuse", default=None, help="A run folder written with --keep.")
     args = ap.parse_args()
     exe = str(Path(sys.executable).parent / "perturbscore")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        run = make_run(Path(tmp), args.tracks)
+        if args.reuse:
+            run = Path(args.reuse)
+        else:
+            run = Path(args.keep) if args.keep else Path(tmp)
+            run.mkdir(parents=True, exist_ok=True)
+            make_run(run, args.tracks)
         print(
             f"data: stab {ROWS['stab']} + top {ROWS['top']} rows x {args.tracks} tracks x 2 "
             f"aggregations (written in {time.perf_counter() - t0:.1f} s)"
@@ -143,7 +151,7 @@ def main() -> None:
             three = timed(
                 [exe, "-q", "compare", str(run), "--a", "stab", "--b", "top",
                  "--design", "unpaired", "--design", "paired", "--design", "matching",
-                 "--pairing", f"{tmp}/pairs.csv", "--memory", args.memory,
+                 "--pairing", str(run / "pairs.csv"), "--memory", args.memory,
                  "--out", f"{tmp}/cmp_three"]
             )  # fmt: skip
             print(

@@ -229,7 +229,8 @@ def test_figures_and_report_render(real_run: Path, shared: Path, tmp_path: Path,
     # An empty plot is almost all white; three ECDF lines and axes are not.
     assert (img < 200).mean() > 0.01
     svg = (out / "figures" / "ecdf_matching_SYNTH0001_tss_abs_diff.svg").read_text()
-    assert "non-matching top" in svg  # text kept as text (svg.fonttype none)
+    # Text kept as text (svg.fonttype none), editable in Inkscape: <text> elements.
+    assert "<text" in svg and "non-matching top" in svg
     # The unpaired design's ECDF shows the two groups, not the matching samples.
     usvg = (out / "figures" / "ecdf_unpaired_SYNTH0001_tss_abs_diff.svg").read_text()
     assert "top (n=35077)" in usvg and "matching" not in usvg
@@ -586,3 +587,38 @@ def test_missing_extra_gives_the_install_line(demo_run: Path, tmp_path: Path) ->
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "pip install 'perturbscore[compare]'" in r.stderr
     assert not (tmp_path / "cmp").exists()
+
+
+def test_axis_labels_and_clipped_points() -> None:
+    from perturbscore import plots
+    from perturbscore.report import _axis_label
+
+    assert _axis_label("SAD", "none", {"parameters": {"normalise": "zscore"}}) == (
+        "SAD, z-score per track"
+    )
+    assert _axis_label("abs_diff", "tss", {}) == "abs_diff (tss)"
+    t = pd.DataFrame(
+        {
+            "assay": ["CHIP", "DNASE"],
+            "rank_biserial": [0.9, 0.1],
+            "p_adj_two_sided": [0.0, 0.5],  # 0: underflow, drawn at 300 and marked
+        }
+    )
+    fig = plots.overview_figure(t, "x")
+    legend = [x.get_text() for x in fig.axes[0].get_legend().get_texts()]
+    assert "p < 1e-300 (drawn at 300)" in legend and "CHIP" in legend
+    with pytest.raises(ValueError):
+        plots.overview_figure(t.assign(p_adj_two_sided=np.nan), "x")
+
+
+def test_track_metadata_from_the_manifest(real_run: Path, tmp_path: Path) -> None:
+    import json
+
+    run = tmp_path / "run"
+    shutil.copytree(real_run, run)
+    m = json.loads((run / "manifest.json").read_text())
+    for rec in m["tracks"]["selected"]:
+        rec.update(assay="ASSAYX", target="TGT", biosample="CELL")
+    (run / "manifest.json").write_text(json.dumps(m))
+    t = compare_groups(run, "stab", "top").tests
+    assert set(t["assay"]) == {"ASSAYX"} and set(t["biosample"]) == {"CELL"}

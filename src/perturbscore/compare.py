@@ -54,8 +54,9 @@ _ALLELE_KEYS = {"REF": 1, "ALT": 2}
 PAIRING_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 #: float64 arrays of one track column's length held while testing it (the values of
 #: both groups, the combined sample, its sort order, sorted values, ranks, masks and
-#: temporaries), measured on the study-size tables; sizes the column blocks.
-_COPIES_PER_VALUE = 14
+#: temporaries, and the next block being read), measured on the study-size tables;
+#: sizes the column blocks.
+_COPIES_PER_VALUE = 16
 
 
 @dataclass
@@ -68,26 +69,36 @@ class ScoreSet:
     path: Path
     rows: int | None = None
     _cache: pd.DataFrame | None = None
+    _files: list[Any] | None = None
 
     @property
     def columnar(self) -> bool:
         """Whether columns can be read on their own (Parquet file or dataset folder)."""
         return self.path.suffix.lower() == ".parquet"
 
-    def _parquet_source(self) -> Any:
-        import pyarrow.dataset as ds
+    def _parquet_files(self) -> list[Any]:
+        """Open Parquet files (one, or the Dask engine's part files), footers read once."""
+        if self._files is None:
+            import pyarrow.parquet as pq
 
-        if self.path.is_dir():
-            # The Dask engine's partitioned dataset: part files in name order = row order.
-            parts = sorted(p for p in self.path.glob("*.parquet") if p.is_file())
-            return ds.dataset([str(p) for p in parts], format="parquet")
-        return ds.dataset(str(self.path), format="parquet")
+            if self.path.is_dir():
+                # The Dask engine's partitioned dataset: part files in name order = row order.
+                parts = sorted(p for p in self.path.glob("*.parquet") if p.is_file())
+            else:
+                parts = [self.path]
+            self._files = [pq.ParquetFile(str(p)) for p in parts]
+        return self._files
+
+    def _read_parquet(self, columns: Sequence[str]) -> Any:
+        import pyarrow as pa
+
+        tables = [f.read(columns=list(columns)) for f in self._parquet_files()]
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
     def read(self, columns: Sequence[str], score_columns: Sequence[str]) -> pd.DataFrame:
         """These columns of the table (Parquet: only these are read)."""
         if self.columnar:
-            table = self._parquet_source().to_table(columns=list(columns))
-            return table.to_pandas()
+            return self._read_parquet(columns).to_pandas()
         return self._full(score_columns)[list(columns)]
 
     def read_scores(self, columns: Sequence[str], score_columns: Sequence[str]) -> np.ndarray:
@@ -97,7 +108,7 @@ class ScoreSet:
         contiguous, and a Parquet column is copied in without a strided write.
         """
         if self.columnar:
-            table = self._parquet_source().to_table(columns=list(columns))
+            table = self._read_parquet(columns)
             out = np.empty((len(columns), table.num_rows))
             for j, c in enumerate(columns):
                 out[j] = table.column(c).to_numpy(zero_copy_only=False)
@@ -107,7 +118,7 @@ class ScoreSet:
     def column_names(self, score_columns: Sequence[str]) -> list[str]:
         """The table's column names (Parquet: from the schema, nothing else read)."""
         if self.columnar:
-            return list(self._parquet_source().schema.names)
+            return list(self._parquet_files()[0].schema_arrow.names)
         if self.path.suffix.lower() == ".csv":
             return list(pd.read_csv(self.path, nrows=0).columns)
         return list(self._full(score_columns).columns)
@@ -119,6 +130,7 @@ class ScoreSet:
 
     def release(self) -> None:
         self._cache = None
+        self._files = None
 
 
 @dataclass
@@ -758,27 +770,38 @@ class ComparisonPlan:
             disable=not progress,
             file=None,
         )
-        with ThreadPoolExecutor(max_workers=nthreads) as pool:
-            for agg, stat in self.combos:
-                for cols in blocks:
-                    block = self._block(agg, stat, cols)
-                    # Sub-blocks of tracks are independent; numpy's sorts release the GIL,
-                    # so threads use every core.
-                    step = max(1, -(-len(cols) // nthreads))
-                    for i, spec in enumerate(specs):
-                        x, y = spec.take(block)
-                        subs = list(
-                            pool.map(
-                                lambda j, x=x, y=y, spec=spec, step=step: _block_tests(
-                                    spec.kind, x[j : j + step], y[j : j + step]
-                                ),
-                                range(0, len(cols), step),
-                            )
+        jobs = [(agg, stat, cols) for agg, stat in self.combos for cols in blocks]
+        # One reader thread reads the next block (pyarrow releases the GIL) while the
+        # pool tests the current one: reading and sorting overlap.
+        with (
+            ThreadPoolExecutor(max_workers=1) as reader,
+            ThreadPoolExecutor(max_workers=nthreads) as pool,
+        ):
+            ahead = reader.submit(self._block, *jobs[0])
+            for n, (agg, stat, cols) in enumerate(jobs):
+                block = ahead.result()
+                if n + 1 < len(jobs):
+                    ahead = reader.submit(self._block, *jobs[n + 1])
+                # Sub-blocks of tracks are independent; numpy's sorts release the GIL,
+                # so threads use every core.
+                step = max(1, -(-len(cols) // nthreads))
+                for i, spec in enumerate(specs):
+                    x, y = spec.take(block)
+                    subs = list(
+                        pool.map(
+                            lambda j, x=x, y=y, spec=spec, step=step: _block_tests(
+                                spec.kind, x[j : j + step], y[j : j + step]
+                            ),
+                            range(0, len(cols), step),
                         )
-                        parts.setdefault((agg, stat, i), []).extend(subs)
-                    bar.update(1)
-                for g in (self.group_a, self.group_b):
-                    self.run.get(g, agg, stat).release()
+                    )
+                    parts.setdefault((agg, stat, i), []).extend(subs)
+                del block
+                bar.update(1)
+                if n + 1 == len(jobs) or jobs[n + 1][:2] != (agg, stat):
+                    # Last block of this table: whole-table caches (CSV, R) are let go.
+                    for g in (self.group_a, self.group_b):
+                        self.run.get(g, agg, stat).release()
         bar.close()
         frames = []
         meta = self.track_meta[["identifier", "index", "assay", "target", "biosample"]]

@@ -307,7 +307,7 @@ def _frame_html(df: pd.DataFrame) -> str:
         "<tr>" + "".join(f"<td>{html.escape(_text(v))}</td>" for v in row) + "</tr>"
         for row in df.itertuples(index=False)
     )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f'<div class="wide"><table><tr>{head}</tr>{body}</table></div>'
 
 
 def check_report_out(folder: Path, out: Path | None) -> Path:
@@ -475,6 +475,7 @@ table.kv th {{ font-weight: normal; color: #555; }}
 figure {{ display: inline-block; margin: 0.5em; vertical-align: top; }}
 img {{ max-width: 560px; border: 1px solid #eee; }}
 code {{ background: #f4f4f4; padding: 1px 4px; }}
+div.wide {{ overflow-x: auto; max-width: 100%; }}
 </style></head><body>
 <h1>Perturbation scores: {html.escape(b)} vs {html.escape(a)}</h1>
 <p>Run <code>{html.escape(str(summary["run"]))}</code>; {summary["n_tests"]} tests,
