@@ -622,3 +622,18 @@ def test_track_metadata_from_the_manifest(real_run: Path, tmp_path: Path) -> Non
     (run / "manifest.json").write_text(json.dumps(m))
     t = compare_groups(run, "stab", "top").tests
     assert set(t["assay"]) == {"ASSAYX"} and set(t["biosample"]) == {"CELL"}
+
+
+def test_block_size_never_changes_a_result(real_run: Path, shared: Path) -> None:
+    from perturbscore.compare import _COPIES_PER_VALUE, block_columns
+
+    kw = dict(designs=["unpaired", "paired"], pairing=[shared / "fine_mapping"])
+    rows = 35077 + 20007
+    per_column = rows * 8 * _COPIES_PER_VALUE
+    runs = [
+        compare_groups(real_run, "stab", "top", memory=m, workers=w, **kw).tests
+        for m, w in ((1, 1), (3 * per_column, 2), (2**40, 3))  # 1, 3 (a prime) and all
+    ]
+    assert block_columns(rows, 3 * per_column, 4) == 3
+    for other in runs[1:]:
+        pd.testing.assert_frame_equal(runs[0], other)
