@@ -131,7 +131,9 @@ def heatmap_figure(tests: pd.DataFrame, title: str, max_tracks: int = 40) -> Fig
     meta = t.drop_duplicates("identifier").set_index("identifier")
     labels = [_label(pd.Series({"identifier": i, **meta.loc[i].to_dict()})) for i in keep]
     n_all = t["identifier"].nunique()
-    fig, ax = plt.subplots(figsize=(4.5 + 0.9 * wide.shape[1], 1.8 + 0.24 * len(wide)), dpi=110)
+    fig, ax = plt.subplots(
+        figsize=(4.5 + 0.9 * wide.shape[1], 1.8 + 0.24 * len(wide)), dpi=110, layout="constrained"
+    )
     vals = wide.to_numpy(dtype=float)
     lim = float(np.nanmax(np.abs(vals))) if np.isfinite(vals).any() else 1.0
     lim = lim or 1.0
@@ -145,7 +147,6 @@ def heatmap_figure(tests: pd.DataFrame, title: str, max_tracks: int = 40) -> Fig
     )
     ax.set_title(f"{title}\n{shown}, by smallest two-sided p", fontsize=9)
     fig.colorbar(im, ax=ax, label="rank-biserial")
-    fig.tight_layout()
     return fig
 
 
