@@ -407,7 +407,7 @@ def import_scores_cmd(
     "--keys",
     default="GENE,rsID,ALT",
     show_default=True,
-    help="Score-table columns a pairing variant is looked up by.",
+    help="Score-table columns a pairing variant is looked up by; only they decide.",
 )
 @click.option(
     "--duplicates",
@@ -416,25 +416,39 @@ def import_scores_cmd(
     show_default=True,
     help="A pairing variant matching several score rows.",
 )
+@click.option(
+    "--per-rank",
+    is_flag=True,
+    help="Test each pairing rank (potential set 1, 2, 3) separately, as the study does.",
+)
 @click.option("--track", "tracks", multiple=True, help="Restrict to these track identifiers.")
 @click.option(
     "--family",
-    type=click.Choice(["all", "design", "table"]),
+    type=click.Choice(["all", "design", "table", "rank"]),
     default="all",
     show_default=True,
-    help="BH family.",
+    help="BH family: all tests, per design, per (design, aggregation, statistic), or that "
+    "per rank.",
 )
 @click.option(
     "--plot-track",
     "plot_tracks",
     multiple=True,
-    help="Draw ECDFs for these tracks (default: the 3 most significant).",
+    help="Draw ECDFs for these tracks (default: the 3 most significant per design).",
 )
-@click.option("--xlim", nargs=2, type=float, default=None, help="ECDF x-axis limits.")
+@click.option("--xlim", nargs=2, type=float, default=None, help="ECDF x-axis limits: LOW HIGH.")
+@click.option(
+    "--memory",
+    default="1GiB",
+    show_default=True,
+    help="Budget for the blocks of track columns read at a time (e.g. 512MB, 2GiB).",
+)
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--overwrite", is_flag=True)
+@click.option("--overwrite", is_flag=True, help="Replace an earlier comparison in --out.")
+@click.pass_context
 @_user_errors
 def compare_cmd(
+    ctx: click.Context,
     run_folder: Path,
     group_a: str,
     group_b: str,
@@ -444,14 +458,20 @@ def compare_cmd(
     b_prefix: str | None,
     keys: str,
     duplicates: str,
+    per_rank: bool,
     tracks: tuple[str, ...],
     family: str,
     plot_tracks: tuple[str, ...],
     xlim: tuple[float, float] | None,
+    memory: str,
     out_dir: Path,
     overwrite: bool,
 ) -> None:
     """Test group B against group A on every track of the run in RUN_FOLDER."""
+    from .extras import require
+
+    require("scipy", "perturbscore compare")
+    require("matplotlib", "perturbscore compare (figures)")
     from .report import run_comparison
 
     summary = run_comparison(
@@ -467,9 +487,12 @@ def compare_cmd(
         duplicates=duplicates,
         tracks=tracks,
         family=family,
+        per_rank=per_rank,
         plot_tracks=plot_tracks,
         xlim=xlim,
         overwrite=overwrite,
+        memory=parse_size(memory),
+        progress=not (ctx.obj or {}).get("quiet", False),
     )
     click.echo(str(out_dir / "tests.csv"))
     log.info(
@@ -490,6 +513,9 @@ def compare_cmd(
 @_user_errors
 def report_cmd(compare_folder: Path, out: Path | None) -> None:
     """Write one self-contained HTML report from a 'perturbscore compare' folder."""
+    from .extras import require
+
+    require("pandas", "perturbscore report")
     from .report import build_report
 
     click.echo(str(build_report(compare_folder, out)))

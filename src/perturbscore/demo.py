@@ -125,6 +125,7 @@ def _write_files(out: Path, n_tracks: int, seed: int) -> list[Path]:
     written.append(p)
 
     site = 0
+    variants: dict[str, list[pd.DataFrame]] = {}
     for group, suffix, n in DEMO_BATCHES:
         # Enformer outputs are non-negative coverage; ALT perturbs REF multiplicatively.
         ref = rng.gamma(2.0, 1.5, size=(n, DEMO_BINS, n_tracks)).astype(np.float32)
@@ -167,12 +168,46 @@ def _write_files(out: Path, n_tracks: int, seed: int) -> list[Path]:
             )
         p = out / f"{group}_snps{suffix}_strand_final_variants.csv"
         pd.DataFrame(rows).to_csv(p, index=False)
+        variants.setdefault(group, []).append(pd.DataFrame(rows))
         written.append(p)
+
+    p = out / "pairing" / "demo_pairs.csv"
+    p.parent.mkdir(exist_ok=True)
+    _demo_pairing(variants).to_csv(p, index=False)
+    written.append(p)
 
     p = out / "stablefm.toml"
     p.write_text(demo_run_file(), encoding="utf-8")
     written.append(p)
     return written
+
+
+def _demo_pairing(variants: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
+    """A long pairing table (``unit``, ``rank``, ``a_``/``b_`` keys) for the demo.
+
+    Made up like the rest: 36 units of ranks 1-3 pairing a stab variant with a top
+    variant, every fourth one "matching" (both sides the same stab variant), so that
+    ``--design paired`` and ``--design matching`` can be tried on the demo.
+    """
+    stab = pd.concat(variants["stab"], ignore_index=True)
+    top = pd.concat(variants["top"], ignore_index=True)
+    rows = []
+    for u in range(36):
+        a = stab.iloc[u]
+        b = a if u % 4 == 0 else top.iloc[u]
+        rows.append(
+            {
+                "unit": f"DEMO{u:03d}",
+                "rank": 1 + u % 3,
+                "a_GENE": a["GENE"],
+                "a_rsID": a["rsID"],
+                "a_ALT": a["ALT"],
+                "b_GENE": b["GENE"],
+                "b_rsID": b["rsID"],
+                "b_ALT": b["ALT"],
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def _write_staged(

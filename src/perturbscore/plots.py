@@ -1,8 +1,11 @@
-"""Figures of a comparison (matplotlib, Agg backend; PNG and SVG).
+"""Figures of a comparison (matplotlib, Agg backend; PNG and SVG with text kept as text).
 
-* :func:`ecdf_figure`: the study's figure, ECDFs of the groups' scores on one track;
+* :func:`ecdf_figure`: the study's figure, ECDFs of the samples one design tested;
 * :func:`overview_figure`: -log10 adjusted p against effect size, coloured by assay;
-* :func:`heatmap_figure`: effect sizes, tracks x aggregations, for one design.
+* :func:`heatmap_figure`: effect sizes, tracks x (statistic, aggregation[, rank]), for
+  one test; never averages over anything (each cell is one test).
+
+Every function draws only what it is given; callers skip designs that tested nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +21,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+# SVG text stays text (editable in Inkscape/Illustrator), not glyph outlines.
+matplotlib.rcParams["svg.fonttype"] = "none"
+
 ASSAY_COLOURS = {"DNASE": "#1b9e77", "ATAC": "#66a61e", "CHIP": "#7570b3", "CAGE": "#d95f02"}
+#: Adjusted p-values below this are drawn at it (and marked as clipped).
+P_FLOOR = 1e-300
 
 
 def ecdf_figure(
@@ -27,16 +35,20 @@ def ecdf_figure(
     xlim: tuple[float, float] | None = None,
     xlabel: str = "perturbation score",
 ) -> Figure:
-    """Overlaid empirical CDFs, one line per labelled sample (NaN ignored)."""
+    """Overlaid empirical CDFs, one line per labelled sample (NaN ignored).
+
+    Raises ``ValueError`` when no sample has a value: an empty figure is never drawn.
+    """
+    drawn = {k: np.sort(v[~np.isnan(v)]) for k, v in samples.items()}
+    drawn = {k: v for k, v in drawn.items() if v.size}
+    if not drawn:
+        raise ValueError("no values to draw")
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110)
-    for label, values in samples.items():
-        v = np.sort(values[~np.isnan(values)])
-        if v.size == 0:
-            continue
+    for label, v in drawn.items():
         ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", label=f"{label} (n={v.size})")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("cumulative fraction")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=9)
     if xlim:
         ax.set_xlim(*xlim)
     ax.set_ylim(0, 1.01)
@@ -47,42 +59,94 @@ def ecdf_figure(
 
 
 def overview_figure(tests: pd.DataFrame, title: str) -> Figure:
-    """-log10(adjusted two-sided p) against rank-biserial effect size, by assay."""
+    """-log10(adjusted two-sided p) against rank-biserial effect size, by assay.
+
+    p-values below :data:`P_FLOOR` (including those that underflow to 0) are drawn at
+    300 with an upward triangle, and the legend says so.
+    """
+    t = tests[tests["p_adj_two_sided"].notna()]
+    if t.empty:
+        raise ValueError("no tested track to draw")
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110)
-    with np.errstate(divide="ignore"):
-        y = -np.log10(tests["p_adj_two_sided"].clip(lower=1e-300))
-    for assay, colour in ASSAY_COLOURS.items():
-        m = (tests["assay"] == assay).to_numpy()
-        if m.any():
-            ax.scatter(tests["rank_biserial"][m], y[m], s=14, alpha=0.8, c=colour, label=assay)
-    other = ~tests["assay"].isin(list(ASSAY_COLOURS)).to_numpy()
-    if other.any():
-        ax.scatter(tests["rank_biserial"][other], y[other], s=14, c="grey", label="other")
+    p = t["p_adj_two_sided"].to_numpy(dtype=float)
+    clipped = p < P_FLOOR
+    y = -np.log10(np.maximum(p, P_FLOOR))
+    x = t["rank_biserial"].to_numpy(dtype=float)
+    assay = t["assay"].astype(str).str.upper().to_numpy()
+    known = np.isin(assay, list(ASSAY_COLOURS))
+    for name, colour in [*ASSAY_COLOURS.items(), ("other", "grey")]:
+        m = (assay == name) if name != "other" else ~known
+        labelled = False
+        for clip, marker in ((False, "o"), (True, "^")):
+            sel = m & (clipped == clip)
+            if sel.any():
+                ax.scatter(
+                    x[sel],
+                    y[sel],
+                    s=16 if clip else 14,
+                    alpha=0.8,
+                    c=colour,
+                    marker=marker,
+                    label=None if labelled else name,
+                )
+                labelled = True
+    if clipped.any():
+        ax.scatter([], [], marker="^", c="black", label=f"p < {P_FLOOR:g} (drawn at 300)")
     ax.axhline(-np.log10(0.05), color="black", lw=0.8, ls="--", label="adj. p = 0.05")
     ax.axvline(0, color="grey", lw=0.5)
     ax.set_xlabel("rank-biserial correlation (x vs y)")
     ax.set_ylabel("-log10 adjusted p (two-sided)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
 
+def _label(row: pd.Series) -> str:
+    what = " ".join(str(row[c]) for c in ("assay", "target", "biosample") if str(row[c]))
+    return f"{row['identifier']}  {what}"[:60]
+
+
 def heatmap_figure(tests: pd.DataFrame, title: str, max_tracks: int = 40) -> Figure:
-    """Effect sizes of the most significant tracks (rows) across aggregations (columns)."""
-    wide = tests.pivot_table(index="identifier", columns="aggregation", values="rank_biserial")
-    best = tests.groupby("identifier")["p_two_sided"].min().sort_values()
-    keep = [t for t in best.index[:max_tracks] if t in wide.index]
+    """Rank-biserial effect sizes of the most significant tracks of one test.
+
+    Rows are tracks (identifier, assay, target, biosample), columns every (statistic,
+    aggregation[, rank]) of ``tests``: one cell is one test, so nothing is averaged;
+    a duplicate cell raises ``ValueError``.
+    """
+    t = tests[tests["p_two_sided"].notna()].copy()
+    if t.empty:
+        raise ValueError("no tested track to draw")
+    has_rank = t["rank"].notna().any()
+    t["column"] = t["statistic"] + "\n" + t["aggregation"]
+    if has_rank:
+        t["column"] = t["column"] + "\nrank " + t["rank"].astype(str)
+    if t.duplicated(["identifier", "column"]).any():
+        raise ValueError("several tests per cell; give one test (design, x, y)")
+    wide = t.pivot(index="identifier", columns="column", values="rank_biserial")
+    best = t.groupby("identifier")["p_two_sided"].min().sort_values(kind="stable")
+    keep = list(best.index[:max_tracks])
     wide = wide.loc[keep]
-    fig, ax = plt.subplots(figsize=(3 + 0.8 * wide.shape[1], 1.5 + 0.22 * len(wide)), dpi=110)
-    lim = float(np.nanmax(np.abs(wide.to_numpy()))) if wide.size else 1.0
-    im = ax.imshow(wide.to_numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
-    ax.set_xticks(range(wide.shape[1]), list(wide.columns))
-    ax.set_yticks(range(len(wide)), list(wide.index), fontsize=7)
-    ax.set_title(title, fontsize=10)
+    meta = t.drop_duplicates("identifier").set_index("identifier")
+    labels = [_label(pd.Series({"identifier": i, **meta.loc[i].to_dict()})) for i in keep]
+    n_all = t["identifier"].nunique()
+    fig, ax = plt.subplots(
+        figsize=(4.5 + 0.9 * wide.shape[1], 1.8 + 0.24 * len(wide)), dpi=110, layout="constrained"
+    )
+    vals = wide.to_numpy(dtype=float)
+    lim = float(np.nanmax(np.abs(vals))) if np.isfinite(vals).any() else 1.0
+    lim = lim or 1.0
+    im = ax.imshow(vals, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    ax.set_xticks(range(wide.shape[1]), list(wide.columns), fontsize=7)
+    ax.set_yticks(range(len(wide)), labels, fontsize=7)
+    shown = (
+        f"the {len(keep)} most significant of {n_all} tracks"
+        if n_all > len(keep)
+        else (f"all {n_all} tracks")
+    )
+    ax.set_title(f"{title}\n{shown}, by smallest two-sided p", fontsize=9)
     fig.colorbar(im, ax=ax, label="rank-biserial")
-    fig.tight_layout()
     return fig
 
 
