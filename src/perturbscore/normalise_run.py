@@ -25,20 +25,19 @@ Statistics perturbscore does not compute (``SAD`` of a scores file)
     are treated as signed: ``sign(x) * q(|x|)`` among the background's ``|b|``, the
     same as the unsigned quantile for non-negative scores except that 0 stays 0.
 Reading
-    Parquet by record batches, CSV in chunks of rows; RDS and RData files are read
-    whole (pyreadr has no partial reads) and then processed in blocks.
+    :mod:`perturbscore.runtables`: Parquet by record batches, CSV in chunks of rows;
+    RDS and RData files are read whole (pyreadr has no partial reads), then in blocks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,57 +45,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import normalise as nz
 from .errors import PerturbscoreError
 from .manifest import build_manifest, manifest_text
 from .memory import DEFAULT_MEMORY_BYTES
 from .names import check_name, is_safe_name
-from .normalise import (
-    DEFAULT_GRID,
-    DEFAULT_K,
-    MAD_SCALE,
-    NORMALISED,
-    SIGNED,
-    Background,
-    BackgroundBuilder,
-    check_tracks,
-    load_backgrounds,
-    normalise,
-    save_backgrounds,
-)
+from .normalise import NORMALISED, Background, BackgroundBuilder
 from .outputs import Commit, folder_lock, recover, sweep, temp_path
+from .runtables import MANIFEST, Table, blocks, check_columns, read_run, table_columns
 from .writers import FORMATS, TableWriter, check_format, open_writer, parquet_group_rows
 
 log = logging.getLogger("perturbscore")
 
-MANIFEST = "manifest.json"
 EXCLUSION_RULE = (
     "background rows left out: every selected score exactly 0 (REF == ALT, e.g. a variant "
     "outside the model's input), or any score NaN or infinite"
 )
 #: Most rows per block: beyond this, blocks only cost memory.
 MAX_BLOCK_ROWS = 65536
-_READERS = {".parquet": "parquet", ".csv": "csv", ".rds": "r", ".rdata": "r"}
-
-
-@dataclass(eq=False)  # identity: one object per table
-class Table:
-    """One input table of the run."""
-
-    group: str
-    aggregation: str
-    statistic: str
-    path: Path
-    rows: int
-    #: Non-track columns, in table order (known after validation, or the first read).
-    id_columns: list[str] | None = None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.aggregation, self.statistic)
-
-    @property
-    def kind(self) -> str:
-        return _READERS[self.path.suffix.lower()]
 
 
 @dataclass
@@ -117,149 +83,10 @@ def output_stem(group: str, aggregation: str, statistic: str, normalised: str) -
     return stem if aggregation == "none" else f"{stem}_{aggregation.replace(':', '')}"
 
 
-def _read_run(run_dir: Path) -> tuple[dict[str, Any], list[Table], list[str]]:
-    """The run's manifest, its tables and the selected track identifiers, checked."""
-    mpath = run_dir / MANIFEST
-    if not run_dir.is_dir():
-        raise PerturbscoreError(f"{run_dir}: run folder not found; give the --out folder of a run.")
-    if not mpath.is_file():
-        raise PerturbscoreError(
-            f"{run_dir}: no {MANIFEST}; give the --out folder of 'perturbscore run' or "
-            "'perturbscore import-scores'."
-        )
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        tracks = [str(t["identifier"]) for t in manifest["tracks"]["selected"]]
-        outputs = list(manifest["outputs"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PerturbscoreError(f"{mpath}: not a perturbscore manifest ({exc}).") from exc
-    tables: list[Table] = []
-    for o in outputs:
-        if o.get("normalised"):
-            raise PerturbscoreError(
-                f"{mpath}: this folder already holds normalised tables; give the run folder "
-                "they were made from."
-            )
-        check_name(o["group"], "group name", str(mpath))
-        t = Table(o["group"], o["aggregation"], o["statistic"], run_dir / o["path"], o["rows"])
-        if not t.path.is_file():
-            raise PerturbscoreError(f"{t.path}: listed in {mpath} but missing.")
-        if t.path.suffix.lower() not in _READERS:
-            raise PerturbscoreError(
-                f"{t.path}: unknown table format {t.path.suffix!r}; normalise reads Parquet, "
-                "CSV, RDS and RData tables."
-            )
-        if any(u.group == t.group and u.key == t.key for u in tables):
-            raise PerturbscoreError(
-                f"{mpath}: two tables for group {t.group}, {t.aggregation}/{t.statistic}."
-            )
-        tables.append(t)
-    if not tables:
-        raise PerturbscoreError(f"{mpath}: the run lists no tables.")
-    return manifest, tables, tracks
-
-
-def _columns(t: Table) -> list[str] | None:
-    """Column names of a table without reading its rows (None for R files)."""
-    if t.kind == "parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            meta = pq.ParquetFile(t.path).metadata
-        except (OSError, ValueError) as exc:
-            raise PerturbscoreError(f"{t.path}: not a readable Parquet file ({exc}).") from exc
-        if meta.num_rows != t.rows:
-            raise PerturbscoreError(
-                f"{t.path} has {meta.num_rows} rows but the manifest says {t.rows}; the run "
-                "folder was changed after the run: run it again."
-            )
-        return list(meta.schema.to_arrow_schema().names)
-    if t.kind == "csv":
-        return list(pd.read_csv(t.path, nrows=0).columns)
-    return None
-
-
-def _check_columns(t: Table, columns: Sequence[str], tracks: Sequence[str]) -> list[str]:
-    """The ID columns (every non-track column), after checking every track is there."""
-    have = set(columns)
-    missing = [c for c in tracks if c not in have]
-    if missing:
-        raise PerturbscoreError(
-            f"{t.path} lacks {len(missing)} of the run's selected tracks (e.g. {missing[0]}); "
-            "the table does not belong to this manifest."
-        )
-    wanted = set(tracks)
-    return [c for c in columns if c not in wanted]
-
-
-def _text(values: pd.Series) -> pd.Series:
-    """An ID column as text, missing values as None."""
-    s = values.astype(object)
-    s = s.map(lambda v: v if isinstance(v, str) else str(v), na_action="ignore")
-    return s.where(s.notna(), None)
-
-
-def blocks(t: Table, tracks: Sequence[str], rows: int) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
-    """The table in blocks of at most ``rows`` rows: scores ``# n S`` float64, ID columns.
-
-    A table without rows gives one empty block (its ID columns are still needed).
-    Sets ``t.id_columns``.
-    """
-    seen = 0
-    empty: tuple[np.ndarray, pd.DataFrame] | None = None
-    for frame in _frames(t, tracks, rows):
-        if t.id_columns is None:
-            t.id_columns = _check_columns(t, list(frame.columns), tracks)
-        scores = frame[list(tracks)].to_numpy(dtype=np.float64)
-        ids = pd.DataFrame({c: _text(frame[c]) for c in t.id_columns})
-        if not len(frame):
-            empty = (scores, ids)
-        for start in range(0, len(frame), rows):
-            yield scores[start : start + rows], ids.iloc[start : start + rows]
-        seen += len(frame)
-    if seen != t.rows:
-        raise PerturbscoreError(
-            f"{t.path} has {seen} rows but the manifest says {t.rows}; the run folder was "
-            "changed after the run: run it again."
-        )
-    if not seen:
-        cols = t.id_columns or []
-        yield empty or (np.empty((0, len(tracks))), pd.DataFrame({c: [] for c in cols}))
-
-
-def _frames(t: Table, tracks: Sequence[str], rows: int) -> Iterator[pd.DataFrame]:
-    if t.kind == "parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(t.path).iter_batches(batch_size=rows):
-            yield batch.to_pandas()
-    elif t.kind == "csv":
-        head = pd.read_csv(t.path, nrows=0).columns
-        scores = set(tracks)
-        dtypes = {c: ("float64" if c in scores else "str") for c in head}
-        yield from pd.read_csv(
-            t.path,
-            dtype=dtypes,
-            keep_default_na=False,
-            na_values={c: ["", "NA", "NaN", "nan"] for c in scores & set(head)},
-            chunksize=rows,
-        )
-    else:
-        import pyreadr
-
-        try:
-            objects = pyreadr.read_r(str(t.path))
-        except Exception as exc:  # pyreadr raises its own types for bad files
-            raise PerturbscoreError(f"{t.path}: not a readable R data file ({exc}).") from exc
-        if len(objects) != 1:
-            raise PerturbscoreError(f"{t.path}: holds {len(objects)} objects, not one table.")
-        yield next(iter(objects.values())).reset_index(drop=True)
-
-
 def _builder(tracks: Sequence[str], aggregation: str, statistic: str) -> BackgroundBuilder:
     # A statistic perturbscore does not compute (SAD of a scores file) is built as a
     # signed one (see the module docstring) and renamed when finished.
-    return BackgroundBuilder(tracks, aggregation, statistic if statistic in SIGNED else "diff")
+    return BackgroundBuilder(tracks, aggregation, statistic if statistic in nz.SIGNED else "diff")
 
 
 def build_background(
@@ -311,17 +138,21 @@ def normalise_run(
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
     block_rows: int | None = None,
 ) -> NormaliseResult:
-    """Write background-normalised copies of a run's tables (module docstring).
+    """Write background-normalised copies of a run's tables (see the module docstring).
+
+    Everything is checked before any work; then the backgrounds are built, and the
+    tables written under temporary names and published with ``manifest.json`` in one
+    journalled commit (all or nothing).
 
     Parameters
     ----------
     run_dir : path
         Folder with ``manifest.json`` (``perturbscore run`` or ``import-scores``).
     out_dir : path
-        Output folder: tables and ``manifest.json``, published together or not at all.
+        Output folder (created if missing; must not be ``run_dir``).
     background : str, optional
         Group of the run whose tables are the background (exactly one of this and
-        ``background_file``).
+        ``background_file``).  Its own tables are normalised too.
     background_file : path, optional
         A background file (``.npz``) saved earlier with ``save_background``.
     statistics : sequence of {"quantile", "robust_z"}
@@ -332,218 +163,234 @@ def normalise_run(
     overwrite : bool
         Replace existing output tables and an existing ``save_background`` file.
     memory_bytes : int
-        Budget for blocks, writer buffers and the background sketch.
+        Budget for blocks, writer buffers and the background sketch, in bytes.
     block_rows : int, optional
         Rows per block (default: the most the budget allows); never changes a result.
+
+    Returns
+    -------
+    NormaliseResult
     """
     started = time.perf_counter()
-    stats = list(dict.fromkeys(statistics))
-    bad = [s for s in stats if s not in NORMALISED]
-    if bad or not stats:
-        raise PerturbscoreError(
-            f"--statistic {bad[0] if bad else '(none)'}: choose {' or '.join(NORMALISED)}."
-        )
-    if (background is None) == (background_file is None):
-        raise PerturbscoreError("give exactly one of --background GROUP and --background-file.")
-    run = Path(run_dir)
-    manifest, tables, tracks = _read_run(run)
-    fmt = check_format(fmt or str(manifest.get("parameters", {}).get("format") or "parquet"))
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise PerturbscoreError(f"--out {out} is an existing file, not a folder; name a folder.")
-    if out.resolve() == run.resolve():
-        raise PerturbscoreError(f"--out {out} is the run folder itself; choose another folder.")
-    if block_rows is not None and block_rows < 1:
-        raise PerturbscoreError(f"--chunk-rows {block_rows}: give a positive number of rows.")
-    plan: list[tuple[Table, str, Path]] = []
-    for t in tables:
-        for part, what in ((t.statistic, "statistic"), (t.aggregation.replace(":", ""), "agg")):
-            if not is_safe_name(part):
-                raise PerturbscoreError(
-                    f"{run / MANIFEST}: {what} {part!r} of {t.path.name} cannot be part of a file "
-                    "name (letters, digits, '_' and '-' only)."
-                )
-        for s in stats:
-            stem = output_stem(t.group, t.aggregation, t.statistic, s)
-            plan.append((t, s, out / f"{stem}{FORMATS[fmt]}"))
-    keys = list(dict.fromkeys(t.key for t in tables))
-    saved = Path(save_background) if save_background is not None else None
-    if saved is not None:
-        if background is None:
-            raise PerturbscoreError(
-                "--save-background saves a background built from --background GROUP; with "
-                "--background-file the background already is a file."
+    job = _Job.check(
+        Path(run_dir), Path(out_dir), background, background_file, statistics, fmt,
+        save_background, overwrite, memory_bytes, block_rows,
+    )
+    job.timings["validate"] = time.perf_counter() - started
+    for k, t in job.sources.items():
+        job.backgrounds[k], job.excluded[k] = build_background(t, job.tracks, job.rows)
+        left = t.rows - job.backgrounds[k].n
+        if left:
+            log.warning(
+                "background %s %s/%s: %d of %d rows left out (%d all exactly 0, %d not finite)",
+                background, k[0], k[1], left, t.rows,
+                job.excluded[k]["all_zero"], job.excluded[k]["non_finite"],
             )
-        if saved.suffix != ".npz":
-            raise PerturbscoreError(f"--save-background {saved}: a background file ends in .npz.")
-        if not saved.parent.is_dir():
-            raise PerturbscoreError(f"--save-background {saved}: folder {saved.parent} not found.")
-        if saved.is_dir() or (saved.exists() and not overwrite):
-            raise PerturbscoreError(
-                f"--save-background {saved} already exists; pass --overwrite or choose another name."
-            )
-    sources: dict[tuple[str, str], Table] = {}
-    loaded: dict[tuple[str, str], Background] = {}
-    if background is not None:
-        check_name(background, "--background group")
-        groups = list(dict.fromkeys(t.group for t in tables))
-        if background not in groups:
-            raise PerturbscoreError(
-                f"--background {background} is not a group of {run}; it has {', '.join(groups)}."
-            )
-        sources = {t.key: t for t in tables if t.group == background}
-        missing = [f"{a}/{s}" for a, s in keys if (a, s) not in sources]
-        if missing:
-            raise PerturbscoreError(
-                f"--background {background} has no table for {', '.join(missing)}; choose a "
-                "group with every aggregation and statistic of the run."
-            )
-    else:
-        where = str(background_file)
-        loaded = load_backgrounds(where)
-        missing = [f"{a}/{s}" for a, s in keys if (a, s) not in loaded]
-        if missing:
-            raise PerturbscoreError(
-                f"{where} has no background for {', '.join(missing)}; build one from a run "
-                "with that aggregation and statistic."
-            )
-        for k in keys:
-            check_tracks(loaded[k], tracks, where)
-    for t in tables:
-        cols = _columns(t)
-        if cols is not None:
-            t.id_columns = _check_columns(t, cols, tracks)
-    if not overwrite:
-        _refuse_existing(out, plan)
-
-    n_s = len(tracks)
-    group_rows = parquet_group_rows(n_s, len(stats), memory_bytes)
-    fixed = len(stats) * 3 * group_rows * n_s * 8 if fmt == "parquet" else 0
-    biggest = max(t.rows for t in tables)
-    if fmt in ("rds", "rdata"):
-        fixed += len(stats) * biggest * n_s * 8  # the R writers hold their whole table
-    if any(t.kind == "r" for t in tables):
-        fixed += biggest * (n_s * 8 + 512)  # pyreadr reads a whole table
-    if sources:
-        levels = math.ceil(math.log2(max(2, max(t.rows for t in sources.values()) / DEFAULT_K)))
-        fixed += (levels + 3) * DEFAULT_K * n_s * 8
-    fixed += len(keys) * DEFAULT_GRID * n_s * 8 * 2
-    rows = _block_rows(n_s, len(stats), fixed, memory_bytes)
-    if block_rows is not None:
-        rows = block_rows
-    timings = {"validate": time.perf_counter() - started}
-
-    excluded: dict[tuple[str, str], dict[str, int]] = {}
-    if sources:
-        for k, t in sources.items():
-            loaded[k], excluded[k] = build_background(t, tracks, rows)
-            if excluded[k]["all_zero"] or excluded[k]["non_finite"]:
-                log.warning(
-                    "background %s %s/%s: %d of %d rows left out (%d all exactly 0, %d with "
-                    "NaN or infinite scores)",
-                    background,
-                    k[0],
-                    k[1],
-                    t.rows - loaded[k].n,
-                    t.rows,
-                    excluded[k]["all_zero"],
-                    excluded[k]["non_finite"],
-                )
-    timings["background"] = time.perf_counter() - started - timings["validate"]
-
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    job.timings["background"] = time.perf_counter() - started - job.timings["validate"]
+    created = not job.out.exists()
+    job.out.mkdir(parents=True, exist_ok=True)
     try:
-        with folder_lock(out):
-            recover(out)
-            sweep(out)
+        with folder_lock(job.out):
+            recover(job.out)
+            sweep(job.out)
             if not overwrite:
-                _refuse_existing(out, plan)
-            info = {
-                "run": str(run),
-                "background": background,
-                "background_file": str(background_file) if background_file else None,
-                "saved_to": str(saved) if saved else None,
-                "excluded": excluded,
-                "fmt": fmt,
-                "rows": rows,
-                "budget": memory_bytes,
-                "timings": timings,
-                "started": started,
-            }
-            loaded = {k: loaded[k] for k in keys}
-            _write(plan, tables, tracks, loaded, manifest, info, saved, out, group_rows)
+                job.refuse_existing()
+            _write(job, started)
     except BaseException:
         if created:
             with contextlib.suppress(OSError):
-                out.rmdir()
+                job.out.rmdir()
         raise
-    return NormaliseResult([p for _, _, p in plan], out / MANIFEST, saved, loaded, excluded, rows)
+    return NormaliseResult(
+        [p for _, _, p in job.plan], job.out / MANIFEST, job.saved, job.backgrounds,
+        job.excluded, job.rows,
+    )
 
 
-def _refuse_existing(out: Path, plan: Sequence[tuple[Table, str, Path]]) -> None:
-    existing = [p.name for _, _, p in plan if p.exists()]
-    if (out / MANIFEST).exists():
-        existing.append(MANIFEST)
-    if existing:
+@dataclass
+class _Job:
+    """One normalisation, validated: inputs, backgrounds (or their sources), outputs."""
+
+    run: Path
+    out: Path
+    manifest: dict[str, Any]
+    tables: list[Table]
+    tracks: list[str]
+    stats: list[str]
+    fmt: str
+    plan: list[tuple[Table, str, Path]]
+    background: str | None
+    background_file: Path | None
+    saved: Path | None
+    sources: dict[tuple[str, str], Table]
+    backgrounds: dict[tuple[str, str], Background]
+    memory_bytes: int
+    rows: int = 0
+    group_rows: int = 0
+    excluded: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def check(
+        cls, run: Path, out: Path, background: str | None, background_file: str | Path | None,
+        statistics: Sequence[str], fmt: str | None, save_background: str | Path | None,
+        overwrite: bool, memory_bytes: int, block_rows: int | None,
+    ) -> _Job:
+        """Every check that needs no table rows; raises PerturbscoreError, writes nothing."""
+        stats = list(dict.fromkeys(statistics))
+        bad = [s for s in stats if s not in NORMALISED] or ([] if stats else ["(none)"])
+        if bad:
+            raise PerturbscoreError(f"--statistic {bad[0]}: choose {' or '.join(NORMALISED)}.")
+        if (background is None) == (background_file is None):
+            raise PerturbscoreError("give exactly one of --background GROUP and --background-file.")
+        if block_rows is not None and block_rows < 1:
+            raise PerturbscoreError(f"--chunk-rows {block_rows}: give a positive number of rows.")
+        manifest, tables, tracks = read_run(run)
+        if manifest.get("source") == "normalise":
+            raise PerturbscoreError(
+                f"{run} already holds normalised tables; give the run folder they were made from."
+            )
+        fmt = check_format(fmt or str(manifest.get("parameters", {}).get("format") or "parquet"))
+        if out.exists() and not out.is_dir():
+            raise PerturbscoreError(f"--out {out} is an existing file; name a folder.")
+        if out.resolve() == run.resolve():
+            raise PerturbscoreError(f"--out {out} is the run folder itself; choose another folder.")
+        plan = []
+        for t in tables:
+            for part in (t.statistic, t.aggregation.replace(":", "")):
+                if not is_safe_name(part):
+                    raise PerturbscoreError(
+                        f"{run / MANIFEST}: {part!r} (of {t.path.name}) cannot be part of a file "
+                        "name; only letters, digits, '_' and '-' can."
+                    )
+            for s in stats:
+                stem = output_stem(t.group, t.aggregation, t.statistic, s)
+                plan.append((t, s, out / f"{stem}{FORMATS[fmt]}"))
+        saved = Path(save_background) if save_background is not None else None
+        if saved is not None:
+            _check_save(saved, background, overwrite)
+        keys = list(dict.fromkeys(t.key for t in tables))
+        sources: dict[tuple[str, str], Table] = {}
+        backgrounds: dict[tuple[str, str], Background] = {}
+        if background is not None:
+            check_name(background, "--background group")
+            groups = list(dict.fromkeys(t.group for t in tables))
+            if background not in groups:
+                raise PerturbscoreError(
+                    f"--background {background} is not a group of {run}; it has "
+                    f"{', '.join(groups)}."
+                )
+            sources = {t.key: t for t in tables if t.group == background}
+            where, have = f"--background {background}", sources
+        else:
+            where = str(background_file)
+            loaded = nz.load_backgrounds(where)
+            have = loaded  # type: ignore[assignment]
+            backgrounds = {k: loaded[k] for k in keys if k in loaded}
+        missing = [f"{a}/{s}" for a, s in keys if (a, s) not in have]
+        if missing:
+            raise PerturbscoreError(
+                f"{where} has no table for {', '.join(missing)}; build the background from a "
+                "run with every aggregation and statistic of this one."
+            )
+        for b in backgrounds.values():
+            nz.check_tracks(b, tracks, where)
+        for t in tables:
+            cols = table_columns(t)
+            if cols is not None:
+                t.id_columns = check_columns(t, cols, tracks)
+        job = cls(
+            run, out, manifest, tables, tracks, stats, fmt, plan, background,
+            Path(background_file) if background_file is not None else None, saved, sources,
+            backgrounds, memory_bytes,
+        )
+        if not overwrite:
+            job.refuse_existing()
+        job.rows = block_rows or job.block_rows()
+        return job
+
+    def block_rows(self) -> int:
+        """Rows per block within the budget: what stays held (writers' buffers, R tables,
+        the sketch) and, per row, its read copies and the normalised values with the
+        searches' temporaries (about 12 arrays like the scores each), plus its IDs."""
+        n_s, n_stats, budget = len(self.tracks), len(self.stats), self.memory_bytes
+        self.group_rows = parquet_group_rows(n_s, n_stats, budget)
+        held = n_stats * 3 * self.group_rows * n_s * 8 if self.fmt == "parquet" else 0
+        biggest = max(t.rows for t in self.tables)
+        if self.fmt in ("rds", "rdata"):
+            held += n_stats * biggest * n_s * 8  # the R writers hold their whole table
+        if any(t.kind == "r" for t in self.tables):
+            held += biggest * (n_s * 8 + 512)  # pyreadr reads a whole table
+        if self.sources:
+            n = max(t.rows for t in self.sources.values())
+            held += (math.ceil(math.log2(max(2, n / nz.DEFAULT_K))) + 3) * nz.DEFAULT_K * n_s * 8
+        held += 2 * len(self.plan) * nz.DEFAULT_GRID * n_s * 8  # finished backgrounds
+        per_row = (4 + 12 * n_stats) * n_s * 8 + 512
+        if budget - held < per_row:
+            raise PerturbscoreError(
+                f"memory budget {budget} bytes is too small (writers and backgrounds hold "
+                f"{held}, one row needs {per_row}); raise --memory or choose --format parquet."
+            )
+        return int(min(MAX_BLOCK_ROWS, max(biggest, 1), (budget - held) // per_row))
+
+    def refuse_existing(self) -> None:
+        existing = [p.name for _, _, p in self.plan if p.exists()]
+        existing += [MANIFEST] if (self.out / MANIFEST).exists() else []
+        if existing:
+            raise PerturbscoreError(
+                f"{self.out} already holds {', '.join(existing)}; pass --overwrite to replace "
+                "them or choose another --out folder."
+            )
+
+
+def _check_save(saved: Path, background: str | None, overwrite: bool) -> None:
+    if background is None:
         raise PerturbscoreError(
-            f"{out} already holds {', '.join(existing)}; pass --overwrite to replace them or "
-            "choose another --out folder."
+            "--save-background saves a background built from --background GROUP; with "
+            "--background-file the background already is a file."
+        )
+    if saved.suffix != ".npz":
+        raise PerturbscoreError(f"--save-background {saved}: a background file ends in .npz.")
+    if not saved.parent.is_dir():
+        raise PerturbscoreError(f"--save-background {saved}: folder {saved.parent} not found.")
+    if saved.is_dir() or (saved.exists() and not overwrite):
+        raise PerturbscoreError(
+            f"--save-background {saved} already exists; pass --overwrite or choose another name."
         )
 
 
-def _write(
-    plan: list[tuple[Table, str, Path]],
-    tables: list[Table],
-    tracks: list[str],
-    backgrounds: dict[tuple[str, str], Background],
-    manifest: dict[str, Any],
-    info: dict[str, Any],
-    saved: Path | None,
-    out: Path,
-    group_rows: int,
-) -> None:
+def _write(job: _Job, started: float) -> None:
     """Every table to its temporary name, then one journalled commit with the manifest."""
     writers: list[TableWriter] = []
-    staged = temp_path(saved) if saved is not None else None
+    staged = temp_path(job.saved) if job.saved is not None else None
     try:
-        commit = Commit(out)
-        for t in tables:
-            bg = backgrounds[t.key]
+        commit = Commit(job.out)
+        for t in job.tables:
+            bg = job.backgrounds[t.key]
             opened: list[tuple[str, TableWriter]] = []
-            for scores, ids in blocks(t, tracks, info["rows"]):
-                if not opened:  # the ID columns of an R table are known once it is read
-                    for u, s, p in plan:
-                        if u is t:
-                            w = open_writer(
-                                info["fmt"],
-                                p,
-                                tracks,
-                                list(ids.columns),
-                                p.stem,
-                                expected_rows=t.rows,
-                                group_rows=group_rows,
-                            )
-                            writers.append(w)
-                            opened.append((s, w))
+            for scores, ids in blocks(t, job.tracks, job.rows):
+                if not opened:  # an R table's ID columns are known once it is read
+                    for s, p in ((s, p) for u, s, p in job.plan if u is t):
+                        w = open_writer(
+                            job.fmt, p, job.tracks, list(ids.columns), p.stem,
+                            expected_rows=t.rows, group_rows=job.group_rows,
+                        )
+                        writers.append(w)
+                        opened.append((s, w))
                 for s, w in opened:
-                    w.write(normalise(s, scores, bg), ids)
+                    w.write(nz.normalise(s, scores, bg), ids)
             for _, w in opened:
                 w.finish()
                 commit.add(w.tmp, w.path)
-        info["timings"]["normalise"] = (
-            time.perf_counter() - info["started"] - sum(info["timings"].values())
-        )
-        if staged is not None and saved is not None:
-            # save_backgrounds writes atomically but never replaces: stage it in a
-            # temporary folder (swept like any partial) and rename it after the commit.
+        job.timings["normalise"] = time.perf_counter() - started - sum(job.timings.values())
+        if staged is not None and job.saved is not None:
+            # nz.save_backgrounds writes atomically but never replaces a file: stage it in a
+            # temporary folder and rename it into place after the commit.
             staged.mkdir()
-            save_backgrounds(staged / saved.name, backgrounds.values())
-        commit.run(
-            out / MANIFEST, manifest_text(_manifest(plan, tracks, backgrounds, manifest, info))
-        )
-        if staged is not None and saved is not None:
-            os.replace(staged / saved.name, saved)
+            nz.save_backgrounds(staged / job.saved.name, job.backgrounds.values())
+        commit.run(job.out / MANIFEST, manifest_text(_manifest(job)))
+        if staged is not None and job.saved is not None:
+            os.replace(staged / job.saved.name, job.saved)
     except BaseException:
         for w in writers:
             w.abort()
@@ -555,71 +402,48 @@ def _write(
             staged.rmdir()
 
 
-def _manifest(
-    plan: list[tuple[Table, str, Path]],
-    tracks: list[str],
-    backgrounds: dict[tuple[str, str], Background],
-    run_manifest: dict[str, Any],
-    info: dict[str, Any],
-) -> dict[str, Any]:
-    entries = []
-    for k, b in backgrounds.items():
-        e = b.describe()
-        e["left_out"] = info["excluded"].get(k)
-        entries.append(e)
+def _manifest(job: _Job) -> dict[str, Any]:
+    """The output's manifest: a run's schema, outputs with their normalised statistic."""
+    entries = [
+        {**b.describe(), "background_rows": job.excluded.get(k)}
+        for k, b in job.backgrounds.items()
+    ]
     parameters = {
-        "normalised": sorted({s for _, s, _ in plan}, key=NORMALISED.index),
-        "run": info["run"],
+        "normalised": job.stats,
+        "run": str(job.run),
         "background": {
-            "source": "group" if info["background"] else "file",
-            "group": info["background"],
-            "file": info["background_file"],
-            "saved_to": info["saved_to"],
-            "rule": EXCLUSION_RULE if info["background"] else None,
+            "source": "group" if job.background else "file",
+            "group": job.background,
+            "file": str(job.background_file) if job.background_file else None,
+            "saved_to": str(job.saved) if job.saved else None,
+            "rule": EXCLUSION_RULE if job.background else None,
             "entries": entries,
         },
         "quantile": "mid-rank (ties count half); signed statistics: sign(x) * q(|x|) among |b|",
         "robust_z": "(x - median) / (mad_scale * MAD)",
-        "mad_scale": MAD_SCALE,
-        "max_rank_error": max(b.max_rank_error for b in backgrounds.values()),
-        "format": info["fmt"],
-        "memory_budget_bytes": info["budget"],
-        "chunk_rows": info["rows"],
-        "run_parameters": run_manifest.get("parameters", {}),
+        "mad_scale": nz.MAD_SCALE,
+        "max_rank_error": max(b.max_rank_error for b in job.backgrounds.values()),
+        "format": job.fmt,
+        "memory_budget_bytes": job.memory_bytes,
+        "chunk_rows": job.rows,
+        "run_parameters": job.manifest.get("parameters", {}),
     }
-    tracks_part = run_manifest["tracks"]
     outputs = [
-        {
-            "group": t.group,
-            "aggregation": t.aggregation,
-            "statistic": f"{t.statistic}_{s}",
-            "normalised": s,
-            "raw_statistic": t.statistic,
-            "path": p.name,
-            "object": p.stem if info["fmt"] == "rdata" else None,
-            "rows": t.rows,
-            "columns": len(tracks) + len(t.id_columns or []),
-        }
-        for t, s, p in plan
+        {"group": t.group, "aggregation": t.aggregation, "statistic": f"{t.statistic}_{s}",
+         "normalised": s, "raw_statistic": t.statistic, "path": p.name,
+         "object": p.stem if job.fmt == "rdata" else None, "rows": t.rows,
+         "columns": len(job.tracks) + len(t.id_columns or [])}
+        for t, s, p in job.plan
     ]
+    inputs = [
+        {"group": t.group, "aggregation": t.aggregation, "statistic": t.statistic,
+         "path": str(t.path), "rows": t.rows}
+        for t in job.tables
+    ]
+    tracks = job.manifest["tracks"]
     return build_manifest(
-        source="normalise",
-        run_file=None,
-        parameters=parameters,
-        targets=run_manifest.get("targets", {}),
-        selection=tracks_part.get("selection", {}),
-        tracks=pd.DataFrame(tracks_part["selected"]),
-        inputs=[
-            {
-                "group": t.group,
-                "aggregation": t.aggregation,
-                "statistic": t.statistic,
-                "path": str(t.path),
-                "rows": t.rows,
-            }
-            for t in dict.fromkeys(t for t, _, _ in plan)
-        ],
-        outputs=outputs,
-        warnings=list(run_manifest.get("warnings", [])),
-        timings=info["timings"],
+        source="normalise", run_file=None, parameters=parameters,
+        targets=job.manifest.get("targets", {}), selection=tracks.get("selection", {}),
+        tracks=pd.DataFrame(tracks["selected"]), inputs=inputs, outputs=outputs,
+        warnings=list(job.manifest.get("warnings", [])), timings=job.timings,
     )
