@@ -90,12 +90,12 @@ def _builder(tracks: Sequence[str], aggregation: str, statistic: str) -> Backgro
 
 
 def build_background(
-    t: Table, tracks: Sequence[str], rows: int
+    t: Table, tracks: Sequence[str], rows: int, read_rows: int = 0
 ) -> tuple[Background, dict[str, int]]:
     """Stream table ``t`` into a background; rows left out as the module docstring says."""
     b = _builder(tracks, t.aggregation, t.statistic)
     zero = nonfinite = 0
-    for scores, _ in blocks(t, tracks, rows):
+    for scores, _ in blocks(t, tracks, rows, read_rows, ids=False):
         finite = np.isfinite(scores).all(axis=1)
         zeros = (scores == 0).all(axis=1)
         zero += int(zeros.sum())
@@ -178,7 +178,9 @@ def normalise_run(
     )
     job.timings["validate"] = time.perf_counter() - started
     for k, t in job.sources.items():
-        job.backgrounds[k], job.excluded[k] = build_background(t, job.tracks, job.rows)
+        job.backgrounds[k], job.excluded[k] = build_background(
+            t, job.tracks, job.rows, job.read_rows
+        )
         left = t.rows - job.backgrounds[k].n
         if left:
             log.warning(
@@ -226,6 +228,7 @@ class _Job:
     backgrounds: dict[tuple[str, str], Background]
     memory_bytes: int
     rows: int = 0
+    read_rows: int = 0
     group_rows: int = 0
     excluded: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -306,7 +309,8 @@ class _Job:
         )
         if not overwrite:
             job.refuse_existing()
-        job.rows = block_rows or job.block_rows()
+        job.read_rows = job.block_rows()
+        job.rows = block_rows or job.read_rows
         return job
 
     def block_rows(self) -> int:
@@ -368,7 +372,8 @@ def _write(job: _Job, started: float) -> None:
         for t in job.tables:
             bg = job.backgrounds[t.key]
             opened: list[tuple[str, TableWriter]] = []
-            for scores, ids in blocks(t, job.tracks, job.rows):
+            for scores, ids in blocks(t, job.tracks, job.rows, job.read_rows):
+                assert ids is not None
                 if not opened:  # an R table's ID columns are known once it is read
                     for s, p in ((s, p) for u, s, p in job.plan if u is t):
                         w = open_writer(

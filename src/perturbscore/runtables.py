@@ -126,56 +126,75 @@ def check_columns(t: Table, columns: Sequence[str], tracks: Sequence[str]) -> li
     return [c for c in columns if c not in wanted]
 
 
-def _text(values: pd.Series) -> pd.Series:
+def _text(values: pd.Series) -> list[str | None]:
     """An ID column as text, missing values as None."""
-    s = values.astype(object)
-    s = s.map(lambda v: v if isinstance(v, str) else str(v), na_action="ignore")
-    return s.where(s.notna(), None)
+    return [v if isinstance(v, str) else None if pd.isna(v) else str(v) for v in values]
 
 
-def blocks(t: Table, tracks: Sequence[str], rows: int) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
-    """The table in blocks of at most ``rows`` rows: scores ``# n S`` float64, ID columns.
+Block = tuple[np.ndarray, pd.DataFrame | None]
 
-    A table without rows gives one empty block (its ID columns are still needed).
-    Sets ``t.id_columns``.
+
+def blocks(
+    t: Table, tracks: Sequence[str], rows: int, read_rows: int = 0, ids: bool = True
+) -> Iterator[Block]:
+    """The table in blocks of at most ``rows`` rows: scores ``# n S`` float64 and the ID
+    columns as text (None unless ``ids``).
+
+    The file is read ``max(rows, read_rows)`` rows at a time.  A table without rows
+    gives one empty block (its ID columns are still needed).  Sets ``t.id_columns``.
     """
     seen = 0
-    empty: tuple[np.ndarray, pd.DataFrame] | None = None
-    for frame in _frames(t, tracks, rows):
+    for columns, scores, text in _frames(t, tracks, max(rows, read_rows), ids):
         if t.id_columns is None:
-            t.id_columns = check_columns(t, list(frame.columns), tracks)
-        scores = frame[list(tracks)].to_numpy(dtype=np.float64)
-        ids = pd.DataFrame({c: _text(frame[c]) for c in t.id_columns})
-        if not len(frame):
-            empty = (scores, ids)
-        for start in range(0, len(frame), rows):
-            yield scores[start : start + rows], ids.iloc[start : start + rows]
-        seen += len(frame)
+            t.id_columns = check_columns(t, columns, tracks)
+        frame = pd.DataFrame(text, columns=t.id_columns) if ids else None
+        if frame is not None and not len(frame.columns):
+            frame.index = pd.RangeIndex(len(scores))  # no ID columns: still one row per row
+        n = scores.shape[0]
+        for start in range(0, n, rows):
+            yield (
+                scores[start : start + rows],
+                None if frame is None else frame.iloc[start : start + rows],
+            )
+        seen += n
     if seen != t.rows:
         raise PerturbscoreError(
             f"{t.path} has {seen} rows but the manifest says {t.rows}; the run folder was "
             "changed after the run: run it again."
         )
     if not seen:
-        cols = t.id_columns or []
-        yield empty or (np.empty((0, len(tracks))), pd.DataFrame({c: [] for c in cols}))
+        yield np.empty((0, len(tracks))), (
+            pd.DataFrame({c: [] for c in t.id_columns or []}, dtype=object) if ids else None
+        )
 
 
-def _frames(t: Table, tracks: Sequence[str], rows: int) -> Iterator[pd.DataFrame]:
+def _frames(
+    t: Table, tracks: Sequence[str], rows: int, ids: bool
+) -> Iterator[tuple[list[str], np.ndarray, dict[str, list[str | None]]]]:
+    """``(column names, scores # n S float64, {ID column: text})`` per piece read."""
     if t.kind == "parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(t.path).iter_batches(batch_size=rows):
-            yield batch.to_pandas()
-    elif t.kind == "csv":
+        pf = pq.ParquetFile(t.path)
+        names = list(pf.schema_arrow.names)
+        check_columns(t, names, tracks)
+        id_cols = [c for c in names if c not in set(tracks)]
+        for batch in pf.iter_batches(batch_size=rows):
+            scores = np.empty((batch.num_rows, len(tracks)))
+            for j, c in enumerate(tracks):  # nulls become NaN
+                scores[:, j] = batch.column(c).to_numpy(zero_copy_only=False)
+            text = {c: batch.column(c).cast(pa.string()).to_pylist() for c in id_cols if ids}
+            yield names, scores, text
+        return
+    if t.kind == "csv":
         head = pd.read_csv(t.path, nrows=0).columns
-        scores = set(tracks)
-        dtypes = {c: ("float64" if c in scores else "str") for c in head}
-        yield from pd.read_csv(
+        scores_set = set(tracks)
+        frames: Iterator[pd.DataFrame] = pd.read_csv(
             t.path,
-            dtype=dtypes,
+            dtype={c: ("float64" if c in scores_set else "str") for c in head},
             keep_default_na=False,
-            na_values={c: ["", "NA", "NaN", "nan"] for c in scores & set(head)},
+            na_values={c: ["", "NA", "NaN", "nan"] for c in scores_set & set(head)},
             chunksize=rows,
         )
     else:
@@ -187,4 +206,9 @@ def _frames(t: Table, tracks: Sequence[str], rows: int) -> Iterator[pd.DataFrame
             raise PerturbscoreError(f"{t.path}: not a readable R data file ({exc}).") from exc
         if len(objects) != 1:
             raise PerturbscoreError(f"{t.path}: holds {len(objects)} objects, not one table.")
-        yield next(iter(objects.values())).reset_index(drop=True)
+        frames = iter([next(iter(objects.values())).reset_index(drop=True)])
+    for frame in frames:
+        names = [str(c) for c in frame.columns]
+        id_cols = check_columns(t, names, tracks)
+        text = {c: _text(frame[c]) for c in id_cols if ids}
+        yield names, frame[list(tracks)].to_numpy(dtype=np.float64), text
