@@ -69,15 +69,33 @@ def make_run(folder: Path, groups: dict[str, dict[str, np.ndarray]], fmt: str = 
             w.write(scores, ids)
             w.commit()
             outputs.append(
-                {"group": g, "aggregation": agg, "statistic": stat, "path": f"{name}{ext}",
-                 "object": name, "rows": len(scores), "columns": 5}
+                {
+                    "group": g,
+                    "aggregation": agg,
+                    "statistic": stat,
+                    "path": f"{name}{ext}",
+                    "object": name,
+                    "rows": len(scores),
+                    "columns": 5,
+                }
             )
     tracks = pd.DataFrame(
-        {"index": range(3), "identifier": TRACKS, "description": [f"DNASE:cell{i}" for i in range(3)]}
+        {
+            "index": range(3),
+            "identifier": TRACKS,
+            "description": [f"DNASE:cell{i}" for i in range(3)],
+        }
     )
     m = build_manifest(
-        source="run", run_file=None, parameters={"format": fmt}, targets={}, selection={},
-        tracks=tracks, inputs=[], outputs=outputs, warnings=[],
+        source="run",
+        run_file=None,
+        parameters={"format": fmt},
+        targets={},
+        selection={},
+        tracks=tracks,
+        inputs=[],
+        outputs=outputs,
+        warnings=[],
     )
     (folder / "manifest.json").write_text(manifest_text(m))
     return folder
@@ -109,9 +127,14 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("demo")
     write_demo_dataset(folder)
     toml = folder / "stablefm.toml"
-    text = toml.read_text().replace('statistics = ["abs_diff"]', 'statistics = ["abs_diff", "diff"]')
-    toml.write_text(text.replace("{group}_diff_{aggregation}_relevant_comb", "{group}_{statistic}"
-                                 "_{aggregation}"))
+    text = toml.read_text().replace(
+        'statistics = ["abs_diff"]', 'statistics = ["abs_diff", "diff"]'
+    )
+    toml.write_text(
+        text.replace(
+            "{group}_diff_{aggregation}_relevant_comb", "{group}_{statistic}_{aggregation}"
+        )
+    )
     r = run_cli("-q", "run", toml, "--out", folder / "results", "--format", "parquet")
     assert r.returncode == 0, r.stderr
     return folder / "results"
@@ -132,8 +155,10 @@ def test_demo_run_against_numpy_oracle(demo_run: Path, tmp_path: Path) -> None:
     assert r.stdout.split() == [str(out / o["path"]) for o in m["outputs"]] + [
         str(out / "manifest.json")
     ]
-    raw = {(o["group"], o["aggregation"], o["statistic"]): demo_run / o["path"]
-           for o in run_m["outputs"]}
+    raw = {
+        (o["group"], o["aggregation"], o["statistic"]): demo_run / o["path"]
+        for o in run_m["outputs"]
+    }
     for o in m["outputs"]:
         src = pd.read_parquet(raw[(o["group"], o["aggregation"], o["raw_statistic"])])
         bg = pd.read_parquet(raw[("stab", o["aggregation"], o["raw_statistic"])])
@@ -166,7 +191,10 @@ def test_all_zero_and_nan_rows_left_out_of_background(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", groups)
     res = normalise_run(run, tmp_path / "out", background="stab")
     assert res.excluded[("ave", "abs_diff")] == {
-        "rows": 60, "used": 56, "all_zero": 3, "non_finite": 1
+        "rows": 60,
+        "used": 56,
+        "all_zero": 3,
+        "non_finite": 1,
     }
     keep = np.ones(60, bool)
     keep[[2, 4, 7, 11]] = False
@@ -176,7 +204,9 @@ def test_all_zero_and_nan_rows_left_out_of_background(tmp_path: Path) -> None:
     own = pd.read_parquet(tmp_path / "out" / "stab_abs_diff_robust_z_ave.parquet")[TRACKS]
     np.testing.assert_allclose(own.to_numpy(), oracle_robust_z(stab, stab[keep]), rtol=1e-12)
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    entry = next(e for e in m["parameters"]["background"]["entries"] if e["statistic"] == "abs_diff")
+    entry = next(
+        e for e in m["parameters"]["background"]["entries"] if e["statistic"] == "abs_diff"
+    )
     assert entry["background_rows"]["all_zero"] == 3 and entry["n"] == 56
     assert "exactly 0" in m["parameters"]["background"]["rule"]
 
@@ -196,8 +226,9 @@ def test_every_input_format_gives_the_parquet_values(tmp_path: Path, fmt: str) -
 def test_saved_background_gives_identical_tables(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", synthetic())
     bg = tmp_path / "bg.npz"
-    r = run_cli("normalise", run, "--background", "stab", "--out", tmp_path / "a",
-                "--save-background", bg)
+    r = run_cli(
+        "normalise", run, "--background", "stab", "--out", tmp_path / "a", "--save-background", bg
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[-1] == str(bg) and bg.is_file()
     r = run_cli("normalise", run, "--background-file", bg, "--out", tmp_path / "b")
@@ -234,13 +265,16 @@ def test_compare_runs_on_the_output(tmp_path: Path) -> None:
     r = run_cli("-q", "normalise", demo / "results", "--background", "stab", "--out", out)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in out.iterdir())[:2] == [
-        "manifest.json", "stab_abs_diff_quantile_ave.RData"
+        "manifest.json",
+        "stab_abs_diff_quantile_ave.RData",
     ]
     r = run_cli("compare", out, "--a", "stab", "--b", "top", "--out", tmp_path / "cmp")
     assert r.returncode == 0, r.stderr
     tests = pd.read_csv(tmp_path / "cmp" / "tests.csv")
     assert set(tests["statistic"]) == {"abs_diff_quantile", "abs_diff_robust_z"}
-    q = next(iter(__import__("pyreadr").read_r(str(out / "top_abs_diff_quantile_tss.RData")).values()))
+    q = next(
+        iter(__import__("pyreadr").read_r(str(out / "top_abs_diff_quantile_tss.RData")).values())
+    )
     assert q.select_dtypes("number").to_numpy().min() >= 0
     assert q.select_dtypes("number").to_numpy().max() <= 1
 
@@ -249,8 +283,19 @@ def test_overwrite_replaces_and_statistic_chooses(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", synthetic())
     out = tmp_path / "out"
     assert run_cli("normalise", run, "--background", "top", "--out", out).returncode == 0
-    r = run_cli("normalise", run, "--background", "stab", "--out", out, "--overwrite",
-                "--statistic", "robust_z", "--format", "csv")
+    r = run_cli(
+        "normalise",
+        run,
+        "--background",
+        "stab",
+        "--out",
+        out,
+        "--overwrite",
+        "--statistic",
+        "robust_z",
+        "--format",
+        "csv",
+    )
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "manifest.json").read_text())
     assert {o["normalised"] for o in m["outputs"]} == {"robust_z"}
@@ -286,16 +331,19 @@ ERRORS = {
     ),
     "other tracks": (
         lambda t, run: [
-            run, "--background-file",
+            run,
+            "--background-file",
             _bg_file(t / "b.npz", ["X", "Y", "Z"], [("ave", "diff"), ("ave", "abs_diff")]),
         ],
         "tracks are not the run's",
     ),
     "save with file": (
         lambda t, run: [
-            run, "--background-file",
+            run,
+            "--background-file",
             _bg_file(t / "b.npz", TRACKS, [("ave", "diff"), ("ave", "abs_diff")]),
-            "--save-background", t / "c.npz",
+            "--save-background",
+            t / "c.npz",
         ],
         "--save-background saves",
     ),
@@ -354,8 +402,16 @@ def test_failure_during_work_leaves_nothing(tmp_path: Path) -> None:
     table = run / "top_diff_ave.csv"
     lines = table.read_text().splitlines()
     table.write_text("\n".join(lines[:-1]) + "\n")  # one row fewer than the manifest says
-    r = run_cli("normalise", run, "--background", "stab", "--out", tmp_path / "out",
-                "--save-background", tmp_path / "bg.npz")
+    r = run_cli(
+        "normalise",
+        run,
+        "--background",
+        "stab",
+        "--out",
+        tmp_path / "out",
+        "--save-background",
+        tmp_path / "bg.npz",
+    )
     assert r.returncode == 2 and "3 rows but the manifest says 4" in r.stderr, r.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "bg.npz").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
