@@ -416,3 +416,16 @@ def test_failure_during_work_leaves_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists() and not (tmp_path / "bg.npz").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     shutil.rmtree(run)
+
+
+def test_import_scores_shaped_run(tmp_path: Path) -> None:
+    """Aggregation "none" and a statistic perturbscore does not compute (SAD): signed."""
+    rng = np.random.default_rng(5)
+    bg, top = rng.normal(0, 1, (30, 3)), rng.normal(0, 1, (20, 3))
+    top[0] = 0.0
+    run = make_run(tmp_path / "run", {"stab": {"none/SAD": bg}, "top": {"none/SAD": top}})
+    res = normalise_run(run, tmp_path / "out", background="stab", statistics=["quantile"])
+    assert [p.name for p in res.tables] == ["stab_SAD_quantile.parquet", "top_SAD_quantile.parquet"]
+    got = pd.read_parquet(res.tables[1])[TRACKS].to_numpy()
+    np.testing.assert_allclose(got, oracle_quantile(top, bg, signed=True), rtol=1e-12)
+    assert (got[0] == 0).all() and res.backgrounds[("none", "SAD")].signed
