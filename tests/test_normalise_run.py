@@ -429,3 +429,11 @@ def test_import_scores_shaped_run(tmp_path: Path) -> None:
     got = pd.read_parquet(res.tables[1])[TRACKS].to_numpy()
     np.testing.assert_allclose(got, oracle_quantile(top, bg, signed=True), rtol=1e-12)
     assert (got[0] == 0).all() and res.backgrounds[("none", "SAD")].signed
+
+
+def test_names_that_would_clash_are_refused(tmp_path: Path) -> None:
+    scores = np.ones((3, 3))
+    run = make_run(tmp_path / "run", {"a_b": {"ave/diff": scores}, "a": {"ave/b_diff": scores}})
+    r = run_cli("normalise", run, "--background", "a", "--out", tmp_path / "out")
+    assert r.returncode == 2 and "a_b_diff_quantile_ave.parquet" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()

@@ -624,7 +624,8 @@ def predict_cmd(ctx: click.Context, variants: tuple[Path, ...], plan_only: bool,
               help="Background file (.npz) saved earlier with --save-background.")
 @click.option("--save-background", type=click.Path(path_type=Path), default=None,
               help="Also save the background built from --background to this .npz file.")
-@click.option("--statistic", "statistics", multiple=True, type=click.Choice(["quantile", "robust_z"]),
+@click.option("--statistic", "statistics", multiple=True,
+              type=click.Choice(["quantile", "robust_z"]),
               help="Normalised statistic (repeatable; default both).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Output folder (created if missing).")

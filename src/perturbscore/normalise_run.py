@@ -269,6 +269,13 @@ class _Job:
             for s in stats:
                 stem = output_stem(t.group, t.aggregation, t.statistic, s)
                 plan.append((t, s, out / f"{stem}{FORMATS[fmt]}"))
+        names = [p.name for _, _, p in plan]
+        clash = sorted({n for n in names if names.count(n) > 1})
+        if clash:
+            raise PerturbscoreError(
+                f"{run / MANIFEST}: two tables would both be written as {clash[0]}; rename a "
+                "group so that group and statistic names do not run into each other."
+            )
         saved = Path(save_background) if save_background is not None else None
         if saved is not None:
             _check_save(saved, background, overwrite)
@@ -325,10 +332,16 @@ class _Job:
             held += n_stats * biggest * n_s * 8  # the R writers hold their whole table
         if any(t.kind == "r" for t in self.tables):
             held += biggest * (n_s * 8 + 512)  # pyreadr reads a whole table
+        # pyarrow decodes a whole row group (measured: about 6 copies of its scores).
+        held += 6 * max(t.group_rows for t in self.tables) * n_s * 8
         if self.sources:
             n = max(t.rows for t in self.sources.values())
-            held += (math.ceil(math.log2(max(2, n / nz.DEFAULT_K))) + 3) * nz.DEFAULT_K * n_s * 8
-        held += 2 * len(self.plan) * nz.DEFAULT_GRID * n_s * 8  # finished backgrounds
+            # At most one buffer of k rows per level (floor(log2(n / k)) + 1) and the stage;
+            # finish() sorts and accumulates weights over them in about 7 more copies.
+            buffers = math.floor(math.log2(max(1.0, n / nz.DEFAULT_K))) + 2
+            held += 8 * buffers * nz.DEFAULT_K * n_s * 8
+        keys = {t.key for t in self.tables}
+        held += 2 * len(keys) * nz.DEFAULT_GRID * n_s * 8  # finished backgrounds
         per_row = (4 + 12 * n_stats) * n_s * 8 + 512
         if budget - held < per_row:
             raise PerturbscoreError(

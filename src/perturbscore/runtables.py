@@ -38,6 +38,8 @@ class Table:
     rows: int
     #: Non-track columns, in table order (known after validation, or the first read).
     id_columns: list[str] | None = None
+    #: Rows of the largest Parquet row group (what pyarrow decodes at once), once known.
+    group_rows: int = 0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -107,6 +109,8 @@ def table_columns(t: Table) -> list[str] | None:
                 f"{t.path} has {meta.num_rows} rows but the manifest says {t.rows}; the run "
                 "folder was changed after the run: run it again."
             )
+        groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        t.group_rows = max(groups, default=0)
         return list(meta.schema.to_arrow_schema().names)
     if t.kind == "csv":
         return list(pd.read_csv(t.path, nrows=0).columns)
