@@ -112,19 +112,6 @@ def build_background(
     return bg, {"rows": t.rows, "used": bg.n, "all_zero": zero, "non_finite": nonfinite}
 
 
-def _block_rows(n_tracks: int, n_stats: int, fixed: int, budget: int) -> int:
-    """Rows per block within ``budget``: a row's read copies, normalised values and
-    the searches' temporaries (about 12 arrays like the scores each), plus its IDs."""
-    per_row = (4 + 12 * n_stats) * n_tracks * 8 + 512
-    room = budget - fixed
-    if room < per_row:
-        raise PerturbscoreError(
-            f"memory budget {budget} bytes is too small (writers and background need {fixed}, "
-            f"one row {per_row}); raise --memory or choose --format parquet."
-        )
-    return int(min(MAX_BLOCK_ROWS, room // per_row))
-
-
 def normalise_run(
     run_dir: str | Path,
     out_dir: str | Path,
@@ -291,11 +278,11 @@ class _Job:
                     f"{', '.join(groups)}."
                 )
             sources = {t.key: t for t in tables if t.group == background}
-            where, have = f"--background {background}", sources
+            where, have = f"--background {background}", set(sources)
         else:
             where = str(background_file)
             loaded = nz.load_backgrounds(where)
-            have = loaded  # type: ignore[assignment]
+            have = set(loaded)
             backgrounds = {k: loaded[k] for k in keys if k in loaded}
         missing = [f"{a}/{s}" for a, s in keys if (a, s) not in have]
         if missing:
@@ -379,6 +366,7 @@ def _check_save(saved: Path, background: str | None, overwrite: bool) -> None:
 def _write(job: _Job, started: float) -> None:
     """Every table to its temporary name, then one journalled commit with the manifest."""
     writers: list[TableWriter] = []
+    finished: list[Path] = []
     staged = temp_path(job.saved) if job.saved is not None else None
     try:
         commit = Commit(job.out)
@@ -400,6 +388,9 @@ def _write(job: _Job, started: float) -> None:
             for _, w in opened:
                 w.finish()
                 commit.add(w.tmp, w.path)
+                # Drop finished writers: an R writer holds its whole table until released.
+                writers.remove(w)
+                finished.append(w.tmp)
         job.timings["normalise"] = time.perf_counter() - started - sum(job.timings.values())
         if staged is not None and job.saved is not None:
             # nz.save_backgrounds writes atomically but never replaces a file: stage it in a
@@ -412,6 +403,8 @@ def _write(job: _Job, started: float) -> None:
     except BaseException:
         for w in writers:
             w.abort()
+        for tmp in finished:
+            tmp.unlink(missing_ok=True)  # renamed already if the commit got that far
         raise
     finally:
         if staged is not None and staged.exists():
