@@ -64,7 +64,7 @@ def test_reselect_and_zscore(study: Path, tmp_path: Path, scores: dict) -> None:
 
 def test_bad_scores_inputs(study: Path, tmp_path: Path, scores: dict, cli) -> None:
     with pytest.raises(
-        PerturbscoreError, match=r"no statistic 'SAR'; it holds \['SAD', 'logSAD'\]"
+        PerturbscoreError, match=r"no statistic 'SAR'; it holds SAD, logSAD\."
     ):
         import_scores(
             {"stab": tmp_path / "stab.h5"}, "SAR", study / "targets_human.txt", tmp_path / "o"

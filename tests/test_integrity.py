@@ -218,7 +218,7 @@ def test_checker_without_classes_counts_only():
 
 def test_id_keys():
     df = pd.DataFrame({"GENE": ["g1", "g2"], "rsID": ["rs1", "rs2"]})
-    assert id_keys(df, ["GENE", "rsID"]) == ["g1\x1frs1", "g2\x1frs2"]
+    assert list(id_keys(df, ["GENE", "rsID"])) == ["g1\x1frs1", "g2\x1frs2"]
 
 
 def test_missing_predictions_geometry_only(tmp_path):

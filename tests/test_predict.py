@@ -8,12 +8,15 @@ random-initialised Enformer saved with ``save_pretrained`` and loaded through
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,17 +26,21 @@ import pytest
 pytest.importorskip("pyfaidx")
 
 from perturbscore.genome import Genome  # noqa: E402
+from perturbscore.geometry import ENFORMER, Geometry  # noqa: E402
 from perturbscore.predict import (  # noqa: E402
     OUTPUTS,
-    PAUSE_ENV,
+    STATE_DIR,
     PredictOptions,
     job_sequence,
     run_predict,
 )
-from perturbscore.windows import Geometry  # noqa: E402
 
 CLI = str(Path(sys.executable).with_name("perturbscore"))
 L, BIN, NB = 512, 16, 16  # tiny geometry: 512-bp input, 16-bp bins, 16 output bins
+#: The tiny models' geometry: a 1,024-bp window (twice the input, as Enformer's), of which
+#: the model reads the central 512 bp; the centre base at offset 512 (448-style: bin 8).
+TINY = Geometry("custom", 2 * L, L, NB, BIN, NB // 2)
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), not exported by Python < 3.10
 CHROMS = {"chr1": 3000, "chr2": 1000}
 
 
@@ -72,10 +79,17 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"dir": d, "fa": fa, "targets": targets, "variants": vcsv, "seqs": seqs, "var": var}
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+#: Test processes run torch on one thread: two threads on a shared 2-core machine made
+#: the tiny model ten times slower (thread contention); results do not depend on it.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     torch = pytest.importorskip("torch")
     ep = pytest.importorskip("enformer_pytorch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     model = ep.Enformer.from_hparams(
         dim=48, depth=1, heads=2, output_heads={"human": 8}, target_length=NB,
@@ -83,14 +97,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     folder = tmp_path_factory.mktemp("tiny") / "enformer"
     model.save_pretrained(folder, safe_serialization=False)  # Enformer shares its trunk
-    return folder
+    yield folder
+    torch.set_num_threads(threads)
 
 
 class Probe:
     """Known outputs: tracks 0-3 count A C G T per bin, 4 counts N, 5-7 position-weighted."""
 
     def __init__(self) -> None:
-        self.geometry = Geometry(L, BIN, NB)
+        self.geometry = TINY
         self.n_tracks = 8
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -109,8 +124,13 @@ def probe_oracle(x: np.ndarray) -> np.ndarray:
     return np.concatenate([counts, n, w], axis=2).astype(np.float32)
 
 
+def fed_start(window_start: str | int) -> int:
+    """0-based first base fed to the model, from the 1-based window start written."""
+    return int(window_start) - 1 + L // 2
+
+
 def window_onehot(seqs: dict, chrom: str, start: int) -> np.ndarray:
-    """Oracle window: the genome string sliced by hand, N past the ends."""
+    """Oracle input: the genome string sliced by hand from 0-based ``start``, N past ends."""
     s = seqs[chrom]
     bases = "".join(s[p] if 0 <= p < len(s) else "N" for p in range(start, start + L))
     table = {"A": 0, "C": 1, "G": 2, "T": 3}
@@ -137,7 +157,7 @@ def load(out: Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, dict]:
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([CLI, "-q", *args], capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=300)
+                          env={**os.environ, **ONE_THREAD, **(env or {})}, timeout=300)
 
 
 # --- probe-model tests (exact oracles) -------------------------------------------------
@@ -148,19 +168,24 @@ def test_ref_and_alt_windows_against_the_fasta(world: dict, tmp_path: Path) -> N
     assert ref.shape == (6, NB, 8) and list(table.rsID) == list(var.rsID)
     for i, row in table.iterrows():
         chrom, start = row.predict_chrom, int(row.predict_window_start)
-        assert start == int(var.TSS[i]) - 1 - L // 2  # 1-based centre -> 0-based window
-        x = window_onehot(world["seqs"], chrom, start)
+        # the study's rule: window_start = centre - window/2 (1-based, like enformer_start)
+        assert start == int(var.TSS[i]) - L and int(row.predict_centre) == int(var.TSS[i])
+        assert int(row.predict_window_end) == start + 2 * L
+        assert int(row.predict_variant_pos_in_window) == int(var.pos[i]) - start
+        x = window_onehot(world["seqs"], chrom, fed_start(start))
         np.testing.assert_array_equal(ref[i], probe_oracle(x[None])[0])
-        off = int(var.pos[i]) - 1 - start
-        assert int(row.predict_variant_pos_in_window) == off
+        off = int(var.pos[i]) - 1 - fed_start(start)
         if 0 <= off < L:
             xa = x.copy()
             xa[off] = 0
             xa[off, "ACGT".index(var.ALT[i])] = 1
             np.testing.assert_array_equal(alt[i], probe_oracle(xa[None])[0])
-            assert row.predict_in_field == "true"
+            assert row.predict_class in ("input_only", "output")
+        else:
+            assert row.predict_class == "outside_input"
     assert man["windows"] == 3 and man["variants"] == 6
     assert man["geometry"]["centre_bin"] == NB // 2
+    assert man["geometry"]["window_bp"] == 2 * L and man["geometry"]["input_bp"] == L
     # every variant but rs3 (outside the input) is in the field: 3 windows + 5 ALT passes
     assert man["forward_passes"] == 8 and man["forward_passes_naive"] == 12
     assert man["out_of_field_skipped"] == 1
@@ -173,12 +198,12 @@ def test_alt_sequence_differs_exactly_at_the_variant(world: dict) -> None:
     g = Genome(world["fa"])
     v = load_variants(world["variants"], centre_column="TSS")
     v.chrom = np.array([g.resolve(c) for c in v.chrom], dtype=object)
-    plan = plan_windows(v.chrom, v.pos0, np.ones(6, int), v.centre0, Geometry(L, BIN, NB))
+    plan = plan_windows(v.chrom, v.pos0, np.ones(6, int), v.centre0, TINY)
     ref = job_sequence(g, plan, v, Job(0, None, (), ()), {})
     alt = job_sequence(g, plan, v, Job(0, 1, (), ()), {})
     diff = [i for i in range(L) if ref[i] != alt[i]]
-    assert diff == [int(plan.offset[1])] and chr(alt[diff[0]]) == v.alt[1]
-    start = int(plan.start[0])
+    assert diff == [int(plan.offset[1]) - L // 2] and chr(alt[diff[0]]) == v.alt[1]
+    start = int(plan.start[0]) + L // 2
     assert ref.decode() == world["seqs"]["chr1"][start: start + L]
     g.close()
 
@@ -187,15 +212,30 @@ def test_out_of_field_variant_has_identical_ref_and_alt(world: dict, tmp_path: P
     run_predict(opts(world, tmp_path / "o"), predictor=Probe())
     ref, alt, table, _ = load(tmp_path / "o")
     i = list(table.rsID).index("rs3")
-    assert table.predict_in_field[i] == "false"
+    assert table.predict_class[i] == "outside_input"
     np.testing.assert_array_equal(ref[i], alt[i])
+
+
+def test_centre_bin_447_moves_the_window_one_base_right(world: dict, tmp_path: Path) -> None:
+    run_predict(opts(world, tmp_path / "o", centre_bin=NB // 2 - 1), predictor=Probe())
+    ref, _, table, man = load(tmp_path / "o")
+    assert list(table.predict_window_start.astype(int)) == list(world["var"].TSS - L + 1)
+    assert man["geometry"]["centre_bin"] == NB // 2 - 1
+    x = window_onehot(world["seqs"], "chr1", fed_start(table.predict_window_start[0]))
+    np.testing.assert_array_equal(ref[0], probe_oracle(x[None])[0])
+    toml = tomllib.loads((tmp_path / "o" / "predict.toml").read_text())
+    assert toml["geometry"]["centre_bin"] == NB // 2 - 1
+    from perturbscore.errors import PerturbscoreError
+
+    with pytest.raises(PerturbscoreError, match="447/448 convention"):
+        run_predict(opts(world, tmp_path / "x", centre_bin=3), predictor=Probe())
+    assert not (tmp_path / "x").exists()
 
 
 def test_reverse_complement_flips_bins_back(world: dict, tmp_path: Path) -> None:
     run_predict(opts(world, tmp_path / "o", reverse_complement=True), predictor=Probe())
     ref, _, table, man = load(tmp_path / "o")
-    start = int(table.predict_window_start[0])
-    x = window_onehot(world["seqs"], "chr1", start)
+    x = window_onehot(world["seqs"], "chr1", fed_start(table.predict_window_start[0]))
     rc = x[::-1, ::-1]  # oracle: reversed positions, complemented bases
     expected = (probe_oracle(x[None])[0] + probe_oracle(rc[None])[0][::-1]) / 2
     np.testing.assert_allclose(ref[0], expected, rtol=1e-6)
@@ -213,7 +253,7 @@ def test_chromosome_end_is_padded_with_n(world: dict, tmp_path: Path) -> None:
     assert int(table.predict_padded_bases[i]) == 900 - 1 + L // 2 - 1000
     assert man["padded_windows"] == 1
     # probe track 4 counts N: the bins past the end are all N
-    x = window_onehot(world["seqs"], "chr2", int(table.predict_window_start[i]))
+    x = window_onehot(world["seqs"], "chr2", fed_start(table.predict_window_start[i]))
     np.testing.assert_array_equal(ref[i], probe_oracle(x[None])[0])
     assert ref[i][-1, 4] == BIN
 
@@ -274,7 +314,10 @@ def test_predictions_go_through_perturbscore_run(world: dict, tiny_model: Path,
                                np.abs(alt[:, 1].astype(float) - ref[:, 1]), rtol=1e-12)
     # REF against REF scores exactly zero
     cfg = tomllib.loads((out / "predict.toml").read_text())
-    text = (out / "predict.toml").read_text().replace('alt = "alt.npy"', 'alt = "ref.npy"')
+    import shutil
+
+    shutil.copy(out / "ref.npy", out / "ref_copy.npy")  # run refuses one file as both
+    text = (out / "predict.toml").read_text().replace('alt = "alt.npy"', 'alt = "ref_copy.npy"')
     assert cfg["groups"][0]["batches"][0]["alt"] == "alt.npy"
     (out / "refref.toml").write_text(text)
     r = cli("run", str(out / "refref.toml"), "--out", str(tmp_path / "zero"))
@@ -283,36 +326,113 @@ def test_predictions_go_through_perturbscore_run(world: dict, tiny_model: Path,
     assert (z[[f"T{i:02d}" for i in range(8)]].to_numpy() == 0).all()
 
 
-def test_resume_after_sigkill_gives_identical_arrays(world: dict, tiny_model: Path,
-                                                     tmp_path: Path) -> None:
-    run_predict(opts(world, tmp_path / "whole", model=str(tiny_model), batch_size=2))
-    ref0, alt0, table0, _ = load(tmp_path / "whole")
-    out = tmp_path / "killed"
-    args = ["predict", str(world["variants"]), "--genome", str(world["fa"]), "--model",
-            str(tiny_model), "--targets", str(world["targets"]), "--out", str(out),
-            "--centre-column", "TSS", "--bins", "all", "--batch-size", "2", "--resume"]
-    kill_after = int(np.random.default_rng(3).integers(0, 3))  # seeded point: batch 0..2
-    proc = subprocess.Popen([CLI, "-q", *args], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, PAUSE_ENV: str(kill_after), "HF_HUB_OFFLINE": "1"})
+@pytest.fixture(scope="module")
+def many(world: dict, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """240 variants around 4 TSSs (244 batches of one pass) and their uninterrupted run."""
+    d = tmp_path_factory.mktemp("many")
+    rng = np.random.default_rng(5)
+    s1 = world["seqs"]["chr1"]
+    tss = rng.choice([1000, 1400, 1800, 2200], 240)
+    pos = tss + rng.integers(-200, 200, 240)
+    ref = [s1[p - 1] for p in pos]
+    var = pd.DataFrame({"chrom": "1", "pos": pos, "TSS": tss, "rsID": [f"r{i}" for i in
+                        range(240)], "REF": ref, "ALT": ["G" if r != "G" else "A" for r in ref]})
+    variants = d / "many.csv"
+    var.to_csv(variants, index=False)
+    clean = d / "clean"
+    run_predict(opts(world, clean, variants=variants, model=str(tiny_model), batch_size=1))
+    return {"variants": variants, "clean": load(clean)}
+
+
+def _args(world: dict, many: dict, model: Path, out: Path, *extra: str) -> list[str]:
+    return ["predict", str(many["variants"]), "--genome", str(world["fa"]), "--model",
+            str(model), "--targets", str(world["targets"]), "--out", str(out),
+            "--centre-column", "TSS", "--bins", "all", "--batch-size", "1", *extra]
+
+
+def _kill_after(args: list[str], batches: int, sig: int) -> subprocess.CompletedProcess:
+    """Start ``perturbscore -v ARGS``, send ``sig`` once ``batches`` batches are logged.
+
+    The child logs a line per finished batch to a pipe that is read only this far: once
+    the pipe (shrunk to one page, about 100 lines) is full the child waits, so the signal
+    always lands mid-run, from outside, as a user's would.
+    """
+    # unbuffered: the parent reads exactly up to the kill point, never ahead of it
+    proc = subprocess.Popen([CLI, "-v", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, bufsize=0,
+                            env={**os.environ, **ONE_THREAD})
     assert proc.stderr is not None
-    for line in proc.stderr:
-        if line.startswith(f"perturbscore-test: batch {kill_after} logged"):
-            break
-    proc.send_signal(signal.SIGKILL)  # from outside, mid-run
-    proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    fcntl.fcntl(proc.stderr.fileno(), F_SETPIPE_SZ, 4096)
+    seen = 0
+    for raw in iter(proc.stderr.readline, b""):  # one byte at a time up to each newline
+        line = raw.decode()
+        if line.startswith("perturbscore: DEBUG: batch") and line.rstrip().endswith(" done"):
+            seen += 1
+            if seen >= batches:
+                break
+    assert seen >= batches, "the run ended before the kill point"
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(), err.decode())
+
+
+def _same(out: Path, clean: tuple) -> dict:
+    ref, alt, table, man = load(out)
+    np.testing.assert_array_equal(ref, clean[0])
+    np.testing.assert_array_equal(alt, clean[1])
+    pd.testing.assert_frame_equal(table, clean[2])
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS.values())  # nothing else
+    return man
+
+
+@pytest.mark.parametrize("seed", [3, 29])
+def test_resume_after_sigkill_gives_identical_arrays(world: dict, tiny_model: Path, many: dict,
+                                                     tmp_path: Path, seed: int) -> None:
+    out = tmp_path / "killed"
+    args = _args(world, many, tiny_model, out, "--resume")
+    point = random.Random(seed).randint(2, 60)
+    killed = _kill_after(args, point, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
     assert not (out / "ref.npy").exists()  # nothing final before the end
-    logged = (out / ".perturbscore-predict" / "batches.log").read_text().splitlines()
-    assert len(logged) == kill_after + 1
-    r = cli(*args)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == [str(out / n) for n in OUTPUTS.values()]  # stdout: files only
-    ref1, alt1, table1, man = load(out)
-    np.testing.assert_array_equal(ref1, ref0)
-    np.testing.assert_array_equal(alt1, alt0)
-    pd.testing.assert_frame_equal(table1, table0)
-    assert man["resumed_batches"] == kill_after + 1
-    assert not (out / ".perturbscore-predict").exists()
+    logged = len((out / STATE_DIR / "batches.log").read_text().splitlines())
+    assert point <= logged < 244
+    if seed == 3:  # through the console script: stdout lists the files written, only them
+        r = cli(*args)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == [str(out / n) for n in OUTPUTS.values()]
+    else:  # the same library call (saves a torch start-up)
+        run_predict(opts(world, out, variants=many["variants"], model=str(tiny_model),
+                         batch_size=1, resume=True))
+    man = _same(out, many["clean"])
+    assert man["resumed_batches"] == logged
+
+
+def test_sigint_keeps_the_recorded_batches_and_says_how_to_continue(
+        world: dict, tiny_model: Path, many: dict, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    killed = _kill_after(_args(world, many, tiny_model, out, "--resume"), 20, signal.SIGINT)
+    assert killed.returncode == 130, killed.stderr[-2000:]
+    last = killed.stderr.strip().splitlines()[-1]
+    assert last.startswith("perturbscore: interrupted by SIGINT: ") and "--resume" in last
+    assert "run the same command again" in last and "Traceback" not in killed.stderr
+    # cleanup ran: no temporary file, no lock; only the recorded batches stay
+    assert sorted(p.name for p in out.iterdir()) == [STATE_DIR]
+    run_predict(opts(world, out, variants=many["variants"], model=str(tiny_model),
+                     batch_size=1, resume=True))
+    assert _same(out, many["clean"])["resumed_batches"] >= 20
+
+
+def test_sigterm_without_resume_writes_nothing(world: dict, tiny_model: Path, many: dict,
+                                               tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    killed = _kill_after(_args(world, many, tiny_model, out), 10, signal.SIGTERM)
+    assert killed.returncode == 143, killed.stderr[-2000:]
+    last = killed.stderr.strip().splitlines()[-1]
+    assert last == ("perturbscore: interrupted by SIGTERM: nothing was written. Start long "
+                    "runs with --resume so that an interrupted run can continue where it "
+                    "stopped.")
+    assert "Traceback" not in killed.stderr
+    assert not out.exists()  # the folder it created is gone again
 
 
 class Crash(Probe):
@@ -349,6 +469,58 @@ def test_resume_refuses_other_options_and_changed_partials(world: dict, tmp_path
     with pytest.raises(RuntimeError):
         run_predict(opts(world, tmp_path / "fresh", batch_size=2), predictor=Crash(2))
     assert not (tmp_path / "fresh").exists()
+
+
+class Killed(BaseException):
+    """Stands in for a process killed while publishing its outputs."""
+
+
+def test_a_commit_cut_short_is_finished_and_resumable(world: dict, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from perturbscore import outputs
+
+    run_predict(opts(world, tmp_path / "clean"), predictor=Probe())
+    clean = load(tmp_path / "clean")
+    out = tmp_path / "o"
+    real, calls = outputs._replace, []
+
+    def replace_then_die(tmp: Path, final: Path) -> None:
+        calls.append(final.name)
+        if len(calls) == 3:
+            raise Killed  # two files published, four promised by the journal
+        real(tmp, final)
+
+    monkeypatch.setattr(outputs, "_replace", replace_then_die)
+    with pytest.raises(Killed):
+        run_predict(opts(world, out, resume=True), predictor=Probe())
+    monkeypatch.undo()
+    journal = out / outputs.JOURNAL
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs: the journal's writer "died"
+    journal.write_text(json.dumps({**json.loads(journal.read_text()), "pid": gone.pid}))
+    assert (out / "ref.npy").exists() and not (out / "variants.csv").exists()
+    # the same command again: the commit is finished, the run resumed (nothing left to
+    # compute) and published again; nothing else is left in the folder
+    res = run_predict(opts(world, out, resume=True), predictor=Probe())
+    got = load(out)
+    np.testing.assert_array_equal(got[0], clean[0])
+    np.testing.assert_array_equal(got[1], clean[1])
+    pd.testing.assert_frame_equal(got[2], clean[2])
+    assert res.summary["resumed_batches"] == -(-res.summary["forward_passes"] // 4)  # all
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS.values())
+
+
+def test_a_folder_in_use_is_refused_and_left_alone(world: dict, tmp_path: Path) -> None:
+    from perturbscore.errors import PerturbscoreError
+
+    out = tmp_path / "o"
+    (out / STATE_DIR).mkdir(parents=True)
+    (out / STATE_DIR / "batches.log").write_text("0 00000000\n")  # another run's state
+    (out / ".perturbscore.lock").write_text(f"{os.getpid()}\n")  # held by a live process
+    with pytest.raises(PerturbscoreError, match="another perturbscore process"):
+        run_predict(opts(world, out), predictor=Probe())
+    assert (out / STATE_DIR / "batches.log").read_text() == "0 00000000\n"
+    assert sorted(p.name for p in out.iterdir()) == [STATE_DIR, ".perturbscore.lock"]
 
 
 @pytest.mark.skipif("torch" not in sys.modules and not __import__("importlib").util.find_spec(
@@ -426,7 +598,7 @@ def test_ref_mismatch_is_an_error_or_skipped_and_counted(world: dict, tmp_path: 
 @pytest.mark.parametrize(
     ("change", "needle"),
     [
-        (lambda d: d.assign(ALT=["TT"] + list(d.ALT[1:])), "indels"),
+        (lambda d: d.assign(ALT=["TT"] + list(d.ALT[1:])), "1 variant is an indel (line 2"),
         (lambda d: d.drop(columns=["REF"]), "no ref allele column"),
         (lambda d: d.assign(chrom=["7"] + list(d.chrom[1:])), "chromosome 7"),
         (lambda d: d.assign(pos=["x"] + list(d.pos[1:])), "not a whole number"),
@@ -466,7 +638,8 @@ def test_study_plan_counts_match_a_pandas_oracle(shared: Path) -> None:
     got = dict(zip(rows[0][1:], map(int, rows[-1][1:]), strict=True))
     d = pd.concat([pd.read_csv(t) for t in tables])
     windows = d.groupby(["Chromosome", "enformer_start"]).ngroups
-    out = int(((d.variant_pos_in_window - 196_608).abs() > 98_304).sum())
+    # outside what Enformer reads: the central 196,608 bp of the 393,216-bp window
+    out = int((~d.variant_pos_in_window.between(98_304, 196_608 + 98_304 - 1)).sum())
     assert got["variants"] == len(d) == 55_084
     assert got["windows"] == windows and got["out_of_field"] == out
     assert got["forward_passes_naive"] == 2 * len(d)
@@ -474,10 +647,39 @@ def test_study_plan_counts_match_a_pandas_oracle(shared: Path) -> None:
 
 
 def test_enformer_geometry_from_its_config() -> None:
-    from perturbscore.windows import plan_geometry
+    from perturbscore.predict_model import plan_geometry
 
     g = plan_geometry()  # enformer-pytorch defaults: 196,608 bp in, 896 bins of 128 bp
-    assert (g.input_length, g.bin_size, g.n_bins) == (196_608, 128, 896)
-    assert g.output_offset == (196_608 - 896 * 128) // 2 == 40_960
-    # the centre base (offset 98,304) lies in bin 448; bins 447 and 448 flank the midpoint
-    assert g.centre_bin == 448 == (98_304 - 40_960) // 128
+    assert g == ENFORMER  # perturbscore.geometry's preset: a 393,216-bp window
+    assert (g.window, g.input, g.bins, g.bin_size, g.input_start) == (
+        393_216, 196_608, 896, 128, 98_304)
+    # the centre base (offset 196,608 of the window) lies in bin 448
+    assert g.centre_bin == 448 == (196_608 - g.output_start) // 128
+    assert plan_geometry(centre_bin=447).centre_offset == 196_607
+
+
+def test_study_windows_are_reproduced_from_their_tss(shared: Path) -> None:
+    from perturbscore.predict_model import plan_geometry
+    from perturbscore.windows import load_variants, plan_windows
+
+    tss = "Transcription start site (TSS)"
+    for t in sorted(shared.glob("*_variants.csv")):
+        v = load_variants(t, centre_column=tss)
+        plan = plan_windows(v.chrom, v.pos0, np.ones(len(v.pos0), int), v.centre0,
+                            plan_geometry())
+        d = pd.read_csv(t)
+        # the study's own columns, from its TSS alone: start, end and offset
+        np.testing.assert_array_equal(plan.start + 1, d.enformer_start)
+        np.testing.assert_array_equal(plan.start + 1 + 393_216, d.enformer_end)
+        np.testing.assert_array_equal(plan.offset, d.variant_pos_in_window)
+        assert (d.enformer_start == d[tss] - 196_608).all()
+
+
+def test_the_run_file_geometry_is_the_models() -> None:
+    from perturbscore.geometry import parse_geometry_section
+    from perturbscore.predict import _geometry_toml
+
+    for geo in (ENFORMER, ENFORMER.with_centre_bin(447), TINY):
+        got = parse_geometry_section(tomllib.loads(_geometry_toml(geo))["geometry"])
+        keys = ("name", "window", "input", "bins", "bin_size", "centre_bin")
+        assert [getattr(got, k) for k in keys] == [getattr(geo, k) for k in keys]

@@ -137,7 +137,7 @@ def test_multi_allelic_warning_said_once_per_file(study: Path, tmp_path: Path, c
             f'{{ ref = "ref{i}.npy", alt = "alt{i}.npy", '
             'variants = "stab_snps_strand_final_variants.csv" }'
         )
-    start = text.index("[[groups]]")
+    start = text.index("\n[[groups]]") + 1
     (study / "many.toml").write_text(
         text[:start]
         + '[[groups]]\nname = "stab"\nbatches = [\n  '

@@ -12,8 +12,6 @@ Exit codes: 0 clean, 3 flagged (:data:`.integrity.EXIT_FLAGGED`), 2 user error.
 from __future__ import annotations
 
 import json
-import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,23 +20,18 @@ import numpy as np
 
 from .errors import PerturbscoreError
 from .geometry import (
-    POSITION_KEYS,
     ClassCounter,
     GeometryConfig,
     format_classes,
-    parse_geometry_config,
     place_table,
 )
 from .integrity import (
     EXIT_CLEAN,
     EXIT_FLAGGED,
-    IntegrityChecker,
     format_integrity,
     id_keys,
-    keys_in_several_groups,
-    row_identical,
 )
-from .runfile import RunConfig, parse_run_config
+from .runfile import RunConfig, load_run_file
 
 #: Manifest keys shared with the run pipeline.
 MANIFEST_GEOMETRY = "geometry"
@@ -106,74 +99,40 @@ def describe_geometry(geo: dict[str, Any]) -> str:
     )
 
 
-def load_check_config(path: str | Path) -> tuple[RunConfig, GeometryConfig | None]:
-    """Read a run file, its ``[geometry]``/``[variants]`` position settings included.
-
-    Until :mod:`.runfile` knows those sections they are taken out here before the rest
-    goes to :func:`.runfile.parse_run_config`.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise PerturbscoreError(f"{p}: run file not found. Check the path.")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise PerturbscoreError(f"{p}: not valid TOML ({exc}).") from exc
-    geo = parse_geometry_config(data, str(p))
-    rest = {k: v for k, v in data.items() if k != "geometry"}
-    if isinstance(rest.get("variants"), dict):
-        left = {k: v for k, v in rest["variants"].items() if k not in POSITION_KEYS}
-        if left:
-            rest["variants"] = left
-        else:
-            del rest["variants"]
-    return parse_run_config(rest, p.parent, source=p), geo
-
-
 def _prediction_path(p: Path) -> Path:
     return Path(str(p).split("::")[0])
 
 
-def _iter_blocks(
-    config: RunConfig, columns: np.ndarray | None, block_bytes: int = BLOCK_BYTES
-) -> Iterator[tuple[str, int, int, np.ndarray, np.ndarray]]:
-    """Selected REF/ALT blocks of every batch: ``(group, batch, first_row, ref, alt)``.
-
-    ``ref``/``alt`` are ``# n B S``.  The one place the check reads predictions: the
-    run pipeline's span reader can replace it.
-    """
-    from .readers import open_predictions
-
-    for group in config.groups:
-        for number, batch in enumerate(group.batches, start=1):
-            with (
-                open_predictions(batch.ref, batch.format) as ref,
-                open_predictions(batch.alt, batch.format) as alt,
-            ):
-                if ref.shape != alt.shape:
-                    raise PerturbscoreError(
-                        f"group {group.name} batch {number}: REF {ref.path} has shape "
-                        f"{ref.shape} but ALT {alt.path} has shape {alt.shape}."
-                    )
-                n_sel = ref.shape[2] if columns is None else len(columns)
-                row_bytes = 2 * ref.shape[1] * n_sel * ref.dtype.itemsize
-                step = max(1, block_bytes // max(row_bytes, 1))
-                for start in range(0, ref.n_rows, step):
-                    stop = min(start + step, ref.n_rows)
-                    yield (
-                        group.name,
-                        number,
-                        start,
-                        ref.read_selected(start, stop, columns),
-                        alt.read_selected(start, stop, columns),
-                    )
+def load_check_config(path: str | Path) -> tuple[RunConfig, GeometryConfig | None]:
+    """Read a run file and its ``[geometry]``/``[variants]`` position settings."""
+    cfg = load_run_file(path)
+    return cfg, cfg.geometry
 
 
-def _n_rows(path: Path, fmt: str | None) -> tuple[int, int]:
-    from .readers import open_predictions
+def _integrity(
+    cfg: RunConfig, rtol: float, atol: float, max_examples: int, block_bytes: int
+) -> dict[str, Any]:
+    """The run's own integrity checks, through the span pipeline, writing nothing."""
+    from .engine import Findings, local_mapper
+    from .options import RunOptions
+    from .plan import prepare
+    from .spans import close_readers, spans
 
-    with open_predictions(path, fmt) as r:
-        return r.n_rows, r.shape[1]
+    # A folder that is never created: prepare() writes nothing.
+    prep = prepare(
+        cfg,
+        Path(cfg.source or ".").parent / ".perturbscore-check",
+        RunOptions(progress=False, memory_bytes=max(block_bytes * 8, 64 * 2**20)),
+    )
+    findings = Findings(prep, rtol=rtol, atol=atol, max_examples=max_examples)
+    try:
+        for res in local_mapper(prep)(spans(prep.span_plan, prep.plan.chunk_rows)):
+            grp = prep.batches[res.batch].group
+            values = {(grp, a, st): v for (a, st), v in res.scores.items()}
+            findings.block(res.batch, res.start, res.identical, values)
+    finally:
+        close_readers()
+    return findings.checker.finish()
 
 
 def check_run_file(
@@ -203,8 +162,6 @@ def check_run_file(
     -------
     CheckReport
     """
-    from .scoring import parse_aggregation, score_block
-    from .tracks import read_targets, select_tracks
     from .variants import id_columns_of, read_variants
 
     cfg, geo = load_check_config(path)
@@ -258,47 +215,7 @@ def check_run_file(
         )
         return report
 
-    table = read_targets(cfg.targets)
-    tracks = select_tracks(table, cfg.tracks)
-    idx = tracks["index"].to_numpy(dtype=np.intp)
-    columns = None if np.array_equal(idx, np.arange(len(table))) else idx
-    first = cfg.groups[0].batches[0]
-    for g in cfg.groups:
-        for number, b in enumerate(g.batches, start=1):
-            n_pred, _ = _n_rows(b.ref, b.format)
-            n_var = len(keys[(g.name, number)])
-            if n_pred != n_var:
-                raise PerturbscoreError(
-                    f"{b.variants}: {n_var} variant rows, but {b.ref} has {n_pred} prediction "
-                    "rows; the table must have one row per prediction row, in order."
-                )
-    _, n_bins = _n_rows(first.ref, first.format)
-    aggs = [parse_aggregation(a, n_bins, cfg.center_bin) for a in cfg.aggregations]
-    checker = IntegrityChecker(
-        shared_keys=keys_in_several_groups(keys_by_group),
-        key_of=lambda g, b, r: keys[(g, b)][r],
-        scores_of=f"{aggs[0].label}/{cfg.statistics[0]}",
-        rtol=rtol,
-        atol=atol,
-        max_examples=max_examples,
-    )
-    tables = {(g.name, i): str(b.variants) for g in cfg.groups for i, b in enumerate(g.batches, 1)}
-    for gname, number, start, ref, alt in _iter_blocks(cfg, columns, block_bytes):
-        n = ref.shape[0]
-        scores = score_block(ref, alt, aggs, cfg.statistics, cfg.pseudocount)
-        stacked = scores[(aggs[0].spec, cfg.statistics[0])]
-        cls = classes.get((gname, number))
-        checker.update(
-            gname,
-            number,
-            start,
-            row_identical(ref, alt),
-            None if cls is None else cls[start : start + n],
-            stacked,
-            keys[(gname, number)][start : start + n],
-            table=tables[(gname, number)],
-        )
-    report.integrity = checker.finish()
+    report.integrity = _integrity(cfg, rtol, atol, max_examples, block_bytes)
     return report
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from . import __version__
-from .constants import ENGINES, NAN_POLICIES, OUTPUT_FORMATS
+from .constants import ENGINES, NAN_POLICIES, OUT_OF_FIELD, OUTPUT_FORMATS
 from .errors import Interrupted, PerturbscoreError
 from .memory import DEFAULT_MEMORY_BYTES, parse_size
 
@@ -182,6 +182,14 @@ def _report(result: RunResult) -> None:
     is_flag=True,
     help="Record finished blocks; after a crash, the same command continues.",
 )
+@click.option(
+    "--out-of-field",
+    type=click.Choice(list(OUT_OF_FIELD)),
+    default="keep",
+    show_default=True,
+    help="Variants outside the model's input (needs [geometry]): keep their 0 scores, "
+    "write NaN, or leave the rows out.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing output tables.")
 @_verbosity
 @click.pass_context
@@ -201,6 +209,7 @@ def run_cmd(
     workers: int | None,
     zarr_cube: bool,
     resume: bool,
+    out_of_field: str,
     overwrite: bool,
 ) -> None:
     """Score the groups of RUN_FILE (TOML): one table per group x aggregation x statistic."""
@@ -219,6 +228,7 @@ def run_cmd(
         engine=engine,
         scheduler=scheduler,
         workers=workers,
+        out_of_field=out_of_field,
     )
     _report(run_path(run_file, out_dir, options, center_bin=center_bin))
 
@@ -541,9 +551,11 @@ def main() -> None:
 @click.option("--bins", default="3", show_default=True,
               help="Odd number of central bins to keep, or 'all'.")
 @click.option("--center-bin", type=int, default=None,
-              help="Centre bin (default B/2: 448 of 896, the bin holding the centre base).")
+              help="Bin holding the window centre: B/2 (default; 448 of 896: window start = "
+              "centre - window/2) or B/2 - 1 (447: one base to the right).")
 @click.option("--input-length", type=int, default=None,
-              help="Bases per window (default: model config's sequence_length, or 196608).")
+              help="Bases the model reads (default: the model config's sequence_length, or "
+              "196608); the window is twice that.")
 @click.option("--centre-column", default=None,
               help="Column with a 1-based window centre per variant (e.g. a TSS).")
 @click.option("--chrom-column", default=None, help="Chromosome column (default: detected).")
@@ -565,7 +577,9 @@ def main() -> None:
               help="Leave out variants whose REF differs from the genome (counted).")
 @click.option("--group", default="predicted", show_default=True,
               help="Group name in the run file written beside the predictions.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run of the same command.")
+@click.option("--resume", is_flag=True,
+              help="Keep what an interrupted run recorded; the same command with --resume "
+              "continues it.")
 @click.option("--overwrite", is_flag=True, help="Replace earlier predictions in --out.")
 @click.option("--plan-only", is_flag=True,
               help="Only count windows and forward passes (no genome or weights needed).")
@@ -579,9 +593,11 @@ def predict_cmd(ctx: click.Context, variants: tuple[Path, ...], plan_only: bool,
     columns = {k: kw[k] for k in ("centre_column", "chrom_column", "pos_column",
                                   "ref_column", "alt_column")}
     if plan_only:
-        from .windows import plan_geometry, plan_tables
+        from .predict_model import plan_geometry
+        from .windows import plan_tables
 
-        plan = plan_tables(variants, plan_geometry(kw["model"], kw["input_length"]), **columns)
+        geometry = plan_geometry(kw["model"], kw["input_length"], kw["center_bin"])
+        plan = plan_tables(variants, geometry, **columns)
         keys = list(plan["all"])
         click.echo("\t".join(["table", *keys]))
         for name, counts in plan.items():

@@ -12,3 +12,5 @@ OUTPUT_FORMATS = {"parquet": ".parquet", "csv": ".csv", "rds": ".rds", "rdata": 
 NAN_POLICIES = ("error", "propagate")
 #: Where spans are scored.
 ENGINES = ("local", "dask")
+#: What a run does with variants outside the model's input (see perturbscore.geometry).
+OUT_OF_FIELD = ("keep", "na", "drop")

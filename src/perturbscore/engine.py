@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from .errors import Interrupted, PerturbscoreError
+from .geometry import apply_out_of_field
+from .integrity import IntegrityChecker, keys_in_several_groups
 from .manifest import manifest_text, run_manifest
 from .outputs import Commit
 from .plan import MANIFEST, OutputTable, Prepared, cube_name
@@ -58,6 +60,8 @@ class RunResult:
         ``stream`` and ``commit``.
     files : list of Path
         Every file and folder published: tables, Zarr cubes, the manifest.
+    integrity : dict
+        Result of the integrity checks (:meth:`perturbscore.integrity.IntegrityChecker.finish`).
     """
 
     outputs: list[OutputTable]
@@ -66,6 +70,7 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
+    integrity: dict[str, Any] = field(default_factory=dict)
 
 
 def local_mapper(prep: Prepared) -> Mapper:
@@ -98,13 +103,60 @@ def variant_where(prep: Prepared, batch: int, row: int) -> str:
     return f"variant {ids} ({kind} {line} of {b.variants_path})"
 
 
-class _Findings:
-    """NaN/Inf and log2fc findings, the same from live and replayed blocks."""
+class Findings:
+    """NaN/Inf, log2fc and integrity findings, the same from live and replayed blocks."""
 
-    def __init__(self, prep: Prepared) -> None:
+    def __init__(
+        self, prep: Prepared, rtol: float = 1e-5, atol: float = 1e-6, max_examples: int = 10
+    ) -> None:
         self.prep = prep
         self.nonfinite: dict[str, tuple[int, str]] = {}
         self.bad_log2 = 0
+        keys = {(b.group, b.number): b.keys for b in prep.batches}
+        by_group: dict[str, list[str]] = {}
+        for b in prep.batches:
+            by_group.setdefault(b.group, []).extend(b.keys)
+        first = prep.outputs[0]
+        self.table = (first.aggregation.spec, first.statistic)  # the one the checks read
+        self.checker = IntegrityChecker(
+            shared_keys=keys_in_several_groups(by_group) if len(by_group) > 1 else None,
+            key_of=lambda g, n, r: keys[(g, n)][r],
+            scores_of=f"{self.table[0]}/{self.table[1]}",
+            rtol=rtol,
+            atol=atol,
+            max_examples=max_examples,
+        )
+        self.slots = [self.checker.slots(b.keys) for b in prep.batches]
+
+    def block(self, batch: int, start: int, identical: Any, scores: dict[Any, Any]) -> None:
+        """Integrity checks of one block (raw scores, before the out-of-field policy)."""
+        b = self.prep.batches[batch]
+        stop = start + len(identical)
+        self.checker.update(
+            b.group,
+            b.number,
+            start,
+            identical,
+            None if b.classes is None else b.classes[start:stop],
+            scores[(b.group, *self.table)],
+            b.keys[start:stop],
+            table=str(b.variants_path),
+            slots=self.slots[batch][start:stop],
+        )
+
+    def integrity(self, warnings: list[str]) -> dict[str, Any]:
+        """The checks' result for the manifest; a warning when rows were flagged."""
+        result = self.checker.finish()
+        if not result["clean"]:
+            counts = ", ".join(
+                f"{k.replace('_', ' ')} {v}" for k, v in result["findings"].items() if v
+            )
+            warnings.append(
+                f"integrity checks flagged rows ({counts}): predictions may be attached to the "
+                f"wrong variants or positions are wrong; 'perturbscore check {self.prep.out}' "
+                "lists the first offenders"
+            )
+        return result
 
     def add(self, batch: int, found: list[tuple[str, int, tuple[int, int, int]]], bad: int) -> None:
         for source, count, (row, b, col) in found:
@@ -154,11 +206,9 @@ class _Sink:
         }
         self.writers: dict[tuple[str, str, str], TableWriter] = {}
         self.cubes: dict[str, CubeWriter] = {}
-        self.group_row: dict[int, int] = {}  # first row of each batch in its group's tables
-        firsts: dict[str, int] = {}
-        for i, b in enumerate(prep.batches):
-            self.group_row[i] = firsts.get(b.group, 0)
-            firsts[b.group] = self.group_row[i] + b.n_rows
+        self.policy = prep.opts.out_of_field
+        self.keep = [b.keep(self.policy) for b in prep.batches]  # rows written, per batch
+        self.next_row = {g.name: 0 for g in prep.config.groups}  # blocks arrive in order
         try:
             self._open(rows)
         except BaseException:
@@ -183,7 +233,11 @@ class _Sink:
             from .cube import CubeWriter
 
             for g in prep.config.groups:
-                mine = [b.ids for b in prep.batches if b.group == g.name]
+                mine = [
+                    b.ids if k is None else b.ids[k]
+                    for b, k in zip(prep.batches, self.keep, strict=True)
+                    if b.group == g.name
+                ]
                 self.cubes[g.name] = CubeWriter(
                     prep.out / cube_name(g.name),
                     pd.concat(mine, ignore_index=True),
@@ -194,15 +248,28 @@ class _Sink:
                 )
 
     def emit(self, batch: int, start: int, stop: int, values: dict[Any, Any]) -> None:
-        """One block's scores, ``(group, aggregation, statistic) -> (n, S)``."""
+        """One block's scores, ``(group, aggregation, statistic) -> (n, S)``.
+
+        The ``--out-of-field`` policy applies here, so live and replayed blocks (which
+        hold the raw scores) are written alike.
+        """
         b = self.prep.batches[batch]
         ids = b.ids.iloc[start:stop]
+        if b.classes is not None and self.policy == "na":
+            cls = b.classes[start:stop]
+            values = {k: apply_out_of_field("na", v, cls)[0] for k, v in values.items()}
+        keep = self.keep[batch]
+        if keep is not None and not keep[start:stop].all():
+            sel = keep[start:stop]
+            values = {k: v[sel] for k, v in values.items()}
+            ids = ids[sel]
         for key, v in values.items():
             self.writers[key].write(v, ids)
-        if b.group in self.cubes:
+        if b.group in self.cubes and len(ids):
             self.cubes[b.group].write(
-                self.group_row[batch] + start, {(k[1], k[2]): v for k, v in values.items()}
+                self.next_row[b.group], {(k[1], k[2]): v for k, v in values.items()}
             )
+        self.next_row[b.group] += len(ids)
 
     def finish(self, commit: Commit) -> None:
         """Finish every table under its temporary name and hand the renames to ``commit``."""
@@ -225,7 +292,7 @@ def _replay(
     sink: _Sink,
     state: ResumeState,
     tasks: list[Span],
-    findings: _Findings,
+    findings: Findings,
     bar: Any,
 ) -> int:
     """Feed a resumed run's verified blocks to the sink; returns how many."""
@@ -237,7 +304,9 @@ def _replay(
                 f"{state.dir}: recorded blocks do not follow this run's blocks; remove that "
                 "folder and run again."
             )
-        sink.emit(rec.batch, rec.start, rec.stop, {sink.order[n]: v for n, v in recorded.items()})
+        values = {sink.order[n]: v for n, v in recorded.items()}
+        findings.block(rec.batch, rec.start, rec.identical_rows(), values)
+        sink.emit(rec.batch, rec.start, rec.stop, values)
         findings.add(rec.batch, rec.nonfinite, rec.bad_log2)
         bar.update(rec.stop - rec.start)
         done += 1
@@ -255,7 +324,7 @@ def execute(
     """Score every span through ``mapper`` and publish the run's outputs (module docstring)."""
     out, chunk = prep.out, prep.plan.chunk_rows
     warnings, timings = list(prep.warnings), dict(timings or {})
-    findings = _Findings(prep)
+    findings = Findings(prep)
     tasks = spans(prep.span_plan, chunk)
     sink: _Sink | None = None
     done = 0
@@ -276,13 +345,19 @@ def execute(
             for res in mapper(tasks[done:]):
                 grp = prep.batches[res.batch].group
                 values = {(grp, a, st): v for (a, st), v in res.scores.items()}
+                findings.block(res.batch, res.start, res.identical, values)
                 sink.emit(res.batch, res.start, res.stop, values)
                 findings.add(res.batch, res.nonfinite, res.bad_log2)
                 if state is not None:
-                    state.record(
-                        Recorded(res.batch, res.start, res.stop, res.nonfinite, res.bad_log2),
-                        [values[sink.order[n]] for n in sink.group_tables[grp]],
+                    rec = Recorded(
+                        res.batch,
+                        res.start,
+                        res.stop,
+                        res.nonfinite,
+                        res.bad_log2,
+                        Recorded.pack(res.identical),
                     )
+                    state.record(rec, [values[sink.order[n]] for n in sink.group_tables[grp]])
                 bar.update(res.stop - res.start)
                 done += 1
                 log.debug(
@@ -294,13 +369,20 @@ def execute(
                     res.stop,
                 )
         findings.conclude(warnings)
+        integrity = findings.integrity(warnings)
         t_commit = time.perf_counter()
         timings["stream"] = t_commit - t_stream
         commit = Commit(out, prep.fingerprint)
         sink.finish(commit)  # may fail: nothing is public yet
         files = [o.path for o in prep.outputs] + [c.path for c in sink.cubes.values()]
         result = RunResult(
-            prep.outputs, out / MANIFEST, chunk, warnings, timings, [*files, out / MANIFEST]
+            prep.outputs,
+            out / MANIFEST,
+            chunk,
+            warnings,
+            timings,
+            [*files, out / MANIFEST],
+            integrity,
         )
         timings["commit"] = time.perf_counter() - t_commit
         commit.run(out / MANIFEST, manifest_text(run_manifest(prep, result)))

@@ -129,8 +129,19 @@ def string_hashes(keys: Sequence[str]) -> np.ndarray:
     return np.asarray(pd.util.hash_array(np.asarray(keys, dtype=object)), np.uint64)
 
 
-def id_keys(columns: Mapping[str, Sequence[str]] | Any, names: Sequence[str]) -> list[str]:
-    """One key per row from the ID columns ``names`` of a table (a DataFrame or mapping)."""
+def id_keys(columns: Mapping[str, Sequence[str]] | Any, names: Sequence[str]) -> Any:
+    """One key per row from the ID columns ``names`` of a table (a DataFrame or mapping).
+
+    A DataFrame gives an object array (joined column-wise by pandas, twice as fast as
+    joining row by row on the study's tables); a mapping a list.
+    """
+    import pandas as pd
+
+    if isinstance(columns, pd.DataFrame) and len(names):
+        joined = columns[names[0]].astype(str)
+        for c in names[1:]:
+            joined = joined + KEY_SEP + columns[c].astype(str)
+        return joined.to_numpy(dtype=object)
     cols = [list(map(str, columns[c])) for c in names]
     return [KEY_SEP.join(parts) for parts in zip(*cols, strict=True)]
 

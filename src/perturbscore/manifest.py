@@ -157,5 +157,16 @@ def run_manifest(prep: Prepared, result: RunResult) -> dict[str, Any]:
         outputs=outputs,
         warnings=result.warnings,
         timings=result.timings,
-        extra={"zarr_cubes": [cube_name(g.name) for g in config.groups] if opts.zarr else []},
+        extra={
+            "zarr_cubes": [cube_name(g.name) for g in config.groups] if opts.zarr else [],
+            "geometry": None
+            if config.geometry is None
+            else {
+                **config.geometry.describe(),
+                "classes": prep.classes,
+                "out_of_field": opts.out_of_field,
+                "class_column": config.class_column,
+            },
+            "integrity": result.integrity,
+        },
     )

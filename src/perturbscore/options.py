@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .constants import ENGINES, NAN_POLICIES
+from .constants import ENGINES, NAN_POLICIES, OUT_OF_FIELD
 from .errors import PerturbscoreError
 from .memory import DEFAULT_MEMORY_BYTES
 
@@ -47,6 +47,9 @@ class RunOptions:
         Dask scheduler address; default: a local cluster sized to the machine.
     workers : int, optional
         Workers of that local cluster (default: one per core).
+    out_of_field : {"keep", "na", "drop"}
+        Variants outside the model's input (needs the run file's geometry): keep their
+        scores (0), write NaN, or leave the rows out.
     """
 
     memory_bytes: int = DEFAULT_MEMORY_BYTES
@@ -61,6 +64,7 @@ class RunOptions:
     engine: str = "local"
     scheduler: str | None = None
     workers: int | None = None
+    out_of_field: str = "keep"
 
 
 def check_options(opts: RunOptions, fmt: str, out: Path) -> None:
@@ -71,6 +75,10 @@ def check_options(opts: RunOptions, fmt: str, out: Path) -> None:
         )
     if opts.engine not in ENGINES:
         raise PerturbscoreError(f"--engine must be local or dask, not {opts.engine!r}.")
+    if opts.out_of_field not in OUT_OF_FIELD:
+        raise PerturbscoreError(
+            f"--out-of-field must be one of {', '.join(OUT_OF_FIELD)}, not {opts.out_of_field!r}."
+        )
     if opts.threads is not None and opts.threads < 1:
         raise PerturbscoreError(f"--threads must be at least 1, not {opts.threads}.")
     if opts.workers is not None and opts.workers < 1:

@@ -22,6 +22,8 @@ import pandas as pd
 
 from . import __version__
 from .errors import PerturbscoreError
+from .geometry import OUTSIDE_INPUT, ClassCounter, Placement, place_table
+from .integrity import id_keys
 from .memory import MemoryPlan, plan_memory
 from .options import RunOptions, check_options
 from .readers import SCRATCH_BYTES, open_predictions
@@ -62,11 +64,19 @@ class BatchInput:
     shape: tuple[int, int, int]
     itemsize: int  # the larger of REF's and ALT's
     variants_path: Path
-    ids: pd.DataFrame
+    ids: pd.DataFrame  # the ID columns written with the scores (and the class column)
+    classes: np.ndarray | None = None  # receptive-field class per row (int8), with geometry
+    keys: Any = field(default_factory=list)  # ID key per row (# n), for integrity checks
 
     @property
     def n_rows(self) -> int:
         return self.shape[0]
+
+    def keep(self, policy: str) -> np.ndarray | None:
+        """Rows written under ``--out-of-field`` (None: all of them)."""
+        if policy != "drop" or self.classes is None:
+            return None
+        return np.asarray(self.classes != OUTSIDE_INPUT)
 
 
 @dataclass
@@ -89,16 +99,18 @@ class Prepared:
     reader_threads: int
     group_rows: int  # Parquet rows per row group
     warnings: list[str] = field(default_factory=list)
+    classes: dict[str, Any] | None = None  # geometry.ClassCounter.describe(), with geometry
 
     @property
     def track_names(self) -> list[str]:
         return list(self.tracks["identifier"])
 
     def rows_per_group(self) -> dict[str, int]:
-        """Prediction rows of each group: the row count of each of its tables."""
+        """Rows of each group's tables (prediction rows, less those ``drop`` leaves out)."""
         rows: dict[str, int] = {}
         for b in self.batches:
-            rows[b.group] = rows.get(b.group, 0) + b.n_rows
+            keep = b.keep(self.opts.out_of_field)
+            rows[b.group] = rows.get(b.group, 0) + (b.n_rows if keep is None else int(keep.sum()))
         return rows
 
 
@@ -116,11 +128,14 @@ def _absolute(path: Path | str) -> str:
 
 def _open_batches(
     config: RunConfig, n_tracks: int
-) -> tuple[list[BatchInput], list[str], list[str]]:
-    """Open and cross-check every batch; returns batches, ID columns, warnings."""
+) -> tuple[list[BatchInput], list[str], list[str], ClassCounter]:
+    """Open and cross-check every batch; returns batches, ID columns, warnings, classes."""
     batches: list[BatchInput] = []
     warnings: list[str] = []
     id_cols: list[str] | None = None
+    geo = config.geometry
+    counter = ClassCounter()
+    placed: dict[Path, Placement] = {}
     n_bins: int | None = None
     first_bins_path = ""
     tables: dict[Path, pd.DataFrame] = {}
@@ -155,6 +170,8 @@ def _open_batches(
                 shape, itemsize = ref.shape, max(ref.dtype.itemsize, alt.dtype.itemsize)
                 n_pred = ref.n_rows
             wanted = None if isinstance(config.id_columns, str) else list(config.id_columns)
+            if wanted is not None and geo is not None:
+                wanted = list(dict.fromkeys([*wanted, *geo.position.columns]))
             if batch.variants not in tables:
                 tables[batch.variants] = read_variants(batch.variants, wanted)
             ids = tables[batch.variants]
@@ -175,6 +192,21 @@ def _open_batches(
             for w in duplicate_report(ids, cols, str(batch.variants)):
                 if w not in warnings:  # one file used by several batches: said once
                     warnings.append(w)
+            table_ids, classes = ids[cols], None
+            if geo is not None:
+                if batch.variants not in placed:
+                    placed[batch.variants] = place_table(ids, geo, str(batch.variants))
+                where = placed[batch.variants]
+                classes = where.cls
+                counter.add(
+                    group.name,
+                    number,
+                    str(batch.variants),
+                    classes,
+                    int(where.outside_window.sum()),
+                )
+                if config.class_column:
+                    table_ids = table_ids.assign(**{config.class_column: where.labels})
             spec = BatchSpec(
                 group.name,
                 number,
@@ -193,11 +225,34 @@ def _open_batches(
                     shape,
                     itemsize,
                     batch.variants,
-                    ids[cols],
+                    table_ids,
+                    classes,
+                    id_keys(ids, cols),
                 )
             )
     assert id_cols is not None  # a run file always has a batch
-    return batches, id_cols, warnings
+    if config.class_column:
+        id_cols = [*id_cols, config.class_column]
+    return batches, id_cols, warnings, counter
+
+
+def _out_of_field_note(classes: dict[str, Any], policy: str) -> list[str]:
+    """The warning that a run has variants the model never saw, with what was done."""
+    total = classes["total"]
+    n_out, n = total["outside_input"], sum(total.values())
+    if not n_out:
+        return []
+    done = {
+        "keep": "kept as 0 (--out-of-field na writes NaN instead, drop leaves them out)",
+        "na": "written as NaN (--out-of-field na)",
+        "drop": "left out of the tables (--out-of-field drop)",
+    }[policy]
+    per_group = ", ".join(f"{g} {c['outside_input']:,}" for g, c in classes["per_group"].items())
+    return [
+        f"{n_out:,} of {n:,} variants ({100 * n_out / n:.1f}%; {per_group}) lie outside the "
+        "model's input: REF and ALT are identical there and every score is 0, meaning 'not "
+        f"measured'; {done}"
+    ]
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -346,7 +401,15 @@ def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepare
     columns = None if np.array_equal(track_idx, np.arange(len(table))) else track_idx
     track_names = list(tracks["identifier"])
     log.info("%d of %d tracks selected from %s", len(tracks), len(table), config.targets)
-    batches, id_cols, warnings = _open_batches(config, len(table))
+    batches, id_cols, warnings, counter = _open_batches(config, len(table))
+    if opts.out_of_field != "keep" and config.geometry is None:
+        raise PerturbscoreError(
+            f"--out-of-field {opts.out_of_field} needs the model's geometry: add [geometry] "
+            'with model = "enformer" and [variants] with position = "..." to the run file.'
+        )
+    classes = counter.describe() if config.geometry is not None else None
+    if classes is not None:
+        warnings += _out_of_field_note(classes, opts.out_of_field)
     clash = sorted(set(id_cols) & set(track_names))
     if clash:
         raise PerturbscoreError(
@@ -389,6 +452,7 @@ def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepare
         threads,
         group_rows,
         warnings,
+        classes,
     )
     return prep
 

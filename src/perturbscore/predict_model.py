@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import PerturbscoreError
 from .extras import require
-from .windows import Geometry
+from .geometry import ENFORMER, Geometry, centre_bins
 
 PRECISIONS = ("float32", "float16", "bfloat16")
 
@@ -77,6 +77,7 @@ def load_enformer(
     device: str = "cpu",
     precision: str = "float32",
     input_length: int | None = None,
+    centre_bin: int | None = None,
 ) -> EnformerPredictor:
     """Load Enformer the way users do: ``enformer_pytorch.from_pretrained(path or hub id)``.
 
@@ -92,7 +93,9 @@ def load_enformer(
     precision : str
         Model precision: ``float32``, ``float16`` (CUDA only) or ``bfloat16``.
     input_length : int, optional
-        Bases per window; default the config's ``sequence_length`` or 196,608.
+        Bases the model reads; default the config's ``sequence_length`` or 196,608.
+    centre_bin : int, optional
+        The 447/448 convention (see :func:`geometry_from_config`); default ``bins // 2``.
 
     Raises
     ------
@@ -138,9 +141,78 @@ def load_enformer(
             f"model {source!r} has no output head {head!r}; its heads are "
             f"{', '.join(heads)}."
         )
-    geometry = Geometry.from_config(model.config, input_length)
+    geometry = geometry_from_config(model.config, input_length, centre_bin)
     model = model.to(device=device, dtype=getattr(torch, precision)).eval()
     return EnformerPredictor(model, head, geometry, int(heads[head]), device, precision, source)
+
+
+def geometry_from_config(config: Any, input_length: int | None = None,
+                         centre_bin: int | None = None) -> Geometry:
+    """Geometry of an enformer-pytorch model from its config (``EnformerConfig``).
+
+    The model reads ``input`` bases (``input_length``, else the config's
+    ``sequence_length``, else Enformer's 196,608) and predicts ``target_length`` bins of
+    ``2 ** num_downsamples`` bp.  Its window is twice its input, as for the released
+    Enformer (393,216 bp cropped to the central 196,608), so window starts and offsets are
+    the study's (``enformer_start``, ``variant_pos_in_window``); Enformer's own config
+    gives exactly :data:`perturbscore.geometry.ENFORMER`.
+    """
+    bin_size = 2 ** int(getattr(config, "num_downsamples", 7))
+    length = int(input_length or getattr(config, "sequence_length", None) or ENFORMER.input)
+    target = int(getattr(config, "target_length", ENFORMER.bins))
+    if length <= 0 or length % bin_size:
+        raise PerturbscoreError(
+            f"input length {length} must be a positive multiple of the model's bin size "
+            f"{bin_size}; choose another --input-length."
+        )
+    bins = length // bin_size if target == -1 else target
+    if bins > length // bin_size:
+        raise PerturbscoreError(
+            f"input length {length} gives {length // bin_size} bins, fewer than the "
+            f"model's target_length {target}; choose a longer --input-length."
+        )
+    dims = (2 * length, length, bins, bin_size)
+    if dims == (ENFORMER.window, ENFORMER.input, ENFORMER.bins, ENFORMER.bin_size):
+        geo = ENFORMER
+    else:
+        geo = Geometry("custom", *dims, centre_bin=bins // 2,
+                       source="enformer-pytorch config; window = 2 x input, as Enformer's")
+    return recentre(geo, centre_bin)
+
+
+def recentre(geo: Geometry, centre_bin: int | None) -> Geometry:
+    """``geo`` under the 447/448 convention ``centre_bin`` (``--center-bin``); None keeps it."""
+    if centre_bin is None or centre_bin == geo.centre_bin:
+        return geo
+    if centre_bin not in centre_bins(geo.bins):
+        raise PerturbscoreError(
+            f"--center-bin {centre_bin}: the window centre of {geo.bins} bins is bin "
+            f"{' or '.join(map(str, centre_bins(geo.bins)))} (the 447/448 convention of "
+            "perturbscore.geometry); choose one of them."
+        )
+    return geo.with_centre_bin(centre_bin)
+
+
+def plan_geometry(model: str | None = None, input_length: int | None = None,
+                  centre_bin: int | None = None) -> Geometry:
+    """Geometry for ``--plan-only``: from a saved model's ``config.json``, else Enformer's.
+
+    Reads the JSON only, so planning needs neither torch nor the weights.
+    """
+    from types import SimpleNamespace
+
+    if model is None:
+        return geometry_from_config(SimpleNamespace(), input_length, centre_bin)
+    config = Path(model) / "config.json"
+    if not config.is_file():
+        raise PerturbscoreError(
+            f"{config} not found; --plan-only reads the geometry from a saved model folder "
+            "(or leave out --model for Enformer's)."
+        )
+    import json
+
+    return geometry_from_config(SimpleNamespace(**json.loads(config.read_text())),
+                                input_length, centre_bin)
 
 
 def predict_batch(

@@ -64,6 +64,17 @@ class Recorded:
     stop: int
     nonfinite: list[tuple[str, int, tuple[int, int, int]]]
     bad_log2: int
+    identical: str = ""  # hex of numpy.packbits of the block's REF == ALT flags
+
+    def identical_rows(self) -> np.ndarray:
+        """The block's ``bool # n`` REF == ALT flags."""
+        bits = np.frombuffer(bytes.fromhex(self.identical), np.uint8)
+        return np.unpackbits(bits, count=self.stop - self.start).astype(bool)
+
+    @staticmethod
+    def pack(identical: np.ndarray) -> str:
+        """Flags as the hex text the log stores."""
+        return np.packbits(np.asarray(identical, bool)).tobytes().hex()
 
 
 def input_fingerprint(path: Path) -> dict[str, Any]:
@@ -208,6 +219,7 @@ class ResumeState:
                     rec["stop"],
                     [(p, c, (f[0], f[1], f[2])) for p, c, f in rec["nonfinite"]],
                     rec["bad_log2"],
+                    rec.get("identical", ""),
                 )
             )
 
@@ -283,6 +295,7 @@ class ResumeState:
             "stop": rec.stop,
             "nonfinite": rec.nonfinite,
             "bad_log2": rec.bad_log2,
+            "identical": rec.identical,
             "offset": self._end,
             "nbytes": len(raw),
             "crc32": zlib.crc32(raw),

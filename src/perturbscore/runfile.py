@@ -47,6 +47,7 @@ from typing import Any
 
 from . import readers
 from .errors import PerturbscoreError
+from .geometry import GeometryConfig, parse_geometry_config
 from .messages import describe_value, listing, quote, toml_value
 from .names import check_name, is_safe_name
 from .readers import NPZ_MEMBER_SEP
@@ -99,6 +100,10 @@ class RunConfig:
     name: str = DEFAULT_NAME
     object: str | None = None
     source: Path | None = None
+    #: Model geometry and where the variants' positions are ([geometry], [variants]).
+    geometry: GeometryConfig | None = None
+    #: ID column that receives each variant's receptive-field class (needs geometry).
+    class_column: str | None = None
 
     def table_name(self, group: str, aggregation: str, statistic: str) -> str:
         """File stem of one output table (no extension)."""
@@ -398,6 +403,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
             '["GENE", "rsID", "REF", "ALT"]',
             default=DEFAULT_ID_COLUMNS,
         ),
+        "class_column": Key(
+            "a column name for each variant's receptive-field class (needs [geometry])",
+            _check_path,
+            '"field"',
+            default=None,
+        ),
     },
     "groups": {
         "name": Key(
@@ -658,7 +669,20 @@ def parse_run_config(data: dict[str, Any], base: Path, source: Path | None = Non
         name=output["name"],
         object=output["object"],
         source=source,
+        geometry=parse_geometry_config(data, where),
+        class_column=output["class_column"],
     )
+    if cfg.class_column and cfg.geometry is None:
+        raise PerturbscoreError(
+            f"{where} [output] class_column: a class needs the model's geometry; add "
+            '[geometry] with model = "enformer" and [variants] with position = "..."'
+        )
+    ids = cfg.id_columns
+    if cfg.class_column and isinstance(ids, tuple) and cfg.class_column in ids:
+        raise PerturbscoreError(
+            f"{where} [output] class_column: {quote(cfg.class_column)} is already an ID column; "
+            "name a new column, e.g. class_column = \"field\"."
+        )
     _check_output_names(where, cfg)
     return cfg
 

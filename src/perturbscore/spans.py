@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .integrity import row_identical
 from .readers import PredictionReader, open_predictions
 from .scoring import Aggregation, nonfinite_positions, score_block
 
@@ -85,6 +86,9 @@ class SpanResult:
         NaN/Inf; ``row`` is the batch row.
     bad_log2 : int
         log2fc scores that are NaN or infinite (agg + pseudocount <= 0).
+    identical : numpy.ndarray
+        ``bool # n``: rows whose REF and ALT are bitwise identical over the selected
+        tracks (for the integrity checks of :mod:`perturbscore.integrity`).
     """
 
     batch: int
@@ -93,6 +97,7 @@ class SpanResult:
     scores: dict[tuple[str, str], np.ndarray]
     nonfinite: list[tuple[str, int, tuple[int, int, int]]] = field(default_factory=list)
     bad_log2: int = 0
+    identical: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
 _lock = threading.Lock()
@@ -164,7 +169,12 @@ def score_span(plan: SpanPlan, batch: int, start: int, stop: int) -> SpanResult:
         blocks.append(block)
     scores = score_block(blocks[0], blocks[1], plan.aggregations, plan.statistics, plan.pseudocount)
     bad = sum(int((~np.isfinite(v)).sum()) for (_, st), v in scores.items() if st == "log2fc")
-    return SpanResult(batch, start, stop, scores, found, bad)
+    if blocks[0].dtype == blocks[1].dtype:
+        same = row_identical(blocks[0], blocks[1])
+    else:  # REF and ALT saved in different dtypes: equal values
+        n = stop - start
+        same = np.asarray((blocks[0].astype(np.float64) == blocks[1]).reshape(n, -1).all(axis=1))
+    return SpanResult(batch, start, stop, scores, found, bad, same)
 
 
 def spans(plan: SpanPlan, chunk_rows: int) -> list[tuple[int, int, int]]:

@@ -1,15 +1,21 @@
 """Variants to model windows: input reading, validation against the genome, the work plan.
 
-Conventions (recorded in every predict manifest):
+Conventions (those of :mod:`perturbscore.geometry`, recorded in every predict manifest):
 
 * Variant positions are 1-based (VCF, the study's ``PHYSICAL``); a window centre given per
   variant (``--centre-column``, e.g. a TSS) is 1-based too.  Without one, the window is
   centred on the variant.
-* A window of ``L`` bases is ``[c - L/2, c + L/2)`` in 0-based coordinates, ``c`` the
-  0-based centre base, so the centre base sits at offset ``L/2`` of the input and falls in
-  output bin ``B/2`` (448 of Enformer's 896; bins 447 and 448 flank the midpoint).
-* A variant is *in the field* when any of its bases lies inside the model's input; the
-  ALT prediction of a variant outside it equals its REF prediction by construction.
+* The window of a model (:class:`perturbscore.geometry.Geometry`, ``window`` bp, of which
+  the model reads the central ``input`` bp) starts at ``centre - centre_offset``: with
+  the default 448-centred convention ``centre_offset = window // 2``, so for Enformer
+  ``window_start = TSS - 196,608``, the study's own ``enformer_start``, and the centre
+  base falls in output bin 448 of 896.  ``--center-bin 447`` moves the window one base to
+  the right (the centre base at offset ``window // 2 - 1``).
+* Only the ``input`` bases the model reads are fetched and fed (enformer-pytorch takes
+  the central 196,608 bp of the 393,216-bp window; the TF-Hub model would crop them).
+* A variant's class is :func:`perturbscore.geometry.place`'s, taken over its bases: class 0
+  (``outside_input``) when no base lies in the bases the model reads; its ALT prediction
+  then equals its REF prediction by construction and it is not run.
 * SNVs and equal-length substitutions only: indels change the window's length and would
   need an alignment rule, so they are refused with a message naming the first ones.
 """
@@ -20,11 +26,12 @@ import gzip
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import PerturbscoreError
+from .geometry import ENFORMER, OUTSIDE_INPUT, Geometry, place
 from .variants import read_variants
 
 if TYPE_CHECKING:
@@ -32,69 +39,11 @@ if TYPE_CHECKING:
 
     from .genome import Genome
 
-#: Enformer's input length in enformer-pytorch (``SEQUENCE_LENGTH``), used when a model's
-#: config does not say (``sequence_length``) and no ``--input-length`` is given.
-ENFORMER_INPUT_LENGTH = 196_608
-
 CHROM_COLUMNS = ("Chromosome", "chrom", "CHROM", "chr", "chromosome", "#CHROM")
 POS_COLUMNS = ("PHYSICAL", "pos", "POS", "position", "Position")
 REF_COLUMNS = ("REF", "ref")
 ALT_COLUMNS = ("ALT", "alt")
 MAX_LISTED = 5
-
-
-# --- geometry (LOCAL to predict; the lead reconciles it with perturbscore.geometry) ------
-@dataclass(frozen=True)
-class Geometry:
-    """Where a model looks and what it outputs.
-
-    Attributes
-    ----------
-    input_length : int
-        Bases fed to the model (196,608 for Enformer in enformer-pytorch).
-    bin_size : int
-        Bases per output bin (``2 ** num_downsamples``: 128).
-    n_bins : int
-        Output bins after the model's central crop (``target_length``: 896).
-    """
-
-    input_length: int
-    bin_size: int
-    n_bins: int
-
-    @property
-    def output_offset(self) -> int:
-        """Offset in the input of the first output bin (the crop is symmetric)."""
-        return (self.input_length - self.n_bins * self.bin_size) // 2
-
-    @property
-    def centre_bin(self) -> int:
-        """Output bin holding the centre base (input offset ``L/2``): ``B/2`` for even B."""
-        return (self.input_length // 2 - self.output_offset) // self.bin_size
-
-    @classmethod
-    def from_config(cls, config: Any, input_length: int | None = None) -> Geometry:
-        """Geometry of an enformer-pytorch model from its config (``EnformerConfig``)."""
-        bin_size = 2 ** int(getattr(config, "num_downsamples", 7))
-        length = int(
-            input_length or getattr(config, "sequence_length", None) or ENFORMER_INPUT_LENGTH
-        )
-        target = int(getattr(config, "target_length", 896))
-        if length <= 0 or length % bin_size:
-            raise PerturbscoreError(
-                f"input length {length} must be a positive multiple of the model's bin size "
-                f"{bin_size}; choose another --input-length."
-            )
-        n_bins = length // bin_size if target == -1 else target
-        if n_bins > length // bin_size:
-            raise PerturbscoreError(
-                f"input length {length} gives {length // bin_size} bins, fewer than the "
-                f"model's target_length {target}; choose a longer --input-length."
-            )
-        return cls(length, bin_size, n_bins)
-
-
-ENFORMER = Geometry(ENFORMER_INPUT_LENGTH, 128, 896)
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -183,6 +132,10 @@ def _ints(values: pd.Series, what: str, where: str, lines: np.ndarray, word: str
     return num.to_numpy().astype(np.int64)
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 @dataclass
 class Variants:
     """Validated variants, one per prediction row, in input order.
@@ -247,14 +200,16 @@ def load_variants(
     if bad.size:
         listed = "; ".join(f"{word} {lines[i]} {ref[i]}>{alt[i]}" for i in bad[:MAX_LISTED])
         raise PerturbscoreError(
-            f"{where}: {bad.size} variants have alleles other than A, C, G, T ({listed}); "
+            f"{where}: {_count(bad.size, 'variant has', 'variants have')} alleles other than "
+            f"A, C, G, T ({listed}); "
             "remove them or fix the alleles."
         )
     indel = np.flatnonzero(np.array([len(r) != len(a) for r, a in zip(ref, alt, strict=True)]))
     if indel.size:
         listed = "; ".join(f"{word} {lines[i]} {ref[i]}>{alt[i]}" for i in indel[:MAX_LISTED])
         raise PerturbscoreError(
-            f"{where}: {indel.size} variants are indels ({listed}); perturbscore predict "
+            f"{where}: {_count(indel.size, 'variant is an indel', 'variants are indels')} "
+            f"({listed}); perturbscore predict "
             "handles SNVs and equal-length substitutions only (an indel shifts the window), "
             "so remove them from the table."
         )
@@ -309,7 +264,8 @@ def check_against_genome(v: Variants, genome: Genome, skip_ref_mismatch: bool) -
             return f"{name}({v.line_word} {v.lines[i]}) expected {v.ref[i]}, found {found[i]}"
         listed = "; ".join(label(i) for i in bad[:MAX_LISTED])
         raise PerturbscoreError(
-            f"{where}: {len(bad)} REF alleles differ from {genome.path}: {listed}; use the "
+            f"{where}: {_count(len(bad), 'REF allele differs', 'REF alleles differ')} from "
+            f"{genome.path}: {listed}; use the "
             "genome build the variants were called on, or --skip-ref-mismatch to leave them "
             "out (counted in the manifest)."
         )
@@ -333,22 +289,34 @@ def check_against_genome(v: Variants, genome: Genome, skip_ref_mismatch: bool) -
 # --- the plan -------------------------------------------------------------------------------
 @dataclass
 class Plan:
-    """Which window each variant uses and which forward passes are needed.
+    """Which window each variant uses and which forward passes are needed (``# n`` arrays).
 
     ``window`` indexes ``windows`` (distinct ``(chrom, start)`` in order of first use);
-    ``offset`` is the variant's 0-based offset in its input window.
+    ``start`` is the 0-based first base of the variant's geometry window, ``offset`` the
+    variant's 0-based offset in it and ``cls`` its :func:`~perturbscore.geometry.place`
+    class (the highest over its bases).
     """
 
     windows: list[tuple[str, int]]
     window: np.ndarray
     start: np.ndarray
     offset: np.ndarray
-    in_field: np.ndarray
+    cls: np.ndarray
     geometry: Geometry
 
     @property
     def n_variants(self) -> int:
         return int(self.window.size)
+
+    @property
+    def in_field(self) -> np.ndarray:
+        """Variants with a base the model reads (class 1 or 2)."""
+        return self.cls != OUTSIDE_INPUT
+
+    @property
+    def input_start(self) -> np.ndarray:
+        """0-based first base fed to the model, per variant."""
+        return self.start + self.geometry.input_start
 
     def passes(self, cache: bool = True) -> int:
         """Forward passes (per strand): naive 2 per variant; cached 1 per window + 1 per
@@ -371,23 +339,27 @@ class Plan:
 
 def plan_windows(chrom: np.ndarray, pos0: np.ndarray, ref_len: np.ndarray,
                  centre0: np.ndarray, geometry: Geometry) -> Plan:
-    """Assign each variant its input window and decide whether it is in the field.
+    """Assign each variant its window and its class.
 
     Parameters
     ----------
     chrom, pos0, ref_len, centre0 : ndarray
-        Per variant: chromosome, 0-based first base, allele length, 0-based window centre.
+        Per variant (``# n``): chromosome, 0-based first base, allele length, 0-based
+        window centre.
+    geometry : Geometry
+        The window starts at ``centre0 - geometry.centre_offset``.
     """
-    half = geometry.input_length // 2
-    start = np.asarray(centre0, dtype=np.int64) - half
+    start = np.asarray(centre0, dtype=np.int64) - geometry.centre_offset
     offset = np.asarray(pos0, dtype=np.int64) - start
-    # in the field if any base of the substitution lies inside [0, L)
-    in_field = (offset < geometry.input_length) & (offset + np.asarray(ref_len) > 0)
+    last = offset + np.asarray(ref_len, dtype=np.int64) - 1
+    # a substitution's class is that of its most-seen base: its first or its last one
+    # (an allele is far shorter than the input, so no base between can see more)
+    cls = np.maximum(place(offset, geometry).cls, place(last, geometry).cls)
     ids: dict[tuple[str, int], int] = {}
     window = np.empty(start.size, dtype=np.int64)
     for i, key in enumerate(zip(chrom.tolist(), start.tolist(), strict=True)):
         window[i] = ids.setdefault(key, len(ids))
-    return Plan(list(ids), window, start, offset, in_field, geometry)
+    return Plan(list(ids), window, start, offset, cls, geometry)
 
 
 def plan_tables(paths: Sequence[str | Path], geometry: Geometry = ENFORMER,
@@ -408,23 +380,3 @@ def plan_tables(paths: Sequence[str | Path], geometry: Geometry = ENFORMER,
     cat = [np.concatenate([part[k] for part in parts]) for k in range(4)]
     out["all"] = plan_windows(cat[0], cat[1], cat[2], cat[3], geometry).summary()
     return out
-
-
-def plan_geometry(model: str | None = None, input_length: int | None = None) -> Geometry:
-    """Geometry for ``--plan-only``: from a saved model's ``config.json``, else Enformer's.
-
-    Reads the JSON only, so planning needs neither torch nor the weights.
-    """
-    from types import SimpleNamespace
-
-    if model is None:
-        return Geometry.from_config(SimpleNamespace(), input_length)
-    config = Path(model) / "config.json"
-    if not config.is_file():
-        raise PerturbscoreError(
-            f"{config} not found; --plan-only reads the geometry from a saved model folder "
-            "(or leave out --model for Enformer's)."
-        )
-    import json
-
-    return Geometry.from_config(SimpleNamespace(**json.loads(config.read_text())), input_length)

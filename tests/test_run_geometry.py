@@ -1,0 +1,206 @@
+"""Runs that know what the model could see: classes, --out-of-field, class column, checks.
+
+The dataset mimics the study: Enformer windows, a position-in-window column, and
+predictions whose rows outside the model's input have ALT bitwise equal to REF.  Every
+expected value comes from pandas/numpy in the test.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from .test_resume import _cli, _kill_after, _tables
+
+CENTRE = 196_608
+ROWS = {"stab": 90, "top": 70}
+
+
+def _classes(offsets: np.ndarray) -> np.ndarray:
+    """Oracle: 0 outside Enformer's 196,608-bp input, 1 input only, 2 in the output."""
+    d = offsets - CENTRE
+    cls = np.full(offsets.shape, 2)
+    cls[(d < -57_344) | (d >= 57_344)] = 1
+    cls[(d < -98_304) | (d >= 98_304)] = 0
+    return cls
+
+
+def write_geometry_study(folder: Path, shift: bool = False, extra: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(5)
+    n_tracks = 5
+    pd.DataFrame(
+        {
+            "index": range(n_tracks),
+            "genome": 0,
+            "identifier": [f"G{i}" for i in range(n_tracks)],
+            "file": "synthetic",
+            "clip": 32,
+            "scale": 2,
+            "sum_stat": "mean",
+            "description": "DNASE:GM12878",
+        }
+    ).to_csv(folder / "targets.txt", sep="\t", index=False)
+    groups = []
+    for g, n in ROWS.items():
+        offsets = rng.integers(0, 393_216, size=n)
+        cls = _classes(offsets)
+        ref = rng.normal(size=(n, 3, n_tracks)).astype(np.float32)
+        alt = ref + rng.normal(scale=0.2, size=ref.shape).astype(np.float32)
+        alt[cls == 0] = ref[cls == 0]  # the model never saw these variants
+        np.save(folder / f"{g}_ref.npy", ref)
+        np.save(folder / f"{g}_alt.npy", alt)
+        table = pd.DataFrame(
+            {
+                "GENE": [f"ENSG{i:03d}" for i in range(n)],
+                "rsID": [f"rs{g}{i}" for i in range(n)],
+                "REF": "A",
+                "ALT": "G",
+                "variant_pos_in_window": offsets,
+            }
+        )
+        if shift:  # positions attached to the wrong rows
+            table["variant_pos_in_window"] = np.roll(offsets, 1)
+        table.to_csv(folder / f"{g}.csv", index=False)
+        groups.append(
+            f'[[groups]]\nname = "{g}"\nbatches = [{{ ref = "{g}_ref.npy", alt = '
+            f'"{g}_alt.npy", variants = "{g}.csv" }}]\n'
+        )
+    (folder / "geo.toml").write_text(
+        'targets = "targets.txt"\n[output]\nformat = "parquet"\n'
+        + extra
+        + '[geometry]\nmodel = "enformer"\n[variants]\nposition = "variant_pos_in_window"\n'
+        + "".join(groups)
+    )
+    return folder / "geo.toml"
+
+
+def _oracle_classes(folder: Path, group: str) -> np.ndarray:
+    return _classes(pd.read_csv(folder / f"{group}.csv")["variant_pos_in_window"].to_numpy())
+
+
+@pytest.fixture()
+def geo(tmp_path: Path) -> Path:
+    return write_geometry_study(tmp_path / "geo")
+
+
+def test_keep_reports_classes_and_warns(geo: Path, tmp_path: Path) -> None:
+    r = _cli("run", str(geo), "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    total = {"outside_input": 0, "input_only": 0, "output": 0}
+    for g in ROWS:
+        cls = _oracle_classes(geo.parent, g)
+        want = {k: int((cls == i).sum()) for i, k in enumerate(total)}
+        assert manifest["geometry"]["classes"]["per_group"][g] == want
+        for k in total:
+            total[k] += want[k]
+    assert manifest["geometry"]["classes"]["total"] == total
+    n_out = total["outside_input"]
+    assert f"{n_out:,} of {sum(ROWS.values()):,} variants" in r.stderr and "kept as 0" in r.stderr
+    # Aligned predictions pass the integrity checks.
+    assert manifest["integrity"]["clean"] and "integrity checks flagged" not in r.stderr
+    tss = pd.read_parquet(tmp_path / "o" / "stab_abs_diff_tss.parquet")
+    out = _oracle_classes(geo.parent, "stab") == 0
+    assert (tss.iloc[:, :5].to_numpy()[out] == 0).all()
+
+
+def test_na_and_drop(geo: Path, tmp_path: Path) -> None:
+    assert _cli("run", str(geo), "--out", str(tmp_path / "keep")).returncode == 0
+    na = _cli("run", str(geo), "--out", str(tmp_path / "na"), "--out-of-field", "na")
+    drop = _cli(
+        "run",
+        str(geo),
+        "--out",
+        str(tmp_path / "drop"),
+        "--out-of-field",
+        "drop",
+        "--format",
+        "rdata",
+        "--chunk-rows",
+        "7",
+    )
+    assert na.returncode == 0 and drop.returncode == 0, (na.stderr, drop.stderr)
+    pyreadr = pytest.importorskip("pyreadr")
+    for g in ROWS:
+        out = _oracle_classes(geo.parent, g) == 0
+        keep = pd.read_parquet(tmp_path / "keep" / f"{g}_abs_diff_ave.parquet")
+        nan = pd.read_parquet(tmp_path / "na" / f"{g}_abs_diff_ave.parquet")
+        scores = nan.iloc[:, :5].to_numpy()
+        assert np.isnan(scores[out]).all() and not np.isnan(scores[~out]).any()
+        np.testing.assert_array_equal(scores[~out], keep.iloc[:, :5].to_numpy()[~out])
+        dropped = pyreadr.read_r(str(tmp_path / "drop" / f"{g}_abs_diff_ave.RData"))
+        table = next(iter(dropped.values()))
+        assert len(table) == int((~out).sum())
+        assert list(table["rsID"]) == list(keep["rsID"][~out])
+        np.testing.assert_array_equal(
+            table.iloc[:, :5].to_numpy(), keep.iloc[:, :5].to_numpy()[~out]
+        )
+
+
+def test_class_column(tmp_path: Path) -> None:
+    run_file = write_geometry_study(tmp_path / "g", extra="")
+    text = run_file.read_text().replace(
+        '[output]\nformat = "parquet"\n', '[output]\nformat = "parquet"\nclass_column = "field"\n'
+    )
+    run_file.write_text(text)
+    r = _cli("run", str(run_file), "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    table = pd.read_parquet(tmp_path / "o" / "top_abs_diff_tss.parquet")
+    labels = np.array(["outside_input", "input_only", "output"])
+    assert list(table["field"]) == list(labels[_oracle_classes(run_file.parent, "top")])
+
+
+def test_shifted_positions_are_flagged(tmp_path: Path) -> None:
+    run_file = write_geometry_study(tmp_path / "s", shift=True)
+    r = _cli("run", str(run_file), "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    assert "integrity checks flagged rows" in r.stderr
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    found = manifest["integrity"]["findings"]
+    assert not manifest["integrity"]["clean"]
+    assert found["identical_in_field"] + found["differing_out_of_field"] > 0
+    check = _cli("check", str(tmp_path / "o"))
+    assert check.returncode == 3, check.stdout + check.stderr
+
+
+def test_out_of_field_needs_geometry(study: Path, tmp_path: Path, cli) -> None:
+    text = (study / "stablefm.toml").read_text()
+    start, end = text.index("\n[geometry]"), text.index("\n[[groups]]")
+    (study / "plain.toml").write_text(text[:start] + text[end:])
+    r = cli("run", study / "plain.toml", "--out", tmp_path / "o", "--out-of-field", "drop")
+    assert r.returncode == 2 and "--out-of-field drop needs the model's geometry" in r.stderr
+
+
+def test_drop_resumes_after_sigkill(geo: Path, tmp_path: Path) -> None:
+    args = [
+        "run",
+        str(geo),
+        "--out",
+        str(tmp_path / "o"),
+        "--chunk-rows",
+        "1",
+        "--out-of-field",
+        "drop",
+        "--zarr",
+        "--resume",
+    ]
+    clean = _cli("run", str(geo), "--out", str(tmp_path / "c"), "--out-of-field", "drop", "--zarr")
+    assert clean.returncode == 0, clean.stderr
+    assert _kill_after(args, 60, signal.SIGKILL).returncode == -signal.SIGKILL
+    again = _cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert _tables(tmp_path / "o") == _tables(tmp_path / "c")
+    xr = pytest.importorskip("xarray")
+    for g in ROWS:
+        xr.testing.assert_identical(
+            xr.open_zarr(tmp_path / "o" / f"{g}_scores.zarr").load(),
+            xr.open_zarr(tmp_path / "c" / f"{g}_scores.zarr").load(),
+        )
+    resumed = json.loads((tmp_path / "o" / "manifest.json").read_text())["integrity"]
+    assert resumed["clean"] and resumed["rows"] == sum(ROWS.values())
