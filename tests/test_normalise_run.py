@@ -437,3 +437,39 @@ def test_names_that_would_clash_are_refused(tmp_path: Path) -> None:
     r = run_cli("normalise", run, "--background", "a", "--out", tmp_path / "out")
     assert r.returncode == 2 and "a_b_diff_quantile_ave.parquet" in r.stderr, r.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("policy", ["keep", "na"])
+def test_class_column_leaves_out_of_field_rows_out(tmp_path: Path, policy: str) -> None:
+    """A run with geometry and a class column: its outside_input rows are left out."""
+    from .test_run_geometry import _oracle_classes, write_geometry_study
+
+    run_file = write_geometry_study(tmp_path / "g")
+    text = run_file.read_text().replace(
+        '[output]\nformat = "parquet"\n', '[output]\nformat = "parquet"\nclass_column = "field"\n'
+    )
+    run_file.write_text(text)
+    r = run_cli("-q", "run", run_file, "--out", tmp_path / "o", "--out-of-field", policy)
+    assert r.returncode == 0, r.stderr
+    res = normalise_run(tmp_path / "o", tmp_path / "n", background="stab")
+    out = _oracle_classes(run_file.parent, "stab") == 0
+    assert out.any()
+    for key, ex in res.excluded.items():
+        assert ex == {
+            "rows": out.size,
+            "used": int((~out).sum()),
+            "outside_input": int(out.sum()),
+            "all_zero": 0,
+            "non_finite": 0,
+        }, key
+    tracks = [f"G{i}" for i in range(5)]
+    raw = pd.read_parquet(tmp_path / "o" / "stab_abs_diff_tss.parquet")
+    top = pd.read_parquet(tmp_path / "o" / "top_abs_diff_tss.parquet")
+    got = pd.read_parquet(tmp_path / "n" / "top_abs_diff_quantile_tss.parquet")
+    assert list(got["field"]) == list(top["field"])
+    b = raw[tracks].to_numpy()[~out]
+    want = oracle_quantile(np.nan_to_num(top[tracks].to_numpy()), b, signed=False)
+    want[top[tracks].isna().to_numpy()] = np.nan
+    np.testing.assert_allclose(got[tracks].to_numpy(), want, rtol=1e-12)
+    m = json.loads((tmp_path / "n" / "manifest.json").read_text())
+    assert m["geometry"]["class_column"] == "field"

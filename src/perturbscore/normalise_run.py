@@ -16,11 +16,12 @@ Names
     ``:`` dropped from the aggregation (``window:3`` -> ``window3``); the aggregation
     ``none`` of ``import-scores`` tables is left out (``top_SAD_quantile.parquet``).
 Background rows
-    Rows whose scores are exactly 0 on every selected track are left out of a
-    background built from a group: REF and ALT were identical (a variant outside the
-    model's input), which measures nothing.  Rows with a NaN or infinite score are
-    left out too.  Both are counted in the manifest.  Such rows are still normalised
-    in the output tables like any other.
+    Left out of a background built from a group, and counted in the manifest: rows
+    of class ``outside_input`` when the run wrote a class column (``geometry.
+    class_column`` in its manifest), rows whose scores are exactly 0 on every selected
+    track (REF and ALT identical: a variant outside the model's input, which measures
+    nothing), and rows with a NaN or infinite score.  Such rows are still normalised in
+    the output tables like any other (NaN stays NaN).
 Statistics perturbscore does not compute (``SAD`` of a scores file)
     are treated as signed: ``sign(x) * q(|x|)`` among the background's ``|b|``, the
     same as the unsigned quantile for non-negative scores except that 0 stays 0.
@@ -47,6 +48,7 @@ import pandas as pd
 
 from . import normalise as nz
 from .errors import PerturbscoreError
+from .geometry import CLASS_LABELS, OUTSIDE_INPUT
 from .manifest import build_manifest, manifest_text
 from .memory import DEFAULT_MEMORY_BYTES
 from .names import check_name, is_safe_name
@@ -58,9 +60,11 @@ from .writers import FORMATS, TableWriter, check_format, open_writer, parquet_gr
 log = logging.getLogger("perturbscore")
 
 EXCLUSION_RULE = (
-    "background rows left out: every selected score exactly 0 (REF == ALT, e.g. a variant "
-    "outside the model's input), or any score NaN or infinite"
+    "background rows left out: class outside_input in the run's class column (when it has "
+    "one), every selected score exactly 0 (REF == ALT, e.g. a variant outside the model's "
+    "input), or any score NaN or infinite"
 )
+OUTSIDE = CLASS_LABELS[OUTSIDE_INPUT]
 #: Most rows per block: beyond this, blocks only cost memory.
 MAX_BLOCK_ROWS = 65536
 
@@ -90,26 +94,34 @@ def _builder(tracks: Sequence[str], aggregation: str, statistic: str) -> Backgro
 
 
 def build_background(
-    t: Table, tracks: Sequence[str], rows: int, read_rows: int = 0
+    t: Table, tracks: Sequence[str], rows: int, read_rows: int = 0, class_column: str | None = None
 ) -> tuple[Background, dict[str, int]]:
-    """Stream table ``t`` into a background; rows left out as the module docstring says."""
+    """Stream table ``t`` into a background; rows left out as the module docstring says.
+
+    ``class_column``: the ID column with each row's receptive-field class (a run with
+    ``class_column`` in its ``[output]``); its ``outside_input`` rows are left out.
+    """
     b = _builder(tracks, t.aggregation, t.statistic)
-    zero = nonfinite = 0
-    for scores, _ in blocks(t, tracks, rows, read_rows, ids=False):
-        finite = np.isfinite(scores).all(axis=1)
-        zeros = (scores == 0).all(axis=1)
-        zero += int(zeros.sum())
-        nonfinite += int((~finite).sum())
-        b.update(scores, finite & ~zeros)
+    counts = {"outside_input": 0, "all_zero": 0, "non_finite": 0}
+    use_class = class_column is not None and class_column in (t.id_columns or [class_column])
+    for scores, ids in blocks(t, tracks, rows, read_rows, ids=use_class):
+        out = np.zeros(len(scores), bool)
+        if use_class and ids is not None and class_column in ids.columns:
+            out = (ids[class_column] == OUTSIDE).to_numpy()
+        zeros = (scores == 0).all(axis=1) & ~out
+        bad = ~np.isfinite(scores).all(axis=1) & ~out
+        for k, m in (("outside_input", out), ("all_zero", zeros), ("non_finite", bad)):
+            counts[k] += int(m.sum())
+        b.update(scores, ~(out | zeros | bad))
     try:
         bg = b.finish()
     except PerturbscoreError:
         raise PerturbscoreError(
-            f"{t.path}: every row is all zeros or non-finite, so it cannot serve as a "
-            "background; choose another --background group."
+            f"{t.path}: no row is inside the model's field with finite, not all-zero scores, "
+            "so it cannot serve as a background; choose another --background group."
         ) from None
     bg = dataclasses.replace(bg, statistic=t.statistic)
-    return bg, {"rows": t.rows, "used": bg.n, "all_zero": zero, "non_finite": nonfinite}
+    return bg, {"rows": t.rows, "used": bg.n, **counts}
 
 
 def normalise_run(
@@ -165,15 +177,15 @@ def normalise_run(
     )
     job.timings["validate"] = time.perf_counter() - started
     for k, t in job.sources.items():
-        job.backgrounds[k], job.excluded[k] = build_background(
-            t, job.tracks, job.rows, job.read_rows
+        job.backgrounds[k], ex = build_background(
+            t, job.tracks, job.rows, job.read_rows, job.class_column
         )
-        left = t.rows - job.backgrounds[k].n
-        if left:
+        job.excluded[k] = ex
+        if ex["used"] < t.rows:
             log.warning(
-                "background %s %s/%s: %d of %d rows left out (%d all exactly 0, %d not finite)",
-                background, k[0], k[1], left, t.rows,
-                job.excluded[k]["all_zero"], job.excluded[k]["non_finite"],
+                "background %s %s/%s: %d of %d rows left out (%d outside the model's input, "
+                "%d all exactly 0, %d not finite)", background, k[0], k[1], t.rows - ex["used"],
+                t.rows, ex["outside_input"], ex["all_zero"], ex["non_finite"],
             )
     job.timings["background"] = time.perf_counter() - started - job.timings["validate"]
     created = not job.out.exists()
@@ -219,6 +231,12 @@ class _Job:
     group_rows: int = 0
     excluded: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def class_column(self) -> str | None:
+        """The run's receptive-field class column, if its manifest names one."""
+        geometry = self.manifest.get("geometry") or {}
+        return geometry.get("class_column") if isinstance(geometry, dict) else None
 
     @classmethod
     def check(
@@ -457,4 +475,5 @@ def _manifest(job: _Job) -> dict[str, Any]:
         targets=job.manifest.get("targets", {}), selection=tracks.get("selection", {}),
         tracks=pd.DataFrame(tracks["selected"]), inputs=inputs, outputs=outputs,
         warnings=list(job.manifest.get("warnings", [])), timings=job.timings,
+        extra={"geometry": job.manifest.get("geometry")},  # same rows, same classes
     )
