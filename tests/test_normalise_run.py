@@ -193,6 +193,7 @@ def test_all_zero_and_nan_rows_left_out_of_background(tmp_path: Path) -> None:
     assert res.excluded[("ave", "abs_diff")] == {
         "rows": 60,
         "used": 56,
+        "outside_input": 0,
         "all_zero": 3,
         "non_finite": 1,
     }
