@@ -657,3 +657,44 @@ def predict_cmd(ctx: click.Context, variants: tuple[Path, ...], plan_only: bool,
         click.echo(str(path))
     log.info("%d variants, %d forward passes (naive: %d)", result.summary["variants"],
              result.summary["forward_passes"], result.summary["forward_passes_naive"])
+
+
+@cli.command("normalise")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--background", default=None, help="Group of the run that is the background.")
+@click.option("--background-file", type=click.Path(path_type=Path), default=None,
+              help="Background file (.npz) saved earlier with --save-background.")
+@click.option("--save-background", type=click.Path(path_type=Path), default=None,
+              help="Also save the background built from --background to this .npz file.")
+@click.option("--statistic", "statistics", multiple=True,
+              type=click.Choice(["quantile", "robust_z"]),
+              help="Normalised statistic (repeatable; default both).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Output folder (created if missing).")
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default=None,
+              help="Output format (default: the run's).")
+@click.option("--memory", default=str(DEFAULT_MEMORY_BYTES), show_default=True,
+              help="Memory budget in bytes, or with a unit: 512MB, 2GiB.")
+@click.option("--chunk-rows", type=int, default=None,
+              help="Rows per block (default: the most the memory budget allows).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace existing output tables and the --save-background file.")
+@_verbosity
+@_user_errors
+def normalise_cmd(run_dir: Path, background: str | None, background_file: Path | None,
+                  save_background: Path | None, statistics: tuple[str, ...], out_dir: Path,
+                  fmt: str | None, memory: str, chunk_rows: int | None, overwrite: bool) -> None:
+    """Background-normalised copies (quantile, robust z) of the tables of RUN_DIR."""
+    from .normalise_run import normalise_run
+
+    result = normalise_run(
+        run_dir, out_dir, background=background, background_file=background_file,
+        statistics=statistics or ("quantile", "robust_z"), fmt=fmt,
+        save_background=save_background, overwrite=overwrite,
+        memory_bytes=parse_size(memory), block_rows=chunk_rows,
+    )
+    for path in [*result.tables, result.manifest]:
+        click.echo(str(path))
+    if result.background_file is not None:
+        click.echo(str(result.background_file))
+    log.info("%d tables normalised (%d rows per block)", len(result.tables), result.block_rows)
