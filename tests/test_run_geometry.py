@@ -204,3 +204,60 @@ def test_drop_resumes_after_sigkill(geo: Path, tmp_path: Path) -> None:
         )
     resumed = json.loads((tmp_path / "o" / "manifest.json").read_text())["integrity"]
     assert resumed["clean"] and resumed["rows"] == sum(ROWS.values())
+
+
+def test_compare_leaves_out_of_field_variants_out(tmp_path: Path) -> None:
+    pytest.importorskip("scipy")
+    from scipy.stats import mannwhitneyu
+
+    run_file = write_geometry_study(tmp_path / "g")
+    text = run_file.read_text().replace(
+        '[output]\nformat = "parquet"\n', '[output]\nformat = "parquet"\nclass_column = "field"\n'
+    )
+    run_file.write_text(text)
+    assert _cli("run", str(run_file), "--out", str(tmp_path / "o")).returncode == 0
+    r = _cli(
+        "compare",
+        str(tmp_path / "o"),
+        "--a",
+        "stab",
+        "--b",
+        "top",
+        "--out-of-field",
+        "exclude",
+        "--out",
+        str(tmp_path / "c"),
+    )
+    assert r.returncode == 0, r.stderr
+    out = {g: int((_oracle_classes(run_file.parent, g) == 0).sum()) for g in ROWS}
+    assert f"stab {out['stab']:,} variants, top {out['top']:,} variants" in r.stderr
+    assert json.loads((tmp_path / "c" / "compare.json").read_text())[
+        "left_out_out_of_field"
+    ] == out
+    tests = pd.read_csv(tmp_path / "c" / "tests.csv")
+    row = tests[(tests["identifier"] == "G2") & (tests["aggregation"] == "ave")].iloc[0]
+    # Oracle: scipy on the in-field rows only, with R's rule (exact if both n < 50).
+    a = pd.read_parquet(tmp_path / "o" / "stab_abs_diff_ave.parquet")
+    b = pd.read_parquet(tmp_path / "o" / "top_abs_diff_ave.parquet")
+    a, b = a[a["field"] != "outside_input"]["G2"], b[b["field"] != "outside_input"]["G2"]
+    assert row["n_x"] == len(b) and row["n_y"] == len(a)
+    method = "exact" if len(a) < 50 and len(b) < 50 else "asymptotic"
+    want = mannwhitneyu(b, a, alternative="greater", method=method).pvalue
+    assert row["p_greater"] == pytest.approx(want, rel=1e-9)
+    # Without a class column, exclude is a user error.
+    plain = write_geometry_study(tmp_path / "p")
+    assert _cli("run", str(plain), "--out", str(tmp_path / "po")).returncode == 0
+    bad = _cli(
+        "compare",
+        str(tmp_path / "po"),
+        "--a",
+        "stab",
+        "--b",
+        "top",
+        "--out-of-field",
+        "exclude",
+        "--out",
+        str(tmp_path / "pc"),
+    )
+    assert bad.returncode == 2 and "needs each variant's class" in bad.stderr
+    assert not (tmp_path / "pc").exists()

@@ -443,6 +443,14 @@ def import_scores_cmd(
     show_default=True,
     help="Budget for the blocks of track columns read at a time (e.g. 512MB, 2GiB).",
 )
+@click.option(
+    "--out-of-field",
+    type=click.Choice(["keep", "exclude"]),
+    default="keep",
+    show_default=True,
+    help="exclude: leave variants outside the model's input out of every test (needs the "
+    "run's class column); the summary counts them.",
+)
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--overwrite", is_flag=True, help="Replace an earlier comparison in --out.")
 @click.pass_context
@@ -464,6 +472,7 @@ def compare_cmd(
     plot_tracks: tuple[str, ...],
     xlim: tuple[float, float] | None,
     memory: str,
+    out_of_field: str,
     out_dir: Path,
     overwrite: bool,
 ) -> None:
@@ -488,6 +497,7 @@ def compare_cmd(
         tracks=tracks,
         family=family,
         per_rank=per_rank,
+        out_of_field=out_of_field,
         plot_tracks=plot_tracks,
         xlim=xlim,
         overwrite=overwrite,

@@ -68,6 +68,8 @@ class ScoreSet:
     statistic: str
     path: Path
     rows: int | None = None
+    #: ``bool # N``: rows left out of every test (``--out-of-field exclude``), read as NaN.
+    exclude: np.ndarray | None = None
     _cache: pd.DataFrame | None = None
     _files: list[Any] | None = None
 
@@ -112,8 +114,11 @@ class ScoreSet:
             out = np.empty((len(columns), table.num_rows))
             for j, c in enumerate(columns):
                 out[j] = table.column(c).to_numpy(zero_copy_only=False)
-            return out
-        return np.ascontiguousarray(self.read(columns, score_columns).to_numpy(dtype=float).T)
+        else:
+            out = np.ascontiguousarray(self.read(columns, score_columns).to_numpy(dtype=float).T)
+        if self.exclude is not None:
+            out[:, self.exclude] = np.nan  # missing values drop out of a track's test
+        return out
 
     def column_names(self, score_columns: Sequence[str]) -> list[str]:
         """The table's column names (Parquet: from the schema, nothing else read)."""
@@ -580,6 +585,7 @@ def compare_groups(
     memory: int = DEFAULT_MEMORY,
     progress: bool = False,
     workers: int | None = None,
+    out_of_field: str = "keep",
 ) -> CompareResult:
     """Test group B against group A on every track of every (aggregation, statistic).
 
@@ -615,6 +621,10 @@ def compare_groups(
         Progress bar on stderr.
     workers : int, optional
         Threads testing blocks (default: CPU count).
+    out_of_field : {"keep", "exclude"}
+        ``exclude``: leave variants outside the model's input (their scores are 0, "not
+        measured") out of every test, read from the run's class column; the summary
+        counts them.
 
     Returns
     -------
@@ -636,6 +646,7 @@ def compare_groups(
         tracks,
         family,
         per_rank,
+        out_of_field,
     )
     return plan.execute(memory=memory, progress=progress, workers=workers)
 
@@ -856,6 +867,7 @@ def plan_comparison(
     tracks: Sequence[str] | None = None,
     family: str = "all",
     per_rank: bool = False,
+    out_of_field: str = "keep",
 ) -> ComparisonPlan:
     """Check every option and input and look the pairing variants up; no test is run.
 
@@ -880,6 +892,10 @@ def plan_comparison(
     keys = [k for k in keys if k]
     if not keys:
         raise PerturbscoreError("--keys is empty; name score-table columns, e.g. GENE,rsID,ALT.")
+    if out_of_field not in OUT_OF_FIELD_RULES:
+        raise PerturbscoreError(
+            f"--out-of-field must be one of {', '.join(OUT_OF_FIELD_RULES)}, not {out_of_field}."
+        )
     run = load_run(run_folder)
     for g, opt in ((group_a, "--a"), (group_b, "--b")):
         if g not in run.groups():
@@ -887,6 +903,7 @@ def plan_comparison(
                 f"{opt}: group {g} is not in the run at {run.folder}; it has "
                 f"{', '.join(run.groups())}."
             )
+    left_out = _exclude_out_of_field(run, (group_a, group_b)) if out_of_field == "exclude" else {}
     track_meta = run.tracks
     if tracks:
         known = set(track_meta["identifier"])
@@ -917,11 +934,20 @@ def plan_comparison(
         "run": str(run.folder),
         "n_tracks": len(track_meta),
         "tables": [f"{a}, {s}" for a, s in combos],
+        "out_of_field": out_of_field,
     }
+    warnings: list[str] = []
+    if left_out:
+        summary["left_out_out_of_field"] = left_out
+        note = (
+            "left out of every test, as outside the model's input: "
+            + ", ".join(f"{g} {n:,} variants" for g, n in left_out.items())
+        )
+        warnings.append(note)
+        log.warning("%s", note)
     needs_pairing = [d for d in designs if d != "unpaired"]
     pair: Pairing | None = None
     lookups: dict[tuple[str, str, str], _Lookup] = {}
-    warnings: list[str] = []
     if not needs_pairing:
         if per_rank:
             raise PerturbscoreError("--per-rank needs the paired or matching design.")
@@ -1010,6 +1036,36 @@ def plan_comparison(
         summary,
         warnings,
     )
+
+
+#: What compare does with variants outside the model's input (needs the run's class column).
+OUT_OF_FIELD_RULES = ("keep", "exclude")
+
+
+def _exclude_out_of_field(run: RunTables, groups: Sequence[str]) -> dict[str, int]:
+    """Mark the rows of ``outside_input`` variants in every table of ``groups``.
+
+    The class comes from the class column the run wrote (``class_column`` in the run
+    file's ``[output]``, recorded in the manifest); returns rows left out per group.
+    """
+    geo = run.manifest.get("geometry") or {}
+    column = geo.get("class_column")
+    if not column:
+        raise PerturbscoreError(
+            f"--out-of-field exclude needs each variant's class in the tables, but the run at "
+            f"{run.folder} wrote none; rerun 'perturbscore run' with class_column = \"field\" "
+            "in [output] (or with --out-of-field na, whose missing scores drop out of every "
+            "test anyway)."
+        )
+    all_ids = list(run.tracks["identifier"])
+    counts: dict[str, int] = {}
+    for s in run.sets:
+        if s.group not in groups:
+            continue
+        cls = s.read([column], all_ids)[column].astype(str).to_numpy()
+        s.exclude = cls == "outside_input"
+        counts[s.group] = int(s.exclude.sum())
+    return counts
 
 
 def _in_groups(lk: _Lookup, n: int) -> np.ndarray:
