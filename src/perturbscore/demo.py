@@ -130,9 +130,10 @@ def _write_files(out: Path, n_tracks: int, seed: int) -> list[Path]:
         # Enformer outputs are non-negative coverage; ALT perturbs REF multiplicatively.
         ref = rng.gamma(2.0, 1.5, size=(n, DEMO_BINS, n_tracks)).astype(np.float32)
         alt = (ref * rng.lognormal(0.0, 0.15, size=ref.shape)).astype(np.float32)
+        arrays = []
         for kind, arr in (("ref", ref), ("alt", alt)):
             p = out / f"final_{kind}_preds_{group}_snps{suffix}_strand.npy"
-            np.save(p, arr)
+            arrays.append((p, arr))
             written.append(p)
         alleles = rng.choice(np.array(["A", "C", "G", "T"]), size=(n, 2))
         rows: list[dict[str, object]] = []
@@ -148,7 +149,9 @@ def _write_files(out: Path, n_tracks: int, seed: int) -> list[Path]:
                 rsid, pos, ref_a = str(prev["rsID"]), int(str(prev["PHYSICAL"])), str(prev["REF"])
                 alt_a = next(b for b in "TACG" if b not in (ref_a, prev["ALT"]))
             site += 1
-            tss = pos - int(rng.integers(-50_000, 50_000))
+            # As in the study (31%), about a fifth of the variants lie more than 98,304 bp from
+            # their gene's TSS: outside what Enformer reads, so ALT = REF there (below).
+            tss = pos - int(rng.integers(-143_000, 143_000))
             rows.append(
                 {
                     "Chromosome": 22,
@@ -166,9 +169,14 @@ def _write_files(out: Path, n_tracks: int, seed: int) -> list[Path]:
                     "variant_pos_in_window": pos - tss + 196_608,
                 }
             )
+        table = pd.DataFrame(rows)
+        unseen = (table["variant_pos_in_window"] - 196_608).abs().to_numpy() > 98_304
+        alt[unseen] = ref[unseen]  # the model never saw these variants: bitwise equal
+        for p, arr in arrays:
+            np.save(p, arr)
         p = out / f"{group}_snps{suffix}_strand_final_variants.csv"
-        pd.DataFrame(rows).to_csv(p, index=False)
-        variants.setdefault(group, []).append(pd.DataFrame(rows))
+        table.to_csv(p, index=False)
+        variants.setdefault(group, []).append(table)
         written.append(p)
 
     p = out / "pairing" / "demo_pairs.csv"
