@@ -28,7 +28,7 @@ from .memory import MemoryPlan, plan_memory
 from .options import RunOptions, check_options
 from .readers import SCRATCH_BYTES, open_predictions
 from .resume import input_fingerprint
-from .runfile import RunConfig
+from .runfile import Batch, RunConfig
 from .scoring import Aggregation, parse_aggregation
 from .spans import BatchSpec, SpanPlan
 from .tracks import read_targets, select_tracks
@@ -126,6 +126,80 @@ def _absolute(path: Path | str) -> str:
     return os.path.abspath(file_part) + (sep + member if sep else "")
 
 
+def _check_pair(
+    config: RunConfig,
+    group: str,
+    number: int,
+    batch: Batch,
+    n_tracks: int,
+    warnings: list[str],
+    first_bins: list[tuple[int, str]],
+) -> tuple[tuple[dict[str, Any], dict[str, Any]], tuple[int, int, int], int, int]:
+    """Open one batch's REF and ALT and check their shapes; returns facts, shape, itemsize, N.
+
+    ``warnings`` collects the readers' warnings (each once); ``first_bins`` holds the
+    first batch's bins and REF path, appended by the first call.
+    """
+    with contextlib.ExitStack() as stack:
+        ref = stack.enter_context(open_predictions(batch.ref, batch.format))
+        alt = stack.enter_context(open_predictions(batch.alt, batch.format))
+        for w in (*ref.warnings, *alt.warnings):
+            if w not in warnings:
+                warnings.append(w)
+        if ref.shape != alt.shape:
+            raise PerturbscoreError(
+                f"group {group} batch {number}: REF {ref.path} has shape "
+                f"{_shape(ref.shape)} but ALT {alt.path} has shape {_shape(alt.shape)}; "
+                "they must be predictions for the same variants, bins and tracks."
+            )
+        if ref.shape[2] != n_tracks:
+            raise PerturbscoreError(
+                f"{ref.path}: {ref.shape[2]} tracks, but the track table "
+                f"{config.targets} has {n_tracks} rows; use the targets file of the "
+                "model that made the predictions."
+            )
+        if not first_bins:
+            first_bins.append((ref.shape[1], ref.path))
+        elif ref.shape[1] != first_bins[0][0]:
+            n_bins, first_bins_path = first_bins[0]
+            raise PerturbscoreError(
+                f"{ref.path}: {ref.shape[1]} bins, but {first_bins_path} has {n_bins}; "
+                "all batches of a run must share the bins axis."
+            )
+        facts = (ref.describe(), alt.describe())
+        shape, itemsize = ref.shape, max(ref.dtype.itemsize, alt.dtype.itemsize)
+        n_pred = ref.n_rows
+    return facts, shape, itemsize, n_pred
+
+
+def _place_batch(
+    config: RunConfig,
+    group: str,
+    number: int,
+    batch: Batch,
+    ids: pd.DataFrame,
+    table_ids: pd.DataFrame,
+    placed: dict[Path, Placement],
+    counter: ClassCounter,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Receptive-field classes of one batch's rows (counted); adds the class column."""
+    assert config.geometry is not None
+    if batch.variants not in placed:
+        placed[batch.variants] = place_table(ids, config.geometry, str(batch.variants))
+    where = placed[batch.variants]
+    classes = where.cls
+    counter.add(
+        group,
+        number,
+        str(batch.variants),
+        classes,
+        int(where.outside_window.sum()),
+    )
+    if config.class_column:
+        table_ids = table_ids.assign(**{config.class_column: where.labels})
+    return table_ids, classes
+
+
 def _open_batches(
     config: RunConfig, n_tracks: int
 ) -> tuple[list[BatchInput], list[str], list[str], ClassCounter]:
@@ -136,39 +210,13 @@ def _open_batches(
     geo = config.geometry
     counter = ClassCounter()
     placed: dict[Path, Placement] = {}
-    n_bins: int | None = None
-    first_bins_path = ""
+    first_bins: list[tuple[int, str]] = []  # (bins, REF path) of the first batch
     tables: dict[Path, pd.DataFrame] = {}
     for group in config.groups:
         for number, batch in enumerate(group.batches, start=1):
-            with contextlib.ExitStack() as stack:
-                ref = stack.enter_context(open_predictions(batch.ref, batch.format))
-                alt = stack.enter_context(open_predictions(batch.alt, batch.format))
-                for w in (*ref.warnings, *alt.warnings):
-                    if w not in warnings:
-                        warnings.append(w)
-                if ref.shape != alt.shape:
-                    raise PerturbscoreError(
-                        f"group {group.name} batch {number}: REF {ref.path} has shape "
-                        f"{_shape(ref.shape)} but ALT {alt.path} has shape {_shape(alt.shape)}; "
-                        "they must be predictions for the same variants, bins and tracks."
-                    )
-                if ref.shape[2] != n_tracks:
-                    raise PerturbscoreError(
-                        f"{ref.path}: {ref.shape[2]} tracks, but the track table "
-                        f"{config.targets} has {n_tracks} rows; use the targets file of the "
-                        "model that made the predictions."
-                    )
-                if n_bins is None:
-                    n_bins, first_bins_path = ref.shape[1], ref.path
-                elif ref.shape[1] != n_bins:
-                    raise PerturbscoreError(
-                        f"{ref.path}: {ref.shape[1]} bins, but {first_bins_path} has {n_bins}; "
-                        "all batches of a run must share the bins axis."
-                    )
-                facts = (ref.describe(), alt.describe())
-                shape, itemsize = ref.shape, max(ref.dtype.itemsize, alt.dtype.itemsize)
-                n_pred = ref.n_rows
+            facts, shape, itemsize, n_pred = _check_pair(
+                config, group.name, number, batch, n_tracks, warnings, first_bins
+            )
             wanted = None if isinstance(config.id_columns, str) else list(config.id_columns)
             if wanted is not None and geo is not None:
                 wanted = list(dict.fromkeys([*wanted, *geo.position.columns]))
@@ -194,19 +242,9 @@ def _open_batches(
                     warnings.append(w)
             table_ids, classes = ids[cols], None
             if geo is not None:
-                if batch.variants not in placed:
-                    placed[batch.variants] = place_table(ids, geo, str(batch.variants))
-                where = placed[batch.variants]
-                classes = where.cls
-                counter.add(
-                    group.name,
-                    number,
-                    str(batch.variants),
-                    classes,
-                    int(where.outside_window.sum()),
+                table_ids, classes = _place_batch(
+                    config, group.name, number, batch, ids, table_ids, placed, counter
                 )
-                if config.class_column:
-                    table_ids = table_ids.assign(**{config.class_column: where.labels})
             spec = BatchSpec(
                 group.name,
                 number,

@@ -1,0 +1,417 @@
+"""Prediction arrays inside zip archives: ``archive.zip::member.npy`` and ``file.npz::member``.
+
+Archives are read without unpacking them: a stored (uncompressed) member *is* a
+``.npy`` file at some offset of the archive and is read in place the same way as a
+``.npy`` file; a deflated member is decompressed as one stream, in row order
+(:attr:`~perturbscore.readers.PredictionReader.sequential`).  ZIP64 archives (over
+4 GiB) work.  :func:`perturbscore.readers.open_predictions` opens these through
+:func:`open_member`.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from .errors import PerturbscoreError
+from .readers import (
+    NPZ_MEMBER_SEP,
+    PredictionReader,
+    _list_names,
+    _parse_npy_header,
+    _PositionalReader,
+    _validate_layout,
+    log,
+)
+
+#: Local file header: signature, then fixed fields; name and extra lengths at 26..30.
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
+_LOCAL_SIGNATURE = b"PK\x03\x04"
+
+#: Compressed bytes read per positional read of a deflated member.
+INFLATE_INPUT_BYTES = 256 * 2**10
+#: Most bytes one ``zlib`` call may produce (bounds the temporary it returns).
+INFLATE_OUTPUT_BYTES = 4 * 2**20
+#: zlib's own state: the 32 KiB window plus tables, rounded up.
+INFLATE_STATE_BYTES = 64 * 2**10
+
+_METHODS = {
+    zipfile.ZIP_STORED: "stored",
+    zipfile.ZIP_DEFLATED: "deflated",
+    zipfile.ZIP_BZIP2: "bzip2",
+    zipfile.ZIP_LZMA: "lzma",
+    9: "deflate64",
+    93: "zstd",
+}
+
+
+@dataclass(frozen=True)
+class ArchiveMember:
+    """Where one ``.npy`` member lies inside a zip archive (sizes from its directory)."""
+
+    archive: Path
+    name: str  # full name inside the archive, e.g. "raw_scores/final_ref.npy"
+    label: str  # what messages call it: "archive.zip::name"
+    kind: str  # "zip" or "npz"
+    method: int  # zipfile.ZIP_STORED or zipfile.ZIP_DEFLATED
+    data_offset: int  # first byte of the member's (compressed) data in the archive
+    compress_size: int
+    file_size: int
+    crc: int
+
+    @property
+    def method_name(self) -> str:
+        return _METHODS.get(self.method, f"method {self.method}")
+
+
+def _pick_archive_member(archive: Path, keys: dict[str, str], member: str | None, kind: str) -> str:
+    """The full member name for what the user wrote (``keys``: user-facing key -> name).
+
+    An exact key wins; otherwise a key whose last path part equals ``member`` (a file in
+    a folder inside the archive), if exactly one does.
+    """
+    placeholder = "<member>.npy" if kind == "zip" else "<member>"
+    listing = _list_names(sorted(keys)) if keys else "no .npy arrays"
+    if member is None:
+        if len(keys) == 1:
+            return next(iter(keys.values()))
+        raise PerturbscoreError(
+            f"{archive}: holds {len(keys)} .npy arrays ({listing}); name one as "
+            f"'{archive}{NPZ_MEMBER_SEP}{placeholder}'."
+        )
+    if member in keys:
+        return keys[member]
+    by_base = [k for k in keys if PurePosixPath(k).name == member]
+    if len(by_base) == 1:
+        return keys[by_base[0]]
+    if len(by_base) > 1:
+        raise PerturbscoreError(
+            f"{archive}{NPZ_MEMBER_SEP}{member}: {len(by_base)} members of the archive are "
+            f"named {member} ({_list_names(sorted(by_base))}); name one with its folder, e.g. "
+            f"'{archive}{NPZ_MEMBER_SEP}{sorted(by_base)[0]}'."
+        )
+    raise PerturbscoreError(
+        f"{archive}{NPZ_MEMBER_SEP}{member}: no array named {member} in the archive; it holds "
+        f"{listing}."
+    )
+
+
+def locate_member(archive: str | Path, member: str | None, kind: str) -> ArchiveMember:
+    """Find ``member`` in a zip archive and check that its bytes are all there.
+
+    Parameters
+    ----------
+    archive : str or Path
+        A ``.zip`` of ``.npy`` files (``kind="zip"``; members named with ``.npy``) or an
+        ``.npz`` (``kind="npz"``; members named without it, as ``numpy.load`` does).
+    member : str, optional
+        Member name, its base name when it sits in a folder and no other member shares
+        it, or None when the archive holds one array.
+    kind : {"zip", "npz"}
+
+    Raises
+    ------
+    PerturbscoreError
+        Missing file; no zip central directory (a truncated download); unknown,
+        ambiguous, encrypted or unsupported-compression member; member data running
+        past the central directory or the end of the file (a member cut short).
+    """
+    p = Path(archive)
+    label = f"{p}{NPZ_MEMBER_SEP}{member}" if member else str(p)
+    if not p.is_file():
+        raise PerturbscoreError(f"{label}: prediction file not found. Check the path.")
+    size = p.stat().st_size
+    try:
+        with zipfile.ZipFile(p) as zf:
+            every = zf.infolist()
+            # Where the central directory starts: member data must end before it.
+            start_dir = int(getattr(zf, "start_dir", size))
+    except (zipfile.BadZipFile, EOFError, ValueError, struct.error) as exc:
+        raise PerturbscoreError(
+            f"{label}: {p} ({size} bytes) is not a complete zip archive ({exc}): its table "
+            "of contents, the central directory at the end of the file, is missing or "
+            "damaged, as after a truncated download. Download the archive again."
+        ) from exc
+    npy = {i.filename: i for i in every if i.filename.endswith(".npy") and not i.is_dir()}
+    keys = {(n if kind == "zip" else n[: -len(".npy")]): n for n in npy}
+    name = _pick_archive_member(p, keys, member, kind)
+    info = npy[name]
+    key = name if kind == "zip" else name[: -len(".npy")]
+    label = f"{p}{NPZ_MEMBER_SEP}{key}"
+    if info.flag_bits & 0x1:
+        raise PerturbscoreError(
+            f"{label}: the member is encrypted; unpack it with its password and re-create "
+            "the archive without one."
+        )
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise PerturbscoreError(
+            f"{label}: the member is compressed with "
+            f"{_METHODS.get(info.compress_type, f'method {info.compress_type}')}, which cannot "
+            "be streamed; re-create the archive stored (zip -0) or deflated (zip)."
+        )
+    with open(p, "rb") as fp:
+        header = os.pread(fp.fileno(), _LOCAL_HEADER.size, info.header_offset)
+    if len(header) != _LOCAL_HEADER.size or header[:4] != _LOCAL_SIGNATURE:
+        raise PerturbscoreError(
+            f"{label}: the archive is damaged: no member header at byte {info.header_offset} "
+            "where its table of contents says the member starts. Download the archive again."
+        )
+    fields = _LOCAL_HEADER.unpack(header)
+    flags, method, local_crc = fields[3], fields[4], fields[7]
+    # Without a data descriptor (flag bit 3) the local header repeats the CRC-32: the
+    # two copies disagreeing means one was damaged, which is cheaper to catch now than
+    # after streaming the member.
+    if method != info.compress_type or (not flags & 0x8 and local_crc != info.CRC):
+        raise PerturbscoreError(
+            f"{label}: the archive is damaged: the member's own header (method {method}, "
+            f"CRC-32 {local_crc:08x}) disagrees with its table of contents (method "
+            f"{info.compress_type}, CRC-32 {info.CRC:08x}). Download the archive again."
+        )
+    # The local header's extra field (ZIP64 sizes, timestamps) may differ in length
+    # from the central directory's, so the data offset must come from it.
+    name_len, extra_len = fields[-2], fields[-1]
+    data_offset = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+    data_end = data_offset + info.compress_size
+    # The member's data must end before whatever follows it: the next member's header,
+    # the central directory, or the end of the file.
+    bounds = [(size, "the end of the file")]
+    if start_dir > info.header_offset:
+        bounds.append((start_dir, "the archive's table of contents"))
+    after = [i.header_offset for i in every if i.header_offset > info.header_offset]
+    if after:
+        bounds.append((min(after), "the next member"))
+    limit, where = min(bounds)
+    if data_end > limit:
+        raise PerturbscoreError(
+            f"{label}: the member is cut short: the archive says it holds "
+            f"{info.compress_size} bytes from byte {data_offset}, but {where} comes after "
+            f"{max(0, limit - data_offset)} of them. Download the archive again."
+        )
+    if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+        raise PerturbscoreError(
+            f"{label}: the archive is damaged: a stored member of {info.file_size} bytes "
+            f"takes {info.compress_size} bytes in the archive. Download the archive again."
+        )
+    return ArchiveMember(
+        archive=p,
+        name=name,
+        label=label,
+        kind=kind,
+        method=info.compress_type,
+        data_offset=data_offset,
+        compress_size=info.compress_size,
+        file_size=info.file_size,
+        crc=info.CRC,
+    )
+
+
+def _check_member_size(
+    m: ArchiveMember, header_len: int, shape: tuple[int, int, int], dtype: np.dtype[Any]
+) -> None:
+    expected = header_len + shape[0] * shape[1] * shape[2] * dtype.itemsize
+    if m.file_size != expected:
+        kind = "cut short" if m.file_size < expected else "longer than its header says"
+        raise PerturbscoreError(
+            f"{m.label}: the .npy inside the archive is {kind}: it holds {m.file_size} bytes, "
+            f"expected {expected} for shape {shape} {dtype}. Re-create the archive from "
+            "complete files."
+        )
+
+
+class StoredMemberReader(_PositionalReader):
+    """A stored (uncompressed) ``.npy`` member of a zip or ``.npz``, read in place.
+
+    The member's bytes are the ``.npy`` file itself, so rows are read at their offset
+    in the archive exactly as :class:`NpyReader` reads a file: thread-safe, no copy.
+    Stored members carry a CRC-32 that is not checked (that would read every byte
+    twice); their sizes are.
+    """
+
+    def __init__(self, member: ArchiveMember) -> None:
+        self.member = member
+        self.path = member.label
+        self._fp = open(member.archive, "rb")  # noqa: SIM115 - closed in close()
+        try:
+            self._fp.seek(member.data_offset)
+            shape, dtype, fortran = _parse_npy_header(self._fp, self.path)
+            self.shape = _validate_layout(self.path, shape, dtype, fortran)
+            self.dtype = dtype
+            self._offset = self._fp.tell()
+            _check_member_size(member, self._offset - member.data_offset, self.shape, dtype)
+        except BaseException:
+            self._fp.close()
+            raise
+
+    def describe(self) -> dict[str, Any]:
+        return _describe_member(super().describe(), self.member)
+
+
+def _describe_member(base: dict[str, Any], m: ArchiveMember) -> dict[str, Any]:
+    return {
+        **base,
+        "bytes": m.compress_size,
+        "format": m.kind,
+        "member": m.name if m.kind == "zip" else m.name[: -len(".npy")],
+        "compression": m.method_name,
+    }
+
+
+class _InflateStream:
+    """The uncompressed bytes of a deflated member, produced in order (not thread-safe).
+
+    Compressed bytes are read with positional reads, so the stream owns no file
+    position; the CRC-32 of everything produced is kept and checked at the end.
+    """
+
+    def __init__(self, fd: int, member: ArchiveMember) -> None:
+        self._fd = fd
+        self.member = member
+        self.reset()
+
+    def reset(self) -> None:
+        self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, as in zip
+        self._tail = b""  # compressed input zlib has not consumed yet
+        self._read = 0  # compressed bytes read so far
+        self.pos = 0  # uncompressed bytes produced so far
+        self.crc = 0
+
+    def _damaged(self, what: str) -> PerturbscoreError:
+        return PerturbscoreError(
+            f"{self.member.label}: the member is damaged: {what}. Download the archive again."
+        )
+
+    def advance(self, n: int, view: memoryview | None = None) -> None:
+        """Produce the next ``n`` bytes into ``view`` (or drop them when None)."""
+        m = self.member
+        if self.pos + n > m.file_size:
+            raise self._damaged(f"asked for bytes past its end ({m.file_size} bytes)")
+        got = 0
+        while got < n:
+            data = self._tail
+            if not data and self._read < m.compress_size:
+                want = min(INFLATE_INPUT_BYTES, m.compress_size - self._read)
+                data = os.pread(self._fd, want, m.data_offset + self._read)
+                if len(data) != want:
+                    raise self._damaged(
+                        f"the archive ended {want - len(data)} bytes into a read of its data"
+                    )
+                self._read += want
+            try:
+                chunk = self._inflate.decompress(data, min(n - got, INFLATE_OUTPUT_BYTES))
+            except zlib.error as exc:
+                raise self._damaged(
+                    f"its compressed data is invalid near uncompressed byte {self.pos} ({exc})"
+                ) from exc
+            self._tail = self._inflate.unconsumed_tail
+            if chunk:
+                if view is not None:
+                    view[got : got + len(chunk)] = chunk
+                self.crc = zlib.crc32(chunk, self.crc)
+                got += len(chunk)
+                self.pos += len(chunk)
+            elif not self._tail and (self._inflate.eof or self._read >= m.compress_size):
+                raise self._damaged(
+                    f"its compressed data ends after {self.pos} of {m.file_size} bytes"
+                )
+        if self.pos == m.file_size and self.crc != m.crc:
+            raise self._damaged(f"its CRC-32 is {self.crc:08x} but the archive records {m.crc:08x}")
+
+    def read(self, n: int = -1) -> bytes:
+        """File-like ``read`` (for parsing the ``.npy`` header)."""
+        n = self.member.file_size - self.pos if n < 0 else min(n, self.member.file_size - self.pos)
+        buf = bytearray(n)
+        self.advance(n, memoryview(buf))
+        return bytes(buf)
+
+
+class DeflatedMemberReader(PredictionReader):
+    """A deflated ``.npy`` member of a zip or ``.npz``, decompressed as one stream.
+
+    Sequential (:attr:`sequential` is True): blocks must be requested in increasing
+    row order from one thread at a time.  Asking for later rows decompresses and drops
+    the rows between; asking for earlier rows than the stream's position restarts
+    decompression from the member's first byte (correct, but it costs a re-read: it is
+    logged at debug level and counted in :attr:`restarts`).  The CRC-32 is checked
+    when the last row has been produced.
+    """
+
+    sequential = True
+
+    def __init__(self, member: ArchiveMember) -> None:
+        self.member = member
+        self.path = member.label
+        self._fp = open(member.archive, "rb")  # noqa: SIM115 - closed in close()
+        try:
+            self._stream = _InflateStream(self._fp.fileno(), member)
+            shape, dtype, fortran = _parse_npy_header(self._stream, self.path)  # type: ignore[arg-type]
+            self.shape = _validate_layout(self.path, shape, dtype, fortran)
+            self.dtype = dtype
+            self._offset = self._stream.pos
+            _check_member_size(member, self._offset, self.shape, dtype)
+        except BaseException:
+            self._fp.close()
+            raise
+        self._lock = threading.Lock()  # one decompression stream: one reader at a time
+        self.restarts = 0  # times decompression restarted from the member's first byte
+
+    @property
+    def scratch_nbytes(self) -> int:
+        """The scratch buffer plus this reader's decompression buffers and zlib state."""
+        return (
+            super().scratch_nbytes
+            + INFLATE_INPUT_BYTES
+            + INFLATE_OUTPUT_BYTES
+            + INFLATE_STATE_BYTES
+        )
+
+    def read_rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        self._check_range(start, stop)
+        buf = self._buffer(stop - start, out)
+        target = self._offset + start * self.row_nbytes
+        with self._lock:
+            s = self._stream
+            if target < s.pos:
+                self.restarts += 1
+                log.debug(
+                    "%s: rows from %d asked after row %d: decompression restarts from the "
+                    "beginning (read deflated members in row order, on one thread)",
+                    self.path,
+                    start,
+                    (s.pos - self._offset) // self.row_nbytes,
+                )
+                s.reset()
+            while s.pos < target:  # skip forward without keeping the rows
+                s.advance(min(target - s.pos, INFLATE_OUTPUT_BYTES))
+            s.advance(buf.nbytes, buf.data.cast("B"))
+        return buf
+
+    def describe(self) -> dict[str, Any]:
+        return _describe_member(super().describe(), self.member)
+
+    def close(self) -> None:
+        self._fp.close()
+
+
+def open_member(archive: str | Path, member: str | None, kind: str) -> PredictionReader:
+    """A reader for one ``.npy`` member of a zip (``kind="zip"``) or ``.npz``.
+
+    Stored members are read in place (:class:`StoredMemberReader`, thread-safe);
+    deflated ones are streamed (:class:`DeflatedMemberReader`, sequential).
+    """
+    m = locate_member(archive, member, kind)
+    if m.method == zipfile.ZIP_STORED:
+        return StoredMemberReader(m)
+    return DeflatedMemberReader(m)
+
+
+def NpzMemberReader(path: str | Path, member: str | None = None) -> PredictionReader:  # noqa: N802
+    """One array of an ``.npz`` (kept name; see :func:`open_member`)."""
+    return open_member(path, member, "npz")

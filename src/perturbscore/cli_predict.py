@@ -1,0 +1,198 @@
+"""The ``perturbscore predict`` command (Enformer REF/ALT predictions).
+
+It registers on :data:`perturbscore.cli.cli`; :mod:`perturbscore.cli` imports this
+module after the group exists.  Torch and the model are imported inside the command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .cli import _user_errors, cli, log
+from .errors import PerturbscoreError
+
+
+@cli.command("predict")
+@click.argument("variants", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--genome",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Indexed FASTA, plain or bgzipped (needs FASTA.fai, and FASTA.gzi).",
+)
+@click.option(
+    "--model", default=None, help="enformer-pytorch model: a save_pretrained folder or a hub id."
+)
+@click.option(
+    "--targets",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The model's track table (targets_human.txt).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Output folder (created if missing).",
+)
+@click.option(
+    "--shortlist",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep the tracks of this CSV's 'index' column.",
+)
+@click.option("--identifier", "identifiers", multiple=True, help="Keep this track (repeatable).")
+@click.option("--index", "indices", type=int, multiple=True, help="Keep this 0-based track.")
+@click.option("--where", multiple=True, help="Keep tracks matching field=value (as in 'run').")
+@click.option("--head", default="human", show_default=True, help="Model output head.")
+@click.option(
+    "--bins", default="3", show_default=True, help="Odd number of central bins to keep, or 'all'."
+)
+@click.option(
+    "--center-bin",
+    type=int,
+    default=None,
+    help="Bin holding the window centre: B/2 (default; 448 of 896: window start = "
+    "centre - window/2) or B/2 - 1 (447: one base to the right).",
+)
+@click.option(
+    "--input-length",
+    type=int,
+    default=None,
+    help="Bases the model reads (default: the model config's sequence_length, or "
+    "196608); the window is twice that.",
+)
+@click.option(
+    "--centre-column",
+    default=None,
+    help="Column with a 1-based window centre per variant (e.g. a TSS).",
+)
+@click.option("--chrom-column", default=None, help="Chromosome column (default: detected).")
+@click.option("--pos-column", default=None, help="1-based position column (default: detected).")
+@click.option("--ref-column", default=None, help="REF allele column (default REF).")
+@click.option("--alt-column", default=None, help="ALT allele column (default ALT).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["float32", "float16", "bfloat16"]),
+    default="float32",
+    show_default=True,
+    help="Model precision.",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float16"]),
+    default="float32",
+    show_default=True,
+    help="Stored prediction dtype.",
+)
+@click.option(
+    "--reverse-complement",
+    is_flag=True,
+    help="Average with the reverse complement's prediction (bins flipped back).",
+)
+@click.option("--no-ref-cache", is_flag=True, help="Predict REF again for every variant.")
+@click.option(
+    "--no-skip-out-of-field", is_flag=True, help="Run the model for variants outside its input too."
+)
+@click.option(
+    "--skip-ref-mismatch",
+    is_flag=True,
+    help="Leave out variants whose REF differs from the genome (counted).",
+)
+@click.option(
+    "--group",
+    default="predicted",
+    show_default=True,
+    help="Group name in the run file written beside the predictions.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Keep what an interrupted run recorded; the same command with --resume continues it.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace earlier predictions in --out.")
+@click.option(
+    "--plan-only",
+    is_flag=True,
+    help="Only count windows and forward passes (no genome or weights needed).",
+)
+@click.pass_context
+@_user_errors
+def predict_cmd(ctx: click.Context, variants: tuple[Path, ...], plan_only: bool, **kw: Any) -> None:
+    """Predict REF/ALT with Enformer for VARIANTS (table or VCF) and write a run file."""
+    from .tracks import selection_from_options
+
+    columns = {
+        k: kw[k]
+        for k in ("centre_column", "chrom_column", "pos_column", "ref_column", "alt_column")
+    }
+    if plan_only:
+        from .predict_model import plan_geometry
+        from .windows import plan_tables
+
+        geometry = plan_geometry(kw["model"], kw["input_length"], kw["center_bin"])
+        plan = plan_tables(variants, geometry, **columns)
+        keys = list(plan["all"])
+        click.echo("\t".join(["table", *keys]))
+        for name, counts in plan.items():
+            click.echo("\t".join([name, *(str(counts[k]) for k in keys)]))
+        return
+    from .predict import PredictOptions, run_predict
+
+    missing = [
+        f"--{k.replace('_dir', '')}"
+        for k in ("genome", "model", "targets", "out_dir")
+        if kw[k] is None
+    ]
+    if missing or len(variants) != 1:
+        raise PerturbscoreError(
+            "perturbscore predict needs one variant file and "
+            + ", ".join(missing or ["--genome", "--model", "--targets", "--out"])
+            + " (or --plan-only to count forward passes)."
+        )
+    bins = None if kw["bins"] == "all" else int(kw["bins"]) if kw["bins"].isdigit() else -1
+    if bins == -1:
+        raise PerturbscoreError(f"--bins {kw['bins']!r}: give an odd number or 'all'.")
+    result = run_predict(
+        PredictOptions(
+            variants=variants[0],
+            genome=kw["genome"],
+            model=kw["model"],
+            targets=kw["targets"],
+            out=kw["out_dir"],
+            selection=selection_from_options(
+                kw["shortlist"], kw["identifiers"], kw["indices"], kw["where"]
+            ),
+            head=kw["head"],
+            bins=bins,
+            centre_bin=kw["center_bin"],
+            input_length=kw["input_length"],
+            **columns,
+            device=kw["device"],
+            batch_size=kw["batch_size"],
+            precision=kw["precision"],
+            dtype=kw["dtype"],
+            reverse_complement=kw["reverse_complement"],
+            ref_cache=not kw["no_ref_cache"],
+            skip_out_of_field=not kw["no_skip_out_of_field"],
+            skip_ref_mismatch=kw["skip_ref_mismatch"],
+            resume=kw["resume"],
+            overwrite=kw["overwrite"],
+            group=kw["group"],
+            progress=not ctx.obj["quiet"],
+        )
+    )
+    for path in [*result.outputs, result.manifest]:
+        click.echo(str(path))
+    log.info(
+        "%d variants, %d forward passes (naive: %d)",
+        result.summary["variants"],
+        result.summary["forward_passes"],
+        result.summary["forward_passes_naive"],
+    )
