@@ -135,41 +135,41 @@ class ParquetTableWriter(TableWriter):
             use_dictionary=self.id_columns,
             write_statistics=self.id_columns,
         )
-        self._pending: list[tuple[np.ndarray, pd.DataFrame]] = []
-        self._pending_rows = 0
         self._group_rows = group_rows or row_group_rows(len(self.score_columns))
+        # One row group's scores, column-major (``# S rows``): blocks are transposed into
+        # it as they come, so Arrow wraps each column without a copy, and no further
+        # copy of the row group is made (wide tables hold thousands of columns).
+        self._buffer = np.empty((len(self.score_columns), self._group_rows))
+        self._ids: list[pd.DataFrame] = []
+        self._filled = 0
 
     def write(self, scores: np.ndarray, ids: pd.DataFrame) -> None:
-        self._pending.append((scores, ids[self.id_columns]))
-        self._pending_rows += scores.shape[0]
-        self.rows += scores.shape[0]
-        if self._pending_rows >= self._group_rows:
-            self._flush(whole_groups=True)
+        ids = ids[self.id_columns]
+        n, start = scores.shape[0], 0
+        self.rows += n
+        while start < n:
+            take = min(n - start, self._group_rows - self._filled)
+            self._buffer[:, self._filled : self._filled + take] = scores[start : start + take].T
+            self._ids.append(ids.iloc[start : start + take])
+            self._filled += take
+            start += take
+            if self._filled == self._group_rows:
+                self._flush()
 
-    def _flush(self, whole_groups: bool = False) -> None:
-        """Write pending rows; with ``whole_groups`` only full row groups.
+    def _flush(self) -> None:
+        """Write the buffered rows as one row group (exactly ``_group_rows`` but the last).
 
-        Row groups always hold exactly ``_group_rows`` rows (the last one the rest), so
-        the file's bytes do not depend on the block size the rows arrived in.
+        Row groups always hold the same number of rows, so the file's bytes do not
+        depend on the block size the rows arrived in.
         """
-        if not self._pending:
+        if not self._filled:
             return
-        scores = np.concatenate([s for s, _ in self._pending])
-        ids = pd.concat([i for _, i in self._pending], ignore_index=True)
-        n = scores.shape[0]
-        end = n - n % self._group_rows if whole_groups else n
-        for start in range(0, end, self._group_rows):
-            stop = min(start + self._group_rows, end)
-            # One transposed copy makes every score column contiguous, so Arrow wraps
-            # each without copying; converting per block cost more than the scoring.
-            columns = scores[start:stop].T.copy()
-            part = ids.iloc[start:stop]
-            arrays = [pa.array(col) for col in columns]
-            arrays += [pa.array(text_values(part[c]), pa.string()) for c in self.id_columns]
-            self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
-        rest = n - end
-        self._pending = [(scores[end:], ids.iloc[end:])] if rest else []
-        self._pending_rows = rest
+        n = self._filled
+        ids = pd.concat(self._ids, ignore_index=True)
+        arrays = [pa.array(col[:n]) for col in self._buffer]
+        arrays += [pa.array(text_values(ids[c]), pa.string()) for c in self.id_columns]
+        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        self._ids, self._filled = [], 0
 
     def _finish(self) -> None:
         self._flush()
@@ -302,19 +302,18 @@ def open_writer(
 def buffer_bytes(fmt: str, n_scores: int, group_rows: int | None = None) -> int:
     """Most bytes one writer of ``fmt`` holds for a table of ``n_scores`` score columns.
 
-    Parquet: up to a row group's scores buffered (and the block that crosses the mark,
-    counted per block row by the memory plan), their concatenation and a row group's
-    transposed copy at the flush.
+    Parquet: one row group's scores, column-major (Arrow wraps its columns without
+    copying them), and Arrow's encoded pages of it while the row group is written.
     """
     if check_format(fmt) != "parquet":
         return 0
-    return 3 * (group_rows or row_group_rows(n_scores)) * n_scores * 8
+    return 2 * (group_rows or row_group_rows(n_scores)) * n_scores * 8
 
 
 def parquet_group_rows(n_scores: int, n_tables: int, budget: int) -> int:
     """Rows per row group: :func:`row_group_rows`, fewer when the writers' buffers would
     take more than a quarter of ``budget``."""
-    cap = (budget // 4) // max(1, n_tables * 3 * n_scores * 8)
+    cap = (budget // 4) // max(1, n_tables * 2 * n_scores * 8)
     return int(max(1, min(row_group_rows(n_scores), cap)))
 
 
