@@ -89,7 +89,8 @@ def local_mapper(prep: Prepared) -> Mapper:
             return map(one, tasks)
         if is_sequential(plan):
             return prefetch(map(one, tasks), depth=1)
-        return ordered_map(one, tasks, workers, ahead=workers)
+        # One more task than threads: the next block is read while the consumer writes.
+        return ordered_map(one, tasks, workers, ahead=workers + 1)
 
     return mapper
 
