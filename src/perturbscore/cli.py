@@ -30,6 +30,14 @@ FORMATS = OUTPUT_FORMATS
 log = logging.getLogger("perturbscore")
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: ``--memory`` of every command that streams under a budget.
+memory_option = click.option(
+    "--memory",
+    default=str(DEFAULT_MEMORY_BYTES),
+    show_default=True,
+    help="Memory budget in bytes, or with a unit: 512MB, 2GiB.",
+)
+
 
 def _user_errors(func: F) -> F:
     """User errors: one line and exit 2; signals: what to do next and 128 + signal."""
@@ -126,17 +134,12 @@ def _report(result: RunResult) -> None:
     default=None,
     help="Output format; overrides the run file.",
 )
-@click.option(
-    "--memory",
-    default=str(DEFAULT_MEMORY_BYTES),
-    show_default=True,
-    help="Memory budget in bytes, or with a unit: 512MB, 2GiB.",
-)
+@memory_option
 @click.option(
     "--chunk-rows",
     type=int,
     default=None,
-    help="Rows per block (default: the most the memory budget allows).",
+    help="Rows per block (default: about 1 MiB of selected values, within the budget).",
 )
 @click.option(
     "--center-bin",
@@ -329,12 +332,7 @@ def demo_cmd(ctx: click.Context, folder: Path, overwrite: bool) -> None:
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--overwrite", is_flag=True)
-@click.option(
-    "--memory",
-    default=str(DEFAULT_MEMORY_BYTES),
-    show_default=True,
-    help="Memory budget in bytes, or with a unit: 512MB, 2GiB.",
-)
+@memory_option
 @_verbosity
 @_user_errors
 def import_scores_cmd(

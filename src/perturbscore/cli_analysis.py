@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from .cli import FORMATS, _user_errors, _verbosity, cli, log
-from .memory import DEFAULT_MEMORY_BYTES, parse_size
+from .cli import FORMATS, _user_errors, _verbosity, cli, log, memory_option
+from .memory import parse_size
 
 
 @cli.command("compare")
@@ -225,12 +225,7 @@ def check_cmd(target: Path, positions_only: bool, rtol: float, atol: float, as_j
     default=None,
     help="Output format (default: the run's).",
 )
-@click.option(
-    "--memory",
-    default=str(DEFAULT_MEMORY_BYTES),
-    show_default=True,
-    help="Memory budget in bytes, or with a unit: 512MB, 2GiB.",
-)
+@memory_option
 @click.option(
     "--chunk-rows",
     type=int,
