@@ -24,12 +24,12 @@ import numpy as np
 from .errors import PerturbscoreError
 from .readers import (
     NPZ_MEMBER_SEP,
+    PositionalReader,
     PredictionReader,
-    _list_names,
-    _parse_npy_header,
-    _PositionalReader,
-    _validate_layout,
+    list_names,
     log,
+    parse_npy_header,
+    validate_layout,
 )
 
 #: Local file header: signature, then fixed fields; name and extra lengths at 26..30.
@@ -79,7 +79,7 @@ def _pick_archive_member(archive: Path, keys: dict[str, str], member: str | None
     a folder inside the archive), if exactly one does.
     """
     placeholder = "<member>.npy" if kind == "zip" else "<member>"
-    listing = _list_names(sorted(keys)) if keys else "no .npy arrays"
+    listing = list_names(sorted(keys)) if keys else "no .npy arrays"
     if member is None:
         if len(keys) == 1:
             return next(iter(keys.values()))
@@ -95,7 +95,7 @@ def _pick_archive_member(archive: Path, keys: dict[str, str], member: str | None
     if len(by_base) > 1:
         raise PerturbscoreError(
             f"{archive}{NPZ_MEMBER_SEP}{member}: {len(by_base)} members of the archive are "
-            f"named {member} ({_list_names(sorted(by_base))}); name one with its folder, e.g. "
+            f"named {member} ({list_names(sorted(by_base))}); name one with its folder, e.g. "
             f"'{archive}{NPZ_MEMBER_SEP}{sorted(by_base)[0]}'."
         )
     raise PerturbscoreError(
@@ -226,7 +226,7 @@ def _check_member_size(
         )
 
 
-class StoredMemberReader(_PositionalReader):
+class StoredMemberReader(PositionalReader):
     """A stored (uncompressed) ``.npy`` member of a zip or ``.npz``, read in place.
 
     The member's bytes are the ``.npy`` file itself, so rows are read at their offset
@@ -241,8 +241,8 @@ class StoredMemberReader(_PositionalReader):
         self._fp = open(member.archive, "rb")  # noqa: SIM115 - closed in close()
         try:
             self._fp.seek(member.data_offset)
-            shape, dtype, fortran = _parse_npy_header(self._fp, self.path)
-            self.shape = _validate_layout(self.path, shape, dtype, fortran)
+            shape, dtype, fortran = parse_npy_header(self._fp, self.path)
+            self.shape = validate_layout(self.path, shape, dtype, fortran)
             self.dtype = dtype
             self._offset = self._fp.tell()
             _check_member_size(member, self._offset - member.data_offset, self.shape, dtype)
@@ -351,8 +351,8 @@ class DeflatedMemberReader(PredictionReader):
         self._fp = open(member.archive, "rb")  # noqa: SIM115 - closed in close()
         try:
             self._stream = _InflateStream(self._fp.fileno(), member)
-            shape, dtype, fortran = _parse_npy_header(self._stream, self.path)  # type: ignore[arg-type]
-            self.shape = _validate_layout(self.path, shape, dtype, fortran)
+            shape, dtype, fortran = parse_npy_header(self._stream, self.path)  # type: ignore[arg-type]
+            self.shape = validate_layout(self.path, shape, dtype, fortran)
             self.dtype = dtype
             self._offset = self._stream.pos
             _check_member_size(member, self._offset, self.shape, dtype)

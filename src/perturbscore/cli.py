@@ -39,7 +39,7 @@ memory_option = click.option(
 )
 
 
-def _user_errors(func: F) -> F:
+def user_errors(func: F) -> F:
     """User errors: one line and exit 2; signals: what to do next and 128 + signal."""
 
     @wraps(func)
@@ -71,7 +71,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
 
 
-def _verbosity(func: F) -> F:
+def verbosity(func: F) -> F:
     """-v/-q also after the subcommand (``perturbscore run -q ...``)."""
 
     def update(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -84,11 +84,19 @@ def _verbosity(func: F) -> F:
         return value
 
     func = click.option(
-        "-q", "--quiet", is_flag=True, expose_value=False, callback=update,
+        "-q",
+        "--quiet",
+        is_flag=True,
+        expose_value=False,
+        callback=update,
         help="Only warnings and errors; no progress bar.",
     )(func)
     func = click.option(
-        "-v", "--verbose", count=True, expose_value=False, callback=update,
+        "-v",
+        "--verbose",
+        count=True,
+        expose_value=False,
+        callback=update,
         help="More log output on stderr (-vv: the libraries' too).",
     )(func)
     return func
@@ -194,9 +202,9 @@ def _report(result: RunResult) -> None:
     "write NaN, or leave the rows out.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace existing output tables.")
-@_verbosity
+@verbosity
 @click.pass_context
-@_user_errors
+@user_errors
 def run_cmd(
     ctx: click.Context,
     run_file: Path,
@@ -260,7 +268,7 @@ def run_cmd(
     help="Comma-separated columns to print, or 'all'.",
 )
 @click.option("--sep", type=click.Choice(["tab", "comma"]), default="tab", show_default=True)
-@_user_errors
+@user_errors
 def tracks_cmd(
     targets: Path,
     shortlist: Path | None,
@@ -293,7 +301,7 @@ def tracks_cmd(
     help="Replace the files an earlier demo wrote there (only those; others are never touched).",
 )
 @click.pass_context
-@_user_errors
+@user_errors
 def demo_cmd(ctx: click.Context, folder: Path, overwrite: bool) -> None:
     """Write a synthetic dataset in the study's layout to FOLDER and run stablefm.toml on it.
 
@@ -333,8 +341,8 @@ def demo_cmd(ctx: click.Context, folder: Path, overwrite: bool) -> None:
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--overwrite", is_flag=True)
 @memory_option
-@_verbosity
-@_user_errors
+@verbosity
+@user_errors
 def import_scores_cmd(
     sources: tuple[str, ...],
     statistic: str,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .cli import FORMATS, _user_errors, _verbosity, cli, log, memory_option
+from .cli import FORMATS, cli, log, memory_option, user_errors, verbosity
 from .memory import parse_size
 
 
@@ -87,7 +87,7 @@ from .memory import parse_size
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--overwrite", is_flag=True, help="Replace an earlier comparison in --out.")
 @click.pass_context
-@_user_errors
+@user_errors
 def compare_cmd(
     ctx: click.Context,
     run_folder: Path,
@@ -153,7 +153,7 @@ def compare_cmd(
     default=None,
     help="HTML file (default COMPARE_FOLDER/report.html).",
 )
-@_user_errors
+@user_errors
 def report_cmd(compare_folder: Path, out: Path | None) -> None:
     """Write one self-contained HTML report from a 'perturbscore compare' folder."""
     from .extras import require
@@ -174,7 +174,7 @@ def report_cmd(compare_folder: Path, out: Path | None) -> None:
 @click.option("--rtol", type=float, default=1e-5, show_default=True, help="Cross-group rtol.")
 @click.option("--atol", type=float, default=1e-6, show_default=True, help="Cross-group atol.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-@_user_errors
+@user_errors
 def check_cmd(target: Path, positions_only: bool, rtol: float, atol: float, as_json: bool) -> None:
     """Receptive-field classes and integrity checks of a run file or a finished run.
 
@@ -237,8 +237,8 @@ def check_cmd(target: Path, positions_only: bool, rtol: float, atol: float, as_j
     is_flag=True,
     help="Replace existing output tables and the --save-background file.",
 )
-@_verbosity
-@_user_errors
+@verbosity
+@user_errors
 def normalise_cmd(
     run_dir: Path,
     background: str | None,

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from .cli import _user_errors, cli, log
+from .cli import cli, log, user_errors
 from .errors import PerturbscoreError
 
 
@@ -123,7 +123,7 @@ from .errors import PerturbscoreError
     help="Only count windows and forward passes (no genome or weights needed).",
 )
 @click.pass_context
-@_user_errors
+@user_errors
 def predict_cmd(ctx: click.Context, variants: tuple[Path, ...], plan_only: bool, **kw: Any) -> None:
     """Predict REF/ALT with Enformer for VARIANTS (table or VCF) and write a run file."""
     from .tracks import selection_from_options

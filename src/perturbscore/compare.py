@@ -40,7 +40,7 @@ import pandas as pd
 
 from .errors import PerturbscoreError
 from .names import check_name
-from .tracks import _split_description
+from .tracks import split_description
 
 log = logging.getLogger("perturbscore")
 
@@ -204,7 +204,7 @@ def load_run(folder: str | Path) -> RunTables:
         raise PerturbscoreError(
             f"{mpath}: not a manifest written by 'perturbscore run' ({exc}); rerun the run."
         ) from exc
-    split = [_split_description(str(d)) for d in sel["description"]]
+    split = [split_description(str(d)) for d in sel["description"]]
     for i, col in enumerate(("assay", "target", "biosample")):
         if col not in sel.columns:
             sel[col] = [s[i] for s in split]

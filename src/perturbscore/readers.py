@@ -183,7 +183,7 @@ class PredictionReader(abc.ABC):
             raise IndexError(f"rows [{start}, {stop}) outside 0..{self.n_rows} of {self.path}")
 
 
-def _list_names(names: Sequence[str], limit: int = 12) -> str:
+def list_names(names: Sequence[str], limit: int = 12) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
@@ -196,13 +196,13 @@ def pick_member(
         return name
     if len(names) != 1:
         raise PerturbscoreError(
-            f"{where}: holds {len(names)} {kind}s ({_list_names(list(names), 8)}); name one as "
+            f"{where}: holds {len(names)} {kind}s ({list_names(list(names), 8)}); name one as "
             f"'{where}{NPZ_MEMBER_SEP}<{placeholder}>'."
         )
     return names[0]
 
 
-def _parse_npy_header(fp: IO[bytes], where: str) -> tuple[tuple[int, ...], np.dtype[Any], bool]:
+def parse_npy_header(fp: IO[bytes], where: str) -> tuple[tuple[int, ...], np.dtype[Any], bool]:
     """Read the ``.npy`` magic and header from ``fp``; return shape, dtype, fortran_order."""
     try:
         version = np.lib.format.read_magic(fp)
@@ -221,7 +221,7 @@ def _parse_npy_header(fp: IO[bytes], where: str) -> tuple[tuple[int, ...], np.dt
     return tuple(shape), np.dtype(dtype), bool(fortran)
 
 
-def _validate_layout(
+def validate_layout(
     where: str, shape: tuple[int, ...], dtype: np.dtype[Any], fortran: bool
 ) -> tuple[int, int, int]:
     if dtype not in ALLOWED_DTYPES:
@@ -242,7 +242,7 @@ def _validate_layout(
     return int(shape[0]), int(shape[1]), int(shape[2])
 
 
-class _PositionalReader(PredictionReader):
+class PositionalReader(PredictionReader):
     """Rows of a C-order array that starts at byte ``self._offset`` of ``self._fp``.
 
     Rows are read with positional reads (``os.preadv``) straight into the caller's
@@ -276,7 +276,7 @@ class _PositionalReader(PredictionReader):
         self._fp.close()
 
 
-class NpyReader(_PositionalReader):
+class NpyReader(PositionalReader):
     """Buffered row reader for a ``.npy`` file.
 
     The header is parsed once; the file size must equal header plus ``N*B*T*itemsize``
@@ -290,8 +290,8 @@ class NpyReader(_PositionalReader):
             raise PerturbscoreError(f"{self.path}: prediction file not found. Check the path.")
         self._fp = open(p, "rb")  # noqa: SIM115 - kept open for streaming, closed in close()
         try:
-            shape, dtype, fortran = _parse_npy_header(self._fp, self.path)
-            self.shape = _validate_layout(self.path, shape, dtype, fortran)
+            shape, dtype, fortran = parse_npy_header(self._fp, self.path)
+            self.shape = validate_layout(self.path, shape, dtype, fortran)
             self.dtype = dtype
             self._offset = self._fp.tell()
             expected = self._offset + self.n_rows * self.row_nbytes

@@ -51,7 +51,7 @@ from .runfile_schema import DEFAULT_NAME as DEFAULT_NAME
 from .runfile_schema import SCHEMA as SCHEMA
 from .runfile_schema import TEMPLATE_FIELDS as TEMPLATE_FIELDS
 from .runfile_schema import Key as Key
-from .runfile_schema import _check_template, _Reject
+from .runfile_schema import Reject, check_template_text
 from .runfile_schema import schema_table as schema_table
 from .tracks import TrackSelection, selection_from_options
 from .variants import DEFAULT_ID_COLUMNS
@@ -145,7 +145,7 @@ def _read_section(table: Any, section: str, where: str, required: bool = True) -
         value = table[name]
         try:
             out[name] = key.check(value)
-        except _Reject as exc:
+        except Reject as exc:
             got = describe_value(value)
             if exc.detail:
                 got += f" ({exc.detail})"
@@ -334,7 +334,7 @@ def parse_run_config(data: dict[str, Any], base: Path, source: Path | None = Non
     if cfg.class_column and isinstance(ids, tuple) and cfg.class_column in ids:
         raise PerturbscoreError(
             f"{where} [output] class_column: {quote(cfg.class_column)} is already an ID column; "
-            "name a new column, e.g. class_column = \"field\"."
+            'name a new column, e.g. class_column = "field".'
         )
     _check_output_names(where, cfg)
     return cfg
@@ -343,8 +343,8 @@ def parse_run_config(data: dict[str, Any], base: Path, source: Path | None = Non
 def check_template(template: str, what: str) -> None:
     """Reject templates naming fields other than group, aggregation and statistic."""
     try:
-        _check_template(template, file_name=False)
-    except _Reject as exc:
+        check_template_text(template, file_name=False)
+    except Reject as exc:
         raise PerturbscoreError(f"{what} template {quote(template)}: {exc.detail}.") from None
 
 

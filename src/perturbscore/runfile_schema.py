@@ -25,7 +25,7 @@ DEFAULT_NAME = "{group}_{statistic}_{aggregation}"
 _AGGREGATION = re.compile(r"(tss|ave|sum|window:\d+)")
 
 
-class _Reject(Exception):
+class Reject(Exception):
     """A value of the wrong type or content; ``guess`` is TOML text the user likely meant."""
 
     def __init__(self, guess: str | None = None, detail: str | None = None) -> None:
@@ -45,7 +45,7 @@ class Key:
         callable is asked at message time (the list of prediction formats can grow).
     check : callable
         ``check(value) -> value`` returns the checked (normalised) value or raises
-        :class:`_Reject`.
+        :class:`Reject`.
     example : str
         A valid value in TOML syntax, offered as the fix when no better guess exists.
     default : object
@@ -84,7 +84,7 @@ def _int_guess(v: Any) -> str | None:
 
 def _check_int(v: Any) -> int:
     if not _is_int(v) or v < 0:
-        raise _Reject(_int_guess(v))
+        raise Reject(_int_guess(v))
     return int(v)
 
 
@@ -99,12 +99,12 @@ def _check_number(v: Any) -> float:
             f = math.nan
         if math.isfinite(f) and f >= 0:
             guess = repr(f)
-    raise _Reject(guess)
+    raise Reject(guess)
 
 
 def _check_path(v: Any) -> str:
     if not isinstance(v, str) or not v.strip():
-        raise _Reject()
+        raise Reject()
     return v
 
 
@@ -117,7 +117,7 @@ def _strings(v: Any) -> tuple[str, ...]:
     guess = None
     if isinstance(v, list) and v and all(_is_number(s) for s in v):
         guess = toml_value([str(s) for s in v])
-    raise _Reject(guess)
+    raise Reject(guess)
 
 
 def _no_repeats(values: tuple[str, ...], norm: Callable[[str], str] = str) -> tuple[str, ...]:
@@ -126,7 +126,7 @@ def _no_repeats(values: tuple[str, ...], norm: Callable[[str], str] = str) -> tu
         key = norm(value)
         if key in seen:
             unique = list({norm(v): v for v in reversed(values)}.values())[::-1]
-            raise _Reject(toml_value(unique), detail=f"{quote(value)} is listed twice")
+            raise Reject(toml_value(unique), detail=f"{quote(value)} is listed twice")
         seen[key] = value
     return values
 
@@ -145,14 +145,14 @@ def _check_indices(v: Any) -> tuple[int, ...]:
         fixed = [_int_guess(i) if not _is_int(i) else str(i) for i in v]
         if all(f is not None for f in fixed):
             guess = "[" + ", ".join(str(f) for f in fixed) + "]"
-    raise _Reject(guess)
+    raise Reject(guess)
 
 
 def _check_aggregations(v: Any) -> tuple[str, ...]:
     values = _strings(v)
     for a in values:
         if not _AGGREGATION.fullmatch(a.strip().lower()):
-            raise _Reject(detail=f"{quote(a)} is not one of tss, ave, sum or window:K")
+            raise Reject(detail=f"{quote(a)} is not one of tss, ave, sum or window:K")
     return _no_repeats(values, lambda a: a.strip().lower())
 
 
@@ -160,7 +160,7 @@ def _check_statistics(v: Any) -> tuple[str, ...]:
     values = _strings(v)
     for s in values:
         if s not in STATISTICS:
-            raise _Reject(detail=f"{quote(s)} is not one of {listing(STATISTICS)}")
+            raise Reject(detail=f"{quote(s)} is not one of {listing(STATISTICS)}")
     return _no_repeats(values)
 
 
@@ -170,7 +170,7 @@ def _choice(options: Callable[[], Any]) -> Callable[[Any], str]:
         allowed = [str(o) for o in options()]
         if isinstance(v, str) and v.strip().lower() in allowed:
             return v.strip().lower()
-        raise _Reject()
+        raise Reject()
 
     return check
 
@@ -179,25 +179,25 @@ def _template_fields(template: str) -> list[tuple[str, str | None, str | None, s
     try:
         return list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise _Reject(detail=f"it is not a valid template ({exc})") from None
+        raise Reject(detail=f"it is not a valid template ({exc})") from None
 
 
-def _check_template(v: Any, file_name: bool) -> str:
+def check_template_text(v: Any, file_name: bool) -> str:
     if not isinstance(v, str) or not v.strip():
-        raise _Reject()
+        raise Reject()
     for literal, name, spec, conversion in _template_fields(v):
         if name is not None:
             if name not in TEMPLATE_FIELDS:
-                raise _Reject(
+                raise Reject(
                     detail=f"it names {{{name}}}; only {{group}}, {{aggregation}} and "
                     "{statistic} are filled in"
                 )
             if spec or conversion:
-                raise _Reject(detail=f"{{{name}}} carries a format or conversion; write {{{name}}}")
+                raise Reject(detail=f"{{{name}}} carries a format or conversion; write {{{name}}}")
         # Filled-in fields are safe names; the text around them must be too, or a
         # template such as "../{group}" would write outside the output folder.
         if file_name and literal and not re.fullmatch(r"[A-Za-z0-9_-]+", literal):
-            raise _Reject(
+            raise Reject(
                 detail=f"its text {quote(literal)} may hold only letters, digits, '_' and '-', "
                 "since it becomes a file name"
             )
@@ -213,7 +213,7 @@ def _check_id_columns(v: Any) -> tuple[str, ...] | str:
 def _check_group_name(v: Any) -> str:
     # The content rule (names.check_name) is applied before, with its own message.
     if not isinstance(v, str) or not is_safe_name(v):
-        raise _Reject(toml_value(str(v)) if _is_int(v) else None)
+        raise Reject(toml_value(str(v)) if _is_int(v) else None)
     return v
 
 
@@ -294,13 +294,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "name": Key(
             "a file-name template of letters, digits, '_', '-' and {group}, {aggregation}, "
             "{statistic}",
-            lambda v: _check_template(v, file_name=True),
+            lambda v: check_template_text(v, file_name=True),
             '"{group}_{statistic}_{aggregation}"',
             default=DEFAULT_NAME,
         ),
         "object": Key(
             "a template using {group}, {aggregation} and {statistic}",
-            lambda v: _check_template(v, file_name=False),
+            lambda v: check_template_text(v, file_name=False),
             '"{group}_{statistic}_{aggregation}"',
             default=None,
         ),

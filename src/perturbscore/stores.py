@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import PerturbscoreError
-from .readers import NPZ_MEMBER_SEP, PredictionReader, _validate_layout, pick_member
+from .readers import NPZ_MEMBER_SEP, PredictionReader, pick_member, validate_layout
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 ZARR_SUFFIXES = (".zarr",)
@@ -70,7 +70,7 @@ class Hdf5Reader(PredictionReader):
                 )
             self._ds = self._file[name]
             self.path = f"{file_path}{NPZ_MEMBER_SEP}{name}"
-            self.shape = _validate_layout(self.path, self._ds.shape, self._ds.dtype, False)
+            self.shape = validate_layout(self.path, self._ds.shape, self._ds.dtype, False)
             self.dtype = np.dtype(self._ds.dtype)
             self.warnings = _chunk_warning(self.path, self._ds.shape, self._ds.chunks)
         except BaseException:
@@ -136,7 +136,7 @@ class ZarrReader(PredictionReader):
         assert arr is not None
         self._arr = arr
         self.path = f"{store}{NPZ_MEMBER_SEP}{name}" if name else str(store)
-        self.shape = _validate_layout(self.path, arr.shape, arr.dtype, False)
+        self.shape = validate_layout(self.path, arr.shape, arr.dtype, False)
         self.dtype = np.dtype(arr.dtype)
         self.warnings = _chunk_warning(self.path, arr.shape, arr.chunks)
         self._format = arr.metadata.zarr_format

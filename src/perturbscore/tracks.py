@@ -37,7 +37,7 @@ SUM_STATS = ("mean", "sum", "sum_sqrt", "avg", "median", "max", "peak")
 _HEADER_WORDS = " ".join(TARGET_COLUMNS)
 
 
-def _split_description(description: str) -> tuple[str, str, str]:
+def split_description(description: str) -> tuple[str, str, str]:
     """``CHIP:H3K27ac:GM12878`` -> (CHIP, H3K27ac, GM12878); ``DNASE:x`` -> (DNASE, '', x)."""
     assay, sep, rest = description.partition(":")
     if not sep:
@@ -164,7 +164,7 @@ def read_targets(path: str | Path) -> pd.DataFrame:
         table[col] = table[col].astype("int64")
     for col in ("clip", "scale"):
         table[col] = pd.to_numeric(table[col])
-    split = [_split_description(d) for d in table["description"]]
+    split = [split_description(d) for d in table["description"]]
     for k, col in enumerate(PARSED_COLUMNS):
         table[col] = [s[k] for s in split]
     return table
