@@ -197,3 +197,32 @@ def test_ctrl_c_stops_the_dask_engine_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in err and len(tail) < 10, "\n".join(tail)
     assert "interrupted by SIGINT: nothing was written" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_an_address_that_is_no_scheduler_fails_fast(study: Path, tmp_path: Path, cli) -> None:
+    # Something answers there (as the dashboard's port would), but it is no scheduler.
+    import http.server
+    import threading
+
+    handler = http.server.SimpleHTTPRequestHandler
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        address = f"tcp://127.0.0.1:{server.server_address[1]}"
+        start = time.monotonic()
+        r = cli(
+            "run",
+            study / TOML,
+            "--out",
+            tmp_path / "o",
+            "--engine",
+            "dask",
+            "--scheduler",
+            address,
+        )
+        assert r.returncode == 2, r.stderr
+        assert f"cannot reach the Dask scheduler at {address} within" in r.stderr
+        assert "Traceback" not in r.stderr and time.monotonic() - start < 60
+        assert not (tmp_path / "o").exists()
+    finally:
+        server.shutdown()

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("perturbscore")
 
 CONNECT_TIMEOUT = "5s"
+#: Seconds a connection to a given scheduler may take in all (handshake included).
+CONNECT_SECONDS = 10
 #: Futures in flight per worker: enough to keep it busy, few enough to bound memory.
 WINDOW_PER_WORKER = 2
 
@@ -57,13 +59,7 @@ def _client(scheduler: str | None, workers: int | None) -> Any:
 
     distributed = require("distributed", "--engine dask")
     if scheduler:
-        try:
-            return distributed.Client(scheduler, timeout=CONNECT_TIMEOUT)
-        except (OSError, TimeoutError) as exc:
-            raise PerturbscoreError(
-                f"cannot reach the Dask scheduler at {scheduler} within {CONNECT_TIMEOUT}; "
-                "check the address and that the scheduler is running."
-            ) from exc
+        return _connect(distributed, scheduler)
     n = workers or os.cpu_count() or 1
     with _ignoring_sigint():
         # ":0": a free port, so several runs (or a test cluster) never collide on 8787.
@@ -71,6 +67,36 @@ def _client(scheduler: str | None, workers: int | None) -> Any:
             n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"
         )
     return distributed.Client(cluster)
+
+
+def _connect(distributed: Any, scheduler: str) -> Any:
+    """A client of ``scheduler``, or a user error within :data:`CONNECT_SECONDS`.
+
+    Connecting runs in a helper thread with a deadline: an address that answers but is
+    no Dask scheduler (the dashboard's port 8787, another service) can make the
+    handshake wait for ever or fail while decoding garbage.
+    """
+    import threading
+
+    done: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            done["client"] = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT)
+        except BaseException as exc:  # carried to the caller below
+            done["error"] = exc
+
+    thread = threading.Thread(target=connect, name="perturbscore-connect", daemon=True)
+    thread.start()
+    thread.join(CONNECT_SECONDS)
+    if "client" in done:
+        return done["client"]
+    detail = "no answer" if thread.is_alive() else type(done["error"]).__name__
+    raise PerturbscoreError(
+        f"cannot reach the Dask scheduler at {scheduler} within {CONNECT_SECONDS} s ({detail}); "
+        "check the address (the scheduler's port, e.g. 8786, not the dashboard's 8787) and "
+        "that the scheduler is running."
+    )
 
 
 def _close(client: Any) -> None:
