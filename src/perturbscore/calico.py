@@ -25,7 +25,7 @@ from .extras import require
 from .manifest import build_manifest, file_facts, manifest_text
 from .memory import DEFAULT_MEMORY_BYTES
 from .names import check_name
-from .outputs import Commit, folder_lock, recover, sweep
+from .outputs import Commit, check_out_folder, folder_lock, make_folder, recover, sweep
 from .tracks import TrackSelection, read_targets, select_tracks
 from .writers import FORMATS, TableWriter, check_format, open_writer
 
@@ -173,10 +173,7 @@ def import_scores(
         check_name(g, "group name", "import-scores")
     fmt = check_format(fmt)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise PerturbscoreError(
-            f"--out {out} is an existing file, not a folder; name a folder for the tables."
-        )
+    check_out_folder(out)
     require("h5py", "reading scores files")
     table = read_targets(targets)
     tracks = select_tracks(table, selection)
@@ -197,8 +194,7 @@ def import_scores(
             out,
             memory_bytes,
         )
-        created = not out.exists()
-        out.mkdir(parents=True, exist_ok=True)
+        created = make_folder(out)
         try:
             with folder_lock(out):
                 recover(out)

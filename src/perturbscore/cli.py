@@ -174,7 +174,7 @@ def _report(result: RunResult) -> None:
     type=click.Choice(list(ENGINES)),
     default="local",
     show_default=True,
-    help="Compute here, or on Dask (writes partitioned Parquet datasets).",
+    help="Score blocks here, or on a Dask cluster (the same tables either way).",
 )
 @click.option(
     "--scheduler",
@@ -268,6 +268,7 @@ def run_cmd(
     help="Comma-separated columns to print, or 'all'.",
 )
 @click.option("--sep", type=click.Choice(["tab", "comma"]), default="tab", show_default=True)
+@verbosity
 @user_errors
 def tracks_cmd(
     targets: Path,
@@ -300,6 +301,7 @@ def tracks_cmd(
     is_flag=True,
     help="Replace the files an earlier demo wrote there (only those; others are never touched).",
 )
+@verbosity
 @click.pass_context
 @user_errors
 def demo_cmd(ctx: click.Context, folder: Path, overwrite: bool) -> None:

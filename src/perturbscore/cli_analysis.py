@@ -86,6 +86,7 @@ from .memory import parse_size
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--overwrite", is_flag=True, help="Replace an earlier comparison in --out.")
+@verbosity
 @click.pass_context
 @user_errors
 def compare_cmd(
@@ -153,15 +154,17 @@ def compare_cmd(
     default=None,
     help="HTML file (default COMPARE_FOLDER/report.html).",
 )
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@verbosity
 @user_errors
-def report_cmd(compare_folder: Path, out: Path | None) -> None:
+def report_cmd(compare_folder: Path, out: Path | None, overwrite: bool) -> None:
     """Write one self-contained HTML report from a 'perturbscore compare' folder."""
     from .extras import require
 
     require("pandas", "perturbscore report")
     from .report import build_report
 
-    click.echo(str(build_report(compare_folder, out)))
+    click.echo(str(build_report(compare_folder, out, overwrite)))
 
 
 @cli.command("check")
@@ -174,6 +177,7 @@ def report_cmd(compare_folder: Path, out: Path | None) -> None:
 @click.option("--rtol", type=float, default=1e-5, show_default=True, help="Cross-group rtol.")
 @click.option("--atol", type=float, default=1e-6, show_default=True, help="Cross-group atol.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@verbosity
 @user_errors
 def check_cmd(target: Path, positions_only: bool, rtol: float, atol: float, as_json: bool) -> None:
     """Receptive-field classes and integrity checks of a run file or a finished run.

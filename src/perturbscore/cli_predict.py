@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from .cli import cli, log, user_errors
+from .cli import cli, log, user_errors, verbosity
 from .errors import PerturbscoreError
 
 
@@ -122,6 +122,7 @@ from .errors import PerturbscoreError
     is_flag=True,
     help="Only count windows and forward passes (no genome or weights needed).",
 )
+@verbosity
 @click.pass_context
 @user_errors
 def predict_cmd(ctx: click.Context, variants: tuple[Path, ...], plan_only: bool, **kw: Any) -> None:

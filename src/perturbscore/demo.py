@@ -22,6 +22,7 @@ import pandas as pd
 
 from .errors import PerturbscoreError
 from .messages import listing
+from .outputs import check_out_folder, make_folder
 from .pipeline import MANIFEST, RunOptions, RunResult, run_path
 from .runfile import parse_run_config
 from .scoring import parse_aggregation
@@ -232,7 +233,8 @@ def _write_staged(
         )
     # Folders this call creates (innermost first), removed again if it fails.
     created = [d for d in (folder, *folder.parents) if not d.exists()]
-    folder.mkdir(parents=True, exist_ok=True)
+    check_out_folder(folder, "demo folder")
+    make_folder(folder, "demo folder")
     staging = Path(tempfile.mkdtemp(prefix=".perturbscore-demo-", dir=folder))
     try:
         staged = _write_files(staging, n_tracks, seed)

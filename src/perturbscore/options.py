@@ -87,10 +87,9 @@ def check_options(opts: RunOptions, fmt: str, out: Path) -> None:
         raise PerturbscoreError(f"--chunk-rows must be at least 1, not {opts.chunk_rows}.")
     if opts.memory_bytes < 1:
         raise PerturbscoreError(f"--memory must be positive, not {opts.memory_bytes} bytes.")
-    if out.exists() and not out.is_dir():
-        raise PerturbscoreError(
-            f"--out {out} is an existing file, not a folder; name a folder for the tables."
-        )
+    from .outputs import check_out_folder
+
+    check_out_folder(out)
     if opts.engine != "dask" and (opts.scheduler or opts.workers):
         raise PerturbscoreError("--scheduler and --workers belong to --engine dask.")
     if opts.engine == "dask" and opts.scheduler and opts.workers:

@@ -91,6 +91,37 @@ def sweep(folder: Path) -> list[Path]:
     return removed
 
 
+def check_out_folder(path: Path, option: str = "--out") -> None:
+    """A folder a command may create or write into, or a user error saying why not."""
+    if path.exists() and not path.is_dir():
+        raise PerturbscoreError(
+            f"{option} {path} is an existing file, not a folder; name a folder for the outputs."
+        )
+    parent = next((p for p in (path, *path.parents) if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise PerturbscoreError(
+            f"{option} {path}: {parent} is a file, so no folder can be made inside it; name "
+            "another folder."
+        )
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise PerturbscoreError(
+            f"{option} {path}: {parent} cannot be written; name a folder you can write to."
+        )
+
+
+def make_folder(path: Path, option: str = "--out") -> bool:
+    """Create ``path`` (and parents); returns whether it was created. OSError: user error."""
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PerturbscoreError(
+            f"{option} {path}: cannot create the folder ({exc.strerror or exc}); name another "
+            "folder."
+        ) from exc
+    return created
+
+
 def write_text_atomic(path: Path, text: str, durable: bool = False) -> None:
     """Write ``text`` to ``path`` through a temporary name (fsynced when ``durable``)."""
     tmp = temp_path(path)

@@ -21,7 +21,7 @@ from pathlib import Path
 from .constants import ENGINES, NAN_POLICIES
 from .engine import RunResult, execute, local_mapper
 from .errors import PerturbscoreError
-from .outputs import folder_lock, recover, sweep
+from .outputs import folder_lock, make_folder, recover, sweep
 from .plan import (
     MANIFEST,
     OutputTable,
@@ -65,8 +65,7 @@ def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = Non
     t0 = time.perf_counter()
     prep = prepare(config, out_dir, opts)
     out = prep.out
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    created = make_folder(out)
     try:
         with folder_lock(out):
             # First finish a commit a killed run left halfway (its temporaries are in

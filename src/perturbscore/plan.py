@@ -219,7 +219,9 @@ def _open_batches(
             )
             wanted = None if isinstance(config.id_columns, str) else list(config.id_columns)
             if wanted is not None and geo is not None:
-                wanted = list(dict.fromkeys([*wanted, *geo.position.columns]))
+                # Every column: a missing position column is then reported by the
+                # geometry, naming [variants], not as a missing ID column.
+                wanted = None
             if batch.variants not in tables:
                 tables[batch.variants] = read_variants(batch.variants, wanted)
             ids = tables[batch.variants]

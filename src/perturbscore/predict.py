@@ -195,6 +195,11 @@ def run_predict(opts: PredictOptions, predictor: Predictor | None = None) -> Pre
     finals = {k: opts.out / name for k, name in OUTPUTS.items()}
     existing = [p for p in finals.values() if p.exists()]
     resumable = opts.resume and (opts.out / STATE_DIR / "state.json").is_file()
+    if not opts.resume and (opts.out / STATE_DIR / "state.json").is_file():
+        raise PerturbscoreError(
+            f"{opts.out} holds the recorded batches of an interrupted --resume run; add "
+            f"--resume to continue it, or remove {opts.out / STATE_DIR} to start afresh."
+        )
     if existing and not opts.overwrite and not resumable:
         raise PerturbscoreError(f"{existing[0]} already exists; use --overwrite to replace it.")
     if opts.out.exists() and not opts.out.is_dir():

@@ -310,9 +310,15 @@ def _frame_html(df: pd.DataFrame) -> str:
     return f'<div class="wide"><table><tr>{head}</tr>{body}</table></div>'
 
 
-def check_report_out(folder: Path, out: Path | None) -> Path:
-    """The report's path; refuse a folder, or a missing parent folder."""
+def check_report_out(folder: Path, out: Path | None, overwrite: bool = False) -> Path:
+    """The report's path; refuse a folder, a missing parent folder, or (for ``--out``) an
+    existing file without ``overwrite``: it may be anything of the user's."""
     target = Path(out) if out else folder / "report.html"
+    if out is not None and target.is_file() and not overwrite:
+        raise PerturbscoreError(
+            f"--out {target} already exists; pass --overwrite to replace it or name a new "
+            "file, e.g. report.html."
+        )
     if target.is_dir():
         raise PerturbscoreError(f"--out {target} is a folder; give a file name like report.html.")
     if not target.parent.is_dir():
@@ -322,15 +328,21 @@ def check_report_out(folder: Path, out: Path | None) -> Path:
     return target
 
 
-def build_report(compare_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Assemble ``report.html`` from a folder written by :func:`write_comparison`."""
+def build_report(
+    compare_dir: str | Path, out: str | Path | None = None, overwrite: bool = False
+) -> Path:
+    """Assemble ``report.html`` from a folder written by :func:`write_comparison`.
+
+    The default ``COMPARE_DIR/report.html`` is replaced; another existing ``out`` only
+    with ``overwrite``.
+    """
     folder = Path(compare_dir)
     cpath = folder / "compare.json"
     if not cpath.is_file():
         raise PerturbscoreError(
             f"{folder}: no compare.json; run 'perturbscore compare ... --out {folder}' first."
         )
-    target = check_report_out(folder, Path(out) if out else None)
+    target = check_report_out(folder, Path(out) if out else None, overwrite)
     summary = json.loads(cpath.read_text())
     tests_path = folder / "tests.parquet"
     if not tests_path.is_file():
