@@ -99,10 +99,31 @@ def _connect(distributed: Any, scheduler: str) -> Any:
     )
 
 
+#: Loggers of the client side of Dask: an interrupted run makes them log tracebacks of
+#: their own (a cancelled ``sync`` call, connections closed while tasks run) that say
+#: nothing to the user; the run's own message says what happened.
+_QUIET_LOGGERS = (
+    "distributed",
+    "distributed.client",
+    "distributed.utils",
+    "distributed.worker",
+    "distributed.nanny",
+    "tornado",
+    "tornado.application",
+    "tornado.general",
+    "asyncio",
+)
+
+
+def _quiet_dask_logs() -> None:
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # -vv shows them
+        for name in _QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def _close(client: Any) -> None:
     cluster = client.cluster
-    # Quiet: closing while tasks run makes distributed log connection errors.
-    for name in ("distributed", "distributed.worker", "distributed.nanny", "tornado"):
+    for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     with contextlib.suppress(Exception):
         client.close(timeout=10)
@@ -116,6 +137,7 @@ def dask_mapper(prep: Prepared, timings: dict[str, float]) -> Iterator[Mapper]:
     """A mapper that scores spans on Dask (see the module docstring)."""
     t0 = time.perf_counter()
     client = _client(prep.opts.scheduler, prep.opts.workers)
+    _quiet_dask_logs()
     try:
         timings["cluster"] = time.perf_counter() - t0
         n_workers = max(1, len(client.scheduler_info().get("workers", {})) or 1)
