@@ -261,3 +261,8 @@ def test_compare_leaves_out_of_field_variants_out(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2 and "needs each variant's class" in bad.stderr
     assert not (tmp_path / "pc").exists()
+
+
+def test_check_refuses_a_negative_tolerance(geo: Path) -> None:
+    r = _cli("check", str(geo), "--rtol", "-1")
+    assert r.returncode == 2 and "--rtol -1.0 is not a tolerance" in r.stderr

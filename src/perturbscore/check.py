@@ -243,6 +243,12 @@ def check_run_dir(path: str | Path) -> CheckReport:
 
 def check_path(path: str | Path, positions_only: bool = False, **kwargs: Any) -> CheckReport:
     """:func:`check_run_dir` for a folder, :func:`check_run_file` otherwise."""
+    for name in ("rtol", "atol"):
+        value = kwargs.get(name)
+        if value is not None and not value >= 0:
+            raise PerturbscoreError(
+                f"--{name} {value} is not a tolerance; give a number of 0 or more."
+            )
     p = Path(path)
     if p.is_dir():
         if positions_only:
