@@ -231,9 +231,7 @@ def test_compare_leaves_out_of_field_variants_out(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     out = {g: int((_oracle_classes(run_file.parent, g) == 0).sum()) for g in ROWS}
     assert f"stab {out['stab']:,} variants, top {out['top']:,} variants" in r.stderr
-    assert json.loads((tmp_path / "c" / "compare.json").read_text())[
-        "left_out_out_of_field"
-    ] == out
+    assert json.loads((tmp_path / "c" / "compare.json").read_text())["left_out_out_of_field"] == out
     tests = pd.read_csv(tmp_path / "c" / "tests.csv")
     row = tests[(tests["identifier"] == "G2") & (tests["aggregation"] == "ave")].iloc[0]
     # Oracle: scipy on the in-field rows only, with R's rule (exact if both n < 50).
