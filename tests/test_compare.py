@@ -218,7 +218,10 @@ def test_figures_and_report_render(real_run: Path, shared: Path, tmp_path: Path,
         out,
     )
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == str(out / "tests.csv")
+    # stdout lists every file written: tables, compare.json and each figure.
+    listed = r.stdout.split()
+    assert listed[:3] == [str(out / n) for n in ("tests.csv", "tests.parquet", "compare.json")]
+    assert sorted(listed) == sorted(str(p) for p in out.rglob("*") if p.is_file())
     tests = pd.read_csv(out / "tests.csv")
     assert len(tests) == 2 * 4 * 3
     from PIL import Image

@@ -138,7 +138,11 @@ def compare_cmd(
         memory=parse_size(memory),
         progress=not (ctx.obj or {}).get("quiet", False),
     )
-    click.echo(str(out_dir / "tests.csv"))
+    # stdout: every file this comparison wrote, one per line.
+    written = [*summary["files"], "compare.json"]
+    written += [f[k] for f in summary["figures"] for k in ("png", "svg") if f.get(k)]
+    for rel in written:
+        click.echo(str(out_dir / rel))
     log.info(
         "%d tests, %d with adjusted two-sided p < 0.05",
         summary["n_tests"],
