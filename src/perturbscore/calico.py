@@ -25,7 +25,7 @@ from .extras import require
 from .manifest import build_manifest, file_facts, manifest_text
 from .memory import DEFAULT_MEMORY_BYTES
 from .names import check_name
-from .outputs import Commit, check_out_folder, folder_lock, make_folder, recover, sweep
+from .outputs import Commit, check_out_folder, output_folder
 from .tracks import TrackSelection, read_targets, select_tracks
 from .writers import FORMATS, TableWriter, check_format, open_writer
 
@@ -194,25 +194,16 @@ def import_scores(
             out,
             memory_bytes,
         )
-        created = make_folder(out)
-        try:
-            with folder_lock(out):
-                recover(out)
-                sweep(out)
-                existing = [p.name for p in job.planned() if p.exists()]
-                if existing and not overwrite:
-                    raise PerturbscoreError(
-                        f"{out} already holds {', '.join(existing)}; pass --overwrite to replace "
-                        "them or choose another --out folder."
-                    )
-                if normalise == "zscore":
-                    job.mean, job.scale = _zscore(job.data, job.columns, job.rows)
-                _write(job)
-        except BaseException:
-            if created:
-                with contextlib.suppress(OSError):
-                    out.rmdir()
-            raise
+        with output_folder(out):
+            existing = [p.name for p in job.planned() if p.exists()]
+            if existing and not overwrite:
+                raise PerturbscoreError(
+                    f"{out} already holds {', '.join(existing)}; pass --overwrite to replace "
+                    "them or choose another --out folder."
+                )
+            if normalise == "zscore":
+                job.mean, job.scale = _zscore(job.data, job.columns, job.rows)
+            _write(job)
     return ImportResult(job.paths, out / "manifest.json")
 
 

@@ -32,7 +32,6 @@ Reading
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -53,7 +52,7 @@ from .manifest import build_manifest, manifest_text
 from .memory import DEFAULT_MEMORY_BYTES
 from .names import check_name, is_safe_name
 from .normalise import NORMALISED, Background, BackgroundBuilder
-from .outputs import Commit, folder_lock, recover, sweep, temp_path
+from .outputs import Commit, output_folder, temp_path
 from .runtables import MANIFEST, Table, blocks, check_columns, read_run, table_columns
 from .writers import FORMATS, TableWriter, check_format, open_writer, parquet_group_rows
 
@@ -172,8 +171,16 @@ def normalise_run(
     """
     started = time.perf_counter()
     job = _Job.check(
-        Path(run_dir), Path(out_dir), background, background_file, statistics, fmt,
-        save_background, overwrite, memory_bytes, block_rows,
+        Path(run_dir),
+        Path(out_dir),
+        background,
+        background_file,
+        statistics,
+        fmt,
+        save_background,
+        overwrite,
+        memory_bytes,
+        block_rows,
     )
     job.timings["validate"] = time.perf_counter() - started
     for k, t in job.sources.items():
@@ -184,27 +191,28 @@ def normalise_run(
         if ex["used"] < t.rows:
             log.warning(
                 "background %s %s/%s: %d of %d rows left out (%d outside the model's input, "
-                "%d all exactly 0, %d not finite)", background, k[0], k[1], t.rows - ex["used"],
-                t.rows, ex["outside_input"], ex["all_zero"], ex["non_finite"],
+                "%d all exactly 0, %d not finite)",
+                background,
+                k[0],
+                k[1],
+                t.rows - ex["used"],
+                t.rows,
+                ex["outside_input"],
+                ex["all_zero"],
+                ex["non_finite"],
             )
     job.timings["background"] = time.perf_counter() - started - job.timings["validate"]
-    created = not job.out.exists()
-    job.out.mkdir(parents=True, exist_ok=True)
-    try:
-        with folder_lock(job.out):
-            recover(job.out)
-            sweep(job.out)
-            if not overwrite:
-                job.refuse_existing()
-            _write(job, started)
-    except BaseException:
-        if created:
-            with contextlib.suppress(OSError):
-                job.out.rmdir()
-        raise
+    with output_folder(job.out):
+        if not overwrite:
+            job.refuse_existing()
+        _write(job, started)
     return NormaliseResult(
-        [p for _, _, p in job.plan], job.out / MANIFEST, job.saved, job.backgrounds,
-        job.excluded, job.rows,
+        [p for _, _, p in job.plan],
+        job.out / MANIFEST,
+        job.saved,
+        job.backgrounds,
+        job.excluded,
+        job.rows,
     )
 
 
@@ -240,9 +248,17 @@ class _Job:
 
     @classmethod
     def check(
-        cls, run: Path, out: Path, background: str | None, background_file: str | Path | None,
-        statistics: Sequence[str], fmt: str | None, save_background: str | Path | None,
-        overwrite: bool, memory_bytes: int, block_rows: int | None,
+        cls,
+        run: Path,
+        out: Path,
+        background: str | None,
+        background_file: str | Path | None,
+        statistics: Sequence[str],
+        fmt: str | None,
+        save_background: str | Path | None,
+        overwrite: bool,
+        memory_bytes: int,
+        block_rows: int | None,
     ) -> _Job:
         """Every check that needs no table rows; raises PerturbscoreError, writes nothing."""
         stats = list(dict.fromkeys(statistics))
@@ -315,9 +331,20 @@ class _Job:
             if cols is not None:
                 t.id_columns = check_columns(t, cols, tracks)
         job = cls(
-            run, out, manifest, tables, tracks, stats, fmt, plan, background,
-            Path(background_file) if background_file is not None else None, saved, sources,
-            backgrounds, memory_bytes,
+            run,
+            out,
+            manifest,
+            tables,
+            tracks,
+            stats,
+            fmt,
+            plan,
+            background,
+            Path(background_file) if background_file is not None else None,
+            saved,
+            sources,
+            backgrounds,
+            memory_bytes,
         )
         if not overwrite:
             job.refuse_existing()
@@ -396,8 +423,13 @@ def _write(job: _Job, started: float) -> None:
                 if not opened:  # an R table's ID columns are known once it is read
                     for s, p in ((s, p) for u, s, p in job.plan if u is t):
                         w = open_writer(
-                            job.fmt, p, job.tracks, list(ids.columns), p.stem,
-                            expected_rows=t.rows, group_rows=job.group_rows,
+                            job.fmt,
+                            p,
+                            job.tracks,
+                            list(ids.columns),
+                            p.stem,
+                            expected_rows=t.rows,
+                            group_rows=job.group_rows,
                         )
                         writers.append(w)
                         opened.append((s, w))
@@ -434,8 +466,7 @@ def _write(job: _Job, started: float) -> None:
 def _manifest(job: _Job) -> dict[str, Any]:
     """The output's manifest: a run's schema, outputs with their normalised statistic."""
     entries = [
-        {**b.describe(), "background_rows": job.excluded.get(k)}
-        for k, b in job.backgrounds.items()
+        {**b.describe(), "background_rows": job.excluded.get(k)} for k, b in job.backgrounds.items()
     ]
     parameters = {
         "normalised": job.stats,
@@ -458,22 +489,40 @@ def _manifest(job: _Job) -> dict[str, Any]:
         "run_parameters": job.manifest.get("parameters", {}),
     }
     outputs = [
-        {"group": t.group, "aggregation": t.aggregation, "statistic": f"{t.statistic}_{s}",
-         "normalised": s, "raw_statistic": t.statistic, "path": p.name,
-         "object": p.stem if job.fmt == "rdata" else None, "rows": t.rows,
-         "columns": len(job.tracks) + len(t.id_columns or [])}
+        {
+            "group": t.group,
+            "aggregation": t.aggregation,
+            "statistic": f"{t.statistic}_{s}",
+            "normalised": s,
+            "raw_statistic": t.statistic,
+            "path": p.name,
+            "object": p.stem if job.fmt == "rdata" else None,
+            "rows": t.rows,
+            "columns": len(job.tracks) + len(t.id_columns or []),
+        }
         for t, s, p in job.plan
     ]
     inputs = [
-        {"group": t.group, "aggregation": t.aggregation, "statistic": t.statistic,
-         "path": str(t.path), "rows": t.rows}
+        {
+            "group": t.group,
+            "aggregation": t.aggregation,
+            "statistic": t.statistic,
+            "path": str(t.path),
+            "rows": t.rows,
+        }
         for t in job.tables
     ]
     tracks = job.manifest["tracks"]
     return build_manifest(
-        source="normalise", run_file=None, parameters=parameters,
-        targets=job.manifest.get("targets", {}), selection=tracks.get("selection", {}),
-        tracks=pd.DataFrame(tracks["selected"]), inputs=inputs, outputs=outputs,
-        warnings=list(job.manifest.get("warnings", [])), timings=job.timings,
+        source="normalise",
+        run_file=None,
+        parameters=parameters,
+        targets=job.manifest.get("targets", {}),
+        selection=tracks.get("selection", {}),
+        tracks=pd.DataFrame(tracks["selected"]),
+        inputs=inputs,
+        outputs=outputs,
+        warnings=list(job.manifest.get("warnings", [])),
+        timings=job.timings,
         extra={"geometry": job.manifest.get("geometry")},  # same rows, same classes
     )

@@ -183,6 +183,29 @@ def folder_lock(folder: Path) -> Iterator[None]:
             path.unlink()
 
 
+@contextlib.contextmanager
+def output_folder(path: Path, option: str = "--out") -> Iterator[dict[str, Any] | None]:
+    """The start every writing command shares: its output folder, ready to write into.
+
+    Creates ``path`` if missing, holds its lock, finishes a commit a killed run left
+    halfway (:func:`recover`, before sweeping: its temporaries are in the journal) and
+    sweeps dead processes' leftovers (:func:`sweep`).  Yields the journal that was
+    finished, or None.  If the command fails and this call created the folder, the
+    folder is removed again while it is empty.
+    """
+    created = make_folder(path, option)
+    try:
+        with folder_lock(path):
+            journal = recover(path)
+            sweep(path)
+            yield journal
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only if still empty
+        raise
+
+
 def _replace(tmp: Path, final: Path) -> None:
     """Rename ``tmp`` to ``final``, replacing a file or a folder of the same name."""
     if final.is_dir() and not final.is_symlink():

@@ -21,7 +21,7 @@ from pathlib import Path
 from .constants import ENGINES, NAN_POLICIES
 from .engine import RunResult, execute, local_mapper
 from .errors import PerturbscoreError
-from .outputs import folder_lock, make_folder, recover, sweep
+from .outputs import output_folder
 from .plan import (
     MANIFEST,
     OutputTable,
@@ -65,50 +65,35 @@ def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = Non
     t0 = time.perf_counter()
     prep = prepare(config, out_dir, opts)
     out = prep.out
-    created = make_folder(out)
-    try:
-        with folder_lock(out):
-            # First finish a commit a killed run left halfway (its temporaries are in
-            # the journal), then sweep what dead processes left.
-            journal = recover(out)
-            if journal is not None:
-                _drop_finished_state(out, journal)
-            sweep(out)
-            if (
-                journal is not None
-                and opts.resume
-                and journal.get("fingerprint") == prep.fingerprint
-            ):
-                log.info("the interrupted run had finished its tables; its commit is now complete")
-                return _finished(prep)
-            check_existing(prep)
-            state = _resume_state(prep)
-            if state is not None and state.chunk_rows not in (None, prep.plan.chunk_rows):
-                if opts.chunk_rows not in (None, state.chunk_rows):
-                    log.warning(
-                        "--chunk-rows %d ignored: the recorded run used %d rows per block, "
-                        "which a resumed run keeps",
-                        opts.chunk_rows,
-                        state.chunk_rows,
-                    )
-                prep = prepare(config, out_dir, replace(opts, chunk_rows=state.chunk_rows))
-            timings = {"prepare": time.perf_counter() - t0}
-            if opts.engine == "dask":
-                from .dask_engine import dask_mapper
+    with output_folder(out) as journal:
+        if journal is not None:
+            _drop_finished_state(out, journal)
+        if journal is not None and opts.resume and journal.get("fingerprint") == prep.fingerprint:
+            log.info("the interrupted run had finished its tables; its commit is now complete")
+            return _finished(prep)
+        check_existing(prep)
+        state = _resume_state(prep)
+        if state is not None and state.chunk_rows not in (None, prep.plan.chunk_rows):
+            if opts.chunk_rows not in (None, state.chunk_rows):
+                log.warning(
+                    "--chunk-rows %d ignored: the recorded run used %d rows per block, "
+                    "which a resumed run keeps",
+                    opts.chunk_rows,
+                    state.chunk_rows,
+                )
+            prep = prepare(config, out_dir, replace(opts, chunk_rows=state.chunk_rows))
+        timings = {"prepare": time.perf_counter() - t0}
+        if opts.engine == "dask":
+            from .dask_engine import dask_mapper
 
-                with dask_mapper(prep, timings) as mapper:
-                    return execute(prep, mapper, state, timings)
-            try:
-                return execute(prep, local_mapper(prep), state, timings)
-            finally:
-                from .spans import close_readers
+            with dask_mapper(prep, timings) as mapper:
+                return execute(prep, mapper, state, timings)
+        try:
+            return execute(prep, local_mapper(prep), state, timings)
+        finally:
+            from .spans import close_readers
 
-                close_readers()
-    except BaseException:
-        if created:
-            with contextlib.suppress(OSError):
-                out.rmdir()  # only if still empty
-        raise
+            close_readers()
 
 
 def _drop_finished_state(out: Path, journal: dict[str, object]) -> None:
