@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .constants import OUT_OF_FIELD
 from .errors import PerturbscoreError
 
 OUTSIDE_INPUT, INPUT_ONLY, OUTPUT = 0, 1, 2
@@ -290,7 +291,7 @@ def class_counts(cls: np.ndarray) -> dict[str, int]:
 
 
 #: ``--out-of-field``: keep the exact zeros, write NaN instead, or leave the rows out.
-OUT_OF_FIELD_POLICIES = ("keep", "na", "drop")
+OUT_OF_FIELD_POLICIES = OUT_OF_FIELD
 
 
 def apply_out_of_field(

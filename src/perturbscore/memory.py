@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from .errors import PerturbscoreError
 
 DEFAULT_MEMORY_BYTES = 512 * 2**20  # 536,870,912 bytes
-#: Scratch buffer whole rows are read through (the same as readers.SCRATCH_BYTES; kept
-#: here so that parsing a size imports no numpy, for a fast --help).
+#: Scratch buffer whole rows are read through (readers take it from here, so that
+#: parsing a size imports no numpy, for a fast --help).
 SCRATCH_BYTES = 4 * 2**20
 #: Selected REF values per block (n B S itemsize) the block size aims at: blocks this
 #: small stay in the CPU cache through scoring, which measured faster than blocks that

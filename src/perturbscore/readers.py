@@ -29,6 +29,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import memory
 from .errors import PerturbscoreError
 
 if TYPE_CHECKING:
@@ -48,8 +49,9 @@ log = logging.getLogger("perturbscore")
 #: Floating dtypes accepted for predictions.
 ALLOWED_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
-#: Size of the scratch buffer rows are read through: small enough to stay in cache.
-SCRATCH_BYTES = 4 * 2**20
+#: Size of the scratch buffer rows are read through: small enough to stay in cache
+#: (defined with the memory plan that counts it).
+SCRATCH_BYTES = memory.SCRATCH_BYTES
 
 #: Separator between an archive (or store) path and the member inside it:
 #: ``preds.npz::ref``, ``raw_scores.zip::final_ref.npy``, ``preds.h5::ref``.

@@ -195,9 +195,4 @@ def is_sequential(plan: SpanPlan) -> bool:
     )
 
 
-def run_span(task: tuple[SpanPlan, int, int, int]) -> SpanResult:
-    """:func:`score_span` on one ``(plan, batch, start, stop)`` tuple (for ``map``)."""
-    return score_span(*task)
-
-
 __all__ = ["BatchSpec", "SpanPlan", "SpanResult", "score_span", "spans", "close_readers"]
