@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyreadr
 import pytest
 
@@ -46,6 +47,13 @@ def test_string_vector_bytes_by_hand() -> None:
     )
     assert _strsxp(["T", None, "Δ"]) == want
     assert _strsxp([]) == b"\x00\x00\x00\x10\x00\x00\x00\x00"
+    # Arrow arrays (how the writers pass ID columns) give the same bytes from their
+    # buffers: both offset widths, a sliced array (non-zero offset), chunked arrays.
+    for typ in (pa.string(), pa.large_string()):
+        assert _strsxp(pa.array(["T", None, "Δ"], typ)) == want
+        assert _strsxp(pa.array(["x", "T", None, "Δ"], typ)[1:]) == want
+        assert _strsxp(pa.chunked_array([pa.array(["T"], typ), pa.array([None, "Δ"], typ)])) == want
+    assert _strsxp(pa.array([], pa.large_string())) == _strsxp([])
 
 
 def test_empty_table_and_mismatched_columns() -> None:

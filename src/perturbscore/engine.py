@@ -210,6 +210,7 @@ class _Sink:
         self.policy = prep.opts.out_of_field
         self.keep = [b.keep(self.policy) for b in prep.batches]  # rows written, per batch
         self.next_row = {g.name: 0 for g in prep.config.groups}  # blocks arrive in order
+        self.rows = rows
         try:
             self._open(rows)
         except BaseException:
@@ -271,6 +272,12 @@ class _Sink:
                 self.next_row[b.group], {(k[1], k[2]): v for k, v in values.items()}
             )
         self.next_row[b.group] += len(ids)
+        if self.next_row[b.group] == self.rows[b.group]:
+            # The group's last row: finish its tables now (temporary names still), so a
+            # wide Parquet footer or an R table is not held while later groups stream.
+            for key, w in self.writers.items():
+                if key[0] == b.group:
+                    w.finish()
 
     def finish(self, commit: Commit) -> None:
         """Finish every table under its temporary name and hand the renames to ``commit``."""

@@ -158,6 +158,10 @@ def plan_memory(
             f" The {fmt} format keeps whole tables in memory ({fixed / 2**20:.0f} MiB here); "
             "use parquet or csv, or select fewer tracks."
             if in_memory_rows
+            else f" Parquet writers hold row groups and footer metadata "
+            f"({writer_buffer_bytes / 2**20:.0f} MiB here for {n_selected} tracks); select "
+            "fewer tracks, or use csv."
+            if writer_buffer_bytes > budget // 2
             else " Fewer --threads need fewer buffers."
             if scratch_threads > 1
             else ""

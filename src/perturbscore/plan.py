@@ -33,7 +33,14 @@ from .scoring import Aggregation, parse_aggregation
 from .spans import BatchSpec, SpanPlan
 from .tracks import read_targets, select_tracks
 from .variants import duplicate_report, id_columns_of, read_variants
-from .writers import FORMATS, buffer_bytes, check_format, holds_in_memory, parquet_group_rows
+from .writers import (
+    FORMATS,
+    check_format,
+    footer_bytes,
+    holds_in_memory,
+    table_group_rows,
+    writer_bytes,
+)
 
 log = logging.getLogger("perturbscore")
 
@@ -112,6 +119,14 @@ class Prepared:
             keep = b.keep(self.opts.out_of_field)
             rows[b.group] = rows.get(b.group, 0) + (b.n_rows if keep is None else int(keep.sum()))
         return rows
+
+
+def _group_sizes(batches: list[BatchInput]) -> dict[str, int]:
+    """Prediction rows per group (an upper bound of its tables' rows)."""
+    sizes: dict[str, int] = {}
+    for b in batches:
+        sizes[b.group] = sizes.get(b.group, 0) + b.n_rows
+    return sizes
 
 
 def cube_name(group: str) -> str:
@@ -402,6 +417,9 @@ def _memory_plan(
     threads = reader_threads(opts.threads)
     n_bins = batches[0].shape[1]
     itemsize = max(b.itemsize for b in batches)
+    per_group = len(outputs) // len({o.group for o in outputs})
+    most = max(_group_sizes(batches).values())
+    n_ids = len(batches[0].ids.columns)
     return plan_memory(
         budget=opts.memory_bytes,
         n_bins=n_bins,
@@ -409,7 +427,7 @@ def _memory_plan(
         n_selected=n_selected,
         itemsize=itemsize,
         n_aggregations=len(aggs),
-        n_outputs_per_group=len(outputs) // len({o.group for o in outputs}),
+        n_outputs_per_group=per_group,
         in_memory_rows=sum(b.n_rows for b in batches) if holds_in_memory(fmt) else 0,
         resident_bytes=sum(int(b.ids.memory_usage(deep=True).sum()) for b in batches),
         chunk_rows=opts.chunk_rows,
@@ -421,7 +439,11 @@ def _memory_plan(
         # and ALT scratch buffers.
         scratch_threads=max(1, threads),
         scratch_row_bytes=n_bins * n_tracks * itemsize,
-        writer_buffer_bytes=len(outputs) * buffer_bytes(fmt, n_selected, group_rows),
+        # Groups are written one after another (a group's tables are finished after its
+        # last block), so one group's writers are open at a time; closing a file
+        # serialises its footer once more.
+        writer_buffer_bytes=per_group * writer_bytes(fmt, n_selected, n_ids, most, group_rows)
+        + (footer_bytes(n_selected + n_ids, most, group_rows) if fmt == "parquet" else 0),
         cube=opts.zarr,
         # Dask: one span is one task; budget-sized spans amortise per-task overhead.
         cache_sized=opts.engine == "local",
@@ -469,7 +491,7 @@ def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepare
         )
     outputs = _plan_outputs(config, aggs, fmt, out)
     threads = reader_threads(opts.threads)
-    group_rows = parquet_group_rows(len(tracks), len(outputs), opts.memory_bytes)
+    group_rows = table_group_rows(len(tracks), max(_group_sizes(batches).values()))
     plan = _memory_plan(opts, fmt, batches, len(table), len(tracks), aggs, outputs, group_rows)
     log.info("%s", plan.describe())
     span_plan = SpanPlan(

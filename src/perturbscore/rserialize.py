@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Sequence
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -43,15 +43,48 @@ def _charsxp(text: str | None) -> bytes:
     return _int(_CHARSXP | (level << 12), len(raw)) + raw
 
 
-def _strsxp(values: Iterable[str | None]) -> bytes:
-    """A character vector; built with numpy scatters because ID columns are long."""
+def _utf8_parts(values: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """UTF-8 bytes, byte lengths and NA flags of a character vector's items.
+
+    An Arrow string array (what pandas holds ID columns in) gives them from its buffers
+    without touching each item in Python; any other sequence of ``str | None`` is
+    encoded item by item.
+    """
+    if hasattr(values, "buffers") or hasattr(values, "combine_chunks"):  # pyarrow (Chunked)Array
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        arr: Any = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        is_na = (
+            arr.is_null().to_numpy(zero_copy_only=False)
+            if arr.null_count
+            else np.zeros(len(arr), bool)
+        )
+        arr = pc.fill_null(arr, "") if arr.null_count else arr
+        wide = pa.types.is_large_string(arr.type)
+        buffers = arr.buffers()
+        offsets = np.frombuffer(
+            buffers[1],
+            dtype=np.int64 if wide else np.int32,
+            count=len(arr) + 1,
+            offset=arr.offset * (8 if wide else 4),
+        ).astype(np.int64)
+        data = (
+            np.frombuffer(buffers[2], np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
+        )
+        return data[offsets[0] : offsets[-1]], np.diff(offsets), is_na
     items = list(values)
     n = len(items)
-    has_na = None in items
     encoded = [b"" if v is None else v.encode("utf-8") for v in items]
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
-    is_na = np.array([v is None for v in items], dtype=bool) if has_na else np.zeros(n, bool)
-    text = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    is_na = np.array([v is None for v in items], dtype=bool) if None in items else np.zeros(n, bool)
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), lengths, is_na
+
+
+def _strsxp(values: Iterable[str | None] | Any) -> bytes:
+    """A character vector; built with numpy scatters because ID columns are long."""
+    text, lengths, is_na = _utf8_parts(values)
+    n = lengths.size
     first_byte = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if n else np.zeros(0, np.int64)
     # A string is ASCII when none of its bytes has the high bit set.
     high = np.concatenate([[0], np.cumsum(text >= 0x80)])
@@ -88,10 +121,9 @@ def _header() -> bytes:
     return b"X\n" + _int(3, _WRITER_VERSION, _MIN_READER) + _int(5) + b"UTF-8"
 
 
-def _write_data_frame(
-    fh: BinaryIO, columns: Sequence[tuple[str, np.ndarray | Sequence[str | None]]]
-) -> None:
-    """Serialise a data.frame: float arrays become numeric, sequences of str character."""
+def _write_data_frame(fh: BinaryIO, columns: Sequence[tuple[str, Any]]) -> None:
+    """Serialise a data.frame: float arrays become numeric; sequences of ``str | None`` and
+    Arrow string arrays become character."""
     n_rows = len(columns[0][1]) if columns else 0
     fh.write(_int(_VECSXP | _IS_OBJECT | _HAS_ATTR, len(columns)))
     for name, values in columns:
@@ -113,9 +145,7 @@ def _write_data_frame(
     )
 
 
-def write_rds(
-    fh: BinaryIO, columns: Sequence[tuple[str, np.ndarray | Sequence[str | None]]]
-) -> None:
+def write_rds(fh: BinaryIO, columns: Sequence[tuple[str, Any]]) -> None:
     """Write a data.frame that ``readRDS()`` returns with exactly these columns."""
     fh.write(_header())
     _write_data_frame(fh, columns)
@@ -124,7 +154,7 @@ def write_rds(
 def write_rdata(
     fh: BinaryIO,
     object_name: str,
-    columns: Sequence[tuple[str, np.ndarray | Sequence[str | None]]],
+    columns: Sequence[tuple[str, Any]],
 ) -> None:
     """Write an RData file whose ``load()`` creates the data.frame ``object_name``."""
     fh.write(b"RDX3\n" + _header())

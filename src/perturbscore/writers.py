@@ -15,9 +15,11 @@ as text.
 from __future__ import annotations
 
 import abc
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +37,18 @@ FORMATS = OUTPUT_FORMATS
 def text_values(column: pd.Series) -> list[str | None]:
     """An ID column as Python strings, missing values as None (NA in Arrow and R)."""
     return column.astype(object).where(column.notna(), None).tolist()
+
+
+def arrow_text(column: pd.Series) -> Any:
+    """An ID column as an Arrow string array (missing values null), converted in C.
+
+    The R writers serialise it from its buffers: Python objects per cell cost more than
+    the rest of writing a study's tables.
+    """
+    try:
+        return pa.array(column, type=pa.large_string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return text_values(column)  # not text: let the Python path convert and refuse
 
 
 class TableWriter(abc.ABC):
@@ -128,7 +142,7 @@ class ParquetTableWriter(TableWriter):
         self.schema = pa.schema(fields)
         # Dictionary encoding and column statistics only pay for the text ID columns;
         # for thousands of float score columns they only grow the footer.
-        self._writer = pq.ParquetWriter(
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
             self.tmp,
             self.schema,
             compression="snappy",
@@ -168,15 +182,21 @@ class ParquetTableWriter(TableWriter):
         ids = pd.concat(self._ids, ignore_index=True)
         arrays = [pa.array(col[:n]) for col in self._buffer]
         arrays += [pa.array(text_values(ids[c]), pa.string()) for c in self.id_columns]
+        assert self._writer is not None, "row group written after the file was closed"
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
         self._ids, self._filled = [], 0
 
     def _finish(self) -> None:
         self._flush()
-        self._writer.close()
+        self._close_quietly()
 
     def _close_quietly(self) -> None:
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
+        # A closed ParquetWriter still holds every row group's metadata (about 1 KB per
+        # column chunk: hundreds of MB for wide tables) until it is dropped.
+        self._writer = None
+        self._buffer = np.empty((0, 0))
 
 
 class CsvTableWriter(TableWriter):
@@ -220,21 +240,21 @@ class _InMemoryRWriter(TableWriter):
                 f"{self.path}: {self.rows + n} rows written, {self._scores.shape[1]} expected"
             )
         self._scores[:, self.rows : self.rows + n] = scores.T
-        self._ids.append(ids[self.id_columns])
+        self._ids.append(ids)  # columns are picked once, at commit: pandas indexing is slow
         self.rows += n
 
-    def _columns(self) -> list[tuple[str, np.ndarray | list[str | None]]]:
+    def _columns(self) -> list[tuple[str, Any]]:
         scores = self._scores[:, : self.rows]
         ids = (
-            pd.concat(self._ids, ignore_index=True)
+            pd.concat(self._ids, ignore_index=True)[self.id_columns]
             if self._ids
             else pd.DataFrame({c: [] for c in self.id_columns})
         )
-        cols: list[tuple[str, np.ndarray | list[str | None]]] = [
+        cols: list[tuple[str, Any]] = [
             (name, scores[j]) for j, name in enumerate(self.score_columns)
         ]
         for c in self.id_columns:
-            cols.append((c, text_values(ids[c])))
+            cols.append((c, arrow_text(ids[c])))
         return cols
 
     def _close_quietly(self) -> None:
@@ -248,6 +268,7 @@ class RdsTableWriter(_InMemoryRWriter):
     def _finish(self) -> None:
         with open(self.tmp, "wb") as fh:
             rserialize.write_rds(fh, self._columns())
+        self._close_quietly()  # the table is on disk: free it for the groups still running
 
 
 class RdataTableWriter(_InMemoryRWriter):
@@ -256,6 +277,7 @@ class RdataTableWriter(_InMemoryRWriter):
     def _finish(self) -> None:
         with open(self.tmp, "wb") as fh:
             rserialize.write_rdata(fh, self.object_name, self._columns())
+        self._close_quietly()  # the table is on disk: free it for the groups still running
 
 
 WRITERS: dict[str, type[TableWriter]] = {
@@ -308,6 +330,45 @@ def buffer_bytes(fmt: str, n_scores: int, group_rows: int | None = None) -> int:
     if check_format(fmt) != "parquet":
         return 0
     return 2 * (group_rows or row_group_rows(n_scores)) * n_scores * 8
+
+
+#: Bytes of footer metadata pyarrow's ``ParquetWriter`` holds per column chunk (one
+#: column of one row group) until the file is closed: about 1.0-1.1 KB measured with
+#: pyarrow 20, whatever the rows per group, compression, statistics or dictionaries.
+FOOTER_BYTES_PER_CHUNK = 1100
+
+
+def table_group_rows(n_scores: int, rows: int) -> int:
+    """Rows per row group for a Parquet table of ``rows`` rows: the fewest bytes held.
+
+    A writer holds one row group of scores and Arrow's encoded pages of it (about
+    ``2 x 8 g S`` bytes, column-major) and the footer of every row group written so far
+    (``FOOTER_BYTES_PER_CHUNK S rows / g``); ``g = sqrt(FOOTER_BYTES_PER_CHUNK rows / 16)``
+    minimises their sum, which then grows with the square root of the table's rows
+    (5,313 columns of 35,077 rows: about 270 MB per table instead of 600 MB with
+    394-row groups).  At least :func:`row_group_rows` (narrow tables: 4 MiB groups), at
+    most :data:`ROW_GROUP_ROWS`.  Independent of block size and budget, so the file's
+    bytes are too.
+    """
+    best = math.isqrt(max(1, FOOTER_BYTES_PER_CHUNK * rows // 16))
+    return int(max(1, min(ROW_GROUP_ROWS, max(row_group_rows(n_scores), best))))
+
+
+def footer_bytes(n_columns: int, rows: int, group_rows: int) -> int:
+    """Footer metadata a Parquet writer holds for a table of ``rows`` rows until closed."""
+    return -(-max(rows, 1) // group_rows) * n_columns * FOOTER_BYTES_PER_CHUNK
+
+
+def writer_bytes(fmt: str, n_scores: int, n_ids: int, rows: int, group_rows: int) -> int:
+    """Most bytes one streaming writer of ``fmt`` holds for a table of ``rows`` rows.
+
+    Parquet: one row group of scores and Arrow's encoded pages of it, and the footer
+    metadata of all row groups (see :func:`table_group_rows`).  Other formats hold
+    nothing that grows (R formats' in-memory tables are counted by the plan).
+    """
+    if check_format(fmt) != "parquet":
+        return 0
+    return 2 * group_rows * n_scores * 8 + footer_bytes(n_scores + n_ids, rows, group_rows)
 
 
 def parquet_group_rows(n_scores: int, n_tables: int, budget: int) -> int:
