@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import PerturbscoreError
-from .geometry import (
+from .geometry_tables import (
     ClassCounter,
     GeometryConfig,
     format_classes,

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PerturbscoreError
-from .geometry import GeometryConfig, parse_geometry_config
+from .geometry_tables import GeometryConfig, parse_geometry_config
 from .messages import describe_value, listing, quote
 from .names import check_name, is_safe_name
 from .readers import NPZ_MEMBER_SEP
