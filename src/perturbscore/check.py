@@ -25,12 +25,9 @@ from .geometry_tables import (
     format_classes,
     place_table,
 )
-from .integrity import (
-    EXIT_CLEAN,
-    EXIT_FLAGGED,
-    format_integrity,
-    id_keys,
-)
+from .integrity import EXIT_CLEAN, EXIT_FLAGGED
+from .integrity_keys import id_keys
+from .integrity_text import format_integrity
 from .runfile import RunConfig, load_run_file
 
 #: Manifest keys shared with the run pipeline.
