@@ -76,9 +76,9 @@ def run_comparison(
     progress: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
-    """Check everything, :meth:`~perturbscore.compare.ComparisonPlan.execute`, write.
+    """Check everything, :meth:`~perturbscore.compare_design.ComparisonPlan.execute`, write.
 
-    ``options`` are those of :func:`~perturbscore.compare.plan_comparison`.  Every
+    ``options`` are those of :func:`~perturbscore.compare_plan.plan_comparison`.  Every
     user error is raised before any test runs, and nothing is written then.
     """
     from .compare_plan import plan_comparison

@@ -237,7 +237,7 @@ def offsets_of_table(
 def place_table(
     df: pd.DataFrame, config: GeometryConfig, where: str = "variant table"
 ) -> Placement:
-    """:func:`place` applied to a variant table's position columns."""
+    """:func:`.geometry.place` applied to a variant table's position columns."""
     return place(offsets_of_table(df, config.position, config.geometry, where), config.geometry)
 
 

@@ -188,8 +188,9 @@ class IntegrityChecker:
             ``# n S`` float64 score rows: one (aggregation, statistic) table's block
             (e.g. the first), the same table in every call.
         ids : sequence of str
-            ``# n`` ID keys (:func:`id_keys`); read only for reported rows, shared-key
-            lookups (unless ``slots`` is given) and hashing (unless ``key_of`` is).
+            ``# n`` ID keys (:func:`.integrity_keys.id_keys`); read only for reported
+            rows, shared-key lookups (unless ``slots`` is given) and hashing (unless
+            ``key_of`` is).
         table : str
             The batch's variant table, for messages.
         slots : numpy.ndarray, optional

@@ -21,7 +21,7 @@ _TITLES = {
 
 
 def format_integrity(result: Mapping[str, Any], limit: int = 5) -> str:
-    """Short human text of a :meth:`IntegrityChecker.finish` result."""
+    """Short human text of a :meth:`.integrity.IntegrityChecker.finish` result."""
     ident = result["identical_rows"]
     parts = [f"{ident.get(lab, 0)} {lab}" for lab in CLASS_LABELS]
     if ident.get("unclassified"):
