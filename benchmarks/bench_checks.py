@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from perturbscore.geometry import ENFORMER, place
-from perturbscore.integrity import IntegrityChecker, keys_in_several_groups, row_identical
+from perturbscore.integrity import IntegrityChecker, row_identical
+from perturbscore.integrity_keys import keys_in_several_groups
 from perturbscore.normalise import BackgroundBuilder
 from perturbscore.scoring import parse_aggregation, score_block
 

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from perturbscore.compare import compare_groups, read_pairing
+from perturbscore.compare import compare_groups
+from perturbscore.compare_pairing import read_pairing
 from perturbscore.errors import PerturbscoreError
 
 from .compare_data import make_real_shaped_run
@@ -263,7 +264,8 @@ def test_report_renders_in_chromium(real_run: Path, shared: Path, tmp_path: Path
         if os.environ.get("PERTURBSCORE_REQUIRE_CHROMIUM"):
             pytest.fail("Chromium is required here (.ci/run installs it) but is missing")
         pytest.skip("Chromium is not installed")
-    from perturbscore.report import build_report, run_comparison
+    from perturbscore.compare_outputs import run_comparison
+    from perturbscore.report import build_report
 
     run_comparison(
         real_run,
@@ -594,7 +596,7 @@ def test_missing_extra_gives_the_install_line(demo_run: Path, tmp_path: Path) ->
 
 def test_axis_labels_and_clipped_points() -> None:
     from perturbscore import plots
-    from perturbscore.report import _axis_label
+    from perturbscore.compare_outputs import _axis_label
 
     assert _axis_label("SAD", "none", {"parameters": {"normalise": "zscore"}}) == (
         "SAD, z-score per track"
@@ -628,7 +630,7 @@ def test_track_metadata_from_the_manifest(real_run: Path, tmp_path: Path) -> Non
 
 
 def test_block_size_never_changes_a_result(real_run: Path, shared: Path) -> None:
-    from perturbscore.compare import _COPIES_PER_VALUE, block_columns
+    from perturbscore.compare_tests import _COPIES_PER_VALUE, block_columns
 
     kw = dict(designs=["unpaired", "paired"], pairing=[shared / "fine_mapping"])
     rows = 35077 + 20007

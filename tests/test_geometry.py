@@ -11,13 +11,15 @@ from perturbscore.geometry import (
     BORZOI,
     CLASS_LABELS,
     ENFORMER,
-    GeometryConfig,
-    PositionSpec,
     offsets_from_centre,
     offsets_from_start,
+    place,
+)
+from perturbscore.geometry_tables import (
+    GeometryConfig,
+    PositionSpec,
     parse_geometry_config,
     parse_geometry_section,
-    place,
     place_table,
 )
 

@@ -11,12 +11,8 @@ import pandas as pd
 import pytest
 
 from perturbscore.check import check_run_file
-from perturbscore.integrity import (
-    IntegrityChecker,
-    id_keys,
-    row_hashes,
-    row_identical,
-)
+from perturbscore.integrity import IntegrityChecker, row_identical
+from perturbscore.integrity_keys import id_keys, row_hashes
 
 from .conftest import _entry_point
 

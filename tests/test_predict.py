@@ -676,7 +676,7 @@ def test_study_windows_are_reproduced_from_their_tss(shared: Path) -> None:
 
 
 def test_the_run_file_geometry_is_the_models() -> None:
-    from perturbscore.geometry import parse_geometry_section
+    from perturbscore.geometry_tables import parse_geometry_section
     from perturbscore.predict import _geometry_toml
 
     for geo in (ENFORMER, ENFORMER.with_centre_bin(447), TINY):

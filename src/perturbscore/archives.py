@@ -5,36 +5,30 @@ Archives are read without unpacking them: a stored (uncompressed) member *is* a
 ``.npy`` file; a deflated member is decompressed as one stream, in row order
 (:attr:`~perturbscore.readers.PredictionReader.sequential`).  ZIP64 archives (over
 4 GiB) work.  :func:`perturbscore.readers.open_predictions` opens these through
-:func:`open_member`.
+:func:`open_member`; finding a member and checking its extent is
+:func:`.archive_members.locate_member`.
 """
 
 from __future__ import annotations
 
 import os
-import struct
 import threading
 import zipfile
 import zlib
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .archive_members import ArchiveMember, locate_member
 from .errors import PerturbscoreError
 from .readers import (
-    NPZ_MEMBER_SEP,
     PositionalReader,
     PredictionReader,
-    list_names,
     log,
     parse_npy_header,
     validate_layout,
 )
-
-#: Local file header: signature, then fixed fields; name and extra lengths at 26..30.
-_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
-_LOCAL_SIGNATURE = b"PK\x03\x04"
 
 #: Compressed bytes read per positional read of a deflated member.
 INFLATE_INPUT_BYTES = 256 * 2**10
@@ -42,175 +36,6 @@ INFLATE_INPUT_BYTES = 256 * 2**10
 INFLATE_OUTPUT_BYTES = 4 * 2**20
 #: zlib's own state: the 32 KiB window plus tables, rounded up.
 INFLATE_STATE_BYTES = 64 * 2**10
-
-_METHODS = {
-    zipfile.ZIP_STORED: "stored",
-    zipfile.ZIP_DEFLATED: "deflated",
-    zipfile.ZIP_BZIP2: "bzip2",
-    zipfile.ZIP_LZMA: "lzma",
-    9: "deflate64",
-    93: "zstd",
-}
-
-
-@dataclass(frozen=True)
-class ArchiveMember:
-    """Where one ``.npy`` member lies inside a zip archive (sizes from its directory)."""
-
-    archive: Path
-    name: str  # full name inside the archive, e.g. "raw_scores/final_ref.npy"
-    label: str  # what messages call it: "archive.zip::name"
-    kind: str  # "zip" or "npz"
-    method: int  # zipfile.ZIP_STORED or zipfile.ZIP_DEFLATED
-    data_offset: int  # first byte of the member's (compressed) data in the archive
-    compress_size: int
-    file_size: int
-    crc: int
-
-    @property
-    def method_name(self) -> str:
-        return _METHODS.get(self.method, f"method {self.method}")
-
-
-def _pick_archive_member(archive: Path, keys: dict[str, str], member: str | None, kind: str) -> str:
-    """The full member name for what the user wrote (``keys``: user-facing key -> name).
-
-    An exact key wins; otherwise a key whose last path part equals ``member`` (a file in
-    a folder inside the archive), if exactly one does.
-    """
-    placeholder = "<member>.npy" if kind == "zip" else "<member>"
-    listing = list_names(sorted(keys)) if keys else "no .npy arrays"
-    if member is None:
-        if len(keys) == 1:
-            return next(iter(keys.values()))
-        raise PerturbscoreError(
-            f"{archive}: holds {len(keys)} .npy arrays ({listing}); name one as "
-            f"'{archive}{NPZ_MEMBER_SEP}{placeholder}'."
-        )
-    if member in keys:
-        return keys[member]
-    by_base = [k for k in keys if PurePosixPath(k).name == member]
-    if len(by_base) == 1:
-        return keys[by_base[0]]
-    if len(by_base) > 1:
-        raise PerturbscoreError(
-            f"{archive}{NPZ_MEMBER_SEP}{member}: {len(by_base)} members of the archive are "
-            f"named {member} ({list_names(sorted(by_base))}); name one with its folder, e.g. "
-            f"'{archive}{NPZ_MEMBER_SEP}{sorted(by_base)[0]}'."
-        )
-    raise PerturbscoreError(
-        f"{archive}{NPZ_MEMBER_SEP}{member}: no array named {member} in the archive; it holds "
-        f"{listing}."
-    )
-
-
-def locate_member(archive: str | Path, member: str | None, kind: str) -> ArchiveMember:
-    """Find ``member`` in a zip archive and check that its bytes are all there.
-
-    Parameters
-    ----------
-    archive : str or Path
-        A ``.zip`` of ``.npy`` files (``kind="zip"``; members named with ``.npy``) or an
-        ``.npz`` (``kind="npz"``; members named without it, as ``numpy.load`` does).
-    member : str, optional
-        Member name, its base name when it sits in a folder and no other member shares
-        it, or None when the archive holds one array.
-    kind : {"zip", "npz"}
-
-    Raises
-    ------
-    PerturbscoreError
-        Missing file; no zip central directory (a truncated download); unknown,
-        ambiguous, encrypted or unsupported-compression member; member data running
-        past the central directory or the end of the file (a member cut short).
-    """
-    p = Path(archive)
-    label = f"{p}{NPZ_MEMBER_SEP}{member}" if member else str(p)
-    if not p.is_file():
-        raise PerturbscoreError(f"{label}: prediction file not found. Check the path.")
-    size = p.stat().st_size
-    try:
-        with zipfile.ZipFile(p) as zf:
-            every = zf.infolist()
-            # Where the central directory starts: member data must end before it.
-            start_dir = int(getattr(zf, "start_dir", size))
-    except (zipfile.BadZipFile, EOFError, ValueError, struct.error) as exc:
-        raise PerturbscoreError(
-            f"{label}: {p} ({size} bytes) is not a complete zip archive ({exc}): its table "
-            "of contents, the central directory at the end of the file, is missing or "
-            "damaged, as after a truncated download. Download the archive again."
-        ) from exc
-    npy = {i.filename: i for i in every if i.filename.endswith(".npy") and not i.is_dir()}
-    keys = {(n if kind == "zip" else n[: -len(".npy")]): n for n in npy}
-    name = _pick_archive_member(p, keys, member, kind)
-    info = npy[name]
-    key = name if kind == "zip" else name[: -len(".npy")]
-    label = f"{p}{NPZ_MEMBER_SEP}{key}"
-    if info.flag_bits & 0x1:
-        raise PerturbscoreError(
-            f"{label}: the member is encrypted; unpack it with its password and re-create "
-            "the archive without one."
-        )
-    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise PerturbscoreError(
-            f"{label}: the member is compressed with "
-            f"{_METHODS.get(info.compress_type, f'method {info.compress_type}')}, which cannot "
-            "be streamed; re-create the archive stored (zip -0) or deflated (zip)."
-        )
-    with open(p, "rb") as fp:
-        header = os.pread(fp.fileno(), _LOCAL_HEADER.size, info.header_offset)
-    if len(header) != _LOCAL_HEADER.size or header[:4] != _LOCAL_SIGNATURE:
-        raise PerturbscoreError(
-            f"{label}: the archive is damaged: no member header at byte {info.header_offset} "
-            "where its table of contents says the member starts. Download the archive again."
-        )
-    fields = _LOCAL_HEADER.unpack(header)
-    flags, method, local_crc = fields[3], fields[4], fields[7]
-    # Without a data descriptor (flag bit 3) the local header repeats the CRC-32: the
-    # two copies disagreeing means one was damaged, which is cheaper to catch now than
-    # after streaming the member.
-    if method != info.compress_type or (not flags & 0x8 and local_crc != info.CRC):
-        raise PerturbscoreError(
-            f"{label}: the archive is damaged: the member's own header (method {method}, "
-            f"CRC-32 {local_crc:08x}) disagrees with its table of contents (method "
-            f"{info.compress_type}, CRC-32 {info.CRC:08x}). Download the archive again."
-        )
-    # The local header's extra field (ZIP64 sizes, timestamps) may differ in length
-    # from the central directory's, so the data offset must come from it.
-    name_len, extra_len = fields[-2], fields[-1]
-    data_offset = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
-    data_end = data_offset + info.compress_size
-    # The member's data must end before whatever follows it: the next member's header,
-    # the central directory, or the end of the file.
-    bounds = [(size, "the end of the file")]
-    if start_dir > info.header_offset:
-        bounds.append((start_dir, "the archive's table of contents"))
-    after = [i.header_offset for i in every if i.header_offset > info.header_offset]
-    if after:
-        bounds.append((min(after), "the next member"))
-    limit, where = min(bounds)
-    if data_end > limit:
-        raise PerturbscoreError(
-            f"{label}: the member is cut short: the archive says it holds "
-            f"{info.compress_size} bytes from byte {data_offset}, but {where} comes after "
-            f"{max(0, limit - data_offset)} of them. Download the archive again."
-        )
-    if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
-        raise PerturbscoreError(
-            f"{label}: the archive is damaged: a stored member of {info.file_size} bytes "
-            f"takes {info.compress_size} bytes in the archive. Download the archive again."
-        )
-    return ArchiveMember(
-        archive=p,
-        name=name,
-        label=label,
-        kind=kind,
-        method=info.compress_type,
-        data_offset=data_offset,
-        compress_size=info.compress_size,
-        file_size=info.file_size,
-        crc=info.CRC,
-    )
 
 
 def _check_member_size(

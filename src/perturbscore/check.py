@@ -19,18 +19,15 @@ from typing import Any
 import numpy as np
 
 from .errors import PerturbscoreError
-from .geometry import (
+from .geometry_tables import (
     ClassCounter,
     GeometryConfig,
     format_classes,
     place_table,
 )
-from .integrity import (
-    EXIT_CLEAN,
-    EXIT_FLAGGED,
-    format_integrity,
-    id_keys,
-)
+from .integrity import EXIT_CLEAN, EXIT_FLAGGED
+from .integrity_keys import id_keys
+from .integrity_text import format_integrity
 from .runfile import RunConfig, load_run_file
 
 #: Manifest keys shared with the run pipeline.

@@ -115,7 +115,7 @@ def compare_cmd(
 
     require("scipy", "perturbscore compare")
     require("matplotlib", "perturbscore compare (figures)")
-    from .report import run_comparison
+    from .compare_outputs import run_comparison
 
     summary = run_comparison(
         run_folder,

@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from .errors import Interrupted, PerturbscoreError
 from .geometry import apply_out_of_field
-from .integrity import IntegrityChecker, keys_in_several_groups
+from .integrity import IntegrityChecker
+from .integrity_keys import keys_in_several_groups
 from .manifest import manifest_text, run_manifest
 from .outputs import Commit
 from .plan import MANIFEST, OutputTable, Prepared, cube_name

@@ -10,9 +10,9 @@ row, batches swapped, wrong window columns) and runs that do not agree with them
     exception means the row does not belong to that variant or its position is wrong.
 ``duplicate_vectors``
     Distinct variants (different ID keys) whose score vectors are identical, bit for
-    bit (on :data:`HASH_COLUMNS` evenly spaced tracks).  Rows whose REF and ALT are
-    identical are left out: their vectors are all zero, and the first check already
-    judges them (every out-of-field row is one).
+    bit (on :data:`.integrity_keys.HASH_COLUMNS` evenly spaced tracks).  Rows whose
+    REF and ALT are identical are left out: their vectors are all zero, and the first
+    check already judges them (every out-of-field row is one).
 ``cross_group_mismatch``
     One variant (same ID key) scored in two groups with values that differ beyond
     ``|a - b| <= atol + rtol * |b|`` on some track (numpy's ``isclose``).
@@ -28,7 +28,7 @@ Memory (stated, and reported under ``memory_bytes``)
     study (55,084 rows, 177 tracks): at most 1.5 MB of records plus 708 bytes per
     shared key.
 
-Use::
+Use (ID keys and hashes: :mod:`.integrity_keys`; the text: :mod:`.integrity_text`)::
 
     checker = IntegrityChecker(
         shared_keys=keys_in_several_groups(keys_by_group), key_of=lambda g, b, r: ...
@@ -42,13 +42,14 @@ Use::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .geometry import CLASS_LABELS, OUTSIDE_INPUT
+from .integrity_keys import RECORD, colliding_runs, row_hashes, show_key, string_hashes
 
 EXIT_CLEAN = 0
 EXIT_FLAGGED = 3
@@ -58,14 +59,6 @@ FINDINGS = (
     "duplicate_vectors",
     "cross_group_mismatch",
 )
-#: Separates ID columns in an ID key (a unit separator: never inside a table cell).
-KEY_SEP = "\x1f"
-#: Columns :func:`row_hashes` reads (evenly spaced): duplicates of real score vectors
-#: agree on every column, and 64 exact float64 values never agree by chance.
-HASH_COLUMNS = 64
-_RECORD = np.dtype([("h", "u8"), ("k", "u8"), ("b", "i4"), ("r", "i8")])
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
 
 
 def row_identical(ref: np.ndarray, alt: np.ndarray) -> np.ndarray:
@@ -93,76 +86,6 @@ def row_identical(ref: np.ndarray, alt: np.ndarray) -> np.ndarray:
     return np.asarray((r == a).all(axis=1))
 
 
-def _splitmix(u: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser, elementwise (uint64 arithmetic wraps, as intended)."""
-    u = u ^ (u >> np.uint64(30))
-    u = u * _MIX1
-    u = u ^ (u >> np.uint64(27))
-    u = u * _MIX2
-    return u ^ (u >> np.uint64(31))
-
-
-def row_hashes(scores: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of each row's exact bits (``# n K`` float64 -> ``uint64 # n``).
-
-    At most :data:`HASH_COLUMNS` evenly spaced columns are hashed (all when ``K`` is
-    smaller): equal rows hash equal; rows that differ there collide with probability
-    about 2**-64 per pair.  Each value's bits are folded (``u ^ u >> 29``, so that
-    differences in the exponent reach the low bits), multiplied by a per-column odd
-    constant and summed modulo 2**64.  ``-0.0`` and ``0.0`` are made equal first.
-    """
-    x = np.asarray(scores, dtype=np.float64)
-    k = x.shape[1]
-    if k > HASH_COLUMNS:
-        x = x[:, np.linspace(0, k - 1, HASH_COLUMNS).round().astype(np.intp)]
-    u = (x + 0.0).view(np.uint64)  # -0.0 + 0.0 == +0.0; a new array, safe to modify
-    cols = _splitmix(np.arange(1, u.shape[1] + 1, dtype=np.uint64)) | np.uint64(1)
-    u ^= u >> np.uint64(29)
-    u *= cols
-    return np.asarray(u.sum(axis=1, dtype=np.uint64))
-
-
-def string_hashes(keys: Sequence[str]) -> np.ndarray:
-    """Stable 64-bit hashes of ID keys (``uint64 # n``; not Python's salted ``hash``)."""
-    import pandas as pd
-
-    return np.asarray(pd.util.hash_array(np.asarray(keys, dtype=object)), np.uint64)
-
-
-def id_keys(columns: Mapping[str, Sequence[str]] | Any, names: Sequence[str]) -> Any:
-    """One key per row from the ID columns ``names`` of a table (a DataFrame or mapping).
-
-    A DataFrame gives an object array (joined column-wise by pandas, twice as fast as
-    joining row by row on the study's tables); a mapping a list.
-    """
-    import pandas as pd
-
-    if isinstance(columns, pd.DataFrame) and len(names):
-        joined = columns[names[0]].astype(str)
-        for c in names[1:]:
-            joined = joined + KEY_SEP + columns[c].astype(str)
-        return joined.to_numpy(dtype=object)
-    cols = [list(map(str, columns[c])) for c in names]
-    return [KEY_SEP.join(parts) for parts in zip(*cols, strict=True)]
-
-
-def show_key(key: str) -> str:
-    """An ID key as users read it: its columns joined by spaces."""
-    return key.replace(KEY_SEP, " ")
-
-
-def keys_in_several_groups(keys_by_group: Mapping[str, Iterable[str]]) -> set[str]:
-    """ID keys that occur in more than one group (those the cross-group check compares)."""
-    seen: dict[str, str] = {}
-    shared: set[str] = set()
-    for group, keys in keys_by_group.items():
-        for k in keys:
-            first = seen.setdefault(k, group)
-            if first != group:
-                shared.add(k)
-    return shared
-
-
 @dataclass
 class _Batch:
     group: str
@@ -180,7 +103,7 @@ class IntegrityChecker:
     Parameters
     ----------
     shared_keys : iterable of str, optional
-        ID keys that occur in several groups (:func:`keys_in_several_groups`); the
+        ID keys that occur in several groups (:func:`.integrity_keys.keys_in_several_groups`); the
         cross-group check compares only these.  None: no cross-group check.
     key_of : callable, optional
         ``key_of(group, batch, row) -> str``: the ID key of a 0-based row of a batch.
@@ -265,8 +188,9 @@ class IntegrityChecker:
             ``# n S`` float64 score rows: one (aggregation, statistic) table's block
             (e.g. the first), the same table in every call.
         ids : sequence of str
-            ``# n`` ID keys (:func:`id_keys`); read only for reported rows, shared-key
-            lookups (unless ``slots`` is given) and hashing (unless ``key_of`` is).
+            ``# n`` ID keys (:func:`.integrity_keys.id_keys`); read only for reported
+            rows, shared-key lookups (unless ``slots`` is given) and hashing (unless
+            ``key_of`` is).
         table : str
             The batch's variant table, for messages.
         slots : numpy.ndarray, optional
@@ -298,7 +222,7 @@ class IntegrityChecker:
         # REF == ALT rows score 0 everywhere; the first check judges them.
         rows = np.flatnonzero(~same)
         if rows.size:
-            part = np.empty(rows.size, dtype=_RECORD)
+            part = np.empty(rows.size, dtype=RECORD)
             part["h"] = row_hashes(x[rows])
             part["k"] = 0 if self.key_of else string_hashes([ids[int(i)] for i in rows])
             part["b"] = b
@@ -400,28 +324,15 @@ class IntegrityChecker:
         memory = self.memory_bytes()
         dup_rows = dup_sets = 0
         if self._hash_parts:
-            allp = np.concatenate(self._hash_parts)
-            allp = allp[np.lexsort((allp["r"], allp["b"], allp["h"]))]
-            h = allp["h"]
-            starts = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])
-            ends = np.r_[starts[1:], h.size]
-            for si in np.flatnonzero(ends - starts > 1):
-                seg = allp[starts[si] : ends[si]]
+            allp, runs = colliding_runs(self._hash_parts)
+            for seg in runs:
                 keys = self._keys_of(seg)
                 if len(set(keys)) == 1:
                     continue  # one variant scored twice: the cross-group check judges it
                 dup_sets += 1
                 dup_rows += int(seg.size)
                 if len(self._examples["duplicate_vectors"]) < self.max_examples:
-                    first = []
-                    for rec, key in list(zip(seg, keys, strict=True))[:4]:
-                        w = self._where(int(rec["b"]), int(rec["r"]))
-                        if isinstance(key, str):
-                            w["id"] = show_key(key)
-                        first.append(w)
-                    self._examples["duplicate_vectors"].append(
-                        {"rows": int(seg.size), "first": first}
-                    )
+                    self._examples["duplicate_vectors"].append(self._duplicate_example(seg, keys))
             self._hash_parts = [allp]
         self._counts["duplicate_vectors"] = dup_rows
         flagged = sum(self._counts.values())
@@ -449,6 +360,16 @@ class IntegrityChecker:
             },
         }
 
+    def _duplicate_example(self, seg: np.ndarray, keys: Sequence[Any]) -> dict[str, Any]:
+        """A set of rows sharing one vector, for the examples: its size, its first 4 rows."""
+        first = []
+        for rec, key in list(zip(seg, keys, strict=True))[:4]:
+            w = self._where(int(rec["b"]), int(rec["r"]))
+            if isinstance(key, str):
+                w["id"] = show_key(key)
+            first.append(w)
+        return {"rows": int(seg.size), "first": first}
+
     def _keys_of(self, seg: np.ndarray) -> list[Any]:
         """ID keys (via ``key_of``) or key hashes of a run of colliding records."""
         if self.key_of is None:
@@ -458,62 +379,3 @@ class IntegrityChecker:
             info = self._batch_info[int(rec["b"])]
             out.append(self.key_of(info.group, info.batch, int(rec["r"])))
         return out
-
-
-_TITLES = {
-    "identical_in_field": "rows inside the field with REF == ALT (bitwise)",
-    "differing_out_of_field": "rows outside the model's input whose REF and ALT differ",
-    "duplicate_vectors": "rows of distinct variants sharing one score vector",
-    "cross_group_mismatch": "rows scored differently in another group",
-}
-
-
-def format_integrity(result: Mapping[str, Any], limit: int = 5) -> str:
-    """Short human text of a :meth:`IntegrityChecker.finish` result."""
-    ident = result["identical_rows"]
-    parts = [f"{ident.get(lab, 0)} {lab}" for lab in CLASS_LABELS]
-    if ident.get("unclassified"):
-        parts.append(f"{ident['unclassified']} unclassified")
-    lines = [
-        f"integrity: {result['rows']} rows checked; REF == ALT in {ident['total']} "
-        f"({', '.join(parts)})"
-    ]
-    for finding in FINDINGS:
-        n = result["findings"].get(finding, 0)
-        if not n:
-            continue
-        extra = ""
-        if finding == "duplicate_vectors":
-            extra = f" in {result.get('duplicate_vector_sets', 0)} sets"
-        lines.append(f"  FLAG {n} {_TITLES[finding]}{extra}")
-        for ex in result.get("examples", {}).get(finding, [])[:limit]:
-            lines.append("    " + _example(finding, ex))
-    if result["clean"]:
-        lines.append("  clean: no misaligned rows or wrong positions found")
-    else:
-        lines.append(
-            "  flagged: rows may be attached to the wrong variants, or positions/windows are "
-            f"wrong (exit code {result['exit_code']})"
-        )
-    return "\n".join(lines)
-
-
-def _example(finding: str, ex: Mapping[str, Any]) -> str:
-    if finding == "duplicate_vectors":
-        rows = "; ".join(_at(r) for r in ex["first"])
-        return f"{ex['rows']} rows: {rows}"
-    text = _at(ex)
-    if finding == "cross_group_mismatch":
-        text += (
-            f" vs group {ex['first_group']}: column {ex['column']} differs by "
-            f"{ex['difference']:.3g}"
-        )
-    elif "class" in ex:
-        text += f" [{ex['class']}]"
-    return text
-
-
-def _at(ex: Mapping[str, Any]) -> str:
-    table = str(ex.get("table", "")).replace("\\", "/").rsplit("/", 1)[-1]
-    where = f"{ex['group']}/{ex['batch']} {table} line {ex['line']}"
-    return f"{ex['id']} ({where})" if ex.get("id") else where

@@ -22,8 +22,9 @@ import pandas as pd
 
 from . import __version__
 from .errors import PerturbscoreError
-from .geometry import OUTSIDE_INPUT, ClassCounter, Placement, place_table
-from .integrity import id_keys
+from .geometry import OUTSIDE_INPUT, Placement
+from .geometry_tables import ClassCounter, place_table
+from .integrity_keys import id_keys
 from .memory import MemoryPlan, plan_memory
 from .options import RunOptions, check_options
 from .readers import SCRATCH_BYTES, open_predictions

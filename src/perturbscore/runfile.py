@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PerturbscoreError
-from .geometry import GeometryConfig, parse_geometry_config
+from .geometry_tables import GeometryConfig, parse_geometry_config
 from .messages import describe_value, listing, quote
 from .names import check_name, is_safe_name
 from .readers import NPZ_MEMBER_SEP
@@ -221,28 +221,36 @@ def _check_output_names(where: str, cfg: RunConfig) -> None:
             )
 
 
-def parse_run_config(data: dict[str, Any], base: Path, source: Path | None = None) -> RunConfig:
-    """Build a :class:`RunConfig` from parsed TOML; paths are resolved against ``base``.
+def _read_batches(batches_raw: Any, base: Path, gw: str) -> list[Batch]:
+    """A group's ``batches`` list, each batch checked and its paths resolved."""
+    if (
+        not isinstance(batches_raw, list)
+        or not batches_raw
+        or not all(isinstance(b, dict) for b in batches_raw)
+    ):
+        raise PerturbscoreError(
+            f"{gw} batches: expected {SCHEMA['groups']['batches'].rule()}, got "
+            f"{describe_value(batches_raw)}; write batches = "
+            f"{SCHEMA['groups']['batches'].example}."
+        )
+    batches = []
+    for bi, b in enumerate(batches_raw, start=1):
+        bf = _read_section(b, "batches", f"{gw} batch {bi}")
+        batches.append(
+            Batch(
+                _resolve(base, bf["ref"]),
+                _resolve(base, bf["alt"]),
+                _resolve(base, bf["variants"]),
+                format=bf["format"],
+            )
+        )
+    return batches
 
-    Every key is checked against :data:`SCHEMA` before anything else happens.
 
-    Raises
-    ------
-    PerturbscoreError
-        Unknown or missing keys, values of the wrong type or content, unsafe or repeated
-        group names, a batch listed twice, REF equal to ALT, or a name template that would
-        give several tables one file.  The message names the file, the key and the fix.
-    """
-    where = str(source or "run file")
-    top = _read_section(data, "", where, required=False)
-    tracks = _read_section(_table(top["tracks"], "tracks", where), "tracks", f"{where} [tracks]")
-    scores = _read_section(_table(top["scores"], "scores", where), "scores", f"{where} [scores]")
-    output = _read_section(_table(top["output"], "output", where), "output", f"{where} [output]")
-    for name, key in SCHEMA[""].items():
-        if key.required and name not in data:
-            raise _missing(where, name, key)
-
-    groups_raw = top["groups"]
+def _read_groups(
+    groups_raw: Any, base: Path, where: str
+) -> tuple[list[tuple[str, list[Batch]]], list[str]]:
+    """The ``[[groups]]`` tables: ``(label for messages, batches)`` per group, and names."""
     if (
         not isinstance(groups_raw, list)
         or not groups_raw
@@ -253,7 +261,7 @@ def parse_run_config(data: dict[str, Any], base: Path, source: Path | None = Non
             f"{describe_value(groups_raw)}; write [[groups]] (double brackets) before each "
             'group\'s name = "..." and batches = [...].'
         )
-    groups: list[tuple[str, list[Batch]]] = []  # (label for messages, batches)
+    groups: list[tuple[str, list[Batch]]] = []
     names: list[str] = []
     first_seen: dict[str, int] = {}
     for gi, g in enumerate(groups_raw, start=1):
@@ -274,33 +282,14 @@ def parse_run_config(data: dict[str, Any], base: Path, source: Path | None = Non
             )
         first_seen[name] = gi
         names.append(name)
-        batches_raw = fields["batches"]
-        if (
-            not isinstance(batches_raw, list)
-            or not batches_raw
-            or not all(isinstance(b, dict) for b in batches_raw)
-        ):
-            raise PerturbscoreError(
-                f"{gw} batches: expected {SCHEMA['groups']['batches'].rule()}, got "
-                f"{describe_value(batches_raw)}; write batches = "
-                f"{SCHEMA['groups']['batches'].example}."
-            )
-        batches = []
-        for bi, b in enumerate(batches_raw, start=1):
-            bf = _read_section(b, "batches", f"{gw} batch {bi}")
-            batches.append(
-                Batch(
-                    _resolve(base, bf["ref"]),
-                    _resolve(base, bf["alt"]),
-                    _resolve(base, bf["variants"]),
-                    format=bf["format"],
-                )
-            )
-        groups.append((label, batches))
-    _check_batches(where, groups)
+        groups.append((label, _read_batches(fields["batches"], base, gw)))
+    return groups, names
 
+
+def _track_selection(tracks: dict[str, Any], base: Path, where: str) -> TrackSelection:
+    """The ``[tracks]`` section as a selection (shortlist resolved against ``base``)."""
     try:
-        selection = selection_from_options(
+        return selection_from_options(
             shortlist=_resolve(base, tracks["shortlist"]) if tracks["shortlist"] else None,
             identifiers=tracks["identifiers"],
             indices=tracks["indices"],
@@ -309,6 +298,45 @@ def parse_run_config(data: dict[str, Any], base: Path, source: Path | None = Non
     except PerturbscoreError as exc:
         raise PerturbscoreError(f"{where} [tracks] where: {exc}") from None
 
+
+def _check_class_column(where: str, cfg: RunConfig) -> None:
+    """A class column needs a geometry and a name of its own."""
+    if cfg.class_column and cfg.geometry is None:
+        raise PerturbscoreError(
+            f"{where} [output] class_column: a class needs the model's geometry; add "
+            '[geometry] with model = "enformer" and [variants] with position = "..."'
+        )
+    ids = cfg.id_columns
+    if cfg.class_column and isinstance(ids, tuple) and cfg.class_column in ids:
+        raise PerturbscoreError(
+            f"{where} [output] class_column: {quote(cfg.class_column)} is already an ID column; "
+            'name a new column, e.g. class_column = "field".'
+        )
+
+
+def parse_run_config(data: dict[str, Any], base: Path, source: Path | None = None) -> RunConfig:
+    """Build a :class:`RunConfig` from parsed TOML; paths are resolved against ``base``.
+
+    Every key is checked against :data:`SCHEMA` before anything else happens.
+
+    Raises
+    ------
+    PerturbscoreError
+        Unknown or missing keys, values of the wrong type or content, unsafe or repeated
+        group names, a batch listed twice, REF equal to ALT, or a name template that would
+        give several tables one file.  The message names the file, the key and the fix.
+    """
+    where = str(source or "run file")
+    top = _read_section(data, "", where, required=False)
+    tracks = _read_section(_table(top["tracks"], "tracks", where), "tracks", f"{where} [tracks]")
+    scores = _read_section(_table(top["scores"], "scores", where), "scores", f"{where} [scores]")
+    output = _read_section(_table(top["output"], "output", where), "output", f"{where} [output]")
+    for name, key in SCHEMA[""].items():
+        if key.required and name not in data:
+            raise _missing(where, name, key)
+    groups, names = _read_groups(top["groups"], base, where)
+    _check_batches(where, groups)
+    selection = _track_selection(tracks, base, where)
     cfg = RunConfig(
         targets=_resolve(base, top["targets"]),
         groups=tuple(Group(n, tuple(bs)) for n, (_, bs) in zip(names, groups, strict=True)),
@@ -325,17 +353,7 @@ def parse_run_config(data: dict[str, Any], base: Path, source: Path | None = Non
         geometry=parse_geometry_config(data, where),
         class_column=output["class_column"],
     )
-    if cfg.class_column and cfg.geometry is None:
-        raise PerturbscoreError(
-            f"{where} [output] class_column: a class needs the model's geometry; add "
-            '[geometry] with model = "enformer" and [variants] with position = "..."'
-        )
-    ids = cfg.id_columns
-    if cfg.class_column and isinstance(ids, tuple) and cfg.class_column in ids:
-        raise PerturbscoreError(
-            f"{where} [output] class_column: {quote(cfg.class_column)} is already an ID column; "
-            'name a new column, e.g. class_column = "field".'
-        )
+    _check_class_column(where, cfg)
     _check_output_names(where, cfg)
     return cfg
 

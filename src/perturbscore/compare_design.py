@@ -1,0 +1,169 @@
+"""A checked comparison: the tests each design runs, their samples, and running them.
+
+A :class:`ComparisonPlan` (made by :func:`.compare_plan.plan_comparison`, which checks
+everything first) knows the tests of every track (:meth:`ComparisonPlan.specs`: which
+samples each design compares, see :mod:`.compare`) and reads their samples a block of
+track columns at a time (``# T n``: tracks, values): whole groups for ``unpaired``, per
+pairing unit for ``paired`` and ``matching``.  :meth:`ComparisonPlan.execute` runs the
+tests (:mod:`.compare_tests`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .compare_pairing import Lookup, Pairing
+from .compare_tables import RunTables
+from .compare_tests import (
+    DEFAULT_MEMORY,
+    CompareResult,
+    Spec,
+    Take,
+    adjust_p,
+    block_columns,
+    results_table,
+    run_blocks,
+    untested_warnings,
+)
+
+log = logging.getLogger("perturbscore")
+
+
+@dataclass
+class ComparisonPlan:
+    """Everything checked and looked up; :meth:`execute` runs the tests."""
+
+    run: RunTables
+    group_a: str
+    group_b: str
+    designs: list[str]
+    track_meta: pd.DataFrame
+    combos: list[tuple[str, str]]
+    pairing: Pairing | None
+    lookups: dict[tuple[str, str, str], Lookup]
+    family: str
+    per_rank: bool
+    summary: dict[str, Any]
+    warnings: list[str]
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.track_meta["identifier"])
+
+    def specs(self) -> list[Spec]:
+        """The tests of every track, in output order."""
+        a, b = self.group_a, self.group_b
+        out = []
+        if "unpaired" in self.designs:
+            out.append(Spec("unpaired", None, b, a, "ranksum", Take("B", "A")))
+        if self.pairing is None:
+            return out
+        units = self.pairing.units
+        ranks: list[int | None] = [None]
+        if self.per_rank:
+            ranks = [int(r) for r in sorted(units["rank"].unique())]
+        match = units["matching"].to_numpy()
+        for r in ranks:
+            sel = np.ones(len(units), bool) if r is None else (units["rank"] == r).to_numpy()
+            m, nm = np.flatnonzero(sel & match), np.flatnonzero(sel & ~match)
+            if "paired" in self.designs:
+                out.append(
+                    Spec(
+                        "paired",
+                        r,
+                        b,
+                        a,
+                        "signed",
+                        Take("uB", "uA", nm, nm),
+                    )
+                )
+            if "matching" in self.designs:
+                for side, name in (("A", a), ("B", b)):
+                    out.append(
+                        Spec(
+                            "matching",
+                            r,
+                            "matching",
+                            f"non-matching {name}",
+                            "ranksum",
+                            Take("matched", "u" + side, m, nm),
+                        )
+                    )
+        return out
+
+    def read_block(self, agg: str, stat: str, cols: Sequence[str]) -> dict[str, np.ndarray]:
+        """Scores of one block of tracks: whole groups and per unit (``# T N``)."""
+        all_ids = list(self.run.tracks["identifier"])
+        sa = self.run.get(self.group_a, agg, stat)
+        sb = self.run.get(self.group_b, agg, stat)
+        out = {"A": sa.read_scores(cols, all_ids), "B": sb.read_scores(cols, all_ids)}
+        if self.pairing is not None:
+            ua = self.lookups[(self.group_a, agg, stat)].take(out["A"])
+            ub = self.lookups[(self.group_b, agg, stat)].take(out["B"])
+            out["uA"], out["uB"] = ua, ub
+            # A matching unit's variant is the same on both sides: A's score, else B's.
+            out["matched"] = np.where(np.isnan(ua), ub, ua)
+        if "unpaired" not in self.designs:
+            out.pop("A")
+            out.pop("B")
+        return out
+
+    def read_samples(
+        self, agg: str, stat: str, cols: Sequence[str]
+    ) -> dict[tuple[str, Any], dict[str, np.ndarray]]:
+        """The samples each (design, rank) tested, for the figures (these tracks only)."""
+        s = self.read_block(agg, stat, cols)
+        out: dict[tuple[str, Any], dict[str, np.ndarray]] = {}
+        for spec in self.specs():
+            x, y = (v.T for v in spec.take(s))  # figures take (n, T)
+            d = out.setdefault((spec.design, spec.rank), {})
+            if spec.kind == "signed":
+                both = ~np.isnan(x) & ~np.isnan(y)  # the pairs tested
+                d[spec.x] = np.where(both, x, np.nan)
+                d[spec.y] = np.where(both, y, np.nan)
+            else:
+                d.setdefault(spec.x, x)
+                d.setdefault(spec.y, y)
+        return out
+
+    def _rows_per_table(self) -> int:
+        """Mean rows of the compared tables (50,000 for a table of unknown length)."""
+        rows = 0
+        for agg, stat in self.combos:
+            for g in (self.group_a, self.group_b):
+                ss = self.run.get(g, agg, stat)
+                rows += ss.rows if ss.rows is not None else 50_000
+        return max(rows // max(len(self.combos), 1), 1)
+
+    def _release(self, agg: str, stat: str) -> None:
+        """After a table's last block: whole-table caches (CSV, R) are let go."""
+        for g in (self.group_a, self.group_b):
+            self.run.get(g, agg, stat).release()
+
+    def execute(
+        self, memory: int = DEFAULT_MEMORY, progress: bool = False, workers: int | None = None
+    ) -> CompareResult:
+        """Run every test, a block of track columns (sized to ``memory``) at a time."""
+        specs = self.specs()
+        ids = self.ids
+        width = block_columns(self._rows_per_table(), memory, len(ids))
+        blocks = [ids[j : j + width] for j in range(0, len(ids), width)]
+        log.info(
+            "%d tests per track x %d tracks x %d tables, %d tracks per block",
+            len(specs),
+            len(ids),
+            len(self.combos),
+            width,
+        )
+        jobs = [(agg, stat, cols) for agg, stat in self.combos for cols in blocks]
+        parts = run_blocks(jobs, specs, self.read_block, self._release, workers, progress)
+        out = results_table(parts, self.combos, specs, self.track_meta)
+        adjust_p(out, self.family)
+        warnings = list(self.warnings) + untested_warnings(out)
+        return CompareResult(out, self.track_meta, self.summary, self.read_samples, warnings)

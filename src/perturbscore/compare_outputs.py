@@ -1,0 +1,288 @@
+"""Write a comparison's outputs: the tidy test table, figures and ``compare.json``.
+
+:func:`run_comparison` checks every option and input, runs the tests and writes
+``tests.csv`` / ``tests.parquet`` (the tidy test table), ``figures/`` (PNG and SVG) and
+``compare.json`` (parameters, unit counts, warnings, files) into a temporary folder next
+to ``--out``, renamed into place at the end: a failed comparison leaves nothing.
+Figures take samples as ``# n T`` (values, tracks); :mod:`.report` turns the folder
+into one HTML page.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .compare_tests import DEFAULT_MEMORY, CompareResult, rank_of
+from .errors import PerturbscoreError
+from .outputs import write_text_atomic
+
+log = logging.getLogger("perturbscore")
+
+HEATMAP_TRACKS = 40
+
+
+def _axis_label(statistic: str, aggregation: str, manifest: dict[str, Any]) -> str:
+    label = statistic
+    if aggregation and aggregation != "none":
+        label += f" ({aggregation})"
+    norm = (manifest.get("parameters") or {}).get("normalise")
+    if norm == "zscore":
+        label += ", z-score per track"
+    return label
+
+
+def _tag(*parts: object) -> str:
+    return "_".join(str(p) for p in parts if p is not None and str(p) != "").replace(" ", "-")
+
+
+def check_out_folder(out: Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` that is a file, lacks a parent, or holds other things."""
+    if out.exists() and not out.is_dir():
+        raise PerturbscoreError(
+            f"--out {out} is an existing file; give a folder name for the comparison."
+        )
+    if not out.parent.is_dir():
+        raise PerturbscoreError(
+            f"--out {out}: folder {out.parent} does not exist; create it first."
+        )
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / "compare.json").is_file():
+            raise PerturbscoreError(
+                f"--out {out} exists and is not a comparison folder (no compare.json); "
+                "choose a new or empty folder."
+            )
+        if not overwrite:
+            raise PerturbscoreError(f"{out}/compare.json already exists; pass --overwrite.")
+
+
+def run_comparison(
+    run_folder: str | Path,
+    out_dir: str | Path,
+    *,
+    plot_tracks: Sequence[str] = (),
+    xlim: tuple[float, float] | None = None,
+    overwrite: bool = False,
+    n_top: int = 3,
+    memory: int = DEFAULT_MEMORY,
+    progress: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
+    """Check everything, :meth:`~perturbscore.compare_design.ComparisonPlan.execute`, write.
+
+    ``options`` are those of :func:`~perturbscore.compare_plan.plan_comparison`.  Every
+    user error is raised before any test runs, and nothing is written then.
+    """
+    from .compare_plan import plan_comparison
+    from .extras import require
+
+    require("scipy", "perturbscore compare")
+    require("matplotlib", "perturbscore compare (figures)")
+    out = Path(out_dir)
+    check_out_folder(out, overwrite)
+    if xlim is not None and not (np.isfinite(xlim).all() and xlim[0] < xlim[1]):
+        raise PerturbscoreError(
+            f"--xlim {xlim[0]:g} {xlim[1]:g}: give the lower limit first, e.g. --xlim 0 1."
+        )
+    plan = plan_comparison(run_folder, **options)
+    unknown = [t for t in plot_tracks if t not in set(plan.ids)]
+    if unknown:
+        raise PerturbscoreError(
+            f"--plot-track: {', '.join(unknown[:5])} not among the compared tracks "
+            f"(see {plan.run.folder / 'manifest.json'}, or --track)."
+        )
+    result = plan.execute(memory=memory, progress=progress)
+    return write_comparison(
+        result,
+        out,
+        plot_tracks=plot_tracks,
+        n_top=n_top,
+        xlim=xlim,
+        overwrite=True,
+        manifest=plan.run.manifest,
+    )
+
+
+def write_comparison(
+    result: CompareResult,
+    out_dir: str | Path,
+    plot_tracks: Sequence[str] = (),
+    n_top: int = 3,
+    xlim: tuple[float, float] | None = None,
+    overwrite: bool = False,
+    manifest: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the test table, figures and ``compare.json``; all or nothing.
+
+    ECDF figures are drawn, per design, for ``plot_tracks`` or else the ``n_top`` tracks
+    of that design with the smallest adjusted p-value.  A design that tested nothing
+    draws nothing (its warning is in ``compare.json`` and the report).
+    """
+    out = Path(out_dir)
+    check_out_folder(out, overwrite)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        (tmp / "figures").mkdir(parents=True)
+        summary = _write_into(result, tmp, plot_tracks, n_top, xlim, manifest or {})
+        _move_into_place(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return summary
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    old = out / "compare.json"
+    if old.is_file():
+        # Only what the earlier comparison wrote is removed (its compare.json lists it).
+        prev = json.loads(old.read_text())
+        stale = [f[k] for f in prev.get("figures", []) for k in ("png", "svg") if k in f]
+        for rel in stale + list(prev.get("files", [])):
+            p = out / rel
+            if p.is_file():
+                p.unlink()
+    (out / "figures").mkdir(exist_ok=True)
+    for p in sorted(tmp.rglob("*")):
+        if p.is_file() and p.name != "compare.json":
+            os.replace(p, out / p.relative_to(tmp))
+    os.replace(tmp / "compare.json", out / "compare.json")  # last: marks it complete
+
+
+def _chosen_tracks(
+    tests: pd.DataFrame, plot_tracks: Sequence[str], n_top: int
+) -> dict[tuple[str, int | None], list[str]]:
+    """ECDF tracks per (design, rank): ``plot_tracks``, else the ``n_top`` smallest p_adj."""
+    chosen: dict[tuple[str, int | None], list[str]] = {}
+    for key, part in tests.groupby(["design", "rank"], sort=False, dropna=False):
+        ok = part[part["p_adj_two_sided"].notna()]
+        if ok.empty:
+            continue  # an empty design: warned about, nothing drawn
+        chosen[(str(key[0]), rank_of(key[1]))] = list(plot_tracks) or list(
+            ok.sort_values("p_adj_two_sided", kind="stable")["identifier"].drop_duplicates()[:n_top]
+        )
+    return chosen
+
+
+def _ecdf_figures(
+    result: CompareResult,
+    figs: Path,
+    chosen: dict[tuple[str, int | None], list[str]],
+    xlim: tuple[float, float] | None,
+    manifest: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Draw the ECDFs of the chosen tracks for every table; their ``compare.json`` entries."""
+    from . import plots
+
+    tests = result.tests
+    figures: list[dict[str, Any]] = []
+    desc = dict(zip(result.tracks["identifier"], result.tracks["description"], strict=True))
+    union = sorted({t for v in chosen.values() for t in v})
+    combos = list(tests[["aggregation", "statistic"]].drop_duplicates().itertuples(index=False))
+    for agg, stat in combos:
+        if not union:
+            break
+        samples = result.samples(agg, stat, union)
+        for (design, rank_v), track_list in chosen.items():
+            sets = samples.get((design, rank_v), {})
+            for track in track_list:
+                j = union.index(track)
+                cut = {label: arr[:, j] for label, arr in sets.items()}
+                where = design if rank_v is None else f"{design}, rank {rank_v}"
+                try:
+                    fig = plots.ecdf_figure(
+                        cut,
+                        f"{track} ({desc[track]})\n{where}: {agg}, {stat}",
+                        xlim=xlim,
+                        xlabel=_axis_label(stat, agg, manifest),
+                    )
+                except ValueError:
+                    log.warning("no values to draw for %s, %s (%s, %s)", track, where, agg, stat)
+                    continue
+                stem = figs / f"ecdf_{_tag(design, rank_v and f'rank{rank_v}', track, agg, stat)}"
+                plots.save(fig, stem)
+                figures.append(
+                    {
+                        "kind": "ecdf",
+                        "design": design,
+                        "png": f"figures/{stem.name}.png",
+                        "svg": f"figures/{stem.name}.svg",
+                        "title": f"ECDF of {track}, {where}, {agg}, {stat}",
+                    }
+                )
+    return figures
+
+
+def _summary_figures(tests: pd.DataFrame, figs: Path) -> list[dict[str, Any]]:
+    """Overview and effect-size heatmap per (design, x, y) of the tested rows."""
+    from . import plots
+
+    figures: list[dict[str, Any]] = []
+    tested = tests[tests["p_two_sided"].notna()]
+    for gkey, sub in tested.groupby(["design", "x", "y"], sort=False):
+        design, x, y = (str(v) for v in gkey)
+        tag = _tag(design, x, "vs", y)
+        for kind, caption in (("overview", "Overview"), ("heatmap", "Effect sizes")):
+            title = f"{design}: {x} vs {y}"
+            fig = (
+                plots.overview_figure(sub, title + " (all tracks and tables)")
+                if kind == "overview"
+                else plots.heatmap_figure(sub, title, max_tracks=HEATMAP_TRACKS)
+            )
+            plots.save(fig, figs / f"{kind}_{tag}")
+            figures.append(
+                {
+                    "kind": kind,
+                    "design": design,
+                    "png": f"figures/{kind}_{tag}.png",
+                    "svg": f"figures/{kind}_{tag}.svg",
+                    "title": f"{caption}, {design}: {x} vs {y}",
+                }
+            )
+    return figures
+
+
+def _write_into(
+    result: CompareResult,
+    folder: Path,
+    plot_tracks: Sequence[str],
+    n_top: int,
+    xlim: tuple[float, float] | None,
+    manifest: dict[str, Any],
+) -> dict[str, Any]:
+    """Write tables, figures and ``compare.json`` into ``folder``; returns the summary."""
+    figs = folder / "figures"
+    tests = result.tests
+    tests.to_parquet(folder / "tests.parquet", index=False)
+    tests.to_csv(folder / "tests.csv", index=False)
+    chosen = _chosen_tracks(tests, plot_tracks, n_top)
+    figures = _ecdf_figures(result, figs, chosen, xlim, manifest)
+    figures += _summary_figures(tests, figs)
+    summary = {
+        **result.summary,
+        "n_tests": len(tests),
+        "n_significant_two_sided_0.05": int((tests["p_adj_two_sided"] < 0.05).sum()),
+        "warnings": list(result.warnings),
+        "figures": figures,
+        "files": ["tests.csv", "tests.parquet"],
+    }
+    write_text_atomic(folder / "compare.json", json.dumps(summary, indent=2, default=_plain) + "\n")
+    return summary
+
+
+def _plain(v: object) -> object:
+    if isinstance(v, np.generic):
+        return v.item()
+    raise TypeError(type(v).__name__)

@@ -1,0 +1,333 @@
+"""Planning a comparison: every option and input checked, the pairing looked up.
+
+:func:`plan_comparison` checks the options, finds the run's tables
+(:mod:`.compare_tables`), reads the pairing tables and looks their variants up in every
+score table (:mod:`.compare_pairing`), all before any test runs: a user error is raised
+then, with nothing written.  It returns a :class:`.compare_design.ComparisonPlan`, whose
+``summary`` records the parameters and the pairing's unit counts for ``compare.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .compare_design import ComparisonPlan
+from .compare_pairing import DEFAULT_KEYS, Lookup, Pairing, build_lookup, read_pairing
+from .compare_tables import RunTables, load_run
+from .errors import PerturbscoreError
+from .names import check_name
+
+log = logging.getLogger("perturbscore")
+
+DESIGNS = ("unpaired", "paired", "matching")
+DUPLICATE_RULES = ("error", "first", "mean", "max")
+FAMILIES = ("all", "design", "table", "rank")
+#: What compare does with variants outside the model's input (needs the run's class column).
+OUT_OF_FIELD_RULES = ("keep", "exclude")
+
+
+def _check_options(
+    designs: Sequence[str],
+    group_a: str,
+    group_b: str,
+    keys: Sequence[str],
+    duplicates: str,
+    family: str,
+    out_of_field: str,
+) -> tuple[list[str], list[str]]:
+    """Check the options that need no input; returns the designs and keys to use."""
+    designs = list(dict.fromkeys(designs))
+    if not designs:
+        raise PerturbscoreError("no design given; use --design unpaired|paired|matching.")
+    for d in designs:
+        if d not in DESIGNS:
+            raise PerturbscoreError(f"unknown design {d}; use {', '.join(DESIGNS)}.")
+    if duplicates not in DUPLICATE_RULES:
+        raise PerturbscoreError(f"--duplicates must be one of {', '.join(DUPLICATE_RULES)}.")
+    if family not in FAMILIES:
+        raise PerturbscoreError(f"--family must be one of {', '.join(FAMILIES)}.")
+    check_name(group_a, "group name", "--a")
+    check_name(group_b, "group name", "--b")
+    if group_a == group_b:
+        raise PerturbscoreError(
+            f"--a and --b are both {group_a}; compare two different groups of the run."
+        )
+    keys = [k for k in keys if k]
+    if not keys:
+        raise PerturbscoreError("--keys is empty; name score-table columns, e.g. GENE,rsID,ALT.")
+    if out_of_field not in OUT_OF_FIELD_RULES:
+        raise PerturbscoreError(
+            f"--out-of-field must be one of {', '.join(OUT_OF_FIELD_RULES)}, not {out_of_field}."
+        )
+    return designs, keys
+
+
+def _check_groups(run: RunTables, group_a: str, group_b: str) -> None:
+    for g, opt in ((group_a, "--a"), (group_b, "--b")):
+        if g not in run.groups():
+            raise PerturbscoreError(
+                f"{opt}: group {g} is not in the run at {run.folder}; it has "
+                f"{', '.join(run.groups())}."
+            )
+
+
+def _selected_tracks(run: RunTables, tracks: Sequence[str] | None) -> pd.DataFrame:
+    """The run's track metadata, restricted to ``tracks`` (in that order) when given."""
+    track_meta = run.tracks
+    if tracks:
+        known = set(track_meta["identifier"])
+        unknown = [t for t in tracks if t not in known]
+        if unknown:
+            raise PerturbscoreError(
+                f"--track: {', '.join(unknown[:5])} not among the run's tracks "
+                f"(see {run.folder / 'manifest.json'})."
+            )
+        track_meta = track_meta.set_index("identifier").loc[list(tracks)].reset_index()
+    return track_meta
+
+
+def _shared_tables(run: RunTables, group_a: str, group_b: str) -> list[tuple[str, str]]:
+    """The (aggregation, statistic) tables both groups have, sorted."""
+    combos = sorted(
+        {(s.aggregation, s.statistic) for s in run.sets if s.group == group_a}
+        & {(s.aggregation, s.statistic) for s in run.sets if s.group == group_b}
+    )
+    if not combos:
+        raise PerturbscoreError(
+            f"nothing to compare: groups {group_a} and {group_b} share no "
+            "(aggregation, statistic) table."
+        )
+    return combos
+
+
+def _exclude_out_of_field(run: RunTables, groups: Sequence[str]) -> dict[str, int]:
+    """Mark the rows of ``outside_input`` variants in every table of ``groups``.
+
+    The class comes from the class column the run wrote (``class_column`` in the run
+    file's ``[output]``, recorded in the manifest); returns rows left out per group.
+    """
+    geo = run.manifest.get("geometry") or {}
+    column = geo.get("class_column")
+    if not column:
+        raise PerturbscoreError(
+            f"--out-of-field exclude needs each variant's class in the tables, but the run at "
+            f"{run.folder} wrote none; rerun 'perturbscore run' with class_column = \"field\" "
+            "in [output] (or with --out-of-field na, whose missing scores drop out of every "
+            "test anyway)."
+        )
+    all_ids = list(run.tracks["identifier"])
+    counts: dict[str, int] = {}
+    for s in run.sets:
+        if s.group not in groups:
+            continue
+        cls = s.read([column], all_ids)[column].astype(str).to_numpy()
+        s.exclude = cls == "outside_input"
+        counts[s.group] = int(s.exclude.sum())
+    return counts
+
+
+def _unit_counts(pair: Pairing) -> dict[str, Any]:
+    """What the pairing tables gave: units read, dropped, usable, matching."""
+    units = pair.units
+    return {
+        "files": len(pair.files),
+        "read": int(len(units) + sum(pair.dropped.values())),
+        "dropped": dict(pair.dropped),
+        "usable": int(len(units)),
+        "matching": int(units["matching"].sum()),
+        "non_matching": int((~units["matching"]).sum()),
+    }
+
+
+def _variant_counts(
+    units: pd.DataFrame, found: dict[str, np.ndarray], group_a: str, group_b: str
+) -> dict[str, int]:
+    """Pairing variants with and without a score row (``found``: ``bool # U`` per side)."""
+    m = units["matching"].to_numpy()
+    return {
+        "matching units without a score row": int((m & ~found["a"] & ~found["b"]).sum()),
+        f"non-matching {group_a} variants without a score row": int((~m & ~found["a"]).sum()),
+        f"non-matching {group_b} variants without a score row": int((~m & ~found["b"]).sum()),
+        "non-matching units with both variants scored": int((~m & found["a"] & found["b"]).sum()),
+    }
+
+
+def _rank_counts(units: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Matching and non-matching units per pairing rank."""
+    m = units["matching"].to_numpy()
+    return {
+        str(r): {
+            "matching": int((m & (units["rank"] == r)).sum()),
+            "non_matching": int((~m & (units["rank"] == r)).sum()),
+        }
+        for r in sorted(units["rank"].unique())
+    }
+
+
+def _table_lookup(
+    run: RunTables,
+    group: str,
+    side: str,
+    agg: str,
+    stat: str,
+    units: pd.DataFrame,
+    keys: Sequence[str],
+    duplicates: str,
+) -> Lookup:
+    """Where the units' ``side`` variants sit in ``group``'s (agg, stat) table."""
+    all_ids = list(run.tracks["identifier"])
+    s = run.get(group, agg, stat)
+    names = s.column_names(all_ids)
+    missing = [k for k in keys if k not in names]
+    if missing:
+        have = [c for c in names if c not in set(all_ids)]
+        raise PerturbscoreError(
+            f"{s.path}: pairing key(s) {', '.join(missing)} are not columns of the "
+            f"score table (it has {', '.join(have)}); choose --keys."
+        )
+    wanted = units[[f"{side}_{k}" for k in keys]].set_axis(list(keys), axis=1)
+    return build_lookup(s.read(keys, all_ids), wanted, duplicates, f"{s.path} (group {group})")
+
+
+def _plan_pairing(
+    run: RunTables,
+    combos: Sequence[tuple[str, str]],
+    group_a: str,
+    group_b: str,
+    pair: Pairing,
+    keys: Sequence[str],
+    duplicates: str,
+) -> tuple[dict[tuple[str, str, str], Lookup], dict[str, Any]]:
+    """Look the pairing variants up in every compared table; returns lookups, unit counts."""
+    units = pair.units
+    unit_counts = _unit_counts(pair)
+    lookups: dict[tuple[str, str, str], Lookup] = {}
+    for agg, stat in combos:
+        found = {}
+        for g, side in ((group_a, "a"), (group_b, "b")):
+            lk = _table_lookup(run, g, side, agg, stat, units, keys, duplicates)
+            lookups[(g, agg, stat)] = lk
+            found[side] = lk.found()
+        if "variants" not in unit_counts:
+            unit_counts["variants"] = _variant_counts(units, found, group_a, group_b)
+            if "rank" in units.columns:
+                unit_counts["per_rank"] = _rank_counts(units)
+    nf = {k: v for k, v in unit_counts["variants"].items() if "without" in k and v}
+    if nf:
+        msg = "pairing variants not found in the score tables: " + "; ".join(
+            f"{k.replace(' without a score row', '')}: {v}" for k, v in nf.items()
+        )
+        log.info("%s", msg)
+    return lookups, unit_counts
+
+
+def _read_pairing_for(
+    designs: Sequence[str],
+    pairing: Sequence[str | Path],
+    a_prefix: str,
+    b_prefix: str,
+    keys: Sequence[str],
+    per_rank: bool,
+) -> Pairing | None:
+    """The pairing the designs need (None for ``unpaired`` alone), checked against them."""
+    needs_pairing = [d for d in designs if d != "unpaired"]
+    if not needs_pairing:
+        if per_rank:
+            raise PerturbscoreError("--per-rank needs the paired or matching design.")
+        return None
+    if not pairing:
+        raise PerturbscoreError(
+            f"design(s) {', '.join(needs_pairing)} need --pairing tables "
+            "(e.g. the fine_mapping/ folder)."
+        )
+    pair = read_pairing(pairing, a_prefix, b_prefix, keys)
+    if per_rank and "rank" not in pair.units.columns:
+        raise PerturbscoreError(
+            "--per-rank needs ranks: the pairing tables have no 'rank' column "
+            "(the fine-mapping shape has them)."
+        )
+    return pair
+
+
+def plan_comparison(
+    run_folder: str | Path,
+    group_a: str,
+    group_b: str,
+    designs: Sequence[str] = ("unpaired",),
+    pairing: Sequence[str | Path] = (),
+    a_prefix: str | None = None,
+    b_prefix: str | None = None,
+    keys: Sequence[str] = DEFAULT_KEYS,
+    duplicates: str = "error",
+    tracks: Sequence[str] | None = None,
+    family: str = "all",
+    per_rank: bool = False,
+    out_of_field: str = "keep",
+) -> ComparisonPlan:
+    """Check every option and input and look the pairing variants up; no test is run.
+
+    Raises :class:`PerturbscoreError` for anything the user can fix, before any work.
+    The parameters are those of :func:`perturbscore.compare.compare_groups`.
+    """
+    designs, keys = _check_options(
+        designs, group_a, group_b, keys, duplicates, family, out_of_field
+    )
+    run = load_run(run_folder)
+    _check_groups(run, group_a, group_b)
+    left_out = _exclude_out_of_field(run, (group_a, group_b)) if out_of_field == "exclude" else {}
+    track_meta = _selected_tracks(run, tracks)
+    combos = _shared_tables(run, group_a, group_b)
+    summary: dict[str, Any] = {
+        "group_a": group_a,
+        "group_b": group_b,
+        "designs": list(designs),
+        "keys": list(keys),
+        "duplicates": duplicates,
+        "family": family,
+        "per_rank": per_rank,
+        "run": str(run.folder),
+        "n_tracks": len(track_meta),
+        "tables": [f"{a}, {s}" for a, s in combos],
+        "out_of_field": out_of_field,
+    }
+    warnings: list[str] = []
+    if left_out:
+        summary["left_out_out_of_field"] = left_out
+        note = "left out of every test, as outside the model's input: " + ", ".join(
+            f"{g} {n:,} variants" for g, n in left_out.items()
+        )
+        warnings.append(note)
+        log.warning("%s", note)
+    pair = _read_pairing_for(
+        designs,
+        pairing,
+        a_prefix or group_a.upper(),
+        b_prefix or group_b.upper(),
+        keys,
+        per_rank,
+    )
+    lookups: dict[tuple[str, str, str], Lookup] = {}
+    if pair is not None:
+        lookups, summary["units"] = _plan_pairing(
+            run, combos, group_a, group_b, pair, keys, duplicates
+        )
+    return ComparisonPlan(
+        run,
+        group_a,
+        group_b,
+        designs,
+        track_meta,
+        combos,
+        pair,
+        lookups,
+        family,
+        per_rank,
+        summary,
+        warnings,
+    )

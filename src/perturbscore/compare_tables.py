@@ -1,0 +1,190 @@
+"""A finished run's score tables as ``perturbscore compare`` reads them.
+
+:func:`load_run` finds a run's tables through its ``manifest.json`` (a table may be a
+file or, from the Dask engine, a folder of Parquet part files) and its selected
+tracks.  A :class:`ScoreSet` is one group's table for one (aggregation, statistic):
+Parquet tables are read a block of track columns at a time, CSV and R tables whole,
+once per table.  Scores come back track-major, ``# T N`` (tracks, variants), because
+every test sorts one track's values.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import PerturbscoreError
+from .tracks import split_description
+
+
+@dataclass
+class ScoreSet:
+    """One group's score table for one (aggregation, statistic)."""
+
+    group: str
+    aggregation: str
+    statistic: str
+    path: Path
+    rows: int | None = None
+    #: ``bool # N``: rows left out of every test (``--out-of-field exclude``), read as NaN.
+    exclude: np.ndarray | None = None
+    _cache: pd.DataFrame | None = None
+    _files: list[Any] | None = None
+
+    @property
+    def columnar(self) -> bool:
+        """Whether columns can be read on their own (Parquet file or dataset folder)."""
+        return self.path.suffix.lower() == ".parquet"
+
+    def _parquet_files(self) -> list[Any]:
+        """Open Parquet files (one, or the Dask engine's part files), footers read once."""
+        if self._files is None:
+            import pyarrow.parquet as pq
+
+            if self.path.is_dir():
+                # The Dask engine's partitioned dataset: part files in name order = row order.
+                parts = sorted(p for p in self.path.glob("*.parquet") if p.is_file())
+            else:
+                parts = [self.path]
+            self._files = [pq.ParquetFile(str(p)) for p in parts]
+        return self._files
+
+    def _read_parquet(self, columns: Sequence[str]) -> Any:
+        import pyarrow as pa
+
+        tables = [f.read(columns=list(columns)) for f in self._parquet_files()]
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+    def read(self, columns: Sequence[str], score_columns: Sequence[str]) -> pd.DataFrame:
+        """These columns of the table (Parquet: only these are read)."""
+        if self.columnar:
+            return self._read_parquet(columns).to_pandas()
+        return self._full(score_columns)[list(columns)]
+
+    def read_scores(self, columns: Sequence[str], score_columns: Sequence[str]) -> np.ndarray:
+        """``(len(columns), rows)`` float64 scores, track-major (``# T N``), NaN if missing.
+
+        Track-major because every test sorts one track's values: each row is then
+        contiguous, and a Parquet column is copied in without a strided write.
+        """
+        if self.columnar:
+            table = self._read_parquet(columns)
+            out = np.empty((len(columns), table.num_rows))
+            for j, c in enumerate(columns):
+                out[j] = table.column(c).to_numpy(zero_copy_only=False)
+        else:
+            out = np.ascontiguousarray(self.read(columns, score_columns).to_numpy(dtype=float).T)
+        if self.exclude is not None:
+            out[:, self.exclude] = np.nan  # missing values drop out of a track's test
+        return out
+
+    def column_names(self, score_columns: Sequence[str]) -> list[str]:
+        """The table's column names (Parquet: from the schema, nothing else read)."""
+        if self.columnar:
+            return list(self._parquet_files()[0].schema_arrow.names)
+        if self.path.suffix.lower() == ".csv":
+            return list(pd.read_csv(self.path, nrows=0).columns)
+        return list(self._full(score_columns).columns)
+
+    def _full(self, score_columns: Sequence[str]) -> pd.DataFrame:
+        if self._cache is None:
+            self._cache = read_score_table(self.path, score_columns)
+        return self._cache
+
+    def release(self) -> None:
+        self._cache = None
+        self._files = None
+
+
+@dataclass
+class RunTables:
+    """The tables and track metadata of a finished run."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    tracks: pd.DataFrame  # identifier, index, description, assay, target, biosample
+    sets: list[ScoreSet] = field(default_factory=list)
+
+    def groups(self) -> list[str]:
+        return sorted({s.group for s in self.sets})
+
+    def get(self, group: str, aggregation: str, statistic: str) -> ScoreSet:
+        for s in self.sets:
+            if (s.group, s.aggregation, s.statistic) == (group, aggregation, statistic):
+                return s
+        raise KeyError((group, aggregation, statistic))
+
+
+def read_score_table(path: Path, score_columns: Sequence[str]) -> pd.DataFrame:
+    """Read a table written by ``perturbscore run`` (Parquet, CSV, RDS or RData).
+
+    ``score_columns`` (the run's track identifiers) are read as float, the rest as text.
+    """
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    if suffix == ".csv":
+        head = pd.read_csv(path, nrows=0).columns
+        scores = set(score_columns)
+        dtypes = {c: ("float64" if c in scores else "str") for c in head}
+        return pd.read_csv(
+            path,
+            dtype=dtypes,
+            keep_default_na=False,
+            na_values={c: ["", "NaN", "nan", "NA"] for c in scores},
+        )
+    if suffix in {".rds", ".rdata"}:
+        import pyreadr
+
+        objs = pyreadr.read_r(str(path))
+        return next(iter(objs.values())).reset_index(drop=True)
+    raise PerturbscoreError(f"{path}: unknown score table format {suffix!r}.")
+
+
+def load_run(folder: str | Path) -> RunTables:
+    """Find a run's tables and selected tracks through its ``manifest.json``.
+
+    Track metadata (``assay``, ``target``, ``biosample``) comes from the manifest's
+    selected-track records when it has them, else from splitting the description.
+    A table may be a file or (Dask engine) a folder of Parquet part files.
+    """
+    folder = Path(folder)
+    mpath = folder / "manifest.json"
+    if not mpath.is_file():
+        raise PerturbscoreError(
+            f"{folder}: no manifest.json; give the --out folder of 'perturbscore run'."
+        )
+    try:
+        manifest = json.loads(mpath.read_text())
+        sel = pd.DataFrame(manifest["tracks"]["selected"])
+        outputs = manifest["outputs"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PerturbscoreError(
+            f"{mpath}: not a manifest written by 'perturbscore run' ({exc}); rerun the run."
+        ) from exc
+    split = [split_description(str(d)) for d in sel["description"]]
+    for i, col in enumerate(("assay", "target", "biosample")):
+        if col not in sel.columns:
+            sel[col] = [s[i] for s in split]
+        else:
+            sel[col] = sel[col].fillna("").astype(str)
+    sel["identifier"] = sel["identifier"].astype(str)
+    run = RunTables(folder, manifest, sel)
+    for o in outputs:
+        path = folder / o["path"]
+        ok = path.is_file() or (
+            path.is_dir() and path.suffix.lower() == ".parquet" and any(path.glob("*.parquet"))
+        )
+        if not ok:
+            raise PerturbscoreError(
+                f"{path}: listed in {mpath} but missing (or a folder without Parquet parts); "
+                "rerun 'perturbscore run' into this folder."
+            )
+        run.sets.append(ScoreSet(o["group"], o["aggregation"], o["statistic"], path, o.get("rows")))
+    return run

@@ -1,0 +1,71 @@
+"""Integrity findings as text for people: one line per finding, then its first rows.
+
+:func:`format_integrity` words a :meth:`.integrity.IntegrityChecker.finish` result;
+rows are named by group, batch, variant table and 1-based line (the header is line 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .geometry import CLASS_LABELS
+from .integrity import FINDINGS
+
+_TITLES = {
+    "identical_in_field": "rows inside the field with REF == ALT (bitwise)",
+    "differing_out_of_field": "rows outside the model's input whose REF and ALT differ",
+    "duplicate_vectors": "rows of distinct variants sharing one score vector",
+    "cross_group_mismatch": "rows scored differently in another group",
+}
+
+
+def format_integrity(result: Mapping[str, Any], limit: int = 5) -> str:
+    """Short human text of a :meth:`.integrity.IntegrityChecker.finish` result."""
+    ident = result["identical_rows"]
+    parts = [f"{ident.get(lab, 0)} {lab}" for lab in CLASS_LABELS]
+    if ident.get("unclassified"):
+        parts.append(f"{ident['unclassified']} unclassified")
+    lines = [
+        f"integrity: {result['rows']} rows checked; REF == ALT in {ident['total']} "
+        f"({', '.join(parts)})"
+    ]
+    for finding in FINDINGS:
+        n = result["findings"].get(finding, 0)
+        if not n:
+            continue
+        extra = ""
+        if finding == "duplicate_vectors":
+            extra = f" in {result.get('duplicate_vector_sets', 0)} sets"
+        lines.append(f"  FLAG {n} {_TITLES[finding]}{extra}")
+        for ex in result.get("examples", {}).get(finding, [])[:limit]:
+            lines.append("    " + _example(finding, ex))
+    if result["clean"]:
+        lines.append("  clean: no misaligned rows or wrong positions found")
+    else:
+        lines.append(
+            "  flagged: rows may be attached to the wrong variants, or positions/windows are "
+            f"wrong (exit code {result['exit_code']})"
+        )
+    return "\n".join(lines)
+
+
+def _example(finding: str, ex: Mapping[str, Any]) -> str:
+    if finding == "duplicate_vectors":
+        rows = "; ".join(_at(r) for r in ex["first"])
+        return f"{ex['rows']} rows: {rows}"
+    text = _at(ex)
+    if finding == "cross_group_mismatch":
+        text += (
+            f" vs group {ex['first_group']}: column {ex['column']} differs by "
+            f"{ex['difference']:.3g}"
+        )
+    elif "class" in ex:
+        text += f" [{ex['class']}]"
+    return text
+
+
+def _at(ex: Mapping[str, Any]) -> str:
+    table = str(ex.get("table", "")).replace("\\", "/").rsplit("/", 1)[-1]
+    where = f"{ex['group']}/{ex['batch']} {table} line {ex['line']}"
+    return f"{ex['id']} ({where})" if ex.get("id") else where
