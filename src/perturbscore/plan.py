@@ -107,7 +107,7 @@ class Prepared:
     reader_threads: int
     group_rows: int  # Parquet rows per row group
     warnings: list[str] = field(default_factory=list)
-    classes: dict[str, Any] | None = None  # geometry.ClassCounter.describe(), with geometry
+    classes: dict[str, Any] | None = None  # geometry_tables.ClassCounter.describe(), with geometry
 
     @property
     def track_names(self) -> list[str]:

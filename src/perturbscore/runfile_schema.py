@@ -228,7 +228,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "tracks": Key("a table [tracks]", lambda v: v, "[tracks]", default={}),
         "scores": Key("a table [scores]", lambda v: v, "[scores]", default={}),
         "output": Key("a table [output]", lambda v: v, "[output]", default={}),
-        # Read by geometry.parse_geometry_config (receptive-field classes).
+        # Read by geometry_tables.parse_geometry_config (receptive-field classes).
         "geometry": Key(
             'a table [geometry] with model = "enformer" or "borzoi" (or a custom geometry)',
             lambda v: v,
