@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -227,19 +228,12 @@ def _open_batches(
     counter = ClassCounter()
     placed: dict[Path, Placement] = {}
     first_bins: list[tuple[int, str]] = []  # (bins, REF path) of the first batch
-    tables: dict[Path, pd.DataFrame] = {}
+    tables = _read_tables(config)
     for group in config.groups:
         for number, batch in enumerate(group.batches, start=1):
             facts, shape, itemsize, n_pred = _check_pair(
                 config, group.name, number, batch, n_tracks, warnings, first_bins
             )
-            wanted = None if isinstance(config.id_columns, str) else list(config.id_columns)
-            if wanted is not None and geo is not None:
-                # Every column: a missing position column is then reported by the
-                # geometry, naming [variants], not as a missing ID column.
-                wanted = None
-            if batch.variants not in tables:
-                tables[batch.variants] = read_variants(batch.variants, wanted)
             ids = tables[batch.variants]
             if len(ids) != n_pred:
                 raise PerturbscoreError(
@@ -290,6 +284,22 @@ def _open_batches(
     if config.class_column:
         id_cols = [*id_cols, config.class_column]
     return batches, id_cols, warnings, counter
+
+
+def _read_tables(config: RunConfig) -> dict[Path, pd.DataFrame]:
+    """Every distinct variant table of the run, read side by side.
+
+    pandas' C parser releases the GIL, so the tables are parsed in parallel threads;
+    a failure is raised for the first table in run-file order, as a sequential read
+    would.  Only the ID columns and the position columns are read (a missing position
+    column is reported by the geometry, naming ``[variants]``).
+    """
+    wanted = None if isinstance(config.id_columns, str) else list(config.id_columns)
+    optional = config.geometry.position.columns if config.geometry is not None else ()
+    paths = list(dict.fromkeys(b.variants for g in config.groups for b in g.batches))
+    with ThreadPoolExecutor(max_workers=max(1, min(len(paths), os.cpu_count() or 1))) as pool:
+        futures = [pool.submit(read_variants, p, wanted, optional) for p in paths]
+        return {p: f.result() for p, f in zip(paths, futures, strict=True)}
 
 
 def _out_of_field_note(classes: dict[str, Any], policy: str) -> list[str]:

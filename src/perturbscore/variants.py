@@ -20,12 +20,15 @@ from .messages import listing, quote
 DEFAULT_ID_COLUMNS = ("GENE", "rsID", "REF", "ALT")
 
 
-def read_variants(path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+def read_variants(
+    path: str | Path, columns: Sequence[str] | None = None, optional: Sequence[str] = ()
+) -> pd.DataFrame:
     """Read a variant table (``.csv``, ``.tsv``/``.txt``, ``.parquet``) with every column as text.
 
     Missing values are kept as they are written (``NA`` stays the text ``NA``), so that
     nothing is reinterpreted between input and output.  ``columns`` reads only those
-    (all must exist; row counting is unaffected).
+    (all must exist; row counting is unaffected), and the ``optional`` columns where
+    the table has them (their absence is for the caller to report).
     """
     p = Path(path)
     if not p.is_file():
@@ -33,7 +36,7 @@ def read_variants(path: str | Path, columns: Sequence[str] | None = None) -> pd.
     suffix = p.suffix.lower()
     try:
         if suffix == ".parquet":
-            df = pd.read_parquet(p, columns=_present(p, columns, pq_columns(p)))
+            df = pd.read_parquet(p, columns=_present(p, columns, pq_columns(p), optional))
             df = df.astype(object).where(df.notna(), "").astype(str)
         elif suffix in {".csv", ".tsv", ".txt"}:
             sep = "," if suffix == ".csv" else "\t"
@@ -45,7 +48,7 @@ def read_variants(path: str | Path, columns: Sequence[str] | None = None) -> pd.
                 dtype=str,
                 keep_default_na=False,
                 na_filter=False,
-                usecols=_present(p, columns, list(header)),
+                usecols=_present(p, columns, list(header), optional),
             )
         else:
             raise PerturbscoreError(
@@ -100,9 +103,12 @@ def pq_columns(path: Path) -> list[str]:
     return list(pq.read_schema(path).names)
 
 
-def _present(path: Path, wanted: Sequence[str] | None, have: list[str]) -> list[str] | None:
+def _present(
+    path: Path, wanted: Sequence[str] | None, have: list[str], optional: Sequence[str] = ()
+) -> list[str] | None:
     if wanted is None:
         return None
+    wanted = [*wanted, *(c for c in optional if c in have)]
     missing = [c for c in wanted if c not in have]
     if missing:
         raise PerturbscoreError(
