@@ -409,3 +409,32 @@ def test_archive_made_by_the_zip_tool(
     r = run_cli("run", archive_run_file(demo, name), "--out", out, "--threads", "3")
     assert r.returncode == 0, r.stderr
     assert tables(out) == unpacked
+
+
+def test_plain_npy_named_as_a_zip(demo: Path, tmp_path: Path) -> None:
+    """format = "zip" on plain .npy files says what they are, not "truncated download"."""
+    text = (demo / RUN_FILE).read_text().replace('variants = "', 'format = "zip", variants = "')
+    run_file = demo / "plain-as-zip.toml"
+    run_file.write_text(text)
+    message = _fails(run_file, tmp_path / "out", "plain .npy array", 'format = \\"npy\\"')
+    assert "truncated" not in message
+
+
+def test_not_a_zip_at_all(demo: Path, tmp_path: Path) -> None:
+    (demo / "notes.zip").write_text("these are not predictions\n")
+    message = _fails(
+        archive_run_file(demo, "notes.zip"), tmp_path / "out", "not a zip archive", "signature"
+    )
+    assert "truncated" not in message
+
+
+def test_damaged_member_header(demo: Path, tmp_path: Path) -> None:
+    """A deflated member whose .npy header is garbage: one sentence, no raw bytes."""
+    archive = demo / "damaged.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for f in _npy_files(demo):
+            data = bytearray(f.read_bytes())
+            data[12:24] = b"\x00\xff{'shape'::"  # inside the header's dict literal
+            zf.writestr(f.name, bytes(data))
+    message = _fails(archive_run_file(demo, "damaged.zip"), tmp_path / "out", "header", "damaged")
+    assert "\\x" not in message and "b'" not in message

@@ -569,12 +569,22 @@ def test_bad_output_paths_exit_2(demo_run: Path, tmp_path: Path, cli) -> None:
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
     r = cli("report", out, "--out", other)
     assert r.returncode == 2 and "is a folder" in r.stderr
-    # --overwrite replaces what the earlier comparison wrote, and only that.
+    # --overwrite replaces what the earlier comparison wrote, and only that: its
+    # report.html (which would describe tests that are gone) goes, with a warning; a
+    # page of the user's own under that name stays.
     (out / "mine.txt").write_text("mine\n")
-    r = cli("-q", "compare", demo_run / "results", "--a", "stab", "--b", "top",
+    assert cli("-q", "report", out).returncode == 0
+    r = cli("compare", demo_run / "results", "--a", "stab", "--b", "top",
             "--track", "SYNTH0000", "--out", out, "--overwrite")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert (out / "mine.txt").read_text() == "mine\n"
+    assert not (out / "report.html").exists()
+    assert "report.html described the earlier comparison" in r.stderr
+    (out / "report.html").write_text("<html>my notes</html>\n")
+    r = cli("-q", "compare", demo_run / "results", "--a", "stab", "--b", "top",
+            "--track", "SYNTH0000", "--out", out, "--overwrite")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (out / "report.html").read_text() == "<html>my notes</html>\n"
     assert {p.name.split("_")[2] for p in (out / "figures").glob("ecdf_*")} == {"SYNTH0000"}
 
 

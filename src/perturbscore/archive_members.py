@@ -140,10 +140,22 @@ def _read_directory(p: Path, label: str, size: int) -> tuple[list[zipfile.ZipInf
             # Where the central directory starts: member data must end before it.
             start_dir = int(getattr(zf, "start_dir", size))
     except (zipfile.BadZipFile, EOFError, ValueError, struct.error) as exc:
+        with p.open("rb") as fh:
+            head = fh.read(6)
+        if head == b"\x93NUMPY":
+            raise PerturbscoreError(
+                f"{label}: this is a plain .npy array, not a zip or npz archive; drop the "
+                "batch's format setting (or set format = \"npy\")."
+            ) from exc
+        if not head.startswith(b"PK"):
+            raise PerturbscoreError(
+                f"{label}: not a zip archive ({size} bytes that do not start with a zip "
+                "signature); check the path, or the batch's format setting."
+            ) from exc
         raise PerturbscoreError(
-            f"{label}: {p} ({size} bytes) is not a complete zip archive ({exc}): its table "
-            "of contents, the central directory at the end of the file, is missing or "
-            "damaged, as after a truncated download. Download the archive again."
+            f"{label}: not a complete zip archive ({size} bytes): its table of contents, "
+            "the central directory at the end of the file, is missing or damaged, as after "
+            "a truncated download. Download the archive again."
         ) from exc
     return every, start_dir
 

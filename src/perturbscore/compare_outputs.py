@@ -24,6 +24,7 @@ import pandas as pd
 from .compare_tests import DEFAULT_MEMORY, CompareResult, rank_of
 from .errors import PerturbscoreError
 from .outputs import write_text_atomic
+from .report import REPORT_MARK
 
 log = logging.getLogger("perturbscore")
 
@@ -154,6 +155,17 @@ def _move_into_place(tmp: Path, out: Path) -> None:
             p = out / rel
             if p.is_file():
                 p.unlink()
+        # The earlier comparison's default report (``perturbscore report`` marks its
+        # pages) would now describe tests that are gone.
+        page = out / "report.html"
+        if page.is_file() and REPORT_MARK in page.read_bytes()[:512]:
+            page.unlink()
+            log.warning(
+                "%s described the earlier comparison and was removed; run 'perturbscore "
+                "report %s' for this one.",
+                page,
+                out,
+            )
     (out / "figures").mkdir(exist_ok=True)
     for p in sorted(tmp.rglob("*")):
         if p.is_file() and p.name != "compare.json":

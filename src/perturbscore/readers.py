@@ -208,6 +208,12 @@ def parse_npy_header(fp: IO[bytes], where: str) -> tuple[tuple[int, ...], np.dty
     """Read the ``.npy`` magic and header from ``fp``; return shape, dtype, fortran_order."""
     try:
         version = np.lib.format.read_magic(fp)
+    except (ValueError, OSError, EOFError) as exc:
+        raise PerturbscoreError(
+            f"{where}: not a .npy array (it does not start with the .npy magic bytes). Save "
+            "predictions with numpy.save()."
+        ) from exc
+    try:
         if version == (1, 0):
             shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
         elif version == (2, 0):
@@ -216,9 +222,11 @@ def parse_npy_header(fp: IO[bytes], where: str) -> tuple[tuple[int, ...], np.dty
             # Version 3.0 differs only in allowing a UTF-8 header; numpy exposes no
             # public reader for it.
             shape, fortran, dtype = np.lib.format._read_array_header(fp, version)  # type: ignore[attr-defined]
-    except (ValueError, OSError, SyntaxError, EOFError) as exc:
+    except Exception as exc:  # noqa: BLE001 - numpy's header parser raises many kinds
+        # numpy's messages quote the raw header bytes: no use to a person.
         raise PerturbscoreError(
-            f"{where}: not a valid .npy array ({exc}). Save predictions with numpy.save()."
+            f"{where}: the .npy header (shape and dtype) is damaged and cannot be read; the "
+            "file is corrupt or was cut short. Save or download it again."
         ) from exc
     return tuple(shape), np.dtype(dtype), bool(fortran)
 

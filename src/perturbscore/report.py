@@ -21,6 +21,11 @@ from .compare_tests import rank_of
 from .errors import PerturbscoreError
 from .outputs import write_text_atomic
 
+#: Marks the pages this module writes, so that ``compare --overwrite`` knows a
+#: ``report.html`` it may replace from one a user put there.
+GENERATOR = "perturbscore report"
+REPORT_MARK = f'<meta name="generator" content="{GENERATOR}">'.encode()
+
 TOP_TRACKS = 15
 P_FLOOR = 1e-300
 
@@ -247,7 +252,7 @@ def _page(
     ]
     n_sig = summary["n_significant_two_sided_0.05"]
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="en"><head><meta charset="utf-8"><meta name="generator" content="{GENERATOR}">
 <title>perturbscore report: {html.escape(b)} vs {html.escape(a)}</title>
 <style>
 {_STYLE}
