@@ -36,6 +36,7 @@ from .genome import Genome, one_hot
 from .geometry import Geometry
 from .names import check_name
 from .outputs import Commit, folder_lock, recover, sweep, temp_path
+from .predict_jobs import Job, build_jobs, job_sequence
 from .predict_model import Predictor, load_enformer, predict_batch, recentre
 from .predict_output import (
     OUTPUTS,
@@ -59,6 +60,7 @@ from .predict_store import (
 from .tracks import TrackSelection, read_targets, select_tracks
 from .windows import Plan, Variants, check_against_genome, load_variants, plan_windows
 
+# Job, build_jobs and job_sequence live in predict_jobs and are re-exported here
 __all__ = ["OUTPUTS", "STATE_DIR", "ZARR_OUTPUTS", "Job", "PredictOptions", "PredictResult",
            "build_jobs", "job_sequence", "run_predict"]
 
@@ -109,66 +111,6 @@ class PredictResult:
     outputs: list[Path]
     manifest: Path
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Job:
-    """One forward pass: the window's REF (``variant`` None) or one variant's ALT.
-
-    ``ref_rows``/``alt_rows``: the output rows its prediction is written to.
-    """
-
-    window: int
-    variant: int | None
-    ref_rows: tuple[int, ...]
-    alt_rows: tuple[int, ...]
-
-
-def build_jobs(plan: Plan, ref_cache: bool, skip_out_of_field: bool) -> list[Job]:
-    """The forward passes, in a fixed order (so a resumed run makes the same batches)."""
-    jobs: list[Job] = []
-    inf = plan.in_field
-    if ref_cache:
-        order = np.argsort(plan.window, kind="stable")
-        cuts = np.flatnonzero(np.diff(plan.window[order])) + 1
-        for rows in np.split(order, cuts):
-            w = int(plan.window[rows[0]])
-            rows_l = rows.tolist()
-            run = [i for i in rows_l if inf[i] or not skip_out_of_field]
-            skipped = tuple(i for i in rows_l if not (inf[i] or not skip_out_of_field))
-            jobs.append(Job(w, None, tuple(rows_l), skipped))
-            jobs += [Job(w, i, (), (i,)) for i in run]
-    else:
-        for i in range(plan.n_variants):
-            skip = skip_out_of_field and not inf[i]
-            jobs.append(Job(int(plan.window[i]), None, (i,), (i,) if skip else ()))
-            if not skip:
-                jobs.append(Job(int(plan.window[i]), i, (), (i,)))
-    return jobs
-
-
-def job_sequence(genome: Genome, plan: Plan, v: Variants, job: Job,
-                 cache: dict[int, bytes]) -> bytes:
-    """Bases fed to the model for ``job``: the part of the window the model reads
-    (``geometry.input`` bases from offset ``geometry.input_start``), with the ALT allele
-    for ALT jobs."""
-    g = plan.geometry
-    if job.window not in cache:
-        cache.clear()  # jobs come grouped by window: one window in memory at a time
-        chrom, start = plan.windows[job.window]
-        first = start + g.input_start
-        cache[job.window] = genome.fetch(chrom, first, first + g.input)[0]
-    seq = cache[job.window]
-    if job.variant is None:
-        return seq
-    i, length = job.variant, g.input
-    off, alt = int(plan.offset[i]) - g.input_start, v.alt[i].encode("ascii")
-    lo, hi = max(off, 0), min(off + len(alt), length)  # only the bases inside the window
-    if hi <= lo:
-        return seq
-    out = bytearray(seq)
-    out[lo:hi] = alt[lo - off: hi - off]
-    return bytes(out)
 
 
 def _file_id(path: Path) -> dict[str, Any]:
