@@ -271,6 +271,15 @@ def test_predict_section_errors_exit_2_naming_file_and_key(world: dict, tmp_path
     assert sorted(p.name for p in path.parent.iterdir()) == ["run.toml"]  # nothing written
 
 
+def test_a_bad_track_query_names_the_file_and_key(world: dict, tmp_path: Path) -> None:
+    from perturbscore.predict_config import read_predict_section
+
+    path = _run_file(world, tmp_path / "cfg")
+    path.write_text(path.read_text().replace('"biosample=GM12878"', '"biosample"'))
+    with pytest.raises(PerturbscoreError, match=r"run.toml \[predict\] where: track query"):
+        read_predict_section(path)
+
+
 def test_run_file_without_predict_section_or_keys(world: dict, tmp_path: Path) -> None:
     path = tmp_path / "run.toml"
     path.write_text('targets = "t.txt"\n')

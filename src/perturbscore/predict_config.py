@@ -37,7 +37,7 @@ from .messages import describe_value, listing
 from .predict import PredictOptions
 from .predict_output import FORMATS
 from .runfile_schema import Key, Reject
-from .tracks import selection_from_options
+from .tracks import parse_where, selection_from_options
 
 PRECISIONS = ("float32", "float16", "bfloat16")
 DTYPES = ("float32", "float16")
@@ -183,6 +183,11 @@ def read_predict_section(path: Path) -> dict[str, Any]:
                 f"{where} {name}: expected {key.rule()}, got {describe_value(value)}; "
                 f"write {name} = {exc.guess or key.example}."
             ) from None
+    if "where" in out:  # the queries' own rules, with the file and key in the message
+        try:
+            parse_where(out["where"])
+        except PerturbscoreError as exc:
+            raise PerturbscoreError(f"{where} where: {exc}") from None
     if "targets" not in out and isinstance(data.get("targets"), str):
         out["targets"] = data["targets"]  # the run file's own track table
     base = path.parent
@@ -209,12 +214,8 @@ def predict_options(values: Mapping[str, Any], source: Path | None = None,
             f"perturbscore predict needs {' and '.join(need)}{where} (or --plan-only to count "
             "forward passes)."
         )
-    try:
-        selection = selection_from_options(values.get("shortlist"), values.get("identifiers"),
-                                           values.get("indices"), values.get("where"))
-    except PerturbscoreError as exc:
-        raise PerturbscoreError(f"{source} [predict] where: {exc}" if source else str(exc)
-                                ) from None
+    selection = selection_from_options(values.get("shortlist"), values.get("identifiers"),
+                                       values.get("indices"), values.get("where"))
     names = {f.name for f in fields(PredictOptions)}
     kw = {k: v for k, v in values.items() if k in names}
     renamed = {"center_bin": "centre_bin"}
