@@ -21,20 +21,6 @@ from .errors import PerturbscoreError
 @cli.command("predict")
 @click.argument("variants", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["npy", "zarr"]),
-    default="npy",
-    show_default=True,
-    help="Arrays as ref.npy + alt.npy, or one Zarr store predictions.zarr (needs zarr).",
-)
-@click.option(
-    "--zarr-chunk-rows",
-    type=int,
-    default=None,
-    help="Variants per Zarr chunk (default: about 8 MiB a chunk).",
-)
-@click.option(
     "--genome",
     type=click.Path(path_type=Path),
     default=None,
@@ -107,6 +93,20 @@ from .errors import PerturbscoreError
     default="float32",
     show_default=True,
     help="Stored prediction dtype.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["npy", "zarr"]),
+    default="npy",
+    show_default=True,
+    help="Arrays as ref.npy + alt.npy, or one Zarr store predictions.zarr (needs zarr).",
+)
+@click.option(
+    "--zarr-chunk-rows",
+    type=int,
+    default=None,
+    help="Variants per Zarr chunk (default: about 8 MiB a chunk).",
 )
 @click.option(
     "--reverse-complement",
