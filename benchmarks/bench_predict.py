@@ -11,7 +11,9 @@ wrote the same arrays (within float tolerance: batches differ in composition), a
 the study's variant tables are beside the clone (``../shared/stablefm``), the forward
 passes its 55,084 rows need with and without the cache, counted by the tool, with a
 projection for the full Enformer on one GPU (FLOPs counted on PyTorch's meta device; the
-sustained GPU throughput is an assumption, printed with the result).
+sustained GPU throughput is an assumption, printed with the result).  Last, the cost of
+``--format zarr``: building the Zarr store from the finished partial files (the ``.npy``
+layout only renames them), timed on study-shaped rows (3 bins x 5,313 tracks, float16).
 """
 
 from __future__ import annotations
@@ -85,12 +87,38 @@ def enformer_flops() -> float | None:
         return None
 
 
+def bench_zarr(folder: Path, rows: int, tracks: int = 5313, bins: int = 3) -> None:
+    """Time :func:`perturbscore.predict_output.write_zarr` on ``(rows, bins, tracks)`` arrays."""
+    from perturbscore.predict_output import chunk_rows, write_zarr
+
+    rng = np.random.default_rng(1)
+    shape = (rows, bins, tracks)
+    parts = {}
+    for name in ("ref", "alt"):
+        # smooth positive profiles like coverage predictions, not white noise
+        base = np.exp(rng.normal(0, 1, (1, 1, tracks)))
+        data = (base * np.exp(rng.normal(0, 0.05, shape))).astype(np.float16)
+        parts[name] = folder / f"{name}.npy"
+        np.save(parts[name], data)
+        del data
+    raw = sum(p.stat().st_size for p in parts.values())
+    t0 = time.perf_counter()
+    write_zarr(parts, folder / "p.zarr", shape, "float16", None, {})
+    wall = time.perf_counter() - t0
+    stored = sum(f.stat().st_size for f in (folder / "p.zarr").rglob("*") if f.is_file())
+    print(f"\n--format zarr: {rows} rows x {bins} bins x {tracks} tracks (float16, chunks of "
+          f"{chunk_rows(shape, 'float16', None)} rows): {raw / 1e6:.0f} MB of partials -> "
+          f"{stored / 1e6:.0f} MB store in {wall:.2f} s ({raw / 1e6 / wall:.0f} MB/s)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--windows", type=int, default=12)
     ap.add_argument("--per-window", type=int, default=4)
     ap.add_argument("--input-length", type=int, default=4096)
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--zarr-rows", type=int, default=2000,
+                    help="rows of the --format zarr timing (0 skips it)")
     ap.add_argument("--gpu-tflops", type=float, default=50.0,
                     help="assumed sustained TF32/BF16 throughput of one GPU for the projection")
     args = ap.parse_args()
@@ -125,6 +153,8 @@ def main() -> None:
             a, b = np.load(d / "cached" / arr), np.load(d / "naive" / arr)
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
         print("cached and naive arrays agree (rtol 1e-4)")
+        if args.zarr_rows:
+            bench_zarr(d, args.zarr_rows)
 
     tables = sorted(STUDY.glob("*_variants.csv"))
     if tables:

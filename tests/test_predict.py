@@ -677,9 +677,9 @@ def test_study_windows_are_reproduced_from_their_tss(shared: Path) -> None:
 
 def test_the_run_file_geometry_is_the_models() -> None:
     from perturbscore.geometry_tables import parse_geometry_section
-    from perturbscore.predict import _geometry_toml
+    from perturbscore.predict_output import geometry_toml
 
     for geo in (ENFORMER, ENFORMER.with_centre_bin(447), TINY):
-        got = parse_geometry_section(tomllib.loads(_geometry_toml(geo))["geometry"])
+        got = parse_geometry_section(tomllib.loads(geometry_toml(geo))["geometry"])
         keys = ("name", "window", "input", "bins", "bin_size", "centre_bin")
         assert [getattr(got, k) for k in keys] == [getattr(geo, k) for k in keys]

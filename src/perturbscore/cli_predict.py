@@ -2,6 +2,8 @@
 
 It registers on :data:`perturbscore.cli.cli`; :mod:`perturbscore.cli` imports this
 module after the group exists.  Torch and the model are imported inside the command.
+``perturbscore predict RUN_FILE`` reads the options from the run file's ``[predict]``
+table (:mod:`perturbscore.predict_config`); options given on the command line win.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from .cli import cli, log, user_errors, verbosity
 from .errors import PerturbscoreError
@@ -92,6 +95,20 @@ from .errors import PerturbscoreError
     help="Stored prediction dtype.",
 )
 @click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["npy", "zarr"]),
+    default="npy",
+    show_default=True,
+    help="Arrays as ref.npy + alt.npy, or one Zarr store predictions.zarr (needs zarr).",
+)
+@click.option(
+    "--zarr-chunk-rows",
+    type=int,
+    default=None,
+    help="Variants per Zarr chunk (default: about 8 MiB a chunk).",
+)
+@click.option(
     "--reverse-complement",
     is_flag=True,
     help="Average with the reverse complement's prediction (bins flipped back).",
@@ -126,69 +143,26 @@ from .errors import PerturbscoreError
 @click.pass_context
 @user_errors
 def predict_cmd(ctx: click.Context, variants: tuple[Path, ...], plan_only: bool, **kw: Any) -> None:
-    """Predict REF/ALT with Enformer for VARIANTS (table or VCF) and write a run file."""
-    from .tracks import selection_from_options
+    """Predict REF/ALT with Enformer for VARIANTS (table, VCF or BCF) and write a run file.
 
-    columns = {
-        k: kw[k]
-        for k in ("centre_column", "chrom_column", "pos_column", "ref_column", "alt_column")
-    }
+    VARIANTS may instead be one run file (.toml) whose [predict] table holds the options
+    (keys named as the options, with _ for -); options given here override it.
+    """
+    source = variants[0] if len(variants) == 1 and variants[0].suffix == ".toml" else None
+    values = _values(ctx, kw, only_given=source is not None)
+    if source is not None:
+        from .predict_config import read_predict_section
+
+        values = {**read_predict_section(source), **values}
+    elif len(variants) == 1:
+        values["variants"] = variants[0]
     if plan_only:
-        from .predict_model import plan_geometry
-        from .windows import plan_tables
-
-        geometry = plan_geometry(kw["model"], kw["input_length"], kw["center_bin"])
-        plan = plan_tables(variants, geometry, **columns)
-        keys = list(plan["all"])
-        click.echo("\t".join(["table", *keys]))
-        for name, counts in plan.items():
-            click.echo("\t".join([name, *(str(counts[k]) for k in keys)]))
+        _plan(list(variants) if source is None else [values.get("variants")], values)
         return
-    from .predict import PredictOptions, run_predict
+    from .predict import run_predict
+    from .predict_config import predict_options
 
-    missing = [
-        f"--{k.replace('_dir', '')}"
-        for k in ("genome", "model", "targets", "out_dir")
-        if kw[k] is None
-    ]
-    if missing or len(variants) != 1:
-        raise PerturbscoreError(
-            "perturbscore predict needs one variant file and "
-            + ", ".join(missing or ["--genome", "--model", "--targets", "--out"])
-            + " (or --plan-only to count forward passes)."
-        )
-    bins = None if kw["bins"] == "all" else int(kw["bins"]) if kw["bins"].isdigit() else -1
-    if bins == -1:
-        raise PerturbscoreError(f"--bins {kw['bins']!r}: give an odd number or 'all'.")
-    result = run_predict(
-        PredictOptions(
-            variants=variants[0],
-            genome=kw["genome"],
-            model=kw["model"],
-            targets=kw["targets"],
-            out=kw["out_dir"],
-            selection=selection_from_options(
-                kw["shortlist"], kw["identifiers"], kw["indices"], kw["where"]
-            ),
-            head=kw["head"],
-            bins=bins,
-            centre_bin=kw["center_bin"],
-            input_length=kw["input_length"],
-            **columns,
-            device=kw["device"],
-            batch_size=kw["batch_size"],
-            precision=kw["precision"],
-            dtype=kw["dtype"],
-            reverse_complement=kw["reverse_complement"],
-            ref_cache=not kw["no_ref_cache"],
-            skip_out_of_field=not kw["no_skip_out_of_field"],
-            skip_ref_mismatch=kw["skip_ref_mismatch"],
-            resume=kw["resume"],
-            overwrite=kw["overwrite"],
-            group=kw["group"],
-            progress=not ctx.obj["quiet"],
-        )
-    )
+    result = run_predict(predict_options(values, source, progress=not ctx.obj["quiet"]))
     for path in [*result.outputs, result.manifest]:
         click.echo(str(path))
     log.info(
@@ -197,3 +171,47 @@ def predict_cmd(ctx: click.Context, variants: tuple[Path, ...], plan_only: bool,
         result.summary["forward_passes"],
         result.summary["forward_passes_naive"],
     )
+
+
+#: Command-line parameters whose [predict] key has another name or sense.
+_RENAMED = {"out_dir": "out", "fmt": "format"}
+_NEGATED = {"no_ref_cache": "ref_cache", "no_skip_out_of_field": "skip_out_of_field"}
+
+
+def _values(ctx: click.Context, kw: dict[str, Any], only_given: bool) -> dict[str, Any]:
+    """The options as [predict] keys: all set ones, or only those typed on the command line."""
+    out: dict[str, Any] = {}
+    for name, value in kw.items():
+        typed = ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+        if (only_given and not typed) or value is None or value == ():
+            continue
+        if name in _NEGATED:
+            out[_NEGATED[name]] = not value
+        elif name == "bins":
+            if value != "all" and not value.isdigit():
+                raise PerturbscoreError(f"--bins {value!r}: give an odd number or 'all'.")
+            out["bins"] = None if value == "all" else int(value)
+        else:
+            out[_RENAMED.get(name, name)] = value
+    return out
+
+
+def _plan(variants: list[Any], values: dict[str, Any]) -> None:
+    """``--plan-only``: windows and forward passes per table, on stdout."""
+    from .predict_model import plan_geometry
+    from .windows import plan_tables
+
+    if not variants or variants[0] is None:
+        raise PerturbscoreError("--plan-only needs the variant tables (or variants in "
+                                "[predict] of the run file).")
+    columns = {
+        k: values.get(k)
+        for k in ("centre_column", "chrom_column", "pos_column", "ref_column", "alt_column")
+    }
+    geometry = plan_geometry(values.get("model"), values.get("input_length"),
+                             values.get("center_bin"))
+    plan = plan_tables(variants, geometry, **columns)
+    keys = list(plan["all"])
+    click.echo("\t".join(["table", *keys]))
+    for name, counts in plan.items():
+        click.echo("\t".join([name, *(str(counts[k]) for k in keys)]))

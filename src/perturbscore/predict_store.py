@@ -6,20 +6,26 @@ batch whatever the number of variants and rows may be written in any order.  Aft
 batch the data are fsynced *before* the batch's line (its index and a CRC-32 of the bytes
 it wrote) is appended to the log and fsynced; a resumed run re-reads and checks every
 logged batch, then continues after the last one.  A line cut short by a crash is ignored.
+The helpers at the end open, verify and clean up that state for :mod:`perturbscore.predict`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import shutil
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import PerturbscoreError
+from .errors import Interrupted, PerturbscoreError
+
+log = logging.getLogger("perturbscore")
 
 
 class NpyRows:
@@ -157,3 +163,81 @@ def batch_crc(chunks: Sequence[bytes]) -> int:
     for c in chunks:
         crc = zlib.crc32(c, crc)
     return crc
+
+
+# --- the run's state around a failure ----------------------------------------------------
+def open_state(state: ResumeLog, fingerprint: dict[str, Any], resumable: bool,
+               n_batches: int) -> list[int]:
+    """The CRCs of the batches a resumed run already logged (empty for a fresh run)."""
+    if not resumable:
+        if state.folder.exists():
+            shutil.rmtree(state.folder)  # our own state from an earlier run
+        state.start(fingerprint)
+        return []
+    state.check(fingerprint)
+    done = state.done()
+    if len(done) > n_batches:
+        raise PerturbscoreError(f"{state.log}: more batches logged than the run has; "
+                                "run again without --resume.")
+    state.truncate(len(done))
+    return done
+
+
+class RowJob(Protocol):
+    """The rows one forward pass wrote (:class:`perturbscore.predict.Job`)."""
+
+    ref_rows: tuple[int, ...]
+    alt_rows: tuple[int, ...]
+
+
+def verify(done: list[int], batches: Sequence[Sequence[RowJob]], ref: NpyRows, alt: NpyRows,
+           state: ResumeLog) -> None:
+    """Re-read every logged batch and check its CRC before trusting it."""
+    for k, crc in enumerate(done):
+        chunks = [a.read(r) for job in batches[k]
+                  for a, rows in ((ref, job.ref_rows), (alt, job.alt_rows)) for r in rows]
+        if batch_crc(chunks) != crc:
+            raise PerturbscoreError(
+                f"{state.folder}: batch {k} of the interrupted run does not match its log "
+                "(the partial files were changed); run again without --resume."
+            )
+    if done:
+        log.info("resuming after %d of %d batches (verified)", len(done), len(batches))
+
+
+def cleanup(arrays: list[NpyRows], tmp: dict[str, Path], state: ResumeLog, keep_state: bool,
+            created: Path | None) -> None:
+    """After a failure: our temporary files and folders go; the state stays if asked.
+
+    ``keep_state``: with ``--resume``, or when another process holds the folder (then
+    its state is not ours to remove).  ``created``: the output folder this run created,
+    removed again when nothing is left in it (only when the state goes too).
+    """
+    for a in arrays:
+        with contextlib.suppress(OSError):
+            a.close()
+    for t in tmp.values():
+        if t.is_dir() and not t.is_symlink():  # a Zarr store being built
+            shutil.rmtree(t, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                t.unlink()
+    if not keep_state:  # nothing to resume from: leave no trace
+        shutil.rmtree(state.folder, ignore_errors=True)
+        if created is not None and created.is_dir() and not any(created.iterdir()):
+            created.rmdir()
+
+
+def interrupted(exc: BaseException, state: ResumeLog, resume: bool, total: int) -> Interrupted:
+    """What to tell a user whose run a signal stopped (as ``perturbscore run`` does)."""
+    name = getattr(exc, "signal_name", "SIGINT")
+    code = getattr(exc, "exit_code", 130)
+    if resume and state.log.is_file():
+        with contextlib.suppress(PerturbscoreError, OSError):
+            done = len(state.done())
+            return Interrupted(name, code, (
+                f"interrupted by {name}: {done} of {total} batches are recorded in "
+                f"{state.folder}; run the same command again (with --resume) to continue."))
+    return Interrupted(name, code, (
+        f"interrupted by {name}: nothing was written. Start long runs with --resume so "
+        "that an interrupted run can continue where it stopped."))

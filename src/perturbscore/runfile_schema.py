@@ -245,6 +245,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
             '[[groups]] with name = "stab" and batches = [...]',
             required=True,
         ),
+        # Read and checked by perturbscore predict (predict_config); run leaves it alone.
+        "predict": Key(
+            "a table [predict] of perturbscore predict's options",
+            lambda v: v,
+            '[predict] with variants = "variants.csv"',
+        ),
     },
     "tracks": {
         "shortlist": Key(

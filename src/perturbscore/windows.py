@@ -22,7 +22,6 @@ Conventions (those of :mod:`perturbscore.geometry`, recorded in every predict ma
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 
 from .errors import PerturbscoreError
 from .geometry import ENFORMER, OUTSIDE_INPUT, Geometry, place
+from .predict_vcf import VCF_SUFFIXES, read_vcf
 from .variants import read_variants
 
 if TYPE_CHECKING:
@@ -47,53 +47,21 @@ MAX_LISTED = 5
 
 
 # --- reading ------------------------------------------------------------------------------
-def read_vcf(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
-    """Plain or (b)gzipped VCF -> one row per ALT allele (CHROM POS ID REF ALT) and lines."""
-    import pandas as pd
-
-    with open(path, "rb") as fh:
-        magic = fh.read(4)
-    if magic[:3] == b"BCF":
-        raise PerturbscoreError(
-            f"{path}: BCF is not read directly; convert it with 'bcftools view -Ov -o "
-            f"{path.with_suffix('.vcf')} {path}'."
-        )
-    opener = gzip.open if magic[:2] == b"\x1f\x8b" else open
-    rows: list[tuple[str, ...]] = []
-    lines: list[int] = []
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if line.startswith("#") or not line.strip():
-                continue
-            f = line.rstrip("\n").split("\t")
-            if len(f) < 5:
-                raise PerturbscoreError(
-                    f"{path}: line {lineno} has {len(f)} tab-separated fields; a VCF record "
-                    "needs at least CHROM POS ID REF ALT."
-                )
-            for alt in f[4].split(","):
-                rows.append((f[0], f[1], f[2], f[3], alt))
-                lines.append(lineno)
-    table = pd.DataFrame(rows, columns=["CHROM", "POS", "ID", "REF", "ALT"], dtype=str)
-    return table, np.asarray(lines, dtype=np.int64)
-
-
 def read_variant_input(path: str | Path) -> tuple[pd.DataFrame, np.ndarray, str]:
-    """Read a variant table or VCF as text.
+    """Read a variant table, VCF or BCF as text.
 
     Returns
     -------
     (DataFrame, ndarray, str)
-        Every input column as text, the 1-based file line (or Parquet row) of each row,
-        and the word for it (``"line"`` or ``"row"``).
+        Every input column as text, the 1-based file line (Parquet row, BCF record) of
+        each row, and the word for it (``"line"``, ``"row"`` or ``"record"``).
     """
     p = Path(path)
     if not p.is_file():
         raise PerturbscoreError(f"{p}: variant file not found. Check the path.")
     name = p.name.lower()
-    if name.endswith((".vcf", ".vcf.gz", ".vcf.bgz", ".bcf")):
-        table, lines = read_vcf(p)
-        return table, lines, "line"
+    if name.endswith(VCF_SUFFIXES):
+        return read_vcf(p)  # one row per ALT allele, for text VCF and BCF alike
     table = read_variants(p)
     if p.suffix.lower() == ".parquet":
         return table, np.arange(1, len(table) + 1, dtype=np.int64), "row"
