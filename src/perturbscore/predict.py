@@ -35,7 +35,7 @@ from .errors import Interrupted, PerturbscoreError
 from .genome import Genome, one_hot
 from .geometry import Geometry
 from .names import check_name
-from .outputs import Commit, folder_lock, recover, sweep, temp_path
+from .outputs import Commit, output_folder, temp_path
 from .predict_jobs import Job, build_jobs, job_sequence
 from .predict_model import Predictor, load_enformer, predict_batch, recentre
 from .predict_output import (
@@ -239,7 +239,6 @@ def _predict(opts: PredictOptions, w: Work, genome: Genome, finals: dict[str, Pa
              resumable: bool) -> PredictResult:
     """Compute (or resume) every batch into the partial files, then publish the outputs."""
     created_out = not opts.out.exists()
-    opts.out.mkdir(parents=True, exist_ok=True)
     state = ResumeLog(opts.out / STATE_DIR)
     part = {k: state.folder / f"{OUTPUTS[k]}.partial" for k in ("ref", "alt")}
     tmp = {k: temp_path(finals[k]) for k in finals if k != "manifest"}
@@ -247,10 +246,10 @@ def _predict(opts: PredictOptions, w: Work, genome: Genome, finals: dict[str, Pa
     locked = False  # whether the folder is ours: never clean up another process's state
     committing = False  # once the journal is written its temporary files are promised
     try:
-        with folder_lock(opts.out):
+        # Created, locked, a commit a killed run left halfway finished, dead processes'
+        # temporaries swept: the start every writing command shares.
+        with output_folder(opts.out):
             locked = True
-            recover(opts.out)  # a commit a killed run left halfway is finished first
-            sweep(opts.out)  # and dead processes' temporary files go
             done = open_state(state, w.fingerprint, resumable, len(w.batches))
             ref = NpyRows(part["ref"], w.shape, opts.dtype, create=not resumable)
             arrays.append(ref)
