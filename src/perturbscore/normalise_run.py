@@ -37,7 +37,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ from .names import check_name, is_safe_name
 from .normalise import NORMALISED, Background, BackgroundBuilder
 from .outputs import Commit, output_folder, temp_path
 from .runtables import MANIFEST, Table, blocks, check_columns, read_run, table_columns
+from .streaming import prefetch
 from .writers import FORMATS, TableWriter, check_format, open_writer, parquet_group_rows
 
 log = logging.getLogger("perturbscore")
@@ -374,7 +375,8 @@ class _Job:
             held += 8 * buffers * nz.DEFAULT_K * n_s * 8
         keys = {t.key for t in self.tables}
         held += 2 * len(keys) * nz.DEFAULT_GRID * n_s * 8  # finished backgrounds
-        per_row = (4 + 12 * n_stats) * n_s * 8 + 512
+        # Two blocks in flight: one normalised waits while the next is read and normalised.
+        per_row = (4 + 14 * n_stats) * n_s * 8 + 1024
         if budget - held < per_row:
             raise PerturbscoreError(
                 f"memory budget {budget} bytes is too small (writers and backgrounds hold "
@@ -408,6 +410,54 @@ def _check_save(saved: Path, background: str | None, overwrite: bool) -> None:
         )
 
 
+def _normalised(
+    job: _Job, t: Table, bg: Background
+) -> Iterator[tuple[list[np.ndarray], pd.DataFrame]]:
+    """Each block of ``t`` as its normalised statistics (in ``job.stats`` order) and IDs."""
+    for scores, ids in blocks(t, job.tracks, job.rows, job.read_rows):
+        assert ids is not None
+        yield [nz.normalise(s, scores, bg) for s in job.stats], ids
+
+
+def _write_table(
+    job: _Job, t: Table, commit: Commit, writers: list[TableWriter], finished: list[Path]
+) -> None:
+    """Write table ``t``'s normalised tables under temporary names, handed to ``commit``.
+
+    ``writers`` holds the writers still open (to abort on failure), ``finished`` the
+    temporaries already complete.
+    """
+    opened: list[TableWriter] = []
+    # Blocks are read and normalised on a background thread while this one writes the
+    # previous block (pyarrow and numpy release the GIL).
+    feed = prefetch(_normalised(job, t, job.backgrounds[t.key]), depth=1)
+    try:
+        for values, ids in feed:
+            if not opened:  # an R table's ID columns are known once it is read
+                for p in (p for u, _, p in job.plan if u is t):  # in job.stats order
+                    w = open_writer(
+                        job.fmt,
+                        p,
+                        job.tracks,
+                        list(ids.columns),
+                        p.stem,
+                        expected_rows=t.rows,
+                        group_rows=job.group_rows,
+                    )
+                    writers.append(w)
+                    opened.append(w)
+            for w, v in zip(opened, values, strict=True):
+                w.write(v, ids)
+    finally:
+        feed.close()  # type: ignore[attr-defined]  # stops and joins the reading thread
+    for w in opened:
+        w.finish()
+        commit.add(w.tmp, w.path)
+        # Drop finished writers: an R writer holds its whole table until released.
+        writers.remove(w)
+        finished.append(w.tmp)
+
+
 def _write(job: _Job, started: float) -> None:
     """Every table to its temporary name, then one journalled commit with the manifest."""
     writers: list[TableWriter] = []
@@ -416,31 +466,7 @@ def _write(job: _Job, started: float) -> None:
     try:
         commit = Commit(job.out)
         for t in job.tables:
-            bg = job.backgrounds[t.key]
-            opened: list[tuple[str, TableWriter]] = []
-            for scores, ids in blocks(t, job.tracks, job.rows, job.read_rows):
-                assert ids is not None
-                if not opened:  # an R table's ID columns are known once it is read
-                    for s, p in ((s, p) for u, s, p in job.plan if u is t):
-                        w = open_writer(
-                            job.fmt,
-                            p,
-                            job.tracks,
-                            list(ids.columns),
-                            p.stem,
-                            expected_rows=t.rows,
-                            group_rows=job.group_rows,
-                        )
-                        writers.append(w)
-                        opened.append((s, w))
-                for s, w in opened:
-                    w.write(nz.normalise(s, scores, bg), ids)
-            for _, w in opened:
-                w.finish()
-                commit.add(w.tmp, w.path)
-                # Drop finished writers: an R writer holds its whole table until released.
-                writers.remove(w)
-                finished.append(w.tmp)
+            _write_table(job, t, commit, writers, finished)
         job.timings["normalise"] = time.perf_counter() - started - sum(job.timings.values())
         if staged is not None and job.saved is not None:
             # nz.save_backgrounds writes atomically but never replaces a file: stage it in a
