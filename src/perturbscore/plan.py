@@ -25,6 +25,7 @@ from .errors import PerturbscoreError
 from .geometry import OUTSIDE_INPUT, ClassCounter, Placement, place_table
 from .integrity import id_keys
 from .memory import MemoryPlan, plan_memory
+from .normalise_inrun import RunNormaliser, prepare_normaliser
 from .options import RunOptions, check_options
 from .readers import SCRATCH_BYTES, open_predictions
 from .resume import input_fingerprint
@@ -100,6 +101,7 @@ class Prepared:
     group_rows: int  # Parquet rows per row group
     warnings: list[str] = field(default_factory=list)
     classes: dict[str, Any] | None = None  # geometry.ClassCounter.describe(), with geometry
+    normaliser: RunNormaliser | None = None  # [normalise]: its loaded backgrounds
 
     @property
     def track_names(self) -> list[str]:
@@ -305,7 +307,7 @@ def _plan_outputs(
     outputs: list[OutputTable] = []
     for group in config.groups:
         for agg in aggs:
-            for stat in config.statistics:
+            for stat in config.output_statistics:
                 stem = config.table_name(group.name, agg.label, stat)
                 outputs.append(
                     OutputTable(
@@ -360,6 +362,8 @@ def fingerprint(
     """What a resumed run must share with the recorded one (see :mod:`.resume`)."""
     settings = json.loads(json.dumps(asdict(replace(config, source=None)), default=str))
     files = [Path(config.targets)]
+    if config.normalise is not None:
+        files.append(config.normalise.background)
     if config.tracks.shortlist:
         files.append(Path(config.tracks.shortlist))
     for b in batches:
@@ -397,6 +401,7 @@ def _memory_plan(
     aggs: list[Aggregation],
     outputs: list[OutputTable],
     group_rows: int,
+    held_bytes: int = 0,
 ) -> MemoryPlan:
     """The block size for the budget, counting what every thread and writer holds."""
     threads = reader_threads(opts.threads)
@@ -411,7 +416,7 @@ def _memory_plan(
         n_aggregations=len(aggs),
         n_outputs_per_group=len(outputs) // len({o.group for o in outputs}),
         in_memory_rows=sum(b.n_rows for b in batches) if holds_in_memory(fmt) else 0,
-        resident_bytes=sum(int(b.ids.memory_usage(deep=True).sum()) for b in batches),
+        resident_bytes=held_bytes + sum(int(b.ids.memory_usage(deep=True).sum()) for b in batches),
         chunk_rows=opts.chunk_rows,
         max_rows=max(b.n_rows for b in batches),
         # Threads' blocks, one more queued, and the one being written (a sequential
@@ -468,9 +473,28 @@ def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepare
             f"aggregations repeat: {', '.join(config.aggregations)}; list each once."
         )
     outputs = _plan_outputs(config, aggs, fmt, out)
+    normaliser = None
+    if config.normalise is not None:
+        normaliser = prepare_normaliser(
+            config.normalise,
+            [a.spec for a in aggs],
+            config.statistics,
+            track_names,
+            f"{config.source or 'run file'} [normalise] background",
+        )
     threads = reader_threads(opts.threads)
     group_rows = parquet_group_rows(len(tracks), len(outputs), opts.memory_bytes)
-    plan = _memory_plan(opts, fmt, batches, len(table), len(tracks), aggs, outputs, group_rows)
+    plan = _memory_plan(
+        opts,
+        fmt,
+        batches,
+        len(table),
+        len(tracks),
+        aggs,
+        outputs,
+        group_rows,
+        normaliser.nbytes if normaliser else 0,
+    )
     log.info("%s", plan.describe())
     span_plan = SpanPlan(
         tuple(b.spec for b in batches),
@@ -479,6 +503,7 @@ def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepare
         tuple(config.statistics),
         config.pseudocount,
         plan.scratch_bytes,
+        normaliser,
     )
     prep = Prepared(
         config,
@@ -498,6 +523,7 @@ def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepare
         group_rows,
         warnings,
         classes,
+        normaliser,
     )
     return prep
 
