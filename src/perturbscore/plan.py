@@ -450,6 +450,15 @@ def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepare
     track_idx = tracks["index"].to_numpy(dtype=np.intp)
     columns = None if np.array_equal(track_idx, np.arange(len(table))) else track_idx
     track_names = list(tracks["identifier"])
+    normaliser = None
+    if config.normalise is not None:  # before any prediction is opened (same specs as aggs)
+        normaliser = prepare_normaliser(
+            config.normalise,
+            [a.strip().lower() for a in config.aggregations],
+            config.statistics,
+            track_names,
+            f"{config.source or 'run file'} [normalise] background",
+        )
     log.info("%d of %d tracks selected from %s", len(tracks), len(table), config.targets)
     batches, id_cols, warnings, counter = _open_batches(config, len(table))
     if opts.out_of_field != "keep" and config.geometry is None:
@@ -473,15 +482,6 @@ def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepare
             f"aggregations repeat: {', '.join(config.aggregations)}; list each once."
         )
     outputs = _plan_outputs(config, aggs, fmt, out)
-    normaliser = None
-    if config.normalise is not None:
-        normaliser = prepare_normaliser(
-            config.normalise,
-            [a.spec for a in aggs],
-            config.statistics,
-            track_names,
-            f"{config.source or 'run file'} [normalise] background",
-        )
     threads = reader_threads(opts.threads)
     group_rows = parquet_group_rows(len(tracks), len(outputs), opts.memory_bytes)
     plan = _memory_plan(
