@@ -108,6 +108,26 @@ def test_in_run_values_are_those_of_the_normalise_command(demo: Path, chunk: str
     np.testing.assert_allclose(have_q, want_q, rtol=1e-12, atol=1e-15)
 
 
+def test_out_of_field_na_and_normalising_the_run_again(demo: Path) -> None:
+    """NaN rows (--out-of-field na) stay NaN alike; ``normalise`` of a run that holds
+    normalised tables already normalises only its raw tables, to the same values."""
+    toml = _run_file(demo, "norm-na", 'background = "bg.npz"')
+    out = demo / "inrun-na"
+    r = run_cli("-q", "run", toml, "--out", out, "--out-of-field", "na")
+    assert r.returncode == 0, r.stderr
+    again = demo / "again-na"
+    r = run_cli("-q", "normalise", out, "--background-file", demo / "bg.npz", "--out", again)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((again / "manifest.json").read_text())
+    assert len(m["outputs"]) == 16  # 2 groups x 2 aggregations x 2 raw x 2 normalised
+    nans = 0
+    for o in m["outputs"]:
+        want, have = pd.read_parquet(again / o["path"]), pd.read_parquet(out / o["path"])
+        pd.testing.assert_frame_equal(have, want, rtol=1e-12)
+        nans += int(have.isna().to_numpy().sum())
+    assert nans > 0
+
+
 def _background(path: Path, tracks: list[str], keys: list[tuple[str, str]]) -> str:
     rng = np.random.default_rng(2)
     items = []

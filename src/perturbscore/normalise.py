@@ -347,7 +347,7 @@ class BackgroundBuilder:
             if held is None:
                 self._levels[h] = buf
                 return
-            merged = np.sort(np.concatenate([held, buf], axis=1), axis=1, kind="stable")
+            merged = np.sort(np.concatenate([held, buf], axis=1), axis=1)
             buf = np.ascontiguousarray(merged[:, self._parity[h] :: 2])
             self._parity[h] ^= 1
             self._compactions[h] += 1
@@ -425,7 +425,8 @@ class BackgroundBuilder:
 def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, ranks: np.ndarray) -> np.ndarray:
     """Per track (row of ``values # S m``), the smallest value whose cumulative weight
     reaches each rank (``# r``) -> ``# S r``."""
-    order = np.argsort(values, axis=1, kind="stable")
+    # Any sort: equal values give the same value at every rank, whatever their order.
+    order = np.argsort(values, axis=1)
     sv = np.take_along_axis(values, order, axis=1)
     cw = np.cumsum(weights[order], axis=1)
     s, m = sv.shape

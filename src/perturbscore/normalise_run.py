@@ -275,6 +275,7 @@ class _Job:
             raise PerturbscoreError(
                 f"{run} already holds normalised tables; give the run folder they were made from."
             )
+        tables = _raw_tables(manifest, tables)
         fmt = check_format(fmt or str(manifest.get("parameters", {}).get("format") or "parquet"))
         if out.exists() and not out.is_dir():
             raise PerturbscoreError(f"--out {out} is an existing file; name a folder.")
@@ -392,6 +393,18 @@ class _Job:
                 f"{self.out} already holds {', '.join(existing)}; pass --overwrite to replace "
                 "them or choose another --out folder."
             )
+
+
+def _raw_tables(manifest: dict[str, Any], tables: list[Table]) -> list[Table]:
+    """The tables of raw statistics: a run with ``[normalise]`` (its manifest's
+    ``normalise`` record) also lists the normalised ones it wrote, left out here."""
+    done = manifest.get("normalise") or {}
+    raw = manifest.get("parameters", {}).get("statistics") or []
+    names = {f"{s}_{n}" for s in raw for n in done.get("statistics", [])}
+    kept = [t for t in tables if t.statistic not in names]
+    if len(kept) < len(tables):
+        log.info("%d tables of the run are normalised already; left out", len(tables) - len(kept))
+    return kept
 
 
 def _check_save(saved: Path, background: str | None, overwrite: bool) -> None:
