@@ -25,9 +25,13 @@ Background rows
 Statistics perturbscore does not compute (``SAD`` of a scores file)
     are treated as signed: ``sign(x) * q(|x|)`` among the background's ``|b|``, the
     same as the unsigned quantile for non-negative scores except that 0 stays 0.
+Runs with ``[normalise]``
+    (:mod:`perturbscore.normalise_inrun`) list their normalised tables too; only their
+    raw tables are normalised here.
 Reading
     :mod:`perturbscore.runtables`: Parquet by record batches, CSV in chunks of rows;
     RDS and RData files are read whole (pyreadr has no partial reads), then in blocks.
+    Blocks are read and normalised on a second thread while the first writes.
 """
 
 from __future__ import annotations
