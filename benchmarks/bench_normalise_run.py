@@ -13,14 +13,31 @@ imports included, as a user runs them):
 
 Prints seconds (best of ``--repeat``) and the ratio normalise / floor.
 
+``--with-run`` measures normalisation as part of a run instead, on the predictions of
+``benchmarks/bench_run.py`` (generated into ``--data`` unless already there; only
+``--work`` is written to), with its study recipe (``examples/stablefm.toml``: 177
+tracks, ``ave`` and ``tss`` of ``abs_diff``) and the name template
+``{group}_{statistic}_{aggregation}``, as whole processes:
+
+* ``run``        ``perturbscore run`` (4 tables);
+* ``normalise``  ``perturbscore normalise`` of that run against the background saved
+                 from its group ``stab`` (8 tables);
+* ``run+norm``   ``perturbscore run`` with ``[normalise] background = ...`` (the same
+                 background file): the 4 tables and the 8 normalised ones in one pass.
+
+and prints what the in-run normalisation adds to the run (target <= 10%) and the
+standalone command against the run.
+
 Usage::
 
     python benchmarks/bench_normalise_run.py [--scale 1.0] [--format parquet|rdata] [--repeat 1]
+    python benchmarks/bench_normalise_run.py --with-run --scale 1.0 --data DIR --work DIR
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import subprocess
 import sys
@@ -105,17 +122,105 @@ def write_run(folder: Path, scale: float, fmt: str) -> None:
     (folder / "manifest.json").write_text(manifest_text(m))
 
 
-def timed(cmd: list[str], repeat: int) -> float:
-    best = float("inf")
+def _cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def timed(cmd: list[str], repeat: int) -> tuple[float, float]:
+    """Best wall seconds and best CPU seconds of ``repeat`` runs of ``cmd``.
+
+    CPU time is printed too: on a shared machine other processes stretch wall times.
+    """
+    best, best_cpu = float("inf"), float("inf")
     for _ in range(repeat):
         out = Path(cmd[cmd.index("--out") + 1]) if "--out" in cmd else Path(cmd[-1])
         shutil.rmtree(out, ignore_errors=True)
         if "--out" not in cmd:
             out.mkdir()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu()
         subprocess.run(cmd, check=True, capture_output=True)
         best = min(best, time.perf_counter() - t0)
-    return best
+        best_cpu = min(best_cpu, _cpu() - c0)
+    return best, best_cpu
+
+
+def _run_files(data: Path, work: Path, fmt: str, background: Path) -> tuple[Path, Path]:
+    """bench_run's study run file, with absolute batch paths, written into ``work``:
+    plain, and with ``[normalise]`` against ``background``."""
+    text = (data / "stablefm.toml").read_text()
+    for key in ("ref", "alt", "variants"):
+        text = text.replace(f'{key} = "', f'{key} = "{data}/')
+    text = text.replace(
+        'name = "{group}_diff_{aggregation}_relevant_comb"',
+        'name = "{group}_{statistic}_{aggregation}"',
+    )
+    text = text.replace('format = "rdata"', f'format = "{fmt}"')
+    plain, norm = work / "plain.toml", work / "norm.toml"
+    plain.write_text(text)
+    section = f'[normalise]\nbackground = "{background}"\n\n[geometry]'
+    norm.write_text(text.replace("[geometry]", section, 1))
+    return plain, norm
+
+
+def with_run(args: argparse.Namespace) -> None:
+    """Normalisation added to a run vs the plain run vs the standalone command."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_run
+
+    data = args.data or bench_run.REPO / "bench-data" / f"scale-{args.scale}"
+    bench_run.generate(data, args.scale)
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    background = work / "stab-background.npz"
+    plain, norm = _run_files(data, work, args.format, background)
+    exe = [sys.executable, "-c", bench_run.CLI_HARNESS, "-q"]
+    best: dict[str, dict[str, float]] = {}
+
+    def measure(name: str, cmd: list[str], out: Path) -> None:
+        shutil.rmtree(out, ignore_errors=True)
+        c0 = _cpu()
+        r = {**bench_run._whole([*exe, *cmd]), "cpu_s": 0.0}
+        r["cpu_s"] = _cpu() - c0
+        b = best.setdefault(name, r)
+        b["wall_s"] = min(b["wall_s"], r["wall_s"])
+        b["cpu_s"] = min(b["cpu_s"], r["cpu_s"])
+        b["peak_rss_bytes"] = max(b["peak_rss_bytes"], r["peak_rss_bytes"])
+
+    for _ in range(args.repeat):
+        background.unlink(missing_ok=True)
+        measure("run", ["run", str(plain), "--out", str(work / "run")], work / "run")
+        measure(
+            "normalise",
+            [
+                "normalise",
+                str(work / "run"),
+                "--background",
+                "stab",
+                "--save-background",
+                str(background),
+                "--out",
+                str(work / "norm"),
+            ],
+            work / "norm",
+        )
+        measure("run+norm", ["run", str(norm), "--out", str(work / "inrun")], work / "inrun")
+    rows = sum(max(1, round(n * args.scale)) for n in bench_run.STUDY_ROWS.values())
+    print(f"{rows} rows, 177 tracks, ave and tss of abs_diff, format {args.format}")
+    print("whole processes (interpreter start and imports included), warm page cache:")
+    for name, r in best.items():
+        print(
+            f"{name:<10}{r['wall_s']:>8.2f} s {r['cpu_s']:>7.2f} CPU s  peak RSS "
+            f"{r['peak_rss_bytes'] / 2**20:6.0f} MiB"
+        )
+    for what in ("wall_s", "cpu_s"):
+        run, inrun, alone = (best[k][what] for k in ("run", "run+norm", "normalise"))
+        print(
+            f"{what[:-2]:>4}: in-run normalisation adds {100 * (inrun - run) / run:.1f}% to the "
+            f"run ({inrun - run:+.2f} s; target <= 10%); standalone normalise / run "
+            f"{alone / run:.2f}x; run then normalise {run + alone:.2f} s against {inrun:.2f} s"
+        )
 
 
 def main() -> None:
@@ -123,7 +228,13 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--format", default="parquet", choices=["parquet", "rdata"])
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--with-run", action="store_true", help="normalisation added to a run")
+    ap.add_argument("--data", type=Path, default=None, help="bench_run.py's data folder")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench-norm")
     args = ap.parse_args()
+    if args.with_run:
+        with_run(args)
+        return
     exe = str(Path(sys.executable).parent / "perturbscore")
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
@@ -143,13 +254,13 @@ def main() -> None:
             args.repeat,
         )
         print(f"rows {rows} x {N_TRACKS} tracks x 2 aggregations, format {args.format}")
-        print(f"normalise  {norm:8.2f} s  (8 tables: quantile + robust_z)")
+        print(f"normalise  {norm[0]:8.2f} s  {norm[1]:6.2f} CPU s  (8 tables: quantile, robust_z)")
         if args.format == "parquet":
             floor = timed(
                 [sys.executable, "-c", FLOOR, str(run), str(Path(tmp) / "floor")], args.repeat
             )
-            print(f"floor      {floor:8.2f} s  (pyarrow: read 4 tables, write 8)")
-            print(f"ratio      {norm / floor:8.2f}")
+            print(f"floor      {floor[0]:8.2f} s  {floor[1]:6.2f} CPU s  (read 4, write 8)")
+            print(f"ratio      {norm[0] / floor[0]:8.2f}    {norm[1] / floor[1]:6.2f} (CPU)")
 
 
 if __name__ == "__main__":

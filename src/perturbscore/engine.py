@@ -246,7 +246,7 @@ class _Sink:
                     pd.concat(mine, ignore_index=True),
                     prep.tracks,
                     [a.spec for a in prep.aggs],
-                    list(prep.config.statistics),
+                    list(prep.config.output_statistics),
                     prep.plan.chunk_rows,
                 )
 

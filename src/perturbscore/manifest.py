@@ -168,5 +168,6 @@ def run_manifest(prep: Prepared, result: RunResult) -> dict[str, Any]:
                 "class_column": config.class_column,
             },
             "integrity": result.integrity,
+            "normalise": prep.normaliser.describe() if prep.normaliser else None,
         },
     )

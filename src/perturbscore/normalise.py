@@ -114,81 +114,113 @@ class Background:
         """``(aggregation, statistic)``."""
         return (self.aggregation, self.statistic)
 
-    def _positions(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Left and right insertion points of ``x`` (``# S n``) in each track's values.
+    def __post_init__(self) -> None:
+        # The searches gather from one flat view of the values: keep them C-ordered.
+        object.__setattr__(self, "values", np.ascontiguousarray(self.values, np.float64))
 
-        One binary search per value; the right one is searched again only where ``x``
-        equals a stored value (ties), where the two differ.
-        """
-        s, m = self.values.shape
-        left = np.empty(x.shape, np.intp)
-        for t in range(s):  # numpy has no row-wise searchsorted; the rest is vectorised
-            left[t] = np.searchsorted(self.values[t], x[t], side="left")
-        at = self.values[np.arange(s)[:, None], np.minimum(left, m - 1)]
-        tie = (left < m) & (at == x)
-        right = left
-        if tie.any():
-            right = left.copy()
-            for row in np.flatnonzero(tie.any(axis=1)):
-                cols = np.flatnonzero(tie[row])
-                right[row, cols] = np.searchsorted(self.values[row], x[row, cols], side="right")
-        return left, right
+    def _gather(self, flat: np.ndarray) -> np.ndarray:
+        """``values`` at flat positions ``track * m + j`` (any shape)."""
+        return np.take(self.values.reshape(-1), flat)
 
-    def _cdf(self, x: np.ndarray, idx: np.ndarray, right: bool) -> np.ndarray:
-        """Fraction of each track's background ``< x`` (``right``: ``<= x``), ``# S n``.
+    def _cdf(self, x: np.ndarray, idx: np.ndarray, base: np.ndarray, right: bool) -> np.ndarray:
+        """Fraction of the background ``< x`` (``right``: ``<= x``), the shape of ``x``.
 
-        ``idx`` are the matching insertion points from :meth:`_positions`.
+        ``idx`` are the matching insertion points of ``x`` in its track's values and
+        ``base`` is ``track * m`` of each value (broadcastable to ``x``).  Computed in
+        place in a few temporaries the size of ``x``.
         """
         if self.mode == "exact":
             return idx / self.n
-        s, m = self.values.shape
-        rows = np.arange(s)[:, None]
+        m = self.values.shape[1]
         # Piecewise-linear CDF through (values[j], j / (m - 1)).  Left: v[i-1] < x <= v[i],
         # so a grid value equal to x gives its rank (frac = 1); right: v[i-1] <= x < v[i]
         # (frac = 0).  Below the minimum both give 0; above the maximum, 1.
         ic = np.clip(idx, 1, m - 1)
-        lo = self.values[rows, ic - 1]
-        hi = self.values[rows, ic]
-        den = hi - lo
-        pos = den > 0
-        frac = np.where(pos, np.clip((x - lo) / np.where(pos, den, 1.0), 0.0, 1.0), 0.0)
-        est = (ic - 1 + frac) / (m - 1)
-        top = self.values[:, -1:]
-        return np.where((x >= top) if right else (x > top), 1.0, est)
+        at = ic + base
+        lo = self._gather(at - 1)
+        hi = self._gather(at)
+        del at
+        den = np.subtract(hi, lo, out=hi)
+        flat = den <= 0
+        den[flat] = 1.0
+        frac = np.subtract(x, lo, out=lo)
+        frac /= den
+        np.clip(frac, 0.0, 1.0, out=frac)
+        frac[flat] = 0.0
+        ic -= 1
+        est = np.add(ic, frac, out=frac)  # (ic - 1) + frac, as float64
+        est /= m - 1
+        top = self._gather(base + (m - 1))
+        est[(x >= top) if right else (x > top)] = 1.0
+        return est
 
-    def _midrank(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(F(x-), F(x))``: fractions of the background below and at most ``x``."""
-        left, right = self._positions(x)
-        below = self._cdf(x, left, False)
-        if right is not left:
-            return below, self._cdf(x, right, True)
-        if self.mode == "exact":
-            return below, below
-        # No ties: one interpolation serves both sides, except at the maximum.
-        return below, np.where(x >= self.values[:, -1:], 1.0, below)
+    def _midrank(
+        self, xt: np.ndarray
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], np.ndarray]:
+        """``F(x-)`` of every value of ``xt`` (``# S n``, rows contiguous), and ``F(x)``
+        where it differs: ``(below, (rows, cols) of the ties, F(x) there)``.
+
+        One binary search per value; a value equal to a stored value (a tie) is searched
+        again from the right, and only there ``F(x)`` is computed: elsewhere the left and
+        right insertion points agree, and so ``F(x) = F(x-)``.
+        """
+        s, m = self.values.shape
+        base = (np.arange(s, dtype=np.intp) * m)[:, None]
+        left = np.empty(xt.shape, np.intp)
+        for t in range(s):  # numpy has no row-wise searchsorted; the rest is vectorised
+            left[t] = np.searchsorted(self.values[t], xt[t], side="left")
+        below = self._cdf(xt, left, base, False)
+        np.minimum(left, m - 1, out=left)
+        left += base
+        tie = self._gather(left) == xt  # NaN never ties
+        del left
+        rows, cols = np.nonzero(tie)
+        if not rows.size:
+            return below, (rows, cols), np.empty(0)
+        xv = xt[rows, cols]
+        right = np.empty(rows.size, np.intp)
+        bounds = np.searchsorted(rows, np.arange(s + 1))  # rows come sorted
+        for u in np.flatnonzero(np.diff(bounds)):
+            part = slice(bounds[u], bounds[u + 1])
+            right[part] = np.searchsorted(self.values[u], xv[part], side="right")
+        return below, (rows, cols), self._cdf(xv, right, rows * m, True)
 
     def quantile(self, scores: np.ndarray) -> np.ndarray:
         """Mid-rank quantiles of ``scores`` (``# n S`` float64) -> ``# n S`` float64.
 
-        NaN scores give NaN.
+        NaN scores give NaN.  The result is column-major (each track's values
+        contiguous, as the table writers want them); a column-major ``scores`` block
+        is read without a copy.
         """
         x = _check_block(scores, len(self.tracks), "scores")
-        xt = np.ascontiguousarray(x.T)
-        nan = np.isnan(xt)
-        if nan.any():
-            xt = np.where(nan, 0.0, xt)
+        xt = x.T
+        if xt.strides[1] != xt.itemsize:
+            xt = np.ascontiguousarray(xt)
         if self.signed:
             a = np.abs(xt)
-            below_a, upto_a = self._midrank(a)
-            below_m, upto_m = self._midrank(-a)
+            below_a, ties_a, at_a = self._midrank(a)
+            upto_a = below_a.copy()
+            upto_a[ties_a] = at_a
+            np.negative(a, out=a)
+            below_m, ties_m, at_m = self._midrank(a)
+            del a
+            upto_m = below_m.copy()
+            upto_m[ties_m] = at_m
             # #{|b| < a} = #{-a < b < a};  #{|b| <= a} = #{-a <= b <= a}.
-            q = np.clip((below_a - upto_m + upto_a - below_m) / 2, 0.0, 1.0) * np.sign(xt)
+            q = np.subtract(below_a, upto_m, out=upto_m)
+            q += upto_a
+            q -= below_m
+            q /= 2
+            np.clip(q, 0.0, 1.0, out=q)
+            q *= np.sign(xt)
         else:
-            below, upto = self._midrank(xt)
-            q = (below + upto) / 2
+            q, ties, at = self._midrank(xt)
+            # (F(x-) + F(x)) / 2; where they agree this is F(x-) exactly.
+            q[ties] = (q[ties] + at) / 2
+        nan = np.isnan(xt)
         if nan.any():
             q[nan] = np.nan
-        return np.ascontiguousarray(q.T)
+        return q.T
 
     def robust_z(self, scores: np.ndarray) -> np.ndarray:
         """``(x - median) / (1.4826 * MAD)`` per track, ``# n S`` float64 (NaN where MAD = 0)."""
@@ -266,7 +298,7 @@ class BackgroundBuilder:
         if self.k < 2 or self.grid < 2:
             raise ValueError("k and grid must be at least 2")
         s = len(self.tracks)
-        self._stage = np.empty((self.k, s), np.float64)
+        self._stage = np.empty((s, self.k), np.float64)  # track-major: sorted in place
         self._min = np.full(s, np.inf)
         self._max = np.full(s, -np.inf)
 
@@ -297,11 +329,11 @@ class BackgroundBuilder:
         pos = 0
         while pos < x.shape[0]:
             take = min(self.k - self._fill, x.shape[0] - pos)
-            self._stage[self._fill : self._fill + take] = x[pos : pos + take]
+            self._stage[:, self._fill : self._fill + take] = x[pos : pos + take].T
             self._fill += take
             pos += take
             if self._fill == self.k:
-                self._push(np.sort(self._stage.T, axis=1), 0)
+                self._push(np.sort(self._stage, axis=1), 0)
                 self._fill = 0
         self._n += x.shape[0]
 
@@ -315,7 +347,7 @@ class BackgroundBuilder:
             if held is None:
                 self._levels[h] = buf
                 return
-            merged = np.sort(np.concatenate([held, buf], axis=1), axis=1, kind="stable")
+            merged = np.sort(np.concatenate([held, buf], axis=1), axis=1)
             buf = np.ascontiguousarray(merged[:, self._parity[h] :: 2])
             self._parity[h] ^= 1
             self._compactions[h] += 1
@@ -329,7 +361,7 @@ class BackgroundBuilder:
 
     def _items(self) -> tuple[np.ndarray, np.ndarray]:
         """Sketch items ``# S m`` and their weights ``# m``."""
-        parts = [np.ascontiguousarray(self._stage[: self._fill].T)]
+        parts = [self._stage[:, : self._fill]]
         weights = [np.ones(self._fill)]
         for h, b in enumerate(self._levels):
             if b is not None:
@@ -367,9 +399,10 @@ class BackgroundBuilder:
                 self.grid,
             )
         ranks = np.linspace(0.0, 1.0, self.grid) * self._n
-        grid = _weighted_quantiles(values, weights, ranks)
+        # The grid and the median from one sort (each rank is looked up on its own).
+        found = _weighted_quantiles(values, weights, np.append(ranks, self._n / 2))
+        grid, median = np.ascontiguousarray(found[:, :-1]), found[:, -1]
         grid[:, 0], grid[:, -1] = self._min, self._max
-        median = _weighted_quantiles(values, weights, np.array([self._n / 2]))[:, 0]
         dev = np.abs(values - median[:, None])
         mad = _weighted_quantiles(dev, weights, np.array([self._n / 2]))[:, 0]
         err = sketch_err + 1.0 / (self.grid - 1)
@@ -392,7 +425,8 @@ class BackgroundBuilder:
 def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, ranks: np.ndarray) -> np.ndarray:
     """Per track (row of ``values # S m``), the smallest value whose cumulative weight
     reaches each rank (``# r``) -> ``# S r``."""
-    order = np.argsort(values, axis=1, kind="stable")
+    # Any sort: equal values give the same value at every rank, whatever their order.
+    order = np.argsort(values, axis=1)
     sv = np.take_along_axis(values, order, axis=1)
     cw = np.cumsum(weights[order], axis=1)
     s, m = sv.shape

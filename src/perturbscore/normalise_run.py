@@ -25,9 +25,13 @@ Background rows
 Statistics perturbscore does not compute (``SAD`` of a scores file)
     are treated as signed: ``sign(x) * q(|x|)`` among the background's ``|b|``, the
     same as the unsigned quantile for non-negative scores except that 0 stays 0.
+Runs with ``[normalise]``
+    (:mod:`perturbscore.normalise_inrun`) list their normalised tables too; only their
+    raw tables are normalised here.
 Reading
     :mod:`perturbscore.runtables`: Parquet by record batches, CSV in chunks of rows;
     RDS and RData files are read whole (pyreadr has no partial reads), then in blocks.
+    Blocks are read and normalised on a second thread while the first writes.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +58,16 @@ from .names import check_name, is_safe_name
 from .normalise import NORMALISED, Background, BackgroundBuilder
 from .outputs import Commit, output_folder, temp_path
 from .runtables import MANIFEST, Table, blocks, check_columns, read_run, table_columns
-from .writers import FORMATS, TableWriter, check_format, open_writer, parquet_group_rows
+from .streaming import prefetch
+from .writers import (
+    FORMATS,
+    TableWriter,
+    check_format,
+    footer_bytes,
+    open_writer,
+    table_group_rows,
+    writer_bytes,
+)
 
 log = logging.getLogger("perturbscore")
 
@@ -274,6 +287,7 @@ class _Job:
             raise PerturbscoreError(
                 f"{run} already holds normalised tables; give the run folder they were made from."
             )
+        tables = _raw_tables(manifest, tables)
         fmt = check_format(fmt or str(manifest.get("parameters", {}).get("format") or "parquet"))
         if out.exists() and not out.is_dir():
             raise PerturbscoreError(f"--out {out} is an existing file; name a folder.")
@@ -357,9 +371,15 @@ class _Job:
         the sketch) and, per row, its read copies and the normalised values with the
         searches' temporaries (about 12 arrays like the scores each), plus its IDs."""
         n_s, n_stats, budget = len(self.tracks), len(self.stats), self.memory_bytes
-        self.group_rows = parquet_group_rows(n_s, n_stats, budget)
-        held = n_stats * 3 * self.group_rows * n_s * 8 if self.fmt == "parquet" else 0
         biggest = max(t.rows for t in self.tables)
+        self.group_rows = table_group_rows(n_s, biggest)
+        # A table's normalised statistics are written side by side (row groups, footers,
+        # and Arrow's copy of the table's scores); closing one serialises its footer.
+        n_ids = max((len(t.id_columns or ()) for t in self.tables), default=0)
+        held = n_stats * writer_bytes(self.fmt, n_s, n_ids, biggest, self.group_rows)
+        if self.fmt == "parquet":
+            held += footer_bytes(n_s + n_ids, biggest, self.group_rows)
+            held += self.group_rows * n_s * 8
         if self.fmt in ("rds", "rdata"):
             held += n_stats * biggest * n_s * 8  # the R writers hold their whole table
         if any(t.kind == "r" for t in self.tables):
@@ -374,7 +394,8 @@ class _Job:
             held += 8 * buffers * nz.DEFAULT_K * n_s * 8
         keys = {t.key for t in self.tables}
         held += 2 * len(keys) * nz.DEFAULT_GRID * n_s * 8  # finished backgrounds
-        per_row = (4 + 12 * n_stats) * n_s * 8 + 512
+        # Two blocks in flight: one normalised waits while the next is read and normalised.
+        per_row = (4 + 14 * n_stats) * n_s * 8 + 1024
         if budget - held < per_row:
             raise PerturbscoreError(
                 f"memory budget {budget} bytes is too small (writers and backgrounds hold "
@@ -390,6 +411,18 @@ class _Job:
                 f"{self.out} already holds {', '.join(existing)}; pass --overwrite to replace "
                 "them or choose another --out folder."
             )
+
+
+def _raw_tables(manifest: dict[str, Any], tables: list[Table]) -> list[Table]:
+    """The tables of raw statistics: a run with ``[normalise]`` (its manifest's
+    ``normalise`` record) also lists the normalised ones it wrote, left out here."""
+    done = manifest.get("normalise") or {}
+    raw = manifest.get("parameters", {}).get("statistics") or []
+    names = {f"{s}_{n}" for s in raw for n in done.get("statistics", [])}
+    kept = [t for t in tables if t.statistic not in names]
+    if len(kept) < len(tables):
+        log.info("%d tables of the run are normalised already; left out", len(tables) - len(kept))
+    return kept
 
 
 def _check_save(saved: Path, background: str | None, overwrite: bool) -> None:
@@ -408,6 +441,54 @@ def _check_save(saved: Path, background: str | None, overwrite: bool) -> None:
         )
 
 
+def _normalised(
+    job: _Job, t: Table, bg: Background
+) -> Iterator[tuple[list[np.ndarray], pd.DataFrame]]:
+    """Each block of ``t`` as its normalised statistics (in ``job.stats`` order) and IDs."""
+    for scores, ids in blocks(t, job.tracks, job.rows, job.read_rows):
+        assert ids is not None
+        yield [nz.normalise(s, scores, bg) for s in job.stats], ids
+
+
+def _write_table(
+    job: _Job, t: Table, commit: Commit, writers: list[TableWriter], finished: list[Path]
+) -> None:
+    """Write table ``t``'s normalised tables under temporary names, handed to ``commit``.
+
+    ``writers`` holds the writers still open (to abort on failure), ``finished`` the
+    temporaries already complete.
+    """
+    opened: list[TableWriter] = []
+    # Blocks are read and normalised on a background thread while this one writes the
+    # previous block (pyarrow and numpy release the GIL).
+    feed = prefetch(_normalised(job, t, job.backgrounds[t.key]), depth=1)
+    try:
+        for values, ids in feed:
+            if not opened:  # an R table's ID columns are known once it is read
+                for p in (p for u, _, p in job.plan if u is t):  # in job.stats order
+                    w = open_writer(
+                        job.fmt,
+                        p,
+                        job.tracks,
+                        list(ids.columns),
+                        p.stem,
+                        expected_rows=t.rows,
+                        group_rows=job.group_rows,
+                    )
+                    writers.append(w)
+                    opened.append(w)
+            for w, v in zip(opened, values, strict=True):
+                w.write(v, ids)
+    finally:
+        feed.close()  # type: ignore[attr-defined]  # stops and joins the reading thread
+    for w in opened:
+        w.finish()
+        commit.add(w.tmp, w.path)
+        # Drop finished writers: an R writer holds its whole table until released.
+        writers.remove(w)
+        finished.append(w.tmp)
+
+
 def _write(job: _Job, started: float) -> None:
     """Every table to its temporary name, then one journalled commit with the manifest."""
     writers: list[TableWriter] = []
@@ -416,31 +497,7 @@ def _write(job: _Job, started: float) -> None:
     try:
         commit = Commit(job.out)
         for t in job.tables:
-            bg = job.backgrounds[t.key]
-            opened: list[tuple[str, TableWriter]] = []
-            for scores, ids in blocks(t, job.tracks, job.rows, job.read_rows):
-                assert ids is not None
-                if not opened:  # an R table's ID columns are known once it is read
-                    for s, p in ((s, p) for u, s, p in job.plan if u is t):
-                        w = open_writer(
-                            job.fmt,
-                            p,
-                            job.tracks,
-                            list(ids.columns),
-                            p.stem,
-                            expected_rows=t.rows,
-                            group_rows=job.group_rows,
-                        )
-                        writers.append(w)
-                        opened.append((s, w))
-                for s, w in opened:
-                    w.write(nz.normalise(s, scores, bg), ids)
-            for _, w in opened:
-                w.finish()
-                commit.add(w.tmp, w.path)
-                # Drop finished writers: an R writer holds its whole table until released.
-                writers.remove(w)
-                finished.append(w.tmp)
+            _write_table(job, t, commit, writers, finished)
         job.timings["normalise"] = time.perf_counter() - started - sum(job.timings.values())
         if staged is not None and job.saved is not None:
             # nz.save_backgrounds writes atomically but never replaces a file: stage it in a

@@ -27,6 +27,7 @@ from .geometry import OUTSIDE_INPUT, Placement
 from .geometry_tables import ClassCounter, place_table
 from .integrity_keys import id_keys
 from .memory import MemoryPlan, plan_memory
+from .normalise_inrun import RunNormaliser, prepare_normaliser
 from .options import RunOptions, check_options
 from .readers import SCRATCH_BYTES, open_predictions
 from .resume import input_fingerprint
@@ -109,6 +110,7 @@ class Prepared:
     group_rows: int  # Parquet rows per row group
     warnings: list[str] = field(default_factory=list)
     classes: dict[str, Any] | None = None  # geometry_tables.ClassCounter.describe(), with geometry
+    normaliser: RunNormaliser | None = None  # [normalise]: its loaded backgrounds
 
     @property
     def track_names(self) -> list[str]:
@@ -331,7 +333,7 @@ def _plan_outputs(
     outputs: list[OutputTable] = []
     for group in config.groups:
         for agg in aggs:
-            for stat in config.statistics:
+            for stat in config.output_statistics:
                 stem = config.table_name(group.name, agg.label, stat)
                 outputs.append(
                     OutputTable(
@@ -386,6 +388,8 @@ def fingerprint(
     """What a resumed run must share with the recorded one (see :mod:`.resume`)."""
     settings = json.loads(json.dumps(asdict(replace(config, source=None)), default=str))
     files = [Path(config.targets)]
+    if config.normalise is not None:
+        files.append(config.normalise.background)
     if config.tracks.shortlist:
         files.append(Path(config.tracks.shortlist))
     for b in batches:
@@ -423,6 +427,7 @@ def _memory_plan(
     aggs: list[Aggregation],
     outputs: list[OutputTable],
     group_rows: int,
+    held_bytes: int = 0,
 ) -> MemoryPlan:
     """The block size for the budget, counting what every thread and writer holds."""
     threads = reader_threads(opts.threads)
@@ -440,7 +445,7 @@ def _memory_plan(
         n_aggregations=len(aggs),
         n_outputs_per_group=per_group,
         in_memory_rows=sum(b.n_rows for b in batches) if holds_in_memory(fmt) else 0,
-        resident_bytes=sum(int(b.ids.memory_usage(deep=True).sum()) for b in batches),
+        resident_bytes=held_bytes + sum(int(b.ids.memory_usage(deep=True).sum()) for b in batches),
         chunk_rows=opts.chunk_rows,
         max_rows=max(b.n_rows for b in batches),
         # Threads' blocks, one more queued, and the one being written (a sequential
@@ -478,6 +483,15 @@ def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepare
     track_idx = tracks["index"].to_numpy(dtype=np.intp)
     columns = None if np.array_equal(track_idx, np.arange(len(table))) else track_idx
     track_names = list(tracks["identifier"])
+    normaliser = None
+    if config.normalise is not None:  # before any prediction is opened (same specs as aggs)
+        normaliser = prepare_normaliser(
+            config.normalise,
+            [a.strip().lower() for a in config.aggregations],
+            config.statistics,
+            track_names,
+            f"{config.source or 'run file'} [normalise] background",
+        )
     log.info("%d of %d tracks selected from %s", len(tracks), len(table), config.targets)
     batches, id_cols, warnings, counter = _open_batches(config, len(table))
     if opts.out_of_field != "keep" and config.geometry is None:
@@ -503,7 +517,17 @@ def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepare
     outputs = _plan_outputs(config, aggs, fmt, out)
     threads = reader_threads(opts.threads)
     group_rows = table_group_rows(len(tracks), max(_group_sizes(batches).values()))
-    plan = _memory_plan(opts, fmt, batches, len(table), len(tracks), aggs, outputs, group_rows)
+    plan = _memory_plan(
+        opts,
+        fmt,
+        batches,
+        len(table),
+        len(tracks),
+        aggs,
+        outputs,
+        group_rows,
+        normaliser.nbytes if normaliser else 0,
+    )
     log.info("%s", plan.describe())
     span_plan = SpanPlan(
         tuple(b.spec for b in batches),
@@ -512,6 +536,7 @@ def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepare
         tuple(config.statistics),
         config.pseudocount,
         plan.scratch_bytes,
+        normaliser,
     )
     prep = Prepared(
         config,
@@ -531,6 +556,7 @@ def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepare
         group_rows,
         warnings,
         classes,
+        normaliser,
     )
     return prep
 

@@ -19,6 +19,10 @@ Example (paths are relative to the run file)::
     object = "{group}_{statistic}_{aggregation}"   # object name inside RData files
     id_columns = ["GENE", "rsID", "REF", "ALT"]    # or "all"
 
+    [normalise]                    # optional: add abs_diff_quantile, abs_diff_robust_z, ...
+    background = "stab-background.npz"   # saved by perturbscore normalise --save-background
+    statistics = ["quantile", "robust_z"]
+
     [[groups]]
     name = "stab"
     batches = [
@@ -46,6 +50,7 @@ from .errors import PerturbscoreError
 from .geometry_tables import GeometryConfig, parse_geometry_config
 from .messages import describe_value, listing, quote
 from .names import check_name, is_safe_name
+from .normalise_inrun import NormaliseConfig
 from .readers import NPZ_MEMBER_SEP
 from .runfile_schema import DEFAULT_NAME as DEFAULT_NAME
 from .runfile_schema import SCHEMA as SCHEMA
@@ -100,6 +105,14 @@ class RunConfig:
     geometry: GeometryConfig | None = None
     #: ID column that receives each variant's receptive-field class (needs geometry).
     class_column: str | None = None
+    #: Background-normalised statistics added to the outputs ([normalise]).
+    normalise: NormaliseConfig | None = None
+
+    @property
+    def output_statistics(self) -> tuple[str, ...]:
+        """Statistics of the output tables: the raw ones, then the normalised ones."""
+        extra = self.normalise.names(self.statistics) if self.normalise else ()
+        return (*self.statistics, *extra)
 
     def table_name(self, group: str, aggregation: str, statistic: str) -> str:
         """File stem of one output table (no extension)."""
@@ -211,7 +224,7 @@ def _check_output_names(where: str, cfg: RunConfig) -> None:
     for fld, values in (
         ("group", [g.name for g in cfg.groups]),
         ("aggregation", list(cfg.aggregations)),
-        ("statistic", list(cfg.statistics)),
+        ("statistic", list(cfg.output_statistics)),
     ):
         if len(values) > 1 and fld not in used:
             raise PerturbscoreError(
@@ -314,6 +327,14 @@ def _check_class_column(where: str, cfg: RunConfig) -> None:
         )
 
 
+def _normalise_section(raw: Any, base: Path, where: str) -> NormaliseConfig | None:
+    """The ``[normalise]`` section: a saved background and the normalised statistics."""
+    if raw is None:
+        return None
+    nf = _read_section(_table(raw, "normalise", where), "normalise", f"{where} [normalise]")
+    return NormaliseConfig(base / nf["background"], tuple(nf["statistics"]))
+
+
 def parse_run_config(data: dict[str, Any], base: Path, source: Path | None = None) -> RunConfig:
     """Build a :class:`RunConfig` from parsed TOML; paths are resolved against ``base``.
 
@@ -331,6 +352,7 @@ def parse_run_config(data: dict[str, Any], base: Path, source: Path | None = Non
     tracks = _read_section(_table(top["tracks"], "tracks", where), "tracks", f"{where} [tracks]")
     scores = _read_section(_table(top["scores"], "scores", where), "scores", f"{where} [scores]")
     output = _read_section(_table(top["output"], "output", where), "output", f"{where} [output]")
+    norm = _normalise_section(top["normalise"], base, where)
     for name, key in SCHEMA[""].items():
         if key.required and name not in data:
             raise _missing(where, name, key)
@@ -352,6 +374,7 @@ def parse_run_config(data: dict[str, Any], base: Path, source: Path | None = Non
         source=source,
         geometry=parse_geometry_config(data, where),
         class_column=output["class_column"],
+        normalise=norm,
     )
     _check_class_column(where, cfg)
     _check_output_names(where, cfg)

@@ -164,6 +164,21 @@ def _check_statistics(v: Any) -> tuple[str, ...]:
     return _no_repeats(values)
 
 
+def _check_background(v: Any) -> str:
+    path = _check_path(v)
+    if not path.lower().endswith(".npz"):
+        raise Reject(detail=f"{quote(path)} does not end in .npz")
+    return path
+
+
+def _check_normalised(v: Any) -> tuple[str, ...]:
+    values = _strings(v)
+    for s in values:
+        if s not in ("quantile", "robust_z"):
+            raise Reject(detail=f"{quote(s)} is not one of quantile or robust_z")
+    return _no_repeats(values)
+
+
 def _choice(options: Callable[[], Any]) -> Callable[[Any], str]:
     # ``options`` is called at check time: readers.FORMATS may be extended after import.
     def check(v: Any) -> str:
@@ -238,6 +253,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "a table [variants] naming the position column(s) of the variant tables",
             lambda v: v,
             '[variants] with position = "variant_pos_in_window"',
+        ),
+        "normalise": Key(
+            'a table [normalise] with background = "FILE.npz"',
+            lambda v: v,
+            '[normalise] with background = "stab-background.npz"',
         ),
         "groups": Key(
             "one or more [[groups]] tables",
@@ -321,6 +341,20 @@ SCHEMA: dict[str, dict[str, Key]] = {
             _check_path,
             '"field"',
             default=None,
+        ),
+    },
+    "normalise": {
+        "background": Key(
+            "a path string to a background file (.npz) saved by perturbscore normalise",
+            _check_background,
+            '"stab-background.npz"',
+            required=True,
+        ),
+        "statistics": Key(
+            "a non-empty list of distinct normalised statistics: quantile, robust_z",
+            _check_normalised,
+            '["quantile", "robust_z"]',
+            default=("quantile", "robust_z"),
         ),
     },
     "groups": {

@@ -167,15 +167,17 @@ def blocks(
             "changed after the run: run it again."
         )
     if not seen:
-        yield np.empty((0, len(tracks))), (
-            pd.DataFrame({c: [] for c in t.id_columns or []}, dtype=object) if ids else None
+        yield (
+            np.empty((0, len(tracks))),
+            (pd.DataFrame({c: [] for c in t.id_columns or []}, dtype=object) if ids else None),
         )
 
 
 def _frames(
     t: Table, tracks: Sequence[str], rows: int, ids: bool
-) -> Iterator[tuple[list[str], np.ndarray, dict[str, list[str | None]]]]:
-    """``(column names, scores # n S float64, {ID column: text})`` per piece read."""
+) -> Iterator[tuple[list[str], np.ndarray, dict[str, Any]]]:
+    """``(column names, scores # n S float64, {ID column: text})`` per piece read; the
+    text is a list or an object array of str, missing values None."""
     if t.kind == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -183,13 +185,17 @@ def _frames(
         pf = pq.ParquetFile(t.path)
         names = list(pf.schema_arrow.names)
         check_columns(t, names, tracks)
-        id_cols = [c for c in names if c not in set(tracks)]
-        for batch in pf.iter_batches(batch_size=rows):
-            scores = np.empty((batch.num_rows, len(tracks)))
+        id_cols = [c for c in names if c not in set(tracks)] if ids else []
+        for batch in pf.iter_batches(batch_size=rows, columns=[*tracks, *id_cols]):
+            # Track-major, so each column is one contiguous copy and the block (its
+            # transpose) is column-major, as the quantile search and the writers read it.
+            scores = np.empty((len(tracks), batch.num_rows))
             for j, c in enumerate(tracks):  # nulls become NaN
-                scores[:, j] = batch.column(c).to_numpy(zero_copy_only=False)
-            text = {c: batch.column(c).cast(pa.string()).to_pylist() for c in id_cols if ids}
-            yield names, scores, text
+                scores[j] = batch.column(c).to_numpy(zero_copy_only=False)
+            text = {
+                c: batch.column(c).cast(pa.string()).to_numpy(zero_copy_only=False) for c in id_cols
+            }
+            yield names, scores.T, text
         return
     if t.kind == "csv":
         head = pd.read_csv(t.path, nrows=0).columns

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .integrity import row_identical
+from .normalise_inrun import RunNormaliser
 from .readers import PredictionReader, open_predictions
 from .scoring import Aggregation, nonfinite_positions, score_block
 
@@ -59,6 +60,8 @@ class SpanPlan:
     scratch_bytes : int
         Size of each thread's REF and ALT scratch buffers (whole rows are read through
         them; at least one row).
+    normaliser : RunNormaliser or None
+        Adds the background-normalised statistics of ``[normalise]`` to every span.
     """
 
     batches: tuple[BatchSpec, ...]
@@ -67,6 +70,7 @@ class SpanPlan:
     statistics: tuple[str, ...]
     pseudocount: float
     scratch_bytes: int
+    normaliser: RunNormaliser | None = None
 
 
 @dataclass
@@ -169,6 +173,8 @@ def score_span(plan: SpanPlan, batch: int, start: int, stop: int) -> SpanResult:
         blocks.append(block)
     scores = score_block(blocks[0], blocks[1], plan.aggregations, plan.statistics, plan.pseudocount)
     bad = sum(int((~np.isfinite(v)).sum()) for (_, st), v in scores.items() if st == "log2fc")
+    if plan.normaliser is not None:
+        scores.update(plan.normaliser.apply(scores))
     if blocks[0].dtype == blocks[1].dtype:
         same = row_identical(blocks[0], blocks[1])
     else:  # REF and ALT saved in different dtypes: equal values

@@ -321,20 +321,9 @@ def open_writer(
     return cls(path, score_columns, id_columns, object_name)
 
 
-def buffer_bytes(fmt: str, n_scores: int, group_rows: int | None = None) -> int:
-    """Most bytes one writer of ``fmt`` holds for a table of ``n_scores`` score columns.
-
-    Parquet: one row group's scores, column-major (Arrow wraps its columns without
-    copying them), and Arrow's encoded pages of it while the row group is written.
-    """
-    if check_format(fmt) != "parquet":
-        return 0
-    return 2 * (group_rows or row_group_rows(n_scores)) * n_scores * 8
-
-
 #: Bytes of footer metadata pyarrow's ``ParquetWriter`` holds per column chunk (one
-#: column of one row group) until the file is closed: about 1.0-1.1 KB measured with
-#: pyarrow 20, whatever the rows per group, compression, statistics or dictionaries.
+#: column of one row group) until the file is closed: 0.8-1.1 KB measured with pyarrow
+#: 20, whatever the rows per group, compression, statistics or dictionaries.
 FOOTER_BYTES_PER_CHUNK = 1100
 
 
@@ -369,13 +358,6 @@ def writer_bytes(fmt: str, n_scores: int, n_ids: int, rows: int, group_rows: int
     if check_format(fmt) != "parquet":
         return 0
     return 2 * group_rows * n_scores * 8 + footer_bytes(n_scores + n_ids, rows, group_rows)
-
-
-def parquet_group_rows(n_scores: int, n_tables: int, budget: int) -> int:
-    """Rows per row group: :func:`row_group_rows`, fewer when the writers' buffers would
-    take more than a quarter of ``budget``."""
-    cap = (budget // 4) // max(1, n_tables * 2 * n_scores * 8)
-    return int(max(1, min(row_group_rows(n_scores), cap)))
 
 
 def holds_in_memory(fmt: str) -> bool:
