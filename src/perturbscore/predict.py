@@ -37,7 +37,8 @@ from .names import check_name
 from .outputs import Commit, folder_lock, recover, sweep, temp_path
 from .predict_model import Predictor, load_enformer, predict_batch, recentre
 from .predict_store import NpyRows, ResumeLog, batch_crc
-from .tracks import TARGET_COLUMNS, TrackSelection, read_targets, select_tracks
+from .targets_file import TARGET_COLUMNS
+from .tracks import TrackSelection, read_targets, select_tracks
 from .windows import Plan, Variants, check_against_genome, load_variants, plan_windows
 
 log = logging.getLogger("perturbscore")
