@@ -11,7 +11,8 @@ from typing import Any
 
 import click
 
-from .cli import cli, log, user_errors, verbosity
+from .cli import cli
+from .cli_common import log, user_errors, verbosity
 from .errors import PerturbscoreError
 
 
