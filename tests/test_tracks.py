@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from perturbscore.errors import PerturbscoreError
+from perturbscore.targets_file import TARGET_COLUMNS
 from perturbscore.tracks import (
-    TARGET_COLUMNS,
     TrackSelection,
     read_targets,
     select_tracks,

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .errors import PerturbscoreError
 from .geometry_tables import (
     ClassCounter,
@@ -26,7 +24,6 @@ from .geometry_tables import (
     place_table,
 )
 from .integrity import EXIT_CLEAN, EXIT_FLAGGED
-from .integrity_keys import id_keys
 from .integrity_text import format_integrity
 from .runfile import RunConfig, load_run_file
 
@@ -159,32 +156,9 @@ def check_run_file(
     -------
     CheckReport
     """
-    from .variants import id_columns_of, read_variants
-
     cfg, geo = load_check_config(path)
     report = CheckReport(str(path))
-    counter = ClassCounter()
-    classes: dict[tuple[str, int], np.ndarray] = {}
-    keys: dict[tuple[str, int], list[str]] = {}
-    keys_by_group: dict[str, list[str]] = {}
-    for group in cfg.groups:
-        for number, batch in enumerate(group.batches, start=1):
-            # Every column: the position columns are checked (and named) by the geometry.
-            df = read_variants(batch.variants)
-            id_cols = id_columns_of(df, cfg.id_columns, str(batch.variants))
-            k = id_keys(df, id_cols)
-            keys[(group.name, number)] = k
-            keys_by_group.setdefault(group.name, []).extend(k)
-            if geo is not None:
-                placed = place_table(df, geo, str(batch.variants))
-                classes[(group.name, number)] = placed.cls
-                counter.add(
-                    group.name,
-                    number,
-                    str(batch.variants),
-                    placed.cls,
-                    int(placed.outside_window.sum()),
-                )
+    counter = _count_classes(cfg, geo)
     if geo is not None:
         report.geometry = {**geo.describe(), "classes": counter.describe()}
     else:
@@ -214,6 +188,28 @@ def check_run_file(
 
     report.integrity = _integrity(cfg, rtol, atol, max_examples, block_bytes)
     return report
+
+
+def _count_classes(cfg: RunConfig, geo: GeometryConfig | None) -> ClassCounter:
+    """Each variant table read and its ID columns checked; classes counted with a geometry."""
+    from .variants import id_columns_of, read_variants
+
+    counter = ClassCounter()
+    for group in cfg.groups:
+        for number, batch in enumerate(group.batches, start=1):
+            # Every column: the position columns are checked (and named) by the geometry.
+            df = read_variants(batch.variants)
+            id_columns_of(df, cfg.id_columns, str(batch.variants))
+            if geo is not None:
+                placed = place_table(df, geo, str(batch.variants))
+                counter.add(
+                    group.name,
+                    number,
+                    str(batch.variants),
+                    placed.cls,
+                    int(placed.outside_window.sum()),
+                )
+    return counter
 
 
 def check_run_dir(path: str | Path) -> CheckReport:

@@ -1,109 +1,34 @@
 """Command-line interface: parses options, calls one library function, reports.
 
+This module holds the ``perturbscore`` group and the commands that make score tables
+(``run``, ``tracks``, ``demo``, ``import-scores``); :mod:`.cli_analysis` and
+:mod:`.cli_predict` add the others, and :mod:`.cli_common` holds what they all share
+(user errors as exit 2, logging and -q/-v, ``--memory``).
+
 Exit codes: 0 success, 2 user error (bad input or options; nothing written),
 1 unexpected failure.
 """
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import click
 
 from . import __version__
+from .cli_common import is_quiet, log, memory_option, setup_logging, user_errors, verbosity
 from .constants import ENGINES, NAN_POLICIES, OUT_OF_FIELD, OUTPUT_FORMATS
 from .errors import Interrupted, PerturbscoreError
-from .memory import DEFAULT_MEMORY_BYTES, parse_size
+from .memory import parse_size
 
 if TYPE_CHECKING:
     from .engine import RunResult
 
 # Heavy modules (numpy, pandas, pyarrow, the pipeline) are imported inside the commands,
 # so that --help and --version stay instant.
-FORMATS = OUTPUT_FORMATS
-log = logging.getLogger("perturbscore")
-F = TypeVar("F", bound=Callable[..., Any])
-
-#: ``--memory`` of every command that streams under a budget.
-memory_option = click.option(
-    "--memory",
-    default=str(DEFAULT_MEMORY_BYTES),
-    show_default=True,
-    help="Memory budget in bytes, or with a unit: 512MB, 2GiB.",
-)
-
-
-def user_errors(func: F) -> F:
-    """User errors: one line and exit 2; signals: what to do next and 128 + signal."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except PerturbscoreError as exc:
-            click.echo(f"perturbscore: error: {exc}", err=True)
-            sys.exit(2)
-        except Interrupted as exc:
-            click.echo(f"perturbscore: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("perturbscore: interrupted by SIGINT", err=True)
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _setup_logging(verbose: int, quiet: bool) -> None:
-    """-q: warnings only; default: info; -v: debug; -vv: debug of the libraries too."""
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("perturbscore: %(levelname)s: %(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(level)
-    log.propagate = False
-    if verbose > 1:
-        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
-
-
-def verbosity(func: F) -> F:
-    """-v/-q also after the subcommand (``perturbscore run -q ...``)."""
-
-    def update(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-        obj = ctx.ensure_object(dict)
-        if param.name == "verbose" and value:
-            obj["verbose"] = obj.get("verbose", 0) + value
-        if param.name == "quiet" and value:
-            obj["quiet"] = True
-        _setup_logging(obj.get("verbose", 0), obj.get("quiet", False))
-        return value
-
-    func = click.option(
-        "-q",
-        "--quiet",
-        is_flag=True,
-        expose_value=False,
-        callback=update,
-        help="Only warnings and errors; no progress bar.",
-    )(func)
-    func = click.option(
-        "-v",
-        "--verbose",
-        count=True,
-        expose_value=False,
-        callback=update,
-        help="More log output on stderr (-vv: the libraries' too).",
-    )(func)
-    return func
-
-
-def _quiet() -> bool:
-    return bool(click.get_current_context().ensure_object(dict).get("quiet"))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -115,7 +40,7 @@ def _quiet() -> bool:
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Per-variant perturbation scores from REF/ALT sequence-model predictions."""
-    _setup_logging(verbose, quiet)
+    setup_logging(verbose, quiet)
     ctx.obj = {"quiet": quiet, "verbose": verbose}
 
 
@@ -138,7 +63,7 @@ def _report(result: RunResult) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(list(FORMATS)),
+    type=click.Choice(list(OUTPUT_FORMATS)),
     default=None,
     help="Output format; overrides the run file.",
 )
@@ -232,7 +157,7 @@ def run_cmd(
         overwrite=overwrite,
         nan_policy=nan_policy,
         format=fmt,
-        progress=not _quiet(),
+        progress=not is_quiet(),
         threads=threads,
         resume=resume,
         zarr=zarr_cube,
@@ -338,7 +263,7 @@ def demo_cmd(ctx: click.Context, folder: Path, overwrite: bool) -> None:
     help="zscore: per track over all groups' variants.",
 )
 @click.option(
-    "--format", "fmt", type=click.Choice(list(FORMATS)), default="parquet", show_default=True
+    "--format", "fmt", type=click.Choice(list(OUTPUT_FORMATS)), default="parquet", show_default=True
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--overwrite", is_flag=True)

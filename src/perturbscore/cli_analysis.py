@@ -11,7 +11,9 @@ from pathlib import Path
 
 import click
 
-from .cli import FORMATS, cli, log, memory_option, user_errors, verbosity
+from .cli import cli
+from .cli_common import log, memory_option, user_errors, verbosity
+from .constants import OUTPUT_FORMATS
 from .memory import parse_size
 
 
@@ -229,7 +231,7 @@ def check_cmd(target: Path, positions_only: bool, rtol: float, atol: float, as_j
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(list(FORMATS)),
+    type=click.Choice(list(OUTPUT_FORMATS)),
     default=None,
     help="Output format (default: the run's).",
 )

@@ -14,7 +14,8 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from .cli import cli, log, user_errors, verbosity
+from .cli import cli
+from .cli_common import log, user_errors, verbosity
 from .errors import PerturbscoreError
 
 

@@ -135,7 +135,38 @@ def plan_memory(
     """
     row_bytes = scratch_row_bytes or n_bins * n_tracks * itemsize
     selected = n_bins * n_selected * itemsize
-    per_row = (
+    per_row = _per_row_bytes(
+        selected, n_selected, n_aggregations, n_outputs_per_group, blocks_in_flight, cube
+    )
+    base = (
+        resident_bytes + writer_buffer_bytes + in_memory_rows * n_outputs_per_group * n_selected * 8
+    )
+    scratch = _scratch_bytes(budget, base, per_row, row_bytes, scratch_threads)
+    fixed = base + 2 * scratch_threads * scratch
+    if fixed + per_row > budget:
+        hint = _too_small_hint(
+            fmt, fixed, in_memory_rows, writer_buffer_bytes, budget, n_selected, scratch_threads
+        )
+        raise PerturbscoreError(
+            f"memory budget {budget} bytes is too small: the run needs {fixed} bytes resident "
+            f"plus {per_row} bytes per block row. Raise --memory.{hint}"
+        )
+    fit = _block_rows(
+        budget, fixed, per_row, selected, chunk_rows, max_rows, cache_sized=cache_sized
+    )
+    return MemoryPlan(budget, int(fit), per_row, fixed, scratch)
+
+
+def _per_row_bytes(
+    selected: int,
+    n_selected: int,
+    n_aggregations: int,
+    n_outputs_per_group: int,
+    blocks_in_flight: int,
+    cube: bool,
+) -> int:
+    """Bytes one block row costs: its values in every block in flight, the writers' copies."""
+    return (
         blocks_in_flight
         * (
             2 * selected
@@ -144,32 +175,54 @@ def plan_memory(
         )
         + (2 + int(cube)) * n_outputs_per_group * n_selected * 8
     )
-    base = (
-        resident_bytes + writer_buffer_bytes + in_memory_rows * n_outputs_per_group * n_selected * 8
-    )
+
+
+def _scratch_bytes(budget: int, base: int, per_row: int, row_bytes: int, threads: int) -> int:
+    """Each thread's scratch buffer: 4 MiB (or one row), whole rows, shrunk to fit a block."""
     scratch = max(SCRATCH_BYTES, row_bytes)
     # Shrink scratch buffers (whole rows at a time) until they leave room for a block.
-    while scratch > row_bytes and base + 2 * scratch_threads * scratch + per_row > budget:
+    while scratch > row_bytes and base + 2 * threads * scratch + per_row > budget:
         scratch = max(row_bytes, scratch // 2)
-    scratch = max(row_bytes, scratch // row_bytes * row_bytes)
-    fixed = base + 2 * scratch_threads * scratch
-    if fixed + per_row > budget:
-        hint = (
+    return max(row_bytes, scratch // row_bytes * row_bytes)
+
+
+def _too_small_hint(
+    fmt: str,
+    fixed: int,
+    in_memory_rows: int,
+    writer_buffer_bytes: int,
+    budget: int,
+    n_selected: int,
+    scratch_threads: int,
+) -> str:
+    """What to change when not even one row fits: the part of the fixed bytes that dominates."""
+    if in_memory_rows:
+        return (
             f" The {fmt} format keeps whole tables in memory ({fixed / 2**20:.0f} MiB here); "
             "use parquet or csv, or select fewer tracks."
-            if in_memory_rows
-            else f" Parquet writers hold row groups and footer metadata "
+        )
+    if writer_buffer_bytes > budget // 2:
+        return (
+            f" Parquet writers hold row groups and footer metadata "
             f"({writer_buffer_bytes / 2**20:.0f} MiB here for {n_selected} tracks); select "
             "fewer tracks, or use csv."
-            if writer_buffer_bytes > budget // 2
-            else " Fewer --threads need fewer buffers."
-            if scratch_threads > 1
-            else ""
         )
-        raise PerturbscoreError(
-            f"memory budget {budget} bytes is too small: the run needs {fixed} bytes resident "
-            f"plus {per_row} bytes per block row. Raise --memory.{hint}"
-        )
+    if scratch_threads > 1:
+        return " Fewer --threads need fewer buffers."
+    return ""
+
+
+def _block_rows(
+    budget: int,
+    fixed: int,
+    per_row: int,
+    selected: int,
+    chunk_rows: int | None,
+    max_rows: int | None,
+    *,
+    cache_sized: bool,
+) -> int:
+    """Rows per block: what fits (cache-sized unless forced), a forced ``chunk_rows`` checked."""
     fit = max(1, (budget - fixed) // per_row)
     if chunk_rows is None:
         if cache_sized:
@@ -186,4 +239,4 @@ def plan_memory(
     if max_rows is not None:
         # A block never needs more rows than the largest batch has.
         fit = min(fit, max(1, max_rows))
-    return MemoryPlan(budget, int(fit), per_row, fixed, scratch)
+    return fit

@@ -25,24 +25,12 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import numpy as np
 
 from . import memory
 from .errors import PerturbscoreError
-
-if TYPE_CHECKING:
-    # Moved to .archives; re-exported (lazily, see __getattr__) so old imports still work.
-    from .archives import INFLATE_INPUT_BYTES as INFLATE_INPUT_BYTES
-    from .archives import INFLATE_OUTPUT_BYTES as INFLATE_OUTPUT_BYTES
-    from .archives import INFLATE_STATE_BYTES as INFLATE_STATE_BYTES
-    from .archives import ArchiveMember as ArchiveMember
-    from .archives import DeflatedMemberReader as DeflatedMemberReader
-    from .archives import NpzMemberReader as NpzMemberReader
-    from .archives import StoredMemberReader as StoredMemberReader
-    from .archives import locate_member as locate_member
-    from .archives import open_member as open_member
 
 log = logging.getLogger("perturbscore")
 
@@ -357,7 +345,7 @@ def open_predictions(path: str | Path, fmt: str | None = None) -> PredictionRead
     ------
     PerturbscoreError
         Missing file, member or dataset, unknown format, wrong dtype/shape, truncated
-        file, damaged archive (see :func:`locate_member`).
+        file, damaged archive (see :func:`.archive_members.locate_member`).
     """
     text = str(path)
     file_part = text.split(NPZ_MEMBER_SEP, 1)[0]
@@ -379,9 +367,7 @@ def open_predictions(path: str | Path, fmt: str | None = None) -> PredictionRead
                 "(x.zarr::array), or name the format."
             )
     if fmt not in FORMATS:
-        raise PerturbscoreError(
-            f"{text}: unknown format {fmt!r}; use one of {', '.join(FORMATS)}."
-        )
+        raise PerturbscoreError(f"{text}: unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
     if fmt in ("hdf5", "zarr"):
         return _store_reader(fmt, text)
     if fmt in ("npz", "zip"):
@@ -390,28 +376,3 @@ def open_predictions(path: str | Path, fmt: str | None = None) -> PredictionRead
         member = text.split(NPZ_MEMBER_SEP, 1)[1] if NPZ_MEMBER_SEP in text else None
         return open_member(file_part, member or None, fmt)
     return NpyReader(text)
-
-
-#: Names that moved to :mod:`perturbscore.archives`, still importable from here.
-_ARCHIVE_NAMES = frozenset(
-    {
-        "INFLATE_INPUT_BYTES",
-        "INFLATE_OUTPUT_BYTES",
-        "INFLATE_STATE_BYTES",
-        "ArchiveMember",
-        "DeflatedMemberReader",
-        "NpzMemberReader",
-        "StoredMemberReader",
-        "locate_member",
-        "open_member",
-    }
-)
-
-
-def __getattr__(name: str) -> Any:
-    # Lazy: a top-level import would be a cycle (archives imports this module).
-    if name in _ARCHIVE_NAMES:
-        from . import archives
-
-        return getattr(archives, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,12 +4,13 @@ The table has one row per output track; row ``i`` describes track ``i`` of the
 prediction arrays' last axis.  Besides the file's own columns
 (``index genome identifier file clip scale sum_stat description``) the parsed
 table carries ``assay`` (DNASE, ATAC, CHIP, CAGE), ``target`` (the ChIP target,
-empty otherwise) and ``biosample``, split from ``description``.
+empty otherwise) and ``biosample``, split from ``description``.  The file's text
+(its columns, the repair of damaged copies, the checks of each record) is
+:mod:`perturbscore.targets_file`.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,21 +21,9 @@ import pandas as pd
 
 from .errors import PerturbscoreError
 from .messages import listing, quote
+from .targets_file import TARGET_COLUMNS, read_records
 
-TARGET_COLUMNS = [
-    "index",
-    "genome",
-    "identifier",
-    "file",
-    "clip",
-    "scale",
-    "sum_stat",
-    "description",
-]
 PARSED_COLUMNS = ["assay", "target", "biosample"]
-#: ``sum_stat`` values basenji writes (how a track's coverage was pooled into bins).
-SUM_STATS = ("mean", "sum", "sum_sqrt", "avg", "median", "max", "peak")
-_HEADER_WORDS = " ".join(TARGET_COLUMNS)
 
 
 def split_description(description: str) -> tuple[str, str, str]:
@@ -55,17 +44,12 @@ def read_targets(path: str | Path) -> pd.DataFrame:
     """Parse a targets table: the canonical form, or the known damaged copies.
 
     The canonical file has one tab-separated record per line.  Two kinds of damage
-    are met in the wild and repaired, and nothing else is accepted:
-
-    * each record wrapped over two lines, the break before ``sum_stat``: a line with
-      the first 7 fields ending in a tab, then a line ``sum_stat<TAB>description``;
-    * a long ``description`` broken once at a space: the part before the break ends
-      in a space and the next line (no tab) continues it.
-
-    The pieces are joined with no separator (the breaks were *inserted*).  Each
-    record is then checked: 8 fields, ``index`` equal to its position, integer
-    ``genome``, non-empty and unique ``identifier``, numeric ``clip`` and ``scale``, a
-    known ``sum_stat`` (:data:`SUM_STATS`) and a non-empty ``description``.
+    are repaired (a record wrapped before ``sum_stat``; a long ``description`` broken
+    once at a space), and nothing else is accepted; each joined record is then checked:
+    8 fields, ``index`` equal to its position, integer ``genome``, non-empty and unique
+    ``identifier``, numeric ``clip`` and ``scale``, a known ``sum_stat``
+    (:data:`.targets_file.SUM_STATS`) and a non-empty ``description``.  The text is read
+    by :func:`.targets_file.read_records`.
 
     Parameters
     ----------
@@ -77,7 +61,7 @@ def read_targets(path: str | Path) -> pd.DataFrame:
     -------
     pandas.DataFrame
         One row per track, in file order, ``index`` equal to the row position; columns
-        :data:`TARGET_COLUMNS` then :data:`PARSED_COLUMNS`.
+        :data:`.targets_file.TARGET_COLUMNS` then :data:`PARSED_COLUMNS`.
 
     Raises
     ------
@@ -86,79 +70,7 @@ def read_targets(path: str | Path) -> pd.DataFrame:
         nor one of the known repairs; the message names the file, the 1-based line and
         what was expected there.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise PerturbscoreError(f"{p}: track table not found. Check the path.")
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise PerturbscoreError(
-            f"{p}: not a UTF-8 text file; the track table is tab-separated text with the "
-            f"header {_HEADER_WORDS}."
-        ) from None
-    lines = text.replace("\r\n", "\n").split("\n")
-    if lines[0].split("\t") != TARGET_COLUMNS:
-        raise PerturbscoreError(
-            f"{p}: line 1: header {quote(lines[0])} is not the expected tab-separated "
-            f"{_HEADER_WORDS}; is this the model's targets file?"
-        )
-    records: list[list[str]] = []
-    first_line: dict[str, int] = {}  # identifier -> line, for duplicates
-    n_fields = len(TARGET_COLUMNS)
-    i = 1
-    while i < len(lines):
-        line, lineno = lines[i], i + 1
-        if not line.strip():
-            i += 1
-            continue
-        tabs = line.count("\t")
-        if tabs == n_fields - 1:  # canonical: one record per line
-            record, field_lines = line, [lineno] * n_fields
-            i += 1
-        elif tabs == n_fields - 2 and line.endswith("\t"):  # wrapped before sum_stat
-            rest = lines[i + 1] if i + 1 < len(lines) else ""
-            if rest.count("\t") != 1:
-                raise PerturbscoreError(
-                    f"{p}: line {lineno + 1}: expected the rest of the record begun on line "
-                    f"{lineno}, sum_stat<TAB>description (the record is wrapped before "
-                    f"sum_stat), found {_found(rest)}."
-                )
-            record, field_lines = line + rest, [lineno] * (n_fields - 2) + [lineno + 1] * 2
-            i += 2
-        elif tabs == 0 and records:
-            raise PerturbscoreError(
-                f"{p}: line {lineno}: {quote(line, 60)} is not a track record (no tab); a "
-                "description broken over two lines is repaired only once per record, so "
-                "remove or repair it."
-            )
-        else:
-            raise PerturbscoreError(
-                f"{p}: line {lineno}: expected a track record of {n_fields} tab-separated "
-                f"fields ({_HEADER_WORDS}), or its first {n_fields - 1} fields ending in a tab "
-                f"when the record is wrapped before sum_stat, found {_found(line)}."
-            )
-        # A description broken once at a space continues on the next line (no tab).
-        if i < len(lines) and lines[i].strip() and "\t" not in lines[i]:
-            if not record.endswith(" "):
-                raise PerturbscoreError(
-                    f"{p}: line {i + 1}: {quote(lines[i], 60)} is not a track record (no tab), and "
-                    f"the description before it on line {field_lines[-1]} does not end in a "
-                    "space as a description broken over two lines does; remove or repair it."
-                )
-            record += lines[i]
-            i += 1
-        fields = record.split("\t")
-        _check_record(p, fields, field_lines, len(records))
-        ident = fields[2]
-        if ident in first_line:
-            raise PerturbscoreError(
-                f"{p}: line {field_lines[2]}: identifier {quote(ident)} is also the identifier "
-                f"on line {first_line[ident]}; each track needs its own identifier."
-            )
-        first_line[ident] = field_lines[2]
-        records.append(fields)
-    if not records:
-        raise PerturbscoreError(f"{p}: no track records after the header.")
+    records = read_records(Path(path))
     table = pd.DataFrame(records, columns=TARGET_COLUMNS)
     for col in ("index", "genome"):
         table[col] = table[col].astype("int64")
@@ -168,45 +80,6 @@ def read_targets(path: str | Path) -> pd.DataFrame:
     for k, col in enumerate(PARSED_COLUMNS):
         table[col] = [s[k] for s in split]
     return table
-
-
-def _found(line: str) -> str:
-    if not line.strip():
-        return "an empty line" if line == "" else "a blank line"
-    return f"{line.count(chr(9)) + 1} field(s) {quote(line, 60)}"
-
-
-def _is_number(text: str) -> bool:
-    try:
-        return math.isfinite(float(text))
-    except ValueError:
-        return False
-
-
-def _check_record(path: Path, fields: list[str], lines: list[int], expected_index: int) -> None:
-    """Check one joined record's fields; the message names the line the field is on."""
-
-    def bad(k: int, what: str) -> PerturbscoreError:
-        return PerturbscoreError(
-            f"{path}: line {lines[k]}: {TARGET_COLUMNS[k]} {quote(fields[k], 60)} is not {what}."
-        )
-
-    if not fields[0].isdigit() or int(fields[0]) != expected_index:
-        raise PerturbscoreError(
-            f"{path}: line {lines[0]}: track index {quote(fields[0])}, expected "
-            f"{expected_index}; rows must be the tracks 0, 1, 2, ... in prediction-array order."
-        )
-    if not fields[1].isdigit():
-        raise bad(1, "an integer genome number (0 for human)")
-    if not fields[2].strip():
-        raise bad(2, "a track identifier (it is empty)")
-    for k in (4, 5):
-        if not _is_number(fields[k]):
-            raise bad(k, "a number")
-    if fields[6] not in SUM_STATS:
-        raise bad(6, f"a summary statistic: one of {listing(SUM_STATS)}")
-    if not fields[7].strip():
-        raise bad(7, "a description (it is empty)")
 
 
 @dataclass(frozen=True)
@@ -353,52 +226,9 @@ def select_tracks(table: pd.DataFrame, selection: TrackSelection | None = None) 
         duplicated track, unknown query column, or an empty result.
     """
     sel = selection or TrackSelection()
-    n = len(table)
-    order: list[int] | None = None
-    if sel.shortlist is not None:
-        sl = _read_shortlist(Path(sel.shortlist))
-        order = []
-        for row, raw in enumerate(sl["index"], start=2):
-            try:
-                idx = int(raw)
-            except ValueError:
-                raise PerturbscoreError(
-                    f"{sel.shortlist}: line {row}: index {quote(raw)} is not an integer; write "
-                    "the 0-based track number."
-                ) from None
-            if not 0 <= idx < n:
-                raise PerturbscoreError(
-                    f"{sel.shortlist}: line {row}: track index {idx} is outside 0..{n - 1} "
-                    "of the track table; is this shortlist for another model?"
-                )
-            if "identifier" in sl.columns:
-                want = sl["identifier"].iloc[row - 2]
-                have = table["identifier"].iloc[idx]
-                if want != have:
-                    raise PerturbscoreError(
-                        f"{sel.shortlist}: line {row}: index {idx} is {quote(want)} in the "
-                        f"shortlist but {quote(have)} in the track table; shortlist and table "
-                        "disagree, so one of them is from another model or was re-ordered."
-                    )
-            order.append(idx)
-    if sel.identifiers:
-        pos = {ident: i for i, ident in enumerate(table["identifier"])}
-        missing = [i for i in sel.identifiers if i not in pos]
-        if missing:
-            raise PerturbscoreError(
-                f"track identifiers not in the track table: {listing(missing, quoted=True)}; "
-                "run 'perturbscore tracks TARGETS' to list them."
-            )
-        order = (order or []) + [pos[i] for i in sel.identifiers]
-    if sel.indices:
-        bad = [i for i in sel.indices if not 0 <= int(i) < n]
-        if bad:
-            raise PerturbscoreError(
-                f"track indices out of range 0..{n - 1}: {listing(bad)}; indices are 0-based."
-            )
-        order = (order or []) + [int(i) for i in sel.indices]
+    order = _listed_order(table, sel)
     if order is None:
-        order = list(range(n))
+        order = list(range(len(table)))
     dupes = sorted(i for i, count in Counter(order).items() if count > 1)
     if dupes:
         raise PerturbscoreError(
@@ -418,6 +248,65 @@ def select_tracks(table: pd.DataFrame, selection: TrackSelection | None = None) 
             "run 'perturbscore tracks TARGETS' to see the table."
         )
     return chosen.reset_index(drop=True)
+
+
+def _listed_order(table: pd.DataFrame, sel: TrackSelection) -> list[int] | None:
+    """Track numbers the shortlist, identifiers and indices name, in that order.
+
+    None when the selection lists no track (every track, before ``where``).
+    """
+    n = len(table)
+    order: list[int] | None = None
+    if sel.shortlist is not None:
+        order = _shortlist_order(table, sel.shortlist)
+    if sel.identifiers:
+        pos = {ident: i for i, ident in enumerate(table["identifier"])}
+        missing = [i for i in sel.identifiers if i not in pos]
+        if missing:
+            raise PerturbscoreError(
+                f"track identifiers not in the track table: {listing(missing, quoted=True)}; "
+                "run 'perturbscore tracks TARGETS' to list them."
+            )
+        order = (order or []) + [pos[i] for i in sel.identifiers]
+    if sel.indices:
+        bad = [i for i in sel.indices if not 0 <= int(i) < n]
+        if bad:
+            raise PerturbscoreError(
+                f"track indices out of range 0..{n - 1}: {listing(bad)}; indices are 0-based."
+            )
+        order = (order or []) + [int(i) for i in sel.indices]
+    return order
+
+
+def _shortlist_order(table: pd.DataFrame, shortlist: Path) -> list[int]:
+    """The shortlist's track numbers, each checked against the track table."""
+    n = len(table)
+    sl = _read_shortlist(Path(shortlist))
+    order = []
+    for row, raw in enumerate(sl["index"], start=2):
+        try:
+            idx = int(raw)
+        except ValueError:
+            raise PerturbscoreError(
+                f"{shortlist}: line {row}: index {quote(raw)} is not an integer; write "
+                "the 0-based track number."
+            ) from None
+        if not 0 <= idx < n:
+            raise PerturbscoreError(
+                f"{shortlist}: line {row}: track index {idx} is outside 0..{n - 1} "
+                "of the track table; is this shortlist for another model?"
+            )
+        if "identifier" in sl.columns:
+            want = sl["identifier"].iloc[row - 2]
+            have = table["identifier"].iloc[idx]
+            if want != have:
+                raise PerturbscoreError(
+                    f"{shortlist}: line {row}: index {idx} is {quote(want)} in the "
+                    f"shortlist but {quote(have)} in the track table; shortlist and table "
+                    "disagree, so one of them is from another model or was re-ordered."
+                )
+        order.append(idx)
+    return order
 
 
 def selection_from_options(

@@ -1,0 +1,98 @@
+"""What every CLI command shares: user errors as exit 2, logging and -q/-v, common options.
+
+:mod:`perturbscore.cli` (the group and the run commands), :mod:`perturbscore.cli_analysis`
+and :mod:`perturbscore.cli_predict` build their commands from these.  Only click and
+the standard library are imported here, so that ``perturbscore --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from .errors import Interrupted, PerturbscoreError
+from .memory import DEFAULT_MEMORY_BYTES
+
+log = logging.getLogger("perturbscore")
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: ``--memory`` of every command that streams under a budget.
+memory_option = click.option(
+    "--memory",
+    default=str(DEFAULT_MEMORY_BYTES),
+    show_default=True,
+    help="Memory budget in bytes, or with a unit: 512MB, 2GiB.",
+)
+
+
+def user_errors(func: F) -> F:
+    """User errors: one line and exit 2; signals: what to do next and 128 + signal."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PerturbscoreError as exc:
+            click.echo(f"perturbscore: error: {exc}", err=True)
+            sys.exit(2)
+        except Interrupted as exc:
+            click.echo(f"perturbscore: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("perturbscore: interrupted by SIGINT", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    """-q: warnings only; default: info; -v: debug; -vv: debug of the libraries too."""
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("perturbscore: %(levelname)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+    if verbose > 1:
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+
+
+def verbosity(func: F) -> F:
+    """-v/-q also after the subcommand (``perturbscore run -q ...``)."""
+
+    def update(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        obj = ctx.ensure_object(dict)
+        if param.name == "verbose" and value:
+            obj["verbose"] = obj.get("verbose", 0) + value
+        if param.name == "quiet" and value:
+            obj["quiet"] = True
+        setup_logging(obj.get("verbose", 0), obj.get("quiet", False))
+        return value
+
+    func = click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        expose_value=False,
+        callback=update,
+        help="Only warnings and errors; no progress bar.",
+    )(func)
+    func = click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        expose_value=False,
+        callback=update,
+        help="More log output on stderr (-vv: the libraries' too).",
+    )(func)
+    return func
+
+
+def is_quiet() -> bool:
+    """Whether -q was given, before or after the subcommand (no progress bar then)."""
+    return bool(click.get_current_context().ensure_object(dict).get("quiet"))
