@@ -28,7 +28,7 @@ import numpy as np
 from .errors import PerturbscoreError
 from .extras import require
 from .geometry import ENFORMER, Geometry, class_labels
-from .tracks import TARGET_COLUMNS
+from .targets_file import TARGET_COLUMNS
 from .windows import Plan, Variants
 
 if TYPE_CHECKING:
