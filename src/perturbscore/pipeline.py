@@ -21,16 +21,9 @@ from pathlib import Path
 from .constants import ENGINES, NAN_POLICIES
 from .engine import RunResult, execute, local_mapper
 from .errors import PerturbscoreError
+from .options import RunOptions
 from .outputs import output_folder
-from .plan import (
-    MANIFEST,
-    OutputTable,
-    Prepared,
-    RunOptions,
-    check_existing,
-    cube_name,
-    prepare,
-)
+from .plan import MANIFEST, OutputTable, Prepared, check_existing, cube_name, prepare
 from .resume import STATE_DIR, ResumeState
 from .runfile import Group, RunConfig, load_run_file
 
