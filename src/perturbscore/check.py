@@ -107,7 +107,8 @@ def _integrity(
     cfg: RunConfig, rtol: float, atol: float, max_examples: int, block_bytes: int
 ) -> dict[str, Any]:
     """The run's own integrity checks, through the span pipeline, writing nothing."""
-    from .engine import Findings, local_mapper
+    from .engine import local_mapper
+    from .findings import Findings
     from .options import RunOptions
     from .plan import prepare
     from .spans import close_readers, spans
