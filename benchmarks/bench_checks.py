@@ -38,7 +38,7 @@ import numpy as np
 from perturbscore.geometry import ENFORMER, place
 from perturbscore.integrity import IntegrityChecker, row_identical
 from perturbscore.integrity_keys import keys_in_several_groups
-from perturbscore.normalise import BackgroundBuilder
+from perturbscore.normalise_sketch import BackgroundBuilder
 from perturbscore.scoring import parse_aggregation, score_block
 
 STUDY_ROWS = {"stab": 14189 + 5818, "top": 25049 + 10028}

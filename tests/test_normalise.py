@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from perturbscore.errors import PerturbscoreError
-from perturbscore.normalise import (
-    BackgroundBuilder,
+from perturbscore.normalise import normalise
+from perturbscore.normalise_files import (
     check_tracks,
     load_backgrounds,
-    normalise,
     pick_background,
     save_backgrounds,
 )
+from perturbscore.normalise_sketch import BackgroundBuilder
 
 
 def build(values, statistic="abs_diff", chunk=None, **kw):

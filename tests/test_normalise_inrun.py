@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from perturbscore.demo import write_demo_dataset
-from perturbscore.normalise import BackgroundBuilder, save_backgrounds
+from perturbscore.normalise_files import save_backgrounds
+from perturbscore.normalise_sketch import BackgroundBuilder
 
 from .conftest import run_cli
 

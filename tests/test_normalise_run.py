@@ -20,8 +20,9 @@ import pytest
 
 from perturbscore.demo import write_demo_dataset
 from perturbscore.manifest import build_manifest, manifest_text
-from perturbscore.normalise import BackgroundBuilder, save_backgrounds
+from perturbscore.normalise_files import save_backgrounds
 from perturbscore.normalise_run import normalise_run
+from perturbscore.normalise_sketch import BackgroundBuilder
 from perturbscore.writers import open_writer
 
 from .conftest import run_cli

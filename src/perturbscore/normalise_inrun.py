@@ -33,6 +33,7 @@ import numpy as np
 
 from . import normalise as nz
 from .errors import PerturbscoreError
+from .normalise_files import check_tracks, load_backgrounds
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def prepare_normaliser(
             "--background GROUP --save-background FILE.npz' or check the path."
         )
     try:
-        loaded = nz.load_backgrounds(path)
+        loaded = load_backgrounds(path)
     except PerturbscoreError as exc:
         raise PerturbscoreError(f"{where}: {exc}") from None
     pairs = [(a, s) for a in aggregations for s in statistics]
@@ -151,5 +152,5 @@ def prepare_normaliser(
         )
     backgrounds = {k: loaded[k] for k in pairs}
     for b in backgrounds.values():
-        nz.check_tracks(b, tracks, label)
+        check_tracks(b, tracks, label)
     return RunNormaliser(config, backgrounds)

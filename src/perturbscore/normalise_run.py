@@ -32,13 +32,14 @@ Reading
     :mod:`perturbscore.runtables`: Parquet by record batches, CSV in chunks of rows;
     RDS and RData files are read whole (pyreadr has no partial reads), then in blocks.
     Blocks are read and normalised on a second thread while the first writes.
+Checks and block sizing
+    :mod:`perturbscore.normalise_job`: everything is checked before any work.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -54,19 +55,16 @@ from .errors import PerturbscoreError
 from .geometry import CLASS_LABELS, OUTSIDE_INPUT
 from .manifest import build_manifest, manifest_text
 from .memory import DEFAULT_MEMORY_BYTES
-from .names import check_name, is_safe_name
-from .normalise import NORMALISED, Background, BackgroundBuilder
+from .normalise import NORMALISED, Background
+from .normalise_files import save_backgrounds
+from .normalise_job import NormaliseJob
+from .normalise_sketch import BackgroundBuilder
 from .outputs import Commit, output_folder, temp_path
-from .runtables import MANIFEST, Table, blocks, check_columns, read_run, table_columns
+from .runtables import MANIFEST, Table, blocks
 from .streaming import prefetch
 from .writers import (
-    FORMATS,
     TableWriter,
-    check_format,
-    footer_bytes,
     open_writer,
-    table_group_rows,
-    writer_bytes,
 )
 
 log = logging.getLogger("perturbscore")
@@ -77,8 +75,6 @@ EXCLUSION_RULE = (
     "input), or any score NaN or infinite"
 )
 OUTSIDE = CLASS_LABELS[OUTSIDE_INPUT]
-#: Most rows per block: beyond this, blocks only cost memory.
-MAX_BLOCK_ROWS = 65536
 
 
 @dataclass
@@ -91,12 +87,6 @@ class NormaliseResult:
     backgrounds: dict[tuple[str, str], Background]
     excluded: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     block_rows: int = 0
-
-
-def output_stem(group: str, aggregation: str, statistic: str, normalised: str) -> str:
-    """File stem of a normalised table (see the module docstring)."""
-    stem = f"{group}_{statistic}_{normalised}"
-    return stem if aggregation == "none" else f"{stem}_{aggregation.replace(':', '')}"
 
 
 def _builder(tracks: Sequence[str], aggregation: str, statistic: str) -> BackgroundBuilder:
@@ -183,7 +173,7 @@ def normalise_run(
     NormaliseResult
     """
     started = time.perf_counter()
-    job = _Job.check(
+    job = NormaliseJob.check(
         Path(run_dir),
         Path(out_dir),
         background,
@@ -196,24 +186,7 @@ def normalise_run(
         block_rows,
     )
     job.timings["validate"] = time.perf_counter() - started
-    for k, t in job.sources.items():
-        job.backgrounds[k], ex = build_background(
-            t, job.tracks, job.rows, job.read_rows, job.class_column
-        )
-        job.excluded[k] = ex
-        if ex["used"] < t.rows:
-            log.warning(
-                "background %s %s/%s: %d of %d rows left out (%d outside the model's input, "
-                "%d all exactly 0, %d not finite)",
-                background,
-                k[0],
-                k[1],
-                t.rows - ex["used"],
-                t.rows,
-                ex["outside_input"],
-                ex["all_zero"],
-                ex["non_finite"],
-            )
+    _build_backgrounds(job)
     job.timings["background"] = time.perf_counter() - started - job.timings["validate"]
     with output_folder(job.out):
         if not overwrite:
@@ -229,220 +202,30 @@ def normalise_run(
     )
 
 
-@dataclass
-class _Job:
-    """One normalisation, validated: inputs, backgrounds (or their sources), outputs."""
-
-    run: Path
-    out: Path
-    manifest: dict[str, Any]
-    tables: list[Table]
-    tracks: list[str]
-    stats: list[str]
-    fmt: str
-    plan: list[tuple[Table, str, Path]]
-    background: str | None
-    background_file: Path | None
-    saved: Path | None
-    sources: dict[tuple[str, str], Table]
-    backgrounds: dict[tuple[str, str], Background]
-    memory_bytes: int
-    rows: int = 0
-    read_rows: int = 0
-    group_rows: int = 0
-    excluded: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def class_column(self) -> str | None:
-        """The run's receptive-field class column, if its manifest names one."""
-        geometry = self.manifest.get("geometry") or {}
-        return geometry.get("class_column") if isinstance(geometry, dict) else None
-
-    @classmethod
-    def check(
-        cls,
-        run: Path,
-        out: Path,
-        background: str | None,
-        background_file: str | Path | None,
-        statistics: Sequence[str],
-        fmt: str | None,
-        save_background: str | Path | None,
-        overwrite: bool,
-        memory_bytes: int,
-        block_rows: int | None,
-    ) -> _Job:
-        """Every check that needs no table rows; raises PerturbscoreError, writes nothing."""
-        stats = list(dict.fromkeys(statistics))
-        bad = [s for s in stats if s not in NORMALISED] or ([] if stats else ["(none)"])
-        if bad:
-            raise PerturbscoreError(f"--statistic {bad[0]}: choose {' or '.join(NORMALISED)}.")
-        if (background is None) == (background_file is None):
-            raise PerturbscoreError("give exactly one of --background GROUP and --background-file.")
-        if block_rows is not None and block_rows < 1:
-            raise PerturbscoreError(f"--chunk-rows {block_rows}: give a positive number of rows.")
-        manifest, tables, tracks = read_run(run)
-        if manifest.get("source") == "normalise":
-            raise PerturbscoreError(
-                f"{run} already holds normalised tables; give the run folder they were made from."
-            )
-        tables = _raw_tables(manifest, tables)
-        fmt = check_format(fmt or str(manifest.get("parameters", {}).get("format") or "parquet"))
-        if out.exists() and not out.is_dir():
-            raise PerturbscoreError(f"--out {out} is an existing file; name a folder.")
-        if out.resolve() == run.resolve():
-            raise PerturbscoreError(f"--out {out} is the run folder itself; choose another folder.")
-        plan = []
-        for t in tables:
-            for part in (t.statistic, t.aggregation.replace(":", "")):
-                if not is_safe_name(part):
-                    raise PerturbscoreError(
-                        f"{run / MANIFEST}: {part!r} (of {t.path.name}) cannot be part of a file "
-                        "name; only letters, digits, '_' and '-' can."
-                    )
-            for s in stats:
-                stem = output_stem(t.group, t.aggregation, t.statistic, s)
-                plan.append((t, s, out / f"{stem}{FORMATS[fmt]}"))
-        names = [p.name for _, _, p in plan]
-        clash = sorted({n for n in names if names.count(n) > 1})
-        if clash:
-            raise PerturbscoreError(
-                f"{run / MANIFEST}: two tables would both be written as {clash[0]}; rename a "
-                "group so that group and statistic names do not run into each other."
-            )
-        saved = Path(save_background) if save_background is not None else None
-        if saved is not None:
-            _check_save(saved, background, overwrite)
-        keys = list(dict.fromkeys(t.key for t in tables))
-        sources: dict[tuple[str, str], Table] = {}
-        backgrounds: dict[tuple[str, str], Background] = {}
-        if background is not None:
-            check_name(background, "--background group")
-            groups = list(dict.fromkeys(t.group for t in tables))
-            if background not in groups:
-                raise PerturbscoreError(
-                    f"--background {background} is not a group of {run}; it has "
-                    f"{', '.join(groups)}."
-                )
-            sources = {t.key: t for t in tables if t.group == background}
-            where, have = f"--background {background}", set(sources)
-        else:
-            where = str(background_file)
-            loaded = nz.load_backgrounds(where)
-            have = set(loaded)
-            backgrounds = {k: loaded[k] for k in keys if k in loaded}
-        missing = [f"{a}/{s}" for a, s in keys if (a, s) not in have]
-        if missing:
-            raise PerturbscoreError(
-                f"{where} has no table for {', '.join(missing)}; build the background from a "
-                "run with every aggregation and statistic of this one."
-            )
-        for b in backgrounds.values():
-            nz.check_tracks(b, tracks, where)
-        for t in tables:
-            cols = table_columns(t)
-            if cols is not None:
-                t.id_columns = check_columns(t, cols, tracks)
-        job = cls(
-            run,
-            out,
-            manifest,
-            tables,
-            tracks,
-            stats,
-            fmt,
-            plan,
-            background,
-            Path(background_file) if background_file is not None else None,
-            saved,
-            sources,
-            backgrounds,
-            memory_bytes,
+def _build_backgrounds(job: NormaliseJob) -> None:
+    """Build each background from its group's table, counting the rows left out."""
+    for k, t in job.sources.items():
+        job.backgrounds[k], ex = build_background(
+            t, job.tracks, job.rows, job.read_rows, job.class_column
         )
-        if not overwrite:
-            job.refuse_existing()
-        job.read_rows = job.block_rows()
-        job.rows = block_rows or job.read_rows
-        return job
-
-    def block_rows(self) -> int:
-        """Rows per block within the budget: what stays held (writers' buffers, R tables,
-        the sketch) and, per row, its read copies and the normalised values with the
-        searches' temporaries (about 12 arrays like the scores each), plus its IDs."""
-        n_s, n_stats, budget = len(self.tracks), len(self.stats), self.memory_bytes
-        biggest = max(t.rows for t in self.tables)
-        self.group_rows = table_group_rows(n_s, biggest)
-        # A table's normalised statistics are written side by side (row groups, footers,
-        # and Arrow's copy of the table's scores); closing one serialises its footer.
-        n_ids = max((len(t.id_columns or ()) for t in self.tables), default=0)
-        held = n_stats * writer_bytes(self.fmt, n_s, n_ids, biggest, self.group_rows)
-        if self.fmt == "parquet":
-            held += footer_bytes(n_s + n_ids, biggest, self.group_rows)
-            held += self.group_rows * n_s * 8
-        if self.fmt in ("rds", "rdata"):
-            held += n_stats * biggest * n_s * 8  # the R writers hold their whole table
-        if any(t.kind == "r" for t in self.tables):
-            held += biggest * (n_s * 8 + 512)  # pyreadr reads a whole table
-        # pyarrow decodes a whole row group (measured: about 6 copies of its scores).
-        held += 6 * max(t.group_rows for t in self.tables) * n_s * 8
-        if self.sources:
-            n = max(t.rows for t in self.sources.values())
-            # At most one buffer of k rows per level (floor(log2(n / k)) + 1) and the stage;
-            # finish() sorts and accumulates weights over them in about 7 more copies.
-            buffers = math.floor(math.log2(max(1.0, n / nz.DEFAULT_K))) + 2
-            held += 8 * buffers * nz.DEFAULT_K * n_s * 8
-        keys = {t.key for t in self.tables}
-        held += 2 * len(keys) * nz.DEFAULT_GRID * n_s * 8  # finished backgrounds
-        # Two blocks in flight: one normalised waits while the next is read and normalised.
-        per_row = (4 + 14 * n_stats) * n_s * 8 + 1024
-        if budget - held < per_row:
-            raise PerturbscoreError(
-                f"memory budget {budget} bytes is too small (writers and backgrounds hold "
-                f"{held}, one row needs {per_row}); raise --memory or choose --format parquet."
+        job.excluded[k] = ex
+        if ex["used"] < t.rows:
+            log.warning(
+                "background %s %s/%s: %d of %d rows left out (%d outside the model's input, "
+                "%d all exactly 0, %d not finite)",
+                job.background,
+                k[0],
+                k[1],
+                t.rows - ex["used"],
+                t.rows,
+                ex["outside_input"],
+                ex["all_zero"],
+                ex["non_finite"],
             )
-        return int(min(MAX_BLOCK_ROWS, max(biggest, 1), (budget - held) // per_row))
-
-    def refuse_existing(self) -> None:
-        existing = [p.name for _, _, p in self.plan if p.exists()]
-        existing += [MANIFEST] if (self.out / MANIFEST).exists() else []
-        if existing:
-            raise PerturbscoreError(
-                f"{self.out} already holds {', '.join(existing)}; pass --overwrite to replace "
-                "them or choose another --out folder."
-            )
-
-
-def _raw_tables(manifest: dict[str, Any], tables: list[Table]) -> list[Table]:
-    """The tables of raw statistics: a run with ``[normalise]`` (its manifest's
-    ``normalise`` record) also lists the normalised ones it wrote, left out here."""
-    done = manifest.get("normalise") or {}
-    raw = manifest.get("parameters", {}).get("statistics") or []
-    names = {f"{s}_{n}" for s in raw for n in done.get("statistics", [])}
-    kept = [t for t in tables if t.statistic not in names]
-    if len(kept) < len(tables):
-        log.info("%d tables of the run are normalised already; left out", len(tables) - len(kept))
-    return kept
-
-
-def _check_save(saved: Path, background: str | None, overwrite: bool) -> None:
-    if background is None:
-        raise PerturbscoreError(
-            "--save-background saves a background built from --background GROUP; with "
-            "--background-file the background already is a file."
-        )
-    if saved.suffix != ".npz":
-        raise PerturbscoreError(f"--save-background {saved}: a background file ends in .npz.")
-    if not saved.parent.is_dir():
-        raise PerturbscoreError(f"--save-background {saved}: folder {saved.parent} not found.")
-    if saved.is_dir() or (saved.exists() and not overwrite):
-        raise PerturbscoreError(
-            f"--save-background {saved} already exists; pass --overwrite or choose another name."
-        )
 
 
 def _normalised(
-    job: _Job, t: Table, bg: Background
+    job: NormaliseJob, t: Table, bg: Background
 ) -> Iterator[tuple[list[np.ndarray], pd.DataFrame]]:
     """Each block of ``t`` as its normalised statistics (in ``job.stats`` order) and IDs."""
     for scores, ids in blocks(t, job.tracks, job.rows, job.read_rows):
@@ -451,7 +234,7 @@ def _normalised(
 
 
 def _write_table(
-    job: _Job, t: Table, commit: Commit, writers: list[TableWriter], finished: list[Path]
+    job: NormaliseJob, t: Table, commit: Commit, writers: list[TableWriter], finished: list[Path]
 ) -> None:
     """Write table ``t``'s normalised tables under temporary names, handed to ``commit``.
 
@@ -489,7 +272,7 @@ def _write_table(
         finished.append(w.tmp)
 
 
-def _write(job: _Job, started: float) -> None:
+def _write(job: NormaliseJob, started: float) -> None:
     """Every table to its temporary name, then one journalled commit with the manifest."""
     writers: list[TableWriter] = []
     finished: list[Path] = []
@@ -500,10 +283,10 @@ def _write(job: _Job, started: float) -> None:
             _write_table(job, t, commit, writers, finished)
         job.timings["normalise"] = time.perf_counter() - started - sum(job.timings.values())
         if staged is not None and job.saved is not None:
-            # nz.save_backgrounds writes atomically but never replaces a file: stage it in a
+            # save_backgrounds writes atomically but never replaces a file: stage it in a
             # temporary folder and rename it into place after the commit.
             staged.mkdir()
-            nz.save_backgrounds(staged / job.saved.name, job.backgrounds.values())
+            save_backgrounds(staged / job.saved.name, job.backgrounds.values())
         commit.run(job.out / MANIFEST, manifest_text(_manifest(job)))
         if staged is not None and job.saved is not None:
             os.replace(staged / job.saved.name, job.saved)
@@ -520,7 +303,7 @@ def _write(job: _Job, started: float) -> None:
             staged.rmdir()
 
 
-def _manifest(job: _Job) -> dict[str, Any]:
+def _manifest(job: NormaliseJob) -> dict[str, Any]:
     """The output's manifest: a run's schema, outputs with their normalised statistic."""
     entries = [
         {**b.describe(), "background_rows": job.excluded.get(k)} for k, b in job.backgrounds.items()
