@@ -14,14 +14,8 @@ import pytest
 
 from perturbscore import readers
 from perturbscore.errors import PerturbscoreError
-from perturbscore.runfile import (
-    SCHEMA,
-    Batch,
-    Group,
-    load_run_file,
-    parse_run_config,
-    schema_table,
-)
+from perturbscore.runfile import Batch, Group, load_run_file, parse_run_config
+from perturbscore.runfile_schema import SCHEMA, schema_table
 
 TOML = "stablefm.toml"
 STAB_OLD = (

@@ -36,7 +36,8 @@ from .errors import PerturbscoreError
 from .messages import describe_value, listing
 from .predict import PredictOptions
 from .predict_output import FORMATS
-from .runfile_schema import Key, Reject
+from .runfile_schema import Key
+from .runfile_values import Reject
 from .tracks import parse_where, selection_from_options
 
 PRECISIONS = ("float32", "float16", "bfloat16")
@@ -67,16 +68,20 @@ def _int(least: int) -> Callable[[Any], int]:
 def _bool(v: Any) -> bool:
     if isinstance(v, bool):
         return v
-    raise Reject(v.strip().lower() if isinstance(v, str) and v.strip().lower()
-                 in ("true", "false") else None)
+    raise Reject(
+        v.strip().lower() if isinstance(v, str) and v.strip().lower() in ("true", "false") else None
+    )
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     def check(v: Any) -> str:
         if isinstance(v, str) and v in options:
             return v
-        raise Reject(f'"{v.strip().lower()}"' if isinstance(v, str)
-                     and v.strip().lower() in options else None)
+        raise Reject(
+            f'"{v.strip().lower()}"'
+            if isinstance(v, str) and v.strip().lower() in options
+            else None
+        )
 
     return check
 
@@ -108,34 +113,40 @@ def _keys() -> dict[str, Key]:
     text = Key("a non-empty string", _text, '"name"')
     flag = Key("true or false", _bool, "true")
     return {
-        "variants": Key("a path string to the variant table, VCF or BCF", _text,
-                        '"variants.csv"'),
+        "variants": Key("a path string to the variant table, VCF or BCF", _text, '"variants.csv"'),
         "genome": Key("a path string to an indexed FASTA", _text, '"hg38.fa"'),
         "model": Key("a save_pretrained folder or a hub id", _text, '"enformer"'),
-        "targets": Key("a path string to the model's track table", _text,
-                       '"targets_human.txt"'),
+        "targets": Key("a path string to the model's track table", _text, '"targets_human.txt"'),
         "out": Key("a path string to the output folder", _text, '"predictions"'),
         "shortlist": path,
-        "identifiers": Key("a non-empty list of track identifier strings", _texts,
-                           '["ENCFF093VXI"]'),
+        "identifiers": Key(
+            "a non-empty list of track identifier strings", _texts, '["ENCFF093VXI"]'
+        ),
         "indices": Key("a non-empty list of 0-based track numbers", _ints, "[12, 69]"),
-        "where": Key("a non-empty list of queries field=value", _texts,
-                     '["biosample=GM12878"]'),
+        "where": Key("a non-empty list of queries field=value", _texts, '["biosample=GM12878"]'),
         "head": text,
         "bins": Key('an odd number of central bins, or "all"', _bins, "3"),
         "center_bin": Key("an integer ≥ 0 naming a bin", _int(0), "447"),
         "input_length": Key("an integer ≥ 1 (bases the model reads)", _int(1), "196608"),
-        "centre_column": text, "chrom_column": text, "pos_column": text,
-        "ref_column": text, "alt_column": text,
+        "centre_column": text,
+        "chrom_column": text,
+        "pos_column": text,
+        "ref_column": text,
+        "alt_column": text,
         "device": Key('a device string: "cpu", "cuda" or "cuda:N"', _text, '"cuda"'),
         "batch_size": Key("an integer ≥ 1", _int(1), "4"),
-        "precision": Key(f"one of {listing(PRECISIONS, quoted=True)}", _choice(PRECISIONS),
-                         '"float32"'),
+        "precision": Key(
+            f"one of {listing(PRECISIONS, quoted=True)}", _choice(PRECISIONS), '"float32"'
+        ),
         "dtype": Key(f"one of {listing(DTYPES, quoted=True)}", _choice(DTYPES), '"float32"'),
         "format": Key(f"one of {listing(FORMATS, quoted=True)}", _choice(FORMATS), '"npy"'),
         "zarr_chunk_rows": Key("an integer ≥ 1 (variants per Zarr chunk)", _int(1), "1024"),
-        "reverse_complement": flag, "ref_cache": flag, "skip_out_of_field": flag,
-        "skip_ref_mismatch": flag, "resume": flag, "overwrite": flag,
+        "reverse_complement": flag,
+        "ref_cache": flag,
+        "skip_out_of_field": flag,
+        "skip_ref_mismatch": flag,
+        "resume": flag,
+        "overwrite": flag,
         "group": Key("a group name for the written run file", _text, '"predicted"'),
     }
 
@@ -199,8 +210,9 @@ def read_predict_section(path: Path) -> dict[str, Any]:
     return out
 
 
-def predict_options(values: Mapping[str, Any], source: Path | None = None,
-                    progress: bool = True) -> PredictOptions:
+def predict_options(
+    values: Mapping[str, Any], source: Path | None = None, progress: bool = True
+) -> PredictOptions:
     """:class:`PredictOptions` from ``[predict]``-style values (absent keys: defaults).
 
     ``source``: the run file the values came from, named in the messages.
@@ -214,14 +226,25 @@ def predict_options(values: Mapping[str, Any], source: Path | None = None,
             f"perturbscore predict needs {' and '.join(need)}{where} (or --plan-only to count "
             "forward passes)."
         )
-    selection = selection_from_options(values.get("shortlist"), values.get("identifiers"),
-                                       values.get("indices"), values.get("where"))
+    selection = selection_from_options(
+        values.get("shortlist"),
+        values.get("identifiers"),
+        values.get("indices"),
+        values.get("where"),
+    )
     names = {f.name for f in fields(PredictOptions)}
     kw = {k: v for k, v in values.items() if k in names}
     renamed = {"center_bin": "centre_bin"}
     kw.update({renamed[k]: values[k] for k in renamed if k in values})
-    return PredictOptions(**{**kw, "selection": selection, "progress": progress,
-                             "variants": Path(values["variants"]),
-                             "genome": Path(values["genome"]),
-                             "targets": Path(values["targets"]), "out": Path(values["out"]),
-                             "model": str(values["model"])})
+    return PredictOptions(
+        **{
+            **kw,
+            "selection": selection,
+            "progress": progress,
+            "variants": Path(values["variants"]),
+            "genome": Path(values["genome"]),
+            "targets": Path(values["targets"]),
+            "out": Path(values["out"]),
+            "model": str(values["model"]),
+        }
+    )

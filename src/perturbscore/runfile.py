@@ -38,7 +38,6 @@ string "1"; write center_bin = 1``), and :func:`schema_table` renders it for the
 
 from __future__ import annotations
 
-import difflib
 import os
 import string
 import tomllib
@@ -52,12 +51,9 @@ from .messages import describe_value, listing, quote
 from .names import check_name, is_safe_name
 from .normalise_inrun import NormaliseConfig
 from .readers import NPZ_MEMBER_SEP
-from .runfile_schema import DEFAULT_NAME as DEFAULT_NAME
-from .runfile_schema import SCHEMA as SCHEMA
-from .runfile_schema import TEMPLATE_FIELDS as TEMPLATE_FIELDS
-from .runfile_schema import Key as Key
-from .runfile_schema import Reject, check_template_text
-from .runfile_schema import schema_table as schema_table
+from .runfile_schema import DEFAULT_NAME, SCHEMA
+from .runfile_sections import as_table, missing_key, read_section
+from .runfile_values import Reject, check_template_text
 from .tracks import TrackSelection, selection_from_options
 from .variants import DEFAULT_ID_COLUMNS
 
@@ -122,60 +118,6 @@ class RunConfig:
         """Object name inside an RData file."""
         template = self.object or self.name
         return template.format(group=group, aggregation=aggregation, statistic=statistic)
-
-
-def _missing(where: str, name: str, key: Key) -> PerturbscoreError:
-    if key.example.startswith("["):  # a table: show what to add, not "key = [table]"
-        return PerturbscoreError(
-            f"{where}: {name} is missing; it must be {key.rule()}: add {key.example}."
-        )
-    return PerturbscoreError(
-        f"{where}: {name} is missing; it must be {key.rule()}, e.g. {name} = {key.example}."
-    )
-
-
-def _read_section(table: Any, section: str, where: str, required: bool = True) -> dict[str, Any]:
-    """Check every key of ``table`` against ``SCHEMA[section]``; absent keys get defaults.
-
-    ``required=False`` leaves missing required keys to :func:`_missing` later, so that a
-    typo in a later section is reported before the absence it may explain.
-    """
-    keys = SCHEMA[section]
-    unknown = [k for k in table if k not in keys]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], list(keys), n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        raise PerturbscoreError(
-            f"{where}: unknown key {unknown[0]}; {hint}the keys here are {listing(keys)}."
-        )
-    out: dict[str, Any] = {}
-    for name, key in keys.items():
-        if name not in table:
-            if key.required and required:
-                raise _missing(where, name, key)
-            out[name] = key.default
-            continue
-        value = table[name]
-        try:
-            out[name] = key.check(value)
-        except Reject as exc:
-            got = describe_value(value)
-            if exc.detail:
-                got += f" ({exc.detail})"
-            fix = exc.guess or key.example
-            raise PerturbscoreError(
-                f"{where} {name}: expected {key.rule()}, got {got}; write {name} = {fix}."
-            ) from None
-    return out
-
-
-def _table(value: Any, what: str, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise PerturbscoreError(
-            f"{where}: {what} must be a TOML table, got {describe_value(value)}; write it as "
-            f"[{what}] followed by its keys."
-        )
-    return value
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -248,7 +190,7 @@ def _read_batches(batches_raw: Any, base: Path, gw: str) -> list[Batch]:
         )
     batches = []
     for bi, b in enumerate(batches_raw, start=1):
-        bf = _read_section(b, "batches", f"{gw} batch {bi}")
+        bf = read_section(b, "batches", f"{gw} batch {bi}")
         batches.append(
             Batch(
                 _resolve(base, bf["ref"]),
@@ -286,7 +228,7 @@ def _read_groups(
         # The name's rule lives in names.check_name: one message for every command.
         if isinstance(name_value, str) and name_value and not is_safe_name(name_value):
             check_name(name_value, "group name", gw)
-        fields = _read_section(g, "groups", gw)
+        fields = read_section(g, "groups", gw)
         name = fields["name"]
         if name in first_seen:
             raise PerturbscoreError(
@@ -331,7 +273,7 @@ def _normalise_section(raw: Any, base: Path, where: str) -> NormaliseConfig | No
     """The ``[normalise]`` section: a saved background and the normalised statistics."""
     if raw is None:
         return None
-    nf = _read_section(_table(raw, "normalise", where), "normalise", f"{where} [normalise]")
+    nf = read_section(as_table(raw, "normalise", where), "normalise", f"{where} [normalise]")
     return NormaliseConfig(base / nf["background"], tuple(nf["statistics"]))
 
 
@@ -348,14 +290,14 @@ def parse_run_config(data: dict[str, Any], base: Path, source: Path | None = Non
         give several tables one file.  The message names the file, the key and the fix.
     """
     where = str(source or "run file")
-    top = _read_section(data, "", where, required=False)
-    tracks = _read_section(_table(top["tracks"], "tracks", where), "tracks", f"{where} [tracks]")
-    scores = _read_section(_table(top["scores"], "scores", where), "scores", f"{where} [scores]")
-    output = _read_section(_table(top["output"], "output", where), "output", f"{where} [output]")
+    top = read_section(data, "", where, required=False)
+    tracks = read_section(as_table(top["tracks"], "tracks", where), "tracks", f"{where} [tracks]")
+    scores = read_section(as_table(top["scores"], "scores", where), "scores", f"{where} [scores]")
+    output = read_section(as_table(top["output"], "output", where), "output", f"{where} [output]")
     norm = _normalise_section(top["normalise"], base, where)
     for name, key in SCHEMA[""].items():
         if key.required and name not in data:
-            raise _missing(where, name, key)
+            raise missing_key(where, name, key)
     groups, names = _read_groups(top["groups"], base, where)
     _check_batches(where, groups)
     selection = _track_selection(tracks, base, where)

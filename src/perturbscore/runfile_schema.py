@@ -1,37 +1,39 @@
 """The run-file schema: every key once, with its type, check, default and example.
 
 :data:`SCHEMA` validates run files (:mod:`perturbscore.runfile`) and words their error
-messages; :func:`schema_table` renders it for the docs.
+messages; :func:`schema_table` renders it for the docs.  The checks of single values
+live in :mod:`perturbscore.runfile_values`.
 """
 
 from __future__ import annotations
 
-import math
-import re
-import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from . import readers
-from .messages import listing, quote, toml_value
-from .names import is_safe_name
+from .messages import listing, toml_value
+from .runfile_values import (
+    check_aggregations,
+    check_background,
+    check_group_name,
+    check_id_columns,
+    check_identifiers,
+    check_indices,
+    check_int,
+    check_normalised,
+    check_number,
+    check_path,
+    check_statistics,
+    check_template_text,
+    choice,
+    strings,
+)
 from .scoring import STATISTICS
 from .variants import DEFAULT_ID_COLUMNS
 from .writers import FORMATS as OUTPUT_FORMATS
 
-TEMPLATE_FIELDS = {"group", "aggregation", "statistic"}
 DEFAULT_NAME = "{group}_{statistic}_{aggregation}"
-_AGGREGATION = re.compile(r"(tss|ave|sum|window:\d+)")
-
-
-class Reject(Exception):
-    """A value of the wrong type or content; ``guess`` is TOML text the user likely meant."""
-
-    def __init__(self, guess: str | None = None, detail: str | None = None) -> None:
-        super().__init__(detail or "")
-        self.guess = guess
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Key:
         callable is asked at message time (the list of prediction formats can grow).
     check : callable
         ``check(value) -> value`` returns the checked (normalised) value or raises
-        :class:`Reject`.
+        :class:`~perturbscore.runfile_values.Reject`.
     example : str
         A valid value in TOML syntax, offered as the fix when no better guess exists.
     default : object
@@ -65,178 +67,11 @@ class Key:
         return self.expected if isinstance(self.expected, str) else self.expected()
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _int_guess(v: Any) -> str | None:
-    """TOML text of the integer ≥ 0 that ``v`` (a string or whole float) spells, if any."""
-    if isinstance(v, str) and v.strip().isdigit():
-        return str(int(v.strip()))
-    if isinstance(v, float) and v.is_integer() and v >= 0:
-        return str(int(v))
-    return None
-
-
-def _check_int(v: Any) -> int:
-    if not _is_int(v) or v < 0:
-        raise Reject(_int_guess(v))
-    return int(v)
-
-
-def _check_number(v: Any) -> float:
-    if _is_number(v) and math.isfinite(v) and v >= 0:
-        return float(v)
-    guess = None
-    if isinstance(v, str):
-        try:
-            f = float(v.strip())
-        except ValueError:
-            f = math.nan
-        if math.isfinite(f) and f >= 0:
-            guess = repr(f)
-    raise Reject(guess)
-
-
-def _check_path(v: Any) -> str:
-    if not isinstance(v, str) or not v.strip():
-        raise Reject()
-    return v
-
-
-def _strings(v: Any) -> tuple[str, ...]:
-    """A string or a non-empty list of non-empty strings, as a tuple."""
-    if isinstance(v, str) and v.strip():
-        return (v,)
-    if isinstance(v, list) and v and all(isinstance(s, str) and s.strip() for s in v):
-        return tuple(v)
-    guess = None
-    if isinstance(v, list) and v and all(_is_number(s) for s in v):
-        guess = toml_value([str(s) for s in v])
-    raise Reject(guess)
-
-
-def _no_repeats(values: tuple[str, ...], norm: Callable[[str], str] = str) -> tuple[str, ...]:
-    seen: dict[str, str] = {}
-    for value in values:
-        key = norm(value)
-        if key in seen:
-            unique = list({norm(v): v for v in reversed(values)}.values())[::-1]
-            raise Reject(toml_value(unique), detail=f"{quote(value)} is listed twice")
-        seen[key] = value
-    return values
-
-
-def _check_identifiers(v: Any) -> tuple[str, ...]:
-    return _no_repeats(_strings(v))
-
-
-def _check_indices(v: Any) -> tuple[int, ...]:
-    if isinstance(v, list) and v and all(_is_int(i) and i >= 0 for i in v):
-        return tuple(int(i) for i in v)
-    guess = None
-    if _is_int(v) and v >= 0:
-        guess = f"[{v}]"
-    elif isinstance(v, list) and v:
-        fixed = [_int_guess(i) if not _is_int(i) else str(i) for i in v]
-        if all(f is not None for f in fixed):
-            guess = "[" + ", ".join(str(f) for f in fixed) + "]"
-    raise Reject(guess)
-
-
-def _check_aggregations(v: Any) -> tuple[str, ...]:
-    values = _strings(v)
-    for a in values:
-        if not _AGGREGATION.fullmatch(a.strip().lower()):
-            raise Reject(detail=f"{quote(a)} is not one of tss, ave, sum or window:K")
-    return _no_repeats(values, lambda a: a.strip().lower())
-
-
-def _check_statistics(v: Any) -> tuple[str, ...]:
-    values = _strings(v)
-    for s in values:
-        if s not in STATISTICS:
-            raise Reject(detail=f"{quote(s)} is not one of {listing(STATISTICS)}")
-    return _no_repeats(values)
-
-
-def _check_background(v: Any) -> str:
-    path = _check_path(v)
-    if not path.lower().endswith(".npz"):
-        raise Reject(detail=f"{quote(path)} does not end in .npz")
-    return path
-
-
-def _check_normalised(v: Any) -> tuple[str, ...]:
-    values = _strings(v)
-    for s in values:
-        if s not in ("quantile", "robust_z"):
-            raise Reject(detail=f"{quote(s)} is not one of quantile or robust_z")
-    return _no_repeats(values)
-
-
-def _choice(options: Callable[[], Any]) -> Callable[[Any], str]:
-    # ``options`` is called at check time: readers.FORMATS may be extended after import.
-    def check(v: Any) -> str:
-        allowed = [str(o) for o in options()]
-        if isinstance(v, str) and v.strip().lower() in allowed:
-            return v.strip().lower()
-        raise Reject()
-
-    return check
-
-
-def _template_fields(template: str) -> list[tuple[str, str | None, str | None, str | None]]:
-    try:
-        return list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise Reject(detail=f"it is not a valid template ({exc})") from None
-
-
-def check_template_text(v: Any, file_name: bool) -> str:
-    if not isinstance(v, str) or not v.strip():
-        raise Reject()
-    for literal, name, spec, conversion in _template_fields(v):
-        if name is not None:
-            if name not in TEMPLATE_FIELDS:
-                raise Reject(
-                    detail=f"it names {{{name}}}; only {{group}}, {{aggregation}} and "
-                    "{statistic} are filled in"
-                )
-            if spec or conversion:
-                raise Reject(detail=f"{{{name}}} carries a format or conversion; write {{{name}}}")
-        # Filled-in fields are safe names; the text around them must be too, or a
-        # template such as "../{group}" would write outside the output folder.
-        if file_name and literal and not re.fullmatch(r"[A-Za-z0-9_-]+", literal):
-            raise Reject(
-                detail=f"its text {quote(literal)} may hold only letters, digits, '_' and '-', "
-                "since it becomes a file name"
-            )
-    return v
-
-
-def _check_id_columns(v: Any) -> tuple[str, ...] | str:
-    if v == "all":
-        return "all"
-    return _no_repeats(_strings(v))
-
-
-def _check_group_name(v: Any) -> str:
-    # The content rule (names.check_name) is applied before, with its own message.
-    if not isinstance(v, str) or not is_safe_name(v):
-        raise Reject(toml_value(str(v)) if _is_int(v) else None)
-    return v
-
-
 SCHEMA: dict[str, dict[str, Key]] = {
     "": {
         "targets": Key(
             "a path string to the model's track table",
-            _check_path,
+            check_path,
             '"targets_human.txt"',
             required=True,
         ),
@@ -275,45 +110,45 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "tracks": {
         "shortlist": Key(
             "a path string to a CSV with an index column",
-            _check_path,
+            check_path,
             '"basenji_relevant_metadata.csv"',
         ),
         "identifiers": Key(
             "a non-empty list of distinct track identifier strings",
-            _check_identifiers,
+            check_identifiers,
             '["ENCFF093VXI"]',
         ),
         "indices": Key(
             "a non-empty list of 0-based track numbers, integers ≥ 0",
-            _check_indices,
+            check_indices,
             "[12, 69]",
         ),
         "where": Key(
             "a non-empty list of queries field=value, field==value or field~regex",
-            _strings,
+            strings,
             '["biosample=GM12878"]',
         ),
     },
     "scores": {
         "aggregations": Key(
             "a non-empty list of distinct aggregations: tss, ave, sum or window:K",
-            _check_aggregations,
+            check_aggregations,
             '["ave", "tss"]',
             default=("ave", "tss"),
         ),
         "statistics": Key(
             f"a non-empty list of distinct statistics: {listing(STATISTICS)}",
-            _check_statistics,
+            check_statistics,
             '["abs_diff"]',
             default=("abs_diff",),
         ),
-        "center_bin": Key("an integer ≥ 0 naming a bin", _check_int, "447", default=None),
-        "pseudocount": Key("a number ≥ 0", _check_number, "1.0", default=1.0),
+        "center_bin": Key("an integer ≥ 0 naming a bin", check_int, "447", default=None),
+        "pseudocount": Key("a number ≥ 0", check_number, "1.0", default=1.0),
     },
     "output": {
         "format": Key(
             f"one of {listing(OUTPUT_FORMATS, quoted=True)}",
-            _choice(lambda: OUTPUT_FORMATS),
+            choice(lambda: OUTPUT_FORMATS),
             '"parquet"',
             default="parquet",
         ),
@@ -332,13 +167,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
         "id_columns": Key(
             'a non-empty list of distinct column names, or "all"',
-            _check_id_columns,
+            check_id_columns,
             '["GENE", "rsID", "REF", "ALT"]',
             default=DEFAULT_ID_COLUMNS,
         ),
         "class_column": Key(
             "a column name for each variant's receptive-field class (needs [geometry])",
-            _check_path,
+            check_path,
             '"field"',
             default=None,
         ),
@@ -346,13 +181,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "normalise": {
         "background": Key(
             "a path string to a background file (.npz) saved by perturbscore normalise",
-            _check_background,
+            check_background,
             '"stab-background.npz"',
             required=True,
         ),
         "statistics": Key(
             "a non-empty list of distinct normalised statistics: quantile, robust_z",
-            _check_normalised,
+            check_normalised,
             '["quantile", "robust_z"]',
             default=("quantile", "robust_z"),
         ),
@@ -360,7 +195,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "groups": {
         "name": Key(
             "a name of at most 64 letters, digits, '_' and '-', starting with a letter or digit",
-            _check_group_name,
+            check_group_name,
             '"stab"',
             required=True,
         ),
@@ -372,14 +207,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
     },
     "batches": {
-        "ref": Key("a path string to the REF predictions", _check_path, '"ref.npy"', required=True),
-        "alt": Key("a path string to the ALT predictions", _check_path, '"alt.npy"', required=True),
+        "ref": Key("a path string to the REF predictions", check_path, '"ref.npy"', required=True),
+        "alt": Key("a path string to the ALT predictions", check_path, '"alt.npy"', required=True),
         "variants": Key(
-            "a path string to the variant table", _check_path, '"variants.csv"', required=True
+            "a path string to the variant table", check_path, '"variants.csv"', required=True
         ),
         "format": Key(
             lambda: f"a prediction format, one of {listing(readers.FORMATS, quoted=True)}",
-            _choice(lambda: readers.FORMATS),
+            choice(lambda: readers.FORMATS),
             '"npy"',
             default=None,
         ),
