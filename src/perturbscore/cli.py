@@ -19,7 +19,16 @@ from typing import TYPE_CHECKING
 import click
 
 from . import __version__
-from .cli_common import is_quiet, log, memory_option, setup_logging, user_errors, verbosity
+from .cli_common import (
+    is_quiet,
+    log,
+    memory_option,
+    out_folder_option,
+    setup_logging,
+    track_options,
+    user_errors,
+    verbosity,
+)
 from .constants import ENGINES, NAN_POLICIES, OUT_OF_FIELD, OUTPUT_FORMATS
 from .errors import Interrupted, PerturbscoreError
 from .memory import parse_size
@@ -53,13 +62,7 @@ def _report(result: RunResult) -> None:
 
 @cli.command("run")
 @click.argument("run_file", type=click.Path(path_type=Path))
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Output folder (created if missing).",
-)
+@out_folder_option()
 @click.option(
     "--format",
     "fmt",
@@ -171,21 +174,7 @@ def run_cmd(
 
 @cli.command("tracks")
 @click.argument("targets", type=click.Path(path_type=Path))
-@click.option(
-    "--shortlist",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="CSV with an 'index' column of 0-based track numbers.",
-)
-@click.option("--identifier", "identifiers", multiple=True, help="Track identifier (repeatable).")
-@click.option("--index", "indices", type=int, multiple=True, help="0-based track (repeatable).")
-@click.option(
-    "--where",
-    "where",
-    multiple=True,
-    help="Query: field=value (word match), field==value (exact), field~regex. "
-    "Fields: assay, target, biosample, identifier, description, ...",
-)
+@track_options
 @click.option(
     "--columns",
     default="index,identifier,assay,target,biosample,description",
@@ -251,10 +240,7 @@ def demo_cmd(ctx: click.Context, folder: Path, overwrite: bool) -> None:
     type=click.Path(path_type=Path),
     help="Track table of the model that made the scores.",
 )
-@click.option("--shortlist", type=click.Path(path_type=Path), default=None)
-@click.option("--identifier", "identifiers", multiple=True)
-@click.option("--index", "indices", type=int, multiple=True)
-@click.option("--where", "where", multiple=True, help="Track query, as for 'tracks'.")
+@track_options
 @click.option(
     "--normalise",
     type=click.Choice(["none", "zscore"]),
@@ -265,8 +251,8 @@ def demo_cmd(ctx: click.Context, folder: Path, overwrite: bool) -> None:
 @click.option(
     "--format", "fmt", type=click.Choice(list(OUTPUT_FORMATS)), default="parquet", show_default=True
 )
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--overwrite", is_flag=True)
+@out_folder_option()
+@click.option("--overwrite", is_flag=True, help="Replace existing output tables.")
 @memory_option
 @verbosity
 @user_errors

@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -28,6 +29,57 @@ memory_option = click.option(
     show_default=True,
     help="Memory budget in bytes, or with a unit: 512MB, 2GiB.",
 )
+
+
+def out_folder_option(
+    required: bool = True, help: str = "Output folder (created if missing)."
+) -> Any:
+    """``--out`` (parameter ``out_dir``) of every command that writes a folder."""
+    return click.option(
+        "--out",
+        "out_dir",
+        required=required,
+        default=None,
+        type=click.Path(path_type=Path),
+        help=help,
+    )
+
+
+def track_options(func: F) -> F:
+    """``--shortlist``, ``--identifier``, ``--index``, ``--where``: a run file's ``[tracks]``.
+
+    The commands that select tracks (``tracks``, ``import-scores``, ``predict``) share
+    them, with the selection language of :mod:`perturbscore.tracks`.
+    """
+    options = [
+        click.option(
+            "--shortlist",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Keep the tracks of this CSV's 'index' column (0-based track numbers).",
+        ),
+        click.option(
+            "--identifier", "identifiers", multiple=True, help="Keep this track (repeatable)."
+        ),
+        click.option(
+            "--index",
+            "indices",
+            type=int,
+            multiple=True,
+            help="Keep this 0-based track (repeatable).",
+        ),
+        click.option(
+            "--where",
+            "where",
+            multiple=True,
+            help="Keep tracks matching a query: field=value (word match), field==value "
+            "(exact), field~regex; fields: assay, target, biosample, identifier, "
+            "description, ... (repeatable: all must match).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
 
 
 def user_errors(func: F) -> F:
