@@ -79,7 +79,9 @@ class ScoreSet:
             for j, c in enumerate(columns):
                 out[j] = table.column(c).to_numpy(zero_copy_only=False)
         else:
-            out = np.ascontiguousarray(self.read(columns, score_columns).to_numpy(dtype=float).T)
+            # A copy of our own: pandas hands out read-only views (copy-on-write), and
+            # excluded rows are overwritten below.
+            out = self.read(columns, score_columns).to_numpy(dtype=float).T.copy(order="C")
         if self.exclude is not None:
             out[:, self.exclude] = np.nan  # missing values drop out of a track's test
         return out
