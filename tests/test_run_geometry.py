@@ -276,3 +276,25 @@ def test_compare_leaves_out_of_field_variants_out(tmp_path: Path, fmt: str) -> N
 def test_check_refuses_a_negative_tolerance(geo: Path) -> None:
     r = _cli("check", str(geo), "--rtol", "-1")
     assert r.returncode == 2 and "--rtol -1.0 is not a tolerance" in r.stderr
+
+
+def test_position_column_mistakes_name_the_header(geo: Path, tmp_path: Path) -> None:
+    """A typo'd position column: the table's real columns (all of them, although only the
+    needed ones are read) and the closest name; a non-integer position: its line."""
+    geo.write_text(geo.read_text().replace('position = "variant_pos_in_window"',
+                                           'position = "variant_pos_in_windw"'))  # fmt: skip
+    r = _cli("run", str(geo), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    message = r.stderr.strip().splitlines()[-1]
+    assert 'no column "variant_pos_in_windw" for the variant positions' in message
+    assert "its columns are GENE, rsID, REF, ALT, variant_pos_in_window." in message
+    assert 'did you mean "variant_pos_in_window"?' in message
+    assert not (tmp_path / "o").exists()
+    geo.write_text(geo.read_text().replace("variant_pos_in_windw", "variant_pos_in_window"))
+    table = pd.read_csv(geo.parent / "stab.csv", dtype=str)
+    table.loc[3, "variant_pos_in_window"] = "12.5"
+    table.to_csv(geo.parent / "stab.csv", index=False)
+    r = _cli("run", str(geo), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert 'column "variant_pos_in_window" must hold whole numbers; line 5 has "12.5"' in r.stderr
+    assert not (tmp_path / "o").exists()

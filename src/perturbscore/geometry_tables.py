@@ -11,6 +11,7 @@ position convention is stated once, in :mod:`.geometry`.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from .geometry import (
     offsets_from_start,
     place,
 )
+from .messages import listing, quote
 
 
 @dataclass(frozen=True)
@@ -203,17 +205,21 @@ def parse_geometry_config(
 
 def _integer_column(df: pd.DataFrame, column: str, where: str) -> np.ndarray:
     if column not in df.columns:
+        # The table's whole header (read_variants reads only the columns it needs).
+        header = [str(c) for c in df.attrs.get("header", df.columns)]
+        near = difflib.get_close_matches(column, header, n=1)
+        hint = f"did you mean {quote(near[0])}? " if near else ""
         raise PerturbscoreError(
-            f"{where}: no column {column!r} for the variant positions; its columns are "
-            f"{', '.join(map(str, df.columns))}. Fix [variants] in the run file."
+            f"{where}: no column {quote(column)} for the variant positions; its columns are "
+            f"{listing(header, 20)}. {hint}Fix [variants] in the run file."
         )
     values = pd.to_numeric(df[column], errors="coerce")
     bad = values.isna() | (values != np.floor(values))
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise PerturbscoreError(
-            f"{where}: column {column!r} must hold whole numbers; line {i + 2} has "
-            f"{df[column].iloc[i]!r} ({int(bad.sum())} such rows)."
+            f"{where}: column {quote(column)} must hold whole numbers; line {i + 2} has "
+            f"{quote(df[column].iloc[i])} ({int(bad.sum())} such rows)."
         )
     return values.to_numpy(dtype=np.int64)
 
