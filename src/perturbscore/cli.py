@@ -14,7 +14,7 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -307,10 +307,35 @@ def _terminate(signum: int, frame: object) -> None:
     raise Interrupted("SIGTERM", 128 + signum)
 
 
+#: click >= 8.2 raises this for a bare ``perturbscore`` (older versions print the help).
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    click's own usage errors (an option value not among the choices, a missing option, a
+    typo'd option) get the one-line form of every other user error, with exit code 2,
+    instead of click's usage block.
+    """
     signal.signal(signal.SIGTERM, _terminate)
-    cli(prog_name="perturbscore")
+    try:
+        code = cli.main(prog_name="perturbscore", standalone_mode=False)
+    except _NO_ARGS_IS_HELP as exc:  # bare `perturbscore`: the help, as click shows it
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message(), err=True)
+        sys.exit(2)
+    except click.UsageError as exc:
+        where = f"; see '{exc.ctx.command_path} --help'" if exc.ctx is not None else ""
+        message = exc.format_message().replace(". (Did you mean", " (did you mean").rstrip(".")
+        click.echo(f"perturbscore: error: {message}{where}.", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:  # Ctrl-C while click itself reads input
+        click.echo("perturbscore: interrupted.", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 # The command modules register on ``cli`` above, so they are imported once it exists.
