@@ -668,3 +668,9 @@ def test_block_size_never_changes_a_result(real_run: Path, shared: Path) -> None
     assert block_columns(rows, 3 * per_column, 4) == 3
     for other in runs[1:]:
         pd.testing.assert_frame_equal(runs[0], other)
+
+
+def test_missing_run_folder_is_named(tmp_path: Path, cli) -> None:
+    r = cli("compare", tmp_path / "nope", "--a", "stab", "--b", "top", "--out", tmp_path / "c")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "nope: run folder not found" in r.stderr and not (tmp_path / "c").exists()

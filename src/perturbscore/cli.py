@@ -20,11 +20,11 @@ import click
 
 from . import __version__
 from .cli_common import (
-    is_quiet,
     log,
     memory_option,
     out_folder_option,
     setup_logging,
+    show_progress,
     track_options,
     user_errors,
     verbosity,
@@ -95,7 +95,8 @@ def _report(result: RunResult) -> None:
     "--threads",
     type=int,
     default=None,
-    help="Threads (default: every core): one scores, the others read ahead.",
+    help="Threads: one writes, the others read and score blocks ahead (default: one per "
+    "core, plus the writer; 1: everything in one thread).",
 )
 @click.option(
     "--engine",
@@ -160,7 +161,7 @@ def run_cmd(
         overwrite=overwrite,
         nan_policy=nan_policy,
         format=fmt,
-        progress=not is_quiet(),
+        progress=show_progress(),
         threads=threads,
         resume=resume,
         zarr=zarr_cube,
@@ -226,7 +227,7 @@ def demo_cmd(ctx: click.Context, folder: Path, overwrite: bool) -> None:
     """
     from .demo import run_demo
 
-    result = run_demo(folder, overwrite=overwrite, progress=not ctx.obj["quiet"])
+    result = run_demo(folder, overwrite=overwrite, progress=show_progress())
     log.info("synthetic demo data and its run file are in %s", folder)
     _report(result)
 

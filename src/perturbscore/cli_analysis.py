@@ -12,7 +12,14 @@ from pathlib import Path
 import click
 
 from .cli import cli
-from .cli_common import log, memory_option, out_folder_option, user_errors, verbosity
+from .cli_common import (
+    log,
+    memory_option,
+    out_folder_option,
+    show_progress,
+    user_errors,
+    verbosity,
+)
 from .constants import OUTPUT_FORMATS
 from .memory import parse_size
 
@@ -138,7 +145,7 @@ def compare_cmd(
         xlim=xlim,
         overwrite=overwrite,
         memory=parse_size(memory),
-        progress=not (ctx.obj or {}).get("quiet", False),
+        progress=show_progress(),
     )
     # stdout: every file this comparison wrote, one per line.
     written = [*summary["files"], "compare.json"]

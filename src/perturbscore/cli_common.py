@@ -148,3 +148,9 @@ def verbosity(func: F) -> F:
 def is_quiet() -> bool:
     """Whether -q was given, before or after the subcommand (no progress bar then)."""
     return bool(click.get_current_context().ensure_object(dict).get("quiet"))
+
+
+def show_progress() -> bool:
+    """A progress bar on stderr: unless -q, and only on a terminal (a log file of a batch
+    job would fill with its carriage-return frames)."""
+    return not is_quiet() and sys.stderr.isatty()

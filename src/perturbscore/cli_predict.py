@@ -15,7 +15,14 @@ import click
 from click.core import ParameterSource
 
 from .cli import cli
-from .cli_common import log, out_folder_option, track_options, user_errors, verbosity
+from .cli_common import (
+    log,
+    out_folder_option,
+    show_progress,
+    track_options,
+    user_errors,
+    verbosity,
+)
 from .errors import PerturbscoreError
 
 
@@ -149,7 +156,7 @@ def predict_cmd(ctx: click.Context, variants: tuple[Path, ...], plan_only: bool,
     from .predict import run_predict
     from .predict_config import predict_options
 
-    result = run_predict(predict_options(values, source, progress=not ctx.obj["quiet"]))
+    result = run_predict(predict_options(values, source, progress=show_progress()))
     for path in [*result.outputs, result.manifest]:
         click.echo(str(path))
     log.info(

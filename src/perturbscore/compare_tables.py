@@ -158,6 +158,11 @@ def load_run(folder: str | Path) -> RunTables:
     """
     folder = Path(folder)
     mpath = folder / "manifest.json"
+    if not folder.is_dir():
+        raise PerturbscoreError(
+            f"{folder}: run folder not found; give the --out folder of 'perturbscore run' "
+            "(or of import-scores, normalise)."
+        )
     if not mpath.is_file():
         raise PerturbscoreError(
             f"{folder}: no manifest.json; give the --out folder of 'perturbscore run'."
