@@ -27,7 +27,7 @@ memory_option = click.option(
     "--memory",
     default=str(DEFAULT_MEMORY_BYTES),
     show_default=True,
-    help="Memory budget in bytes, or with a unit: 512MB, 2GiB.",
+    help="Memory budget in bytes, or with a unit: 512MB (= 512M, 10^6 bytes each), 512MiB, 2GiB.",
 )
 
 
