@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from .conftest import run_cli
+
 TOML = "stablefm.toml"
 
 
@@ -242,3 +244,23 @@ def test_bad_run_files(tmp_path: Path, cli) -> None:
     assert r.returncode == 2 and "not valid TOML" in r.stderr
     r = cli("run", tmp_path / "none.toml", "--out", tmp_path / "o")
     assert r.returncode == 2 and "run file not found" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", "r.toml", "--out", "o", "--format", "rdat"], "Invalid value for '--format'"),
+        (["run", "r.toml", "--out", "o", "--fromat", "csv"], "(did you mean one of: '--format'"),
+        (["compare", "r", "--a", "x", "--b", "y", "--out-of-field", "nan", "--out", "c"],
+         "Invalid value for '--out-of-field'"),  # fmt: skip
+        (["run"], "Missing argument 'RUN_FILE'"),
+        (["nosuch"], "No such command 'nosuch'"),
+    ],
+)
+def test_click_usage_errors_are_one_sentence(tmp_path: Path, args: list[str], needle: str) -> None:
+    """Bad option values and typos: exit 2 and one line like every other user error."""
+    r = run_cli(*args, cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("perturbscore: error: ")
+    assert needle in r.stderr and "--help'." in r.stderr and "Usage:" not in r.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -195,6 +195,22 @@ def test_too_few_values_give_na_with_reason(tmp_path: Path, shared: Path) -> Non
     assert (res.tests["note"] == "fewer than 2 usable non-zero differences (1)").all()
 
 
+def test_pairing_variants_none_found_is_an_error(real_run: Path, tmp_path: Path, cli) -> None:
+    """Pairing tables whose variants are in none of the score tables (wrong keys, wrong
+    study): exit 2 naming --keys, not an empty comparison that exits 0."""
+    pair = tmp_path / "pairs.csv"
+    pd.DataFrame(
+        [{"unit": "u1", "a_GENE": "ENSG0", "a_rsID": "rs0", "a_ALT": "A",
+          "b_GENE": "ENSG1", "b_rsID": "rs1", "b_ALT": "C"}]  # fmt: skip
+    ).to_csv(pair, index=False)
+    out = tmp_path / "cmp"
+    r = cli("compare", real_run, "--a", "stab", "--b", "top", "--design", "paired",
+            "--pairing", pair, "--out", out)  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "none of the 1 pairing units has a variant in the score tables" in r.stderr
+    assert "check --keys" in r.stderr and not out.exists()
+
+
 def test_figures_and_report_render(real_run: Path, shared: Path, tmp_path: Path, cli) -> None:
     out = tmp_path / "cmp"
     r = cli(
@@ -652,3 +668,9 @@ def test_block_size_never_changes_a_result(real_run: Path, shared: Path) -> None
     assert block_columns(rows, 3 * per_column, 4) == 3
     for other in runs[1:]:
         pd.testing.assert_frame_equal(runs[0], other)
+
+
+def test_missing_run_folder_is_named(tmp_path: Path, cli) -> None:
+    r = cli("compare", tmp_path / "nope", "--a", "stab", "--b", "top", "--out", tmp_path / "c")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "nope: run folder not found" in r.stderr and not (tmp_path / "c").exists()

@@ -175,6 +175,21 @@ def test_run_file_sections():
             },
             "longer than the window",
         ),
+        (
+            {
+                "geometry": {"window": "393216", "input": 196608, "bins": 896, "bin_size": 128},
+                "variants": {"position": "p"},
+            },
+            'window: expected a whole number of bp, got the string "393216"; write window = '
+            "393216 (no quotes).",
+        ),
+        (
+            {
+                "geometry": {"window": 1000, "input": 800, "bins": 1.5, "bin_size": 20},
+                "variants": {"position": "p"},
+            },
+            "bins: expected a whole number of bins, got",
+        ),
     ],
 )
 def test_run_file_section_errors(data, needle):
@@ -187,7 +202,7 @@ def test_non_integer_position_names_the_line():
     df = pd.DataFrame({"p": ["10", "x", "12"]})
     with pytest.raises(PerturbscoreError, match="line 3"):
         place_table(df, GeometryConfig(ENFORMER, PositionSpec("p")), "v.csv")
-    with pytest.raises(PerturbscoreError, match="no column 'q'"):
+    with pytest.raises(PerturbscoreError, match='no column "q"'):
         place_table(df, GeometryConfig(ENFORMER, PositionSpec("q")), "v.csv")
 
 

@@ -246,8 +246,8 @@ def test_run_dir(tmp_path):
 @pytest.mark.parametrize(
     ("edit", "needle"),
     [
-        (("variant_pos_in_window", "no_such_column"), "no column 'no_such_column'"),
-        (('model = "enformer"', 'model = "basenji"'), "unknown model 'basenji'"),
+        (("variant_pos_in_window", "no_such_column"), 'no column "no_such_column"'),
+        (('model = "enformer"', 'model = "basenji"'), 'unknown model "basenji"'),
     ],
 )
 def test_user_errors_exit_2(tmp_path, edit, needle):

@@ -54,7 +54,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     with open(fa, "w") as fh:
         for c, s in seqs.items():
             fh.write(f">{c} synthetic\n")
-            fh.writelines(s[i: i + 60] + "\n" for i in range(0, len(s), 60))
+            fh.writelines(s[i : i + 60] + "\n" for i in range(0, len(s), 60))
     import pyfaidx
 
     pyfaidx.Faidx(str(fa)).close()  # builds genome.fa.fai (the test's own file)
@@ -65,12 +65,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     targets.write_text("\n".join(rows) + "\n")
     # variants: several per window (shared TSS), one outside the input, one near chr2's end
     s1 = seqs["chr1"]
-    var = pd.DataFrame({
-        "chrom": ["1", "1", "1", "1", "2", "1"],
-        "pos": [1500, 1510, 1480, 1900, 990, 1200],
-        "TSS": [1500, 1500, 1500, 1500, 900, 1205],
-        "rsID": [f"rs{i}" for i in range(6)],
-    })
+    var = pd.DataFrame(
+        {
+            "chrom": ["1", "1", "1", "1", "2", "1"],
+            "pos": [1500, 1510, 1480, 1900, 990, 1200],
+            "TSS": [1500, 1500, 1500, 1500, 900, 1205],
+            "rsID": [f"rs{i}" for i in range(6)],
+        }
+    )
     var["REF"] = [seqs["chr" + c][p - 1] for c, p in zip(var.chrom, var.pos, strict=True)]
     var["ALT"] = ["T" if r != "T" else "G" for r in var.REF]
     vcsv = d / "variants.csv"
@@ -92,8 +94,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = ep.Enformer.from_hparams(
-        dim=48, depth=1, heads=2, output_heads={"human": 8}, target_length=NB,
-        num_downsamples=4, dim_divisible_by=8, sequence_length=L,
+        dim=48,
+        depth=1,
+        heads=2,
+        output_heads={"human": 8},
+        target_length=NB,
+        num_downsamples=4,
+        dim_divisible_by=8,
+        sequence_length=L,
     )
     folder = tmp_path_factory.mktemp("tiny") / "enformer"
     model.save_pretrained(folder, safe_serialization=False)  # Enformer shares its trunk
@@ -117,7 +125,7 @@ class Probe:
 
 def probe_oracle(x: np.ndarray) -> np.ndarray:
     off = (L - NB * BIN) // 2
-    crop = x[:, off: off + NB * BIN].reshape(len(x), NB, BIN, 4)
+    crop = x[:, off : off + NB * BIN].reshape(len(x), NB, BIN, 4)
     counts = crop.sum(axis=2)
     n = BIN - counts.sum(axis=2, keepdims=True)
     w = (crop * np.arange(1, BIN + 1)[None, None, :, None]).sum(axis=2)[..., :3]
@@ -142,9 +150,16 @@ def window_onehot(seqs: dict, chrom: str, start: int) -> np.ndarray:
 
 
 def opts(world: dict, out: Path, **kw) -> PredictOptions:
-    base = dict(variants=world["variants"], genome=world["fa"], model="probe",
-                targets=world["targets"], out=out, centre_column="TSS", bins=None,
-                progress=False)
+    base = dict(
+        variants=world["variants"],
+        genome=world["fa"],
+        model="probe",
+        targets=world["targets"],
+        out=out,
+        centre_column="TSS",
+        bins=None,
+        progress=False,
+    )
     base.update(kw)
     return PredictOptions(**base)
 
@@ -156,8 +171,13 @@ def load(out: Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, dict]:
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, "-q", *args], capture_output=True, text=True,
-                          env={**os.environ, **ONE_THREAD, **(env or {})}, timeout=300)
+    return subprocess.run(
+        [CLI, "-q", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **ONE_THREAD, **(env or {})},
+        timeout=300,
+    )
 
 
 # --- probe-model tests (exact oracles) -------------------------------------------------
@@ -204,7 +224,7 @@ def test_alt_sequence_differs_exactly_at_the_variant(world: dict) -> None:
     diff = [i for i in range(L) if ref[i] != alt[i]]
     assert diff == [int(plan.offset[1]) - L // 2] and chr(alt[diff[0]]) == v.alt[1]
     start = int(plan.start[0]) + L // 2
-    assert ref.decode() == world["seqs"]["chr1"][start: start + L]
+    assert ref.decode() == world["seqs"]["chr1"][start : start + L]
     g.close()
 
 
@@ -241,7 +261,7 @@ def test_reverse_complement_flips_bins_back(world: dict, tmp_path: Path) -> None
     np.testing.assert_allclose(ref[0], expected, rtol=1e-6)
     # the RC's A count of a flipped-back bin is the forward T count of the same bases
     off = (L - NB * BIN) // 2
-    counts = x[off: off + NB * BIN].reshape(NB, BIN, 4).sum(axis=1)
+    counts = x[off : off + NB * BIN].reshape(NB, BIN, 4).sum(axis=1)
     np.testing.assert_allclose(ref[0][:, 0], (counts[:, 0] + counts[:, 3]) / 2)
     assert man["forward_passes"] == 16
 
@@ -271,19 +291,19 @@ def test_kept_bins_and_tracks(world: dict, tmp_path: Path) -> None:
     keep = [i for i in range(8) if i % 4 != 2]  # not the K562 CAGE tracks
     assert ref_sub.dtype == np.float16 and ref_sub.shape == (6, 3, 6)
     c = NB // 2
-    np.testing.assert_array_equal(ref_sub, ref_full[:, c - 1: c + 2][:, :, keep].astype("f2"))
+    np.testing.assert_array_equal(ref_sub, ref_full[:, c - 1 : c + 2][:, :, keep].astype("f2"))
     assert man["tracks"]["source_index"] == keep
     t = pd.read_csv(sub / "targets.txt", sep="\t")
     assert list(t["index"]) == list(range(6)) and list(t.identifier) == [f"T{i:02d}" for i in keep]
 
 
 # --- the tiny Enformer ----------------------------------------------------------------
-def test_cache_and_skipping_match_computing_everything(world: dict, tiny_model: Path,
-                                                       tmp_path: Path) -> None:
+def test_cache_and_skipping_match_computing_everything(
+    world: dict, tiny_model: Path, tmp_path: Path
+) -> None:
     common = dict(model=str(tiny_model), batch_size=1)
     run_predict(opts(world, tmp_path / "fast", **common))
-    run_predict(opts(world, tmp_path / "all", ref_cache=False, skip_out_of_field=False,
-                     **common))
+    run_predict(opts(world, tmp_path / "all", ref_cache=False, skip_out_of_field=False, **common))
     fr, fa, _, fm = load(tmp_path / "fast")
     ar, aa, _, am = load(tmp_path / "all")
     np.testing.assert_array_equal(fr, ar)  # one pass per batch: bit-identical
@@ -296,8 +316,9 @@ def test_cache_and_skipping_match_computing_everything(world: dict, tiny_model: 
     np.testing.assert_allclose(ba, fa, rtol=1e-5, atol=1e-7)
 
 
-def test_predictions_go_through_perturbscore_run(world: dict, tiny_model: Path,
-                                                 tmp_path: Path) -> None:
+def test_predictions_go_through_perturbscore_run(
+    world: dict, tiny_model: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "p"
     run_predict(opts(world, out, model=str(tiny_model), bins=3))
     ref, alt, table, man = load(out)
@@ -306,12 +327,16 @@ def test_predictions_go_through_perturbscore_run(world: dict, tiny_model: Path,
     assert r.returncode == 0, r.stderr
     got = pd.read_parquet(tmp_path / "scores" / "predicted_diff_ave.parquet")
     expected = np.abs(alt.astype(np.float64).mean(axis=1) - ref.astype(np.float64).mean(axis=1))
-    np.testing.assert_allclose(got[[f"T{i:02d}" for i in range(8)]].to_numpy(), expected,
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        got[[f"T{i:02d}" for i in range(8)]].to_numpy(), expected, rtol=1e-12
+    )
     assert list(got.rsID) == list(world["var"].rsID)
     tss = pd.read_parquet(tmp_path / "scores" / "predicted_diff_tss.parquet")
-    np.testing.assert_allclose(tss[[f"T{i:02d}" for i in range(8)]].to_numpy(),
-                               np.abs(alt[:, 1].astype(float) - ref[:, 1]), rtol=1e-12)
+    np.testing.assert_allclose(
+        tss[[f"T{i:02d}" for i in range(8)]].to_numpy(),
+        np.abs(alt[:, 1].astype(float) - ref[:, 1]),
+        rtol=1e-12,
+    )
     # REF against REF scores exactly zero
     cfg = tomllib.loads((out / "predict.toml").read_text())
     import shutil
@@ -335,8 +360,16 @@ def many(world: dict, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
     tss = rng.choice([1000, 1400, 1800, 2200], 240)
     pos = tss + rng.integers(-200, 200, 240)
     ref = [s1[p - 1] for p in pos]
-    var = pd.DataFrame({"chrom": "1", "pos": pos, "TSS": tss, "rsID": [f"r{i}" for i in
-                        range(240)], "REF": ref, "ALT": ["G" if r != "G" else "A" for r in ref]})
+    var = pd.DataFrame(
+        {
+            "chrom": "1",
+            "pos": pos,
+            "TSS": tss,
+            "rsID": [f"r{i}" for i in range(240)],
+            "REF": ref,
+            "ALT": ["G" if r != "G" else "A" for r in ref],
+        }
+    )
     variants = d / "many.csv"
     var.to_csv(variants, index=False)
     clean = d / "clean"
@@ -345,9 +378,25 @@ def many(world: dict, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 def _args(world: dict, many: dict, model: Path, out: Path, *extra: str) -> list[str]:
-    return ["predict", str(many["variants"]), "--genome", str(world["fa"]), "--model",
-            str(model), "--targets", str(world["targets"]), "--out", str(out),
-            "--centre-column", "TSS", "--bins", "all", "--batch-size", "1", *extra]
+    return [
+        "predict",
+        str(many["variants"]),
+        "--genome",
+        str(world["fa"]),
+        "--model",
+        str(model),
+        "--targets",
+        str(world["targets"]),
+        "--out",
+        str(out),
+        "--centre-column",
+        "TSS",
+        "--bins",
+        "all",
+        "--batch-size",
+        "1",
+        *extra,
+    ]
 
 
 def _kill_after(args: list[str], batches: int, sig: int) -> subprocess.CompletedProcess:
@@ -358,9 +407,13 @@ def _kill_after(args: list[str], batches: int, sig: int) -> subprocess.Completed
     always lands mid-run, from outside, as a user's would.
     """
     # unbuffered: the parent reads exactly up to the kill point, never ahead of it
-    proc = subprocess.Popen([CLI, "-v", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, bufsize=0,
-                            env={**os.environ, **ONE_THREAD})
+    proc = subprocess.Popen(
+        [CLI, "-v", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+        env={**os.environ, **ONE_THREAD},
+    )
     assert proc.stderr is not None
     fcntl.fcntl(proc.stderr.fileno(), F_SETPIPE_SZ, 4096)
     seen = 0
@@ -386,8 +439,9 @@ def _same(out: Path, clean: tuple) -> dict:
 
 
 @pytest.mark.parametrize("seed", [3, 29])
-def test_resume_after_sigkill_gives_identical_arrays(world: dict, tiny_model: Path, many: dict,
-                                                     tmp_path: Path, seed: int) -> None:
+def test_resume_after_sigkill_gives_identical_arrays(
+    world: dict, tiny_model: Path, many: dict, tmp_path: Path, seed: int
+) -> None:
     out = tmp_path / "killed"
     args = _args(world, many, tiny_model, out, "--resume")
     point = random.Random(seed).randint(2, 60)
@@ -401,14 +455,23 @@ def test_resume_after_sigkill_gives_identical_arrays(world: dict, tiny_model: Pa
         assert r.returncode == 0, r.stderr
         assert r.stdout.split() == [str(out / n) for n in OUTPUTS.values()]
     else:  # the same library call (saves a torch start-up)
-        run_predict(opts(world, out, variants=many["variants"], model=str(tiny_model),
-                         batch_size=1, resume=True))
+        run_predict(
+            opts(
+                world,
+                out,
+                variants=many["variants"],
+                model=str(tiny_model),
+                batch_size=1,
+                resume=True,
+            )
+        )
     man = _same(out, many["clean"])
     assert man["resumed_batches"] == logged
 
 
 def test_sigint_keeps_the_recorded_batches_and_says_how_to_continue(
-        world: dict, tiny_model: Path, many: dict, tmp_path: Path) -> None:
+    world: dict, tiny_model: Path, many: dict, tmp_path: Path
+) -> None:
     out = tmp_path / "o"
     killed = _kill_after(_args(world, many, tiny_model, out, "--resume"), 20, signal.SIGINT)
     assert killed.returncode == 130, killed.stderr[-2000:]
@@ -417,20 +480,26 @@ def test_sigint_keeps_the_recorded_batches_and_says_how_to_continue(
     assert "run the same command again" in last and "Traceback" not in killed.stderr
     # cleanup ran: no temporary file, no lock; only the recorded batches stay
     assert sorted(p.name for p in out.iterdir()) == [STATE_DIR]
-    run_predict(opts(world, out, variants=many["variants"], model=str(tiny_model),
-                     batch_size=1, resume=True))
+    run_predict(
+        opts(
+            world, out, variants=many["variants"], model=str(tiny_model), batch_size=1, resume=True
+        )
+    )
     assert _same(out, many["clean"])["resumed_batches"] >= 20
 
 
-def test_sigterm_without_resume_writes_nothing(world: dict, tiny_model: Path, many: dict,
-                                               tmp_path: Path) -> None:
+def test_sigterm_without_resume_writes_nothing(
+    world: dict, tiny_model: Path, many: dict, tmp_path: Path
+) -> None:
     out = tmp_path / "o"
     killed = _kill_after(_args(world, many, tiny_model, out), 10, signal.SIGTERM)
     assert killed.returncode == 143, killed.stderr[-2000:]
     last = killed.stderr.strip().splitlines()[-1]
-    assert last == ("perturbscore: interrupted by SIGTERM: nothing was written. Start long "
-                    "runs with --resume so that an interrupted run can continue where it "
-                    "stopped.")
+    assert last == (
+        "perturbscore: interrupted by SIGTERM: nothing was written. Start long "
+        "runs with --resume so that an interrupted run can continue where it "
+        "stopped."
+    )
     assert "Traceback" not in killed.stderr
     assert not out.exists()  # the folder it created is gone again
 
@@ -475,8 +544,9 @@ class Killed(BaseException):
     """Stands in for a process killed while publishing its outputs."""
 
 
-def test_a_commit_cut_short_is_finished_and_resumable(world: dict, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_commit_cut_short_is_finished_and_resumable(
+    world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from perturbscore import outputs
 
     run_predict(opts(world, tmp_path / "clean"), predictor=Probe())
@@ -523,8 +593,10 @@ def test_a_folder_in_use_is_refused_and_left_alone(world: dict, tmp_path: Path) 
     assert sorted(p.name for p in out.iterdir()) == [STATE_DIR, ".perturbscore.lock"]
 
 
-@pytest.mark.skipif("torch" not in sys.modules and not __import__("importlib").util.find_spec(
-    "torch"), reason="torch not installed")
+@pytest.mark.skipif(
+    "torch" not in sys.modules and not __import__("importlib").util.find_spec("torch"),
+    reason="torch not installed",
+)
 def test_cuda_matches_cpu(world: dict, tiny_model: Path, tmp_path: Path) -> None:
     import torch
 
@@ -532,8 +604,9 @@ def test_cuda_matches_cpu(world: dict, tiny_model: Path, tmp_path: Path) -> None
         pytest.skip("no CUDA device")
     run_predict(opts(world, tmp_path / "cpu", model=str(tiny_model)))
     run_predict(opts(world, tmp_path / "gpu", model=str(tiny_model), device="cuda"))
-    np.testing.assert_allclose(load(tmp_path / "gpu")[0], load(tmp_path / "cpu")[0],
-                               rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(
+        load(tmp_path / "gpu")[0], load(tmp_path / "cpu")[0], rtol=1e-3, atol=1e-5
+    )
 
 
 # --- inputs and errors -------------------------------------------------------------------
@@ -553,13 +626,15 @@ def test_vcf_and_bgzipped_fasta(world: dict, tmp_path: Path) -> None:
     vcf.write_text("\n".join(lines) + "\n")
     if var.REF[0] == "A":
         pytest.skip("seeded REF is A")
-    run_predict(opts(world, tmp_path / "o", variants=vcf, genome=gz, centre_column=None),
-                predictor=Probe())
+    run_predict(
+        opts(world, tmp_path / "o", variants=vcf, genome=gz, centre_column=None), predictor=Probe()
+    )
     ref, alt, table, _ = load(tmp_path / "o")
     assert list(table.ID) == ["rs0", "rs0", "rs3"] and list(table.ALT)[1] == "A"
     start = int(var.pos[0]) - 1 - L // 2  # centred on the variant
     np.testing.assert_array_equal(
-        ref[0], probe_oracle(window_onehot(world["seqs"], "chr1", start)[None])[0])
+        ref[0], probe_oracle(window_onehot(world["seqs"], "chr1", start)[None])[0]
+    )
     assert not (alt[0] == alt[1]).all()
 
 
@@ -569,12 +644,25 @@ def _write(tmp_path: Path, df: pd.DataFrame) -> Path:
     return p
 
 
-def _cli_error(world: dict, tmp_path: Path, variants: Path, *extra: str,
-               genome: Path | None = None) -> str:
+def _cli_error(
+    world: dict, tmp_path: Path, variants: Path, *extra: str, genome: Path | None = None
+) -> str:
     out = tmp_path / "never"
-    r = cli("predict", str(variants), "--genome", str(genome or world["fa"]), "--model",
-            str(tmp_path / "no-model"), "--targets", str(world["targets"]), "--out", str(out),
-            "--centre-column", "TSS", *extra)
+    r = cli(
+        "predict",
+        str(variants),
+        "--genome",
+        str(genome or world["fa"]),
+        "--model",
+        str(tmp_path / "no-model"),
+        "--targets",
+        str(world["targets"]),
+        "--out",
+        str(out),
+        "--centre-column",
+        "TSS",
+        *extra,
+    )
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
     assert not out.exists()
@@ -589,8 +677,9 @@ def test_ref_mismatch_is_an_error_or_skipped_and_counted(world: dict, tmp_path: 
     msg = _cli_error(world, tmp_path, bad)
     assert f"rs2 (line 4) expected {df.REF[2]}, found {found}" in msg
     assert "--skip-ref-mismatch" in msg
-    run_predict(opts(world, tmp_path / "o", variants=bad, skip_ref_mismatch=True),
-                predictor=Probe())
+    run_predict(
+        opts(world, tmp_path / "o", variants=bad, skip_ref_mismatch=True), predictor=Probe()
+    )
     _, _, table, man = load(tmp_path / "o")
     assert man["ref_mismatches_skipped"] == 1 and "rs2" not in list(table.rsID)
 
@@ -604,8 +693,9 @@ def test_ref_mismatch_is_an_error_or_skipped_and_counted(world: dict, tmp_path: 
         (lambda d: d.assign(pos=["x"] + list(d.pos[1:])), "not a whole number"),
     ],
 )
-def test_input_errors_exit_2_before_anything(world: dict, tmp_path: Path, change,
-                                             needle: str) -> None:
+def test_input_errors_exit_2_before_anything(
+    world: dict, tmp_path: Path, change, needle: str
+) -> None:
     msg = _cli_error(world, tmp_path, _write(tmp_path, change(world["var"].astype(str))))
     assert needle in msg
 
@@ -622,8 +712,20 @@ def test_existing_outputs_are_not_replaced(world: dict, tmp_path: Path) -> None:
     out = tmp_path / "o"
     out.mkdir()
     (out / "ref.npy").write_bytes(b"user's")
-    r = cli("predict", str(world["variants"]), "--genome", str(world["fa"]), "--model", "x",
-            "--targets", str(world["targets"]), "--out", str(out), "--centre-column", "TSS")
+    r = cli(
+        "predict",
+        str(world["variants"]),
+        "--genome",
+        str(world["fa"]),
+        "--model",
+        "x",
+        "--targets",
+        str(world["targets"]),
+        "--out",
+        str(out),
+        "--centre-column",
+        "TSS",
+    )
     assert r.returncode == 2 and "--overwrite" in r.stderr
     assert (out / "ref.npy").read_bytes() == b"user's"
 
@@ -631,8 +733,13 @@ def test_existing_outputs_are_not_replaced(world: dict, tmp_path: Path) -> None:
 # --- the study's plan ------------------------------------------------------------------------
 def test_study_plan_counts_match_a_pandas_oracle(shared: Path) -> None:
     tables = sorted(shared.glob("*_variants.csv"))
-    r = cli("predict", "--plan-only", *map(str, tables), "--centre-column",
-            "Transcription start site (TSS)")
+    r = cli(
+        "predict",
+        "--plan-only",
+        *map(str, tables),
+        "--centre-column",
+        "Transcription start site (TSS)",
+    )
     assert r.returncode == 0, r.stderr
     rows = [line.split("\t") for line in r.stdout.strip().splitlines()]
     got = dict(zip(rows[0][1:], map(int, rows[-1][1:]), strict=True))
@@ -652,10 +759,36 @@ def test_enformer_geometry_from_its_config() -> None:
     g = plan_geometry()  # enformer-pytorch defaults: 196,608 bp in, 896 bins of 128 bp
     assert g == ENFORMER  # perturbscore.geometry's preset: a 393,216-bp window
     assert (g.window, g.input, g.bins, g.bin_size, g.input_start) == (
-        393_216, 196_608, 896, 128, 98_304)
+        393_216,
+        196_608,
+        896,
+        128,
+        98_304,
+    )
     # the centre base (offset 196,608 of the window) lies in bin 448
     assert g.centre_bin == 448 == (196_608 - g.output_start) // 128
     assert plan_geometry(centre_bin=447).centre_offset == 196_607
+
+
+def test_plan_only_with_a_hub_id_or_a_wrong_folder(shared: Path, tmp_path: Path) -> None:
+    """--plan-only never downloads: a hub id (no such local folder) plans with Enformer's
+    geometry, the same counts as no --model; a folder that is no saved model is refused."""
+    table = shared / "stab_snps_new_strand_final_variants.csv"
+    base = [
+        "predict",
+        "--plan-only",
+        str(table),
+        "--centre-column",
+        "Transcription start site (TSS)",
+    ]
+    plain = cli(*base)
+    hub = cli(*base, "--model", "EleutherAI/enformer-official-rough")
+    assert plain.returncode == hub.returncode == 0, hub.stderr
+    assert hub.stdout == plain.stdout  # (the test's cli runs -q: the INFO line is not shown)
+    (tmp_path / "notamodel").mkdir()
+    bad = cli(*base, "--model", str(tmp_path / "notamodel"))
+    assert bad.returncode == 2 and "not one written by save_pretrained" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_study_windows_are_reproduced_from_their_tss(shared: Path) -> None:
@@ -665,8 +798,7 @@ def test_study_windows_are_reproduced_from_their_tss(shared: Path) -> None:
     tss = "Transcription start site (TSS)"
     for t in sorted(shared.glob("*_variants.csv")):
         v = load_variants(t, centre_column=tss)
-        plan = plan_windows(v.chrom, v.pos0, np.ones(len(v.pos0), int), v.centre0,
-                            plan_geometry())
+        plan = plan_windows(v.chrom, v.pos0, np.ones(len(v.pos0), int), v.centre0, plan_geometry())
         d = pd.read_csv(t)
         # the study's own columns, from its TSS alone: start, end and offset
         np.testing.assert_array_equal(plan.start + 1, d.enformer_start)

@@ -206,7 +206,8 @@ def test_drop_resumes_after_sigkill(geo: Path, tmp_path: Path) -> None:
     assert resumed["clean"] and resumed["rows"] == sum(ROWS.values())
 
 
-def test_compare_leaves_out_of_field_variants_out(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["parquet", "rdata"])  # R tables: read whole, then blocks
+def test_compare_leaves_out_of_field_variants_out(tmp_path: Path, fmt: str) -> None:
     pytest.importorskip("scipy")
     from scipy.stats import mannwhitneyu
 
@@ -215,7 +216,8 @@ def test_compare_leaves_out_of_field_variants_out(tmp_path: Path) -> None:
         '[output]\nformat = "parquet"\n', '[output]\nformat = "parquet"\nclass_column = "field"\n'
     )
     run_file.write_text(text)
-    assert _cli("run", str(run_file), "--out", str(tmp_path / "o")).returncode == 0
+    r = _cli("run", str(run_file), "--out", str(tmp_path / "o"), "--format", fmt)
+    assert r.returncode == 0, r.stderr
     r = _cli(
         "compare",
         str(tmp_path / "o"),
@@ -235,13 +237,23 @@ def test_compare_leaves_out_of_field_variants_out(tmp_path: Path) -> None:
     tests = pd.read_csv(tmp_path / "c" / "tests.csv")
     row = tests[(tests["identifier"] == "G2") & (tests["aggregation"] == "ave")].iloc[0]
     # Oracle: scipy on the in-field rows only, with R's rule (exact if both n < 50).
-    a = pd.read_parquet(tmp_path / "o" / "stab_abs_diff_ave.parquet")
-    b = pd.read_parquet(tmp_path / "o" / "top_abs_diff_ave.parquet")
+    if fmt == "parquet":
+        a = pd.read_parquet(tmp_path / "o" / "stab_abs_diff_ave.parquet")
+        b = pd.read_parquet(tmp_path / "o" / "top_abs_diff_ave.parquet")
+    else:
+        import pyreadr
+
+        a, b = (
+            next(iter(pyreadr.read_r(tmp_path / "o" / f"{g}_abs_diff_ave.RData").values()))
+            for g in ("stab", "top")
+        )
     a, b = a[a["field"] != "outside_input"]["G2"], b[b["field"] != "outside_input"]["G2"]
     assert row["n_x"] == len(b) and row["n_y"] == len(a)
     method = "exact" if len(a) < 50 and len(b) < 50 else "asymptotic"
     want = mannwhitneyu(b, a, alternative="greater", method=method).pvalue
     assert row["p_greater"] == pytest.approx(want, rel=1e-9)
+    if fmt != "parquet":
+        return
     # Without a class column, exclude is a user error.
     plain = write_geometry_study(tmp_path / "p")
     assert _cli("run", str(plain), "--out", str(tmp_path / "po")).returncode == 0
@@ -264,3 +276,25 @@ def test_compare_leaves_out_of_field_variants_out(tmp_path: Path) -> None:
 def test_check_refuses_a_negative_tolerance(geo: Path) -> None:
     r = _cli("check", str(geo), "--rtol", "-1")
     assert r.returncode == 2 and "--rtol -1.0 is not a tolerance" in r.stderr
+
+
+def test_position_column_mistakes_name_the_header(geo: Path, tmp_path: Path) -> None:
+    """A typo'd position column: the table's real columns (all of them, although only the
+    needed ones are read) and the closest name; a non-integer position: its line."""
+    geo.write_text(geo.read_text().replace('position = "variant_pos_in_window"',
+                                           'position = "variant_pos_in_windw"'))  # fmt: skip
+    r = _cli("run", str(geo), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    message = r.stderr.strip().splitlines()[-1]
+    assert 'no column "variant_pos_in_windw" for the variant positions' in message
+    assert "its columns are GENE, rsID, REF, ALT, variant_pos_in_window." in message
+    assert 'did you mean "variant_pos_in_window"?' in message
+    assert not (tmp_path / "o").exists()
+    geo.write_text(geo.read_text().replace("variant_pos_in_windw", "variant_pos_in_window"))
+    table = pd.read_csv(geo.parent / "stab.csv", dtype=str)
+    table.loc[3, "variant_pos_in_window"] = "12.5"
+    table.to_csv(geo.parent / "stab.csv", index=False)
+    r = _cli("run", str(geo), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert 'column "variant_pos_in_window" must hold whole numbers; line 5 has "12.5"' in r.stderr
+    assert not (tmp_path / "o").exists()

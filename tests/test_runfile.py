@@ -292,3 +292,15 @@ def test_schema_table_lists_every_key() -> None:
         for name in keys:
             assert f"`{name}`" in table
     assert "| [scores] | `center_bin` | an integer ≥ 0 naming a bin | none |" in table
+
+
+def test_readme_key_table_is_the_schema() -> None:
+    """The README's run-file key table is :func:`schema_table`'s, row for row."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
+    rows = [line for line in schema_table().splitlines() if line.startswith("| [") or
+            line.startswith("| (top)")]  # fmt: skip
+    missing = [row for row in rows if row not in readme]
+    assert not missing, missing
+    documented = [line for line in readme if line.startswith(("| [", "| (top) |"))]
+    extra = [line for line in documented if line not in rows and "`" in line.split("|")[2]]
+    assert not extra, extra

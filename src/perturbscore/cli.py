@@ -14,12 +14,21 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import __version__
-from .cli_common import is_quiet, log, memory_option, setup_logging, user_errors, verbosity
+from .cli_common import (
+    log,
+    memory_option,
+    out_folder_option,
+    setup_logging,
+    show_progress,
+    track_options,
+    user_errors,
+    verbosity,
+)
 from .constants import ENGINES, NAN_POLICIES, OUT_OF_FIELD, OUTPUT_FORMATS
 from .errors import Interrupted, PerturbscoreError
 from .memory import parse_size
@@ -53,13 +62,7 @@ def _report(result: RunResult) -> None:
 
 @cli.command("run")
 @click.argument("run_file", type=click.Path(path_type=Path))
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Output folder (created if missing).",
-)
+@out_folder_option()
 @click.option(
     "--format",
     "fmt",
@@ -92,7 +95,8 @@ def _report(result: RunResult) -> None:
     "--threads",
     type=int,
     default=None,
-    help="Threads (default: every core): one scores, the others read ahead.",
+    help="Threads: one writes, the others read and score blocks ahead (default: one per "
+    "core, plus the writer; 1: everything in one thread).",
 )
 @click.option(
     "--engine",
@@ -157,7 +161,7 @@ def run_cmd(
         overwrite=overwrite,
         nan_policy=nan_policy,
         format=fmt,
-        progress=not is_quiet(),
+        progress=show_progress(),
         threads=threads,
         resume=resume,
         zarr=zarr_cube,
@@ -171,21 +175,7 @@ def run_cmd(
 
 @cli.command("tracks")
 @click.argument("targets", type=click.Path(path_type=Path))
-@click.option(
-    "--shortlist",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="CSV with an 'index' column of 0-based track numbers.",
-)
-@click.option("--identifier", "identifiers", multiple=True, help="Track identifier (repeatable).")
-@click.option("--index", "indices", type=int, multiple=True, help="0-based track (repeatable).")
-@click.option(
-    "--where",
-    "where",
-    multiple=True,
-    help="Query: field=value (word match), field==value (exact), field~regex. "
-    "Fields: assay, target, biosample, identifier, description, ...",
-)
+@track_options
 @click.option(
     "--columns",
     default="index,identifier,assay,target,biosample,description",
@@ -237,7 +227,7 @@ def demo_cmd(ctx: click.Context, folder: Path, overwrite: bool) -> None:
     """
     from .demo import run_demo
 
-    result = run_demo(folder, overwrite=overwrite, progress=not ctx.obj["quiet"])
+    result = run_demo(folder, overwrite=overwrite, progress=show_progress())
     log.info("synthetic demo data and its run file are in %s", folder)
     _report(result)
 
@@ -251,10 +241,7 @@ def demo_cmd(ctx: click.Context, folder: Path, overwrite: bool) -> None:
     type=click.Path(path_type=Path),
     help="Track table of the model that made the scores.",
 )
-@click.option("--shortlist", type=click.Path(path_type=Path), default=None)
-@click.option("--identifier", "identifiers", multiple=True)
-@click.option("--index", "indices", type=int, multiple=True)
-@click.option("--where", "where", multiple=True, help="Track query, as for 'tracks'.")
+@track_options
 @click.option(
     "--normalise",
     type=click.Choice(["none", "zscore"]),
@@ -265,8 +252,8 @@ def demo_cmd(ctx: click.Context, folder: Path, overwrite: bool) -> None:
 @click.option(
     "--format", "fmt", type=click.Choice(list(OUTPUT_FORMATS)), default="parquet", show_default=True
 )
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--overwrite", is_flag=True)
+@out_folder_option()
+@click.option("--overwrite", is_flag=True, help="Replace existing output tables.")
 @memory_option
 @verbosity
 @user_errors
@@ -321,10 +308,35 @@ def _terminate(signum: int, frame: object) -> None:
     raise Interrupted("SIGTERM", 128 + signum)
 
 
+#: click >= 8.2 raises this for a bare ``perturbscore`` (older versions print the help).
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    click's own usage errors (an option value not among the choices, a missing option, a
+    typo'd option) get the one-line form of every other user error, with exit code 2,
+    instead of click's usage block.
+    """
     signal.signal(signal.SIGTERM, _terminate)
-    cli(prog_name="perturbscore")
+    try:
+        code = cli.main(prog_name="perturbscore", standalone_mode=False)
+    except _NO_ARGS_IS_HELP as exc:  # bare `perturbscore`: the help, as click shows it
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message(), err=True)
+        sys.exit(2)
+    except click.UsageError as exc:
+        where = f"; see '{exc.ctx.command_path} --help'" if exc.ctx is not None else ""
+        message = exc.format_message().replace(". (Did you mean", " (did you mean").rstrip(".")
+        click.echo(f"perturbscore: error: {message}{where}.", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:  # Ctrl-C while click itself reads input
+        click.echo("perturbscore: interrupted.", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 # The command modules register on ``cli`` above, so they are imported once it exists.

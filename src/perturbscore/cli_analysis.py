@@ -12,7 +12,14 @@ from pathlib import Path
 import click
 
 from .cli import cli
-from .cli_common import log, memory_option, user_errors, verbosity
+from .cli_common import (
+    log,
+    memory_option,
+    out_folder_option,
+    show_progress,
+    user_errors,
+    verbosity,
+)
 from .constants import OUTPUT_FORMATS
 from .memory import parse_size
 
@@ -86,7 +93,7 @@ from .memory import parse_size
     help="exclude: leave variants outside the model's input out of every test (needs the "
     "run's class column); the summary counts them.",
 )
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@out_folder_option(help="Output folder for the tests, figures and compare.json.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier comparison in --out.")
 @verbosity
 @click.pass_context
@@ -138,7 +145,7 @@ def compare_cmd(
         xlim=xlim,
         overwrite=overwrite,
         memory=parse_size(memory),
-        progress=not (ctx.obj or {}).get("quiet", False),
+        progress=show_progress(),
     )
     # stdout: every file this comparison wrote, one per line.
     written = [*summary["files"], "compare.json"]
@@ -221,13 +228,7 @@ def check_cmd(target: Path, positions_only: bool, rtol: float, atol: float, as_j
     type=click.Choice(["quantile", "robust_z"]),
     help="Normalised statistic (repeatable; default both).",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Output folder (created if missing).",
-)
+@out_folder_option()
 @click.option(
     "--format",
     "fmt",

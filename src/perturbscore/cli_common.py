@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -26,8 +27,59 @@ memory_option = click.option(
     "--memory",
     default=str(DEFAULT_MEMORY_BYTES),
     show_default=True,
-    help="Memory budget in bytes, or with a unit: 512MB, 2GiB.",
+    help="Memory budget in bytes, or with a unit: 512MB (= 512M, 10^6 bytes each), 512MiB, 2GiB.",
 )
+
+
+def out_folder_option(
+    required: bool = True, help: str = "Output folder (created if missing)."
+) -> Any:
+    """``--out`` (parameter ``out_dir``) of every command that writes a folder."""
+    return click.option(
+        "--out",
+        "out_dir",
+        required=required,
+        default=None,
+        type=click.Path(path_type=Path),
+        help=help,
+    )
+
+
+def track_options(func: F) -> F:
+    """``--shortlist``, ``--identifier``, ``--index``, ``--where``: a run file's ``[tracks]``.
+
+    The commands that select tracks (``tracks``, ``import-scores``, ``predict``) share
+    them, with the selection language of :mod:`perturbscore.tracks`.
+    """
+    options = [
+        click.option(
+            "--shortlist",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Keep the tracks of this CSV's 'index' column (0-based track numbers).",
+        ),
+        click.option(
+            "--identifier", "identifiers", multiple=True, help="Keep this track (repeatable)."
+        ),
+        click.option(
+            "--index",
+            "indices",
+            type=int,
+            multiple=True,
+            help="Keep this 0-based track (repeatable).",
+        ),
+        click.option(
+            "--where",
+            "where",
+            multiple=True,
+            help="Keep tracks matching a query: field=value (word match), field==value "
+            "(exact), field~regex; fields: assay, target, biosample, identifier, "
+            "description, ... (repeatable: all must match).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
 
 
 def user_errors(func: F) -> F:
@@ -96,3 +148,9 @@ def verbosity(func: F) -> F:
 def is_quiet() -> bool:
     """Whether -q was given, before or after the subcommand (no progress bar then)."""
     return bool(click.get_current_context().ensure_object(dict).get("quiet"))
+
+
+def show_progress() -> bool:
+    """A progress bar on stderr: unless -q, and only on a terminal (a log file of a batch
+    job would fill with its carriage-return frames)."""
+    return not is_quiet() and sys.stderr.isatty()

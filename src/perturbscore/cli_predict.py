@@ -15,7 +15,14 @@ import click
 from click.core import ParameterSource
 
 from .cli import cli
-from .cli_common import log, user_errors, verbosity
+from .cli_common import (
+    log,
+    out_folder_option,
+    show_progress,
+    track_options,
+    user_errors,
+    verbosity,
+)
 from .errors import PerturbscoreError
 
 
@@ -36,22 +43,8 @@ from .errors import PerturbscoreError
     default=None,
     help="The model's track table (targets_human.txt).",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Output folder (created if missing).",
-)
-@click.option(
-    "--shortlist",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Keep the tracks of this CSV's 'index' column.",
-)
-@click.option("--identifier", "identifiers", multiple=True, help="Keep this track (repeatable).")
-@click.option("--index", "indices", type=int, multiple=True, help="Keep this 0-based track.")
-@click.option("--where", multiple=True, help="Keep tracks matching field=value (as in 'run').")
+@out_folder_option(required=False)
+@track_options
 @click.option("--head", default="human", show_default=True, help="Model output head.")
 @click.option(
     "--bins", default="3", show_default=True, help="Odd number of central bins to keep, or 'all'."
@@ -163,7 +156,7 @@ def predict_cmd(ctx: click.Context, variants: tuple[Path, ...], plan_only: bool,
     from .predict import run_predict
     from .predict_config import predict_options
 
-    result = run_predict(predict_options(values, source, progress=not ctx.obj["quiet"]))
+    result = run_predict(predict_options(values, source, progress=show_progress()))
     for path in [*result.outputs, result.manifest]:
         click.echo(str(path))
     log.info(
@@ -203,14 +196,16 @@ def _plan(variants: list[Any], values: dict[str, Any]) -> None:
     from .windows import plan_tables
 
     if not variants or variants[0] is None:
-        raise PerturbscoreError("--plan-only needs the variant tables (or variants in "
-                                "[predict] of the run file).")
+        raise PerturbscoreError(
+            "--plan-only needs the variant tables (or variants in [predict] of the run file)."
+        )
     columns = {
         k: values.get(k)
         for k in ("centre_column", "chrom_column", "pos_column", "ref_column", "alt_column")
     }
-    geometry = plan_geometry(values.get("model"), values.get("input_length"),
-                             values.get("center_bin"))
+    geometry = plan_geometry(
+        values.get("model"), values.get("input_length"), values.get("center_bin")
+    )
     plan = plan_tables(variants, geometry, **columns)
     keys = list(plan["all"])
     click.echo("\t".join(["table", *keys]))

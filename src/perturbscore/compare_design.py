@@ -155,11 +155,11 @@ class ComparisonPlan:
         width = block_columns(self._rows_per_table(), memory, len(ids))
         blocks = [ids[j : j + width] for j in range(0, len(ids), width)]
         log.info(
-            "%d tests per track x %d tracks x %d tables, %d tracks per block",
-            len(specs),
-            len(ids),
-            len(self.combos),
-            width,
+            "%s per track x %s x %s, %s per block",
+            _count(len(specs), "test"),
+            _count(len(ids), "track"),
+            _count(len(self.combos), "table"),
+            _count(width, "track"),
         )
         jobs = [(agg, stat, cols) for agg, stat in self.combos for cols in blocks]
         parts = run_blocks(jobs, specs, self.read_block, self._release, workers, progress)
@@ -167,3 +167,8 @@ class ComparisonPlan:
         adjust_p(out, self.family)
         warnings = list(self.warnings) + untested_warnings(out)
         return CompareResult(out, self.track_meta, self.summary, self.read_samples, warnings)
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 test``, ``2 tests``: counts in log lines read as sentences."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"

@@ -218,12 +218,18 @@ def _plan_pairing(
             unit_counts["variants"] = _variant_counts(units, found, group_a, group_b)
             if "rank" in units.columns:
                 unit_counts["per_rank"] = _rank_counts(units)
+    if not any(lk.found().any() for lk in lookups.values()):
+        raise PerturbscoreError(
+            f"none of the {len(units):,} pairing units has a variant in the score tables of "
+            f"{group_a} or {group_b} by the keys {', '.join(keys)}; check --keys (they must "
+            "be ID columns of both the pairing tables and the run's tables) and the groups."
+        )
     nf = {k: v for k, v in unit_counts["variants"].items() if "without" in k and v}
     if nf:
-        msg = "pairing variants not found in the score tables: " + "; ".join(
+        msg = "pairing variants not found in the score tables (left out): " + "; ".join(
             f"{k.replace(' without a score row', '')}: {v}" for k, v in nf.items()
         )
-        log.info("%s", msg)
+        log.warning("%s", msg)
     return lookups, unit_counts
 
 

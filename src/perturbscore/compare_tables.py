@@ -79,7 +79,9 @@ class ScoreSet:
             for j, c in enumerate(columns):
                 out[j] = table.column(c).to_numpy(zero_copy_only=False)
         else:
-            out = np.ascontiguousarray(self.read(columns, score_columns).to_numpy(dtype=float).T)
+            # A copy of our own: pandas hands out read-only views (copy-on-write), and
+            # excluded rows are overwritten below.
+            out = self.read(columns, score_columns).to_numpy(dtype=float).T.copy(order="C")
         if self.exclude is not None:
             out[:, self.exclude] = np.nan  # missing values drop out of a track's test
         return out
@@ -156,6 +158,11 @@ def load_run(folder: str | Path) -> RunTables:
     """
     folder = Path(folder)
     mpath = folder / "manifest.json"
+    if not folder.is_dir():
+        raise PerturbscoreError(
+            f"{folder}: run folder not found; give the --out folder of 'perturbscore run' "
+            "(or of import-scores, normalise)."
+        )
     if not mpath.is_file():
         raise PerturbscoreError(
             f"{folder}: no manifest.json; give the --out folder of 'perturbscore run'."

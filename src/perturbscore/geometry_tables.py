@@ -11,6 +11,7 @@ position convention is stated once, in :mod:`.geometry`.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from .geometry import (
     offsets_from_start,
     place,
 )
+from .messages import describe_value, listing, quote
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,20 @@ GEOMETRY_KEYS = {"model", "window", "input", "bins", "bin_size", "centre_bin", "
 POSITION_KEYS = {"position", "window_start", "window_centre", "window_center"}
 
 
+def _example(value: object) -> str:
+    """A TOML integer for a mistyped value: ``"393216"`` -> ``393216``, else a placeholder."""
+    text = str(value).strip().replace("_", "").replace(",", "")
+    return text if text.isdigit() else "<integer>"
+
+
 def _int(table: Mapping[str, Any], key: str, where: str) -> int:
     value = table[key]
     if isinstance(value, bool) or not isinstance(value, int):
-        raise PerturbscoreError(f"{where}: {key} must be an integer number of bp, not {value!r}.")
+        unit = "bins" if key in ("bins", "centre_bin", "center_bin") else "bp"
+        raise PerturbscoreError(
+            f"{where} {key}: expected a whole number of {unit}, got {describe_value(value)}; "
+            f"write {key} = {_example(value)} (no quotes)."
+        )
     return value
 
 
@@ -110,15 +122,15 @@ def parse_geometry_section(table: Mapping[str, Any], where: str = "run file") ->
         given = sorted(sizes & set(table))
         if given:
             raise PerturbscoreError(
-                f"{w}: model {model!r} is a preset; remove {', '.join(given)} or set "
+                f"{w}: model {quote(model)} is a preset; remove {', '.join(given)} or set "
                 'model = "custom".'
             )
         preset = PRESETS[model]
         return preset if centre is None else _built(lambda: preset.with_centre_bin(centre), w)
     if model != "custom":
         raise PerturbscoreError(
-            f"{w}: unknown model {model!r}; use enformer, borzoi or custom (with window, input, "
-            "bins and bin_size)."
+            f"{w}: unknown model {quote(model)}; use enformer, borzoi or custom (with window, "
+            "input, bins and bin_size)."
         )
     missing = sorted(sizes - set(table))
     if missing:
@@ -143,6 +155,8 @@ def _built(make: Callable[[], Geometry], where: str) -> Geometry:
     try:
         return make()
     except PerturbscoreError as exc:
+        if str(exc).startswith(where):
+            raise  # already names the section (and the key)
         raise PerturbscoreError(f"{where}: {str(exc).split(': ', 1)[-1]}") from exc
 
 
@@ -203,17 +217,21 @@ def parse_geometry_config(
 
 def _integer_column(df: pd.DataFrame, column: str, where: str) -> np.ndarray:
     if column not in df.columns:
+        # The table's whole header (read_variants reads only the columns it needs).
+        header = [str(c) for c in df.attrs.get("header", df.columns)]
+        near = difflib.get_close_matches(column, header, n=1)
+        hint = f"did you mean {quote(near[0])}? " if near else ""
         raise PerturbscoreError(
-            f"{where}: no column {column!r} for the variant positions; its columns are "
-            f"{', '.join(map(str, df.columns))}. Fix [variants] in the run file."
+            f"{where}: no column {quote(column)} for the variant positions; its columns are "
+            f"{listing(header, 20)}. {hint}Fix [variants] in the run file."
         )
     values = pd.to_numeric(df[column], errors="coerce")
     bad = values.isna() | (values != np.floor(values))
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise PerturbscoreError(
-            f"{where}: column {column!r} must hold whole numbers; line {i + 2} has "
-            f"{df[column].iloc[i]!r} ({int(bad.sum())} such rows)."
+            f"{where}: column {quote(column)} must hold whole numbers; line {i + 2} has "
+            f"{quote(df[column].iloc[i])} ({int(bad.sum())} such rows)."
         )
     return values.to_numpy(dtype=np.int64)
 

@@ -9,6 +9,7 @@ on that interface, so tests can also drive it with a probe model whose outputs a
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,6 +19,8 @@ import numpy as np
 from .errors import PerturbscoreError
 from .extras import require
 from .geometry import ENFORMER, Geometry, centre_bins
+
+log = logging.getLogger("perturbscore")
 
 PRECISIONS = ("float32", "float16", "bfloat16")
 
@@ -197,20 +200,23 @@ def plan_geometry(model: str | None = None, input_length: int | None = None,
                   centre_bin: int | None = None) -> Geometry:
     """Geometry for ``--plan-only``: from a saved model's ``config.json``, else Enformer's.
 
-    Reads the JSON only, so planning needs neither torch nor the weights.
+    Reads the JSON only, so planning needs neither torch nor the weights.  A model that
+    is not a local folder (a hub id such as ``EleutherAI/enformer-official-rough``) is
+    planned with Enformer's published geometry: planning never downloads anything.
     """
     from types import SimpleNamespace
 
-    if model is None:
+    if model is None or not Path(model).exists():
+        if model is not None:
+            log.info("--plan-only: %s is not a local folder; planning with Enformer's geometry",
+                     model)
         return geometry_from_config(SimpleNamespace(), input_length, centre_bin)
     config = Path(model) / "config.json"
     if not config.is_file():
         raise PerturbscoreError(
-            f"{config} not found; --plan-only reads the geometry from a saved model folder "
-            "(or leave out --model for Enformer's)."
+            f"{config} not found: the model {model} is a folder but not one written by "
+            "save_pretrained; name the saved model's folder, or a hub id for Enformer."
         )
-    import json
-
     return geometry_from_config(SimpleNamespace(**json.loads(config.read_text())),
                                 input_length, centre_bin)
 

@@ -131,13 +131,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "scores": {
         "aggregations": Key(
-            "a non-empty list of distinct aggregations: tss, ave, sum or window:K",
+            "one aggregation or a non-empty list of distinct ones: tss, ave, sum or window:K",
             check_aggregations,
             '["ave", "tss"]',
             default=("ave", "tss"),
         ),
         "statistics": Key(
-            f"a non-empty list of distinct statistics: {listing(STATISTICS)}",
+            f"one statistic or a non-empty list of distinct ones: {listing(STATISTICS)}",
             check_statistics,
             '["abs_diff"]',
             default=("abs_diff",),
@@ -186,7 +186,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
             required=True,
         ),
         "statistics": Key(
-            "a non-empty list of distinct normalised statistics: quantile, robust_z",
+            "one normalised statistic or a non-empty list of distinct ones: quantile, robust_z",
             check_normalised,
             '["quantile", "robust_z"]',
             default=("quantile", "robust_z"),

@@ -36,20 +36,23 @@ def read_variants(
     suffix = p.suffix.lower()
     try:
         if suffix == ".parquet":
-            df = pd.read_parquet(p, columns=_present(p, columns, pq_columns(p), optional))
+            header = pq_columns(p)
+            df = pd.read_parquet(p, columns=_present(p, columns, header, optional))
             df = df.astype(object).where(df.notna(), "").astype(str)
+            df.attrs["header"] = header
         elif suffix in {".csv", ".tsv", ".txt"}:
             sep = "," if suffix == ".csv" else "\t"
             _check_fields(p, sep)
-            header = pd.read_csv(p, sep=sep, nrows=0).columns
+            header = list(pd.read_csv(p, sep=sep, nrows=0).columns)
             df = pd.read_csv(
                 p,
                 sep=sep,
                 dtype=str,
                 keep_default_na=False,
                 na_filter=False,
-                usecols=_present(p, columns, list(header), optional),
+                usecols=_present(p, columns, header, optional),
             )
+            df.attrs["header"] = header  # every column, for messages about missing ones
         else:
             raise PerturbscoreError(
                 f"{p}: unknown variant table format {quote(suffix or p.name)}; use .csv, .tsv "
