@@ -82,7 +82,7 @@ def test_wrong_arrays(tmp_path: Path, arr: np.ndarray, message: str) -> None:
 def test_not_an_npy_file(tmp_path: Path) -> None:
     path = tmp_path / "x.npy"
     path.write_text("REF,ALT\n1,2\n")
-    with pytest.raises(PerturbscoreError, match="x.npy: not a valid .npy array"):
+    with pytest.raises(PerturbscoreError, match="x.npy: not a .npy array .it does not start with"):
         open_predictions(path)
 
 
