@@ -507,6 +507,7 @@ def test_empty_design_draws_nothing(tmp_path: Path, shared: Path, cli) -> None:
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "design matching: no track could be tested" in r.stderr
+    assert "none of the 67,931 pairing units has a variant" in r.stderr  # a warning here
     figs = sorted(p.name for p in (out / "figures").iterdir())
     assert figs and not [f for f in figs if "matching" in f]
     assert any(f.startswith("ecdf_unpaired") for f in figs)

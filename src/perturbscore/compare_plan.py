@@ -203,8 +203,14 @@ def _plan_pairing(
     pair: Pairing,
     keys: Sequence[str],
     duplicates: str,
+    unpaired_too: bool = False,
 ) -> tuple[dict[tuple[str, str, str], Lookup], dict[str, Any]]:
-    """Look the pairing variants up in every compared table; returns lookups, unit counts."""
+    """Look the pairing variants up in every compared table; returns lookups, unit counts.
+
+    None found at all is a user error when every design needs the pairing (wrong keys or
+    the wrong study's pairing tables); beside an unpaired design it is a warning, and
+    the pairing designs test nothing.
+    """
     units = pair.units
     unit_counts = _unit_counts(pair)
     lookups: dict[tuple[str, str, str], Lookup] = {}
@@ -219,11 +225,15 @@ def _plan_pairing(
             if "rank" in units.columns:
                 unit_counts["per_rank"] = _rank_counts(units)
     if not any(lk.found().any() for lk in lookups.values()):
-        raise PerturbscoreError(
+        msg = (
             f"none of the {len(units):,} pairing units has a variant in the score tables of "
             f"{group_a} or {group_b} by the keys {', '.join(keys)}; check --keys (they must "
-            "be ID columns of both the pairing tables and the run's tables) and the groups."
+            "be ID columns of both the pairing tables and the run's tables) and the groups"
         )
+        if not unpaired_too:
+            raise PerturbscoreError(msg + ".")
+        log.warning("%s; only the unpaired design tests anything.", msg)
+        return lookups, unit_counts
     nf = {k: v for k, v in unit_counts["variants"].items() if "without" in k and v}
     if nf:
         msg = "pairing variants not found in the score tables (left out): " + "; ".join(
@@ -321,7 +331,7 @@ def plan_comparison(
     lookups: dict[tuple[str, str, str], Lookup] = {}
     if pair is not None:
         lookups, summary["units"] = _plan_pairing(
-            run, combos, group_a, group_b, pair, keys, duplicates
+            run, combos, group_a, group_b, pair, keys, duplicates, "unpaired" in designs
         )
     return ComparisonPlan(
         run,
