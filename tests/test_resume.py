@@ -353,3 +353,23 @@ def test_different_chunk_rows_on_resume_is_reported(kstudy: Path, tmp_path: Path
     assert r.returncode == 0, r.stderr
     assert "--chunk-rows 7 ignored: the recorded run used 1 rows per block" in r.stderr
     assert _tables(out) == clean
+
+
+def test_repeating_a_finished_resume_run_reports_it_done(kstudy: Path, tmp_path: Path) -> None:
+    """A requeued job repeats its command after the run finished: exit 0, the same files
+    listed, nothing rewritten; with a changed input it is a new run (refused as before)."""
+    out = tmp_path / "out"
+    first = _cli(*_args(kstudy, out, "--resume"))
+    assert first.returncode == 0, first.stderr
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()}
+    again = _cli(*_args(kstudy, out, "--resume"))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == first.stdout
+    assert "nothing to resume" in again.stderr
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()} == before
+    p = kstudy.parent / "top0_alt.npy"
+    arr = np.load(p)
+    arr[0] += 1
+    np.save(p, arr)
+    changed = _cli(*_args(kstudy, out, "--resume"))
+    assert changed.returncode == 2 and "--overwrite" in changed.stderr

@@ -169,5 +169,8 @@ def run_manifest(prep: Prepared, result: RunResult) -> dict[str, Any]:
             },
             "integrity": result.integrity,
             "normalise": prep.normaliser.describe() if prep.normaliser else None,
+            # What the inputs and options were (sizes, mtimes, chunk files): a repeated
+            # --resume of a finished run knows it is the same run.
+            "fingerprint": prep.fingerprint,
         },
     )

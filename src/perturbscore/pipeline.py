@@ -64,6 +64,10 @@ def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = Non
         if journal is not None and opts.resume and journal.get("fingerprint") == prep.fingerprint:
             log.info("the interrupted run had finished its tables; its commit is now complete")
             return _finished(prep)
+        if opts.resume and _already_complete(prep):
+            # A requeued job repeating its command: nothing to do, and not an error.
+            log.info("%s holds this run's finished tables already; nothing to resume", out)
+            return _finished(prep)
         check_existing(prep)
         state = _resume_state(prep)
         if state is not None and state.chunk_rows not in (None, prep.plan.chunk_rows):
@@ -87,6 +91,24 @@ def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = Non
             from .spans import close_readers
 
             close_readers()
+
+
+def _already_complete(prep: Prepared) -> bool:
+    """Whether ``prep.out`` holds this very run, finished: its manifest records the same
+    fingerprint (inputs and options), every table is there, and no resume state is left."""
+    if (prep.out / STATE_DIR).exists():
+        return False
+    try:
+        manifest = json.loads((prep.out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    cubes = [prep.out / cube_name(g.name) for g in prep.config.groups] if prep.opts.zarr else []
+    return (
+        isinstance(manifest, dict)
+        and manifest.get("fingerprint") == json.loads(json.dumps(prep.fingerprint))
+        and all(o.path.exists() for o in prep.outputs)
+        and all(c.exists() for c in cubes)
+    )
 
 
 def _drop_finished_state(out: Path, journal: dict[str, object]) -> None:
