@@ -128,7 +128,8 @@ def test_unreachable_scheduler_fails_fast(study: Path, tmp_path: Path, cli) -> N
         "parquet",
     )
     assert r.returncode == 2
-    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in r.stderr
+    assert "cannot connect to the Dask scheduler at tcp://127.0.0.1:9 (" in r.stderr
+    assert "Error" not in r.stderr  # what happened in words, no exception class names
     assert time.monotonic() - start < 60
     assert not (tmp_path / "o").exists()
 
@@ -221,7 +222,11 @@ def test_an_address_that_is_no_scheduler_fails_fast(study: Path, tmp_path: Path,
             address,
         )
         assert r.returncode == 2, r.stderr
-        assert f"cannot reach the Dask scheduler at {address} within" in r.stderr
+        assert f"cannot connect to the Dask scheduler at {address} (" in r.stderr
+        # an HTTP server answers: either it stalls the handshake or sends what is no
+        # Dask message; both are said in words
+        assert ("no answer within 10 s" in r.stderr) or ("not a Dask scheduler" in r.stderr)
+        assert "MemoryError" not in r.stderr
         assert "Traceback" not in r.stderr and time.monotonic() - start < 60
         assert not (tmp_path / "o").exists()
     finally:

@@ -91,11 +91,16 @@ def _connect(distributed: Any, scheduler: str) -> Any:
     thread.join(CONNECT_SECONDS)
     if "client" in done:
         return done["client"]
-    detail = "no answer" if thread.is_alive() else type(done["error"]).__name__
+    if thread.is_alive():
+        detail = f"no answer within {CONNECT_SECONDS} s"
+    elif isinstance(done["error"], OSError | TimeoutError):
+        detail = "nothing answered there"
+    else:  # the handshake failed on what came back (MemoryError, ValueError, ...)
+        detail = "something answered there, but not a Dask scheduler"
     raise PerturbscoreError(
-        f"cannot reach the Dask scheduler at {scheduler} within {CONNECT_SECONDS} s ({detail}); "
-        "check the address (the scheduler's port, e.g. 8786, not the dashboard's 8787) and "
-        "that the scheduler is running."
+        f"cannot connect to the Dask scheduler at {scheduler} ({detail}); check the address "
+        "(the scheduler's port, e.g. 8786, not the dashboard's 8787) and that the scheduler "
+        "is running."
     )
 
 
