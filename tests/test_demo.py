@@ -71,11 +71,20 @@ def test_demo_dot_in_a_study_folder_changes_nothing(tmp_path: Path, cli) -> None
 def test_second_demo_is_refused_before_rewriting_anything(tmp_path: Path, cli) -> None:
     folder = tmp_path / "d"
     assert cli("demo", folder).returncode == 0
-    for p in folder.rglob("*"):
+    for p in [folder, *folder.rglob("*")]:
         os.utime(p, (OLD, OLD))
     before = _snapshot(folder)
     _refused(cli("demo", folder), folder)
     assert _snapshot(folder) == before
+    # Refused before any staging: not even the folder's own mtime moved.
+    assert folder.stat().st_mtime == OLD
+
+
+def test_demo_files_lists_what_the_demo_writes(tmp_path: Path) -> None:
+    from perturbscore.demo import demo_files, write_demo_dataset
+
+    written = write_demo_dataset(tmp_path / "d")
+    assert sorted(p.relative_to(tmp_path / "d") for p in written) == sorted(demo_files())
 
 
 def test_results_alone_in_the_way_refuse_before_the_inputs_are_written(tmp_path: Path, cli) -> None:

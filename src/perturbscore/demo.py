@@ -219,6 +219,36 @@ def _demo_pairing(variants: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def demo_files() -> list[Path]:
+    """The demo dataset's files, relative to its folder (what :func:`_write_files` writes),
+    known without writing anything, so that a refusal leaves the folder untouched."""
+    names = [Path("targets_human.txt"), Path("basenji_relevant_metadata.csv")]
+    for group, suffix, _ in DEMO_BATCHES:
+        names += [Path(f"final_{k}_preds_{group}_snps{suffix}_strand.npy") for k in ("ref", "alt")]
+        names.append(Path(f"{group}_snps{suffix}_strand_final_variants.csv"))
+    return [*names, Path("pairing") / "demo_pairs.csv", Path("stablefm.toml")]
+
+
+def _refuse_existing(folder: Path, overwrite: bool, reserved: Sequence[Path]) -> None:
+    """Refuse, before anything is written, files (or folders) where the demo writes."""
+    targets = [folder / r for r in demo_files()]
+    in_the_way = [t for t in targets if t.is_dir() and not t.is_symlink()]
+    if in_the_way:
+        raise PerturbscoreError(
+            f"{folder}: the demo writes the file {in_the_way[0].relative_to(folder)}, but "
+            "a folder of that name is there; move it or choose another folder."
+        )
+    if not overwrite:
+        existing = [t for t in [*targets, *reserved] if t.exists() or t.is_symlink()]
+        if existing:
+            names = [str(e.relative_to(folder)) for e in existing]
+            raise PerturbscoreError(
+                f"{folder} already holds {len(existing)} of the files the demo writes "
+                f"({listing(names, 4)}); nothing was changed: pass --overwrite to replace "
+                "only the demo's own files, or choose a new folder."
+            )
+
+
 def _write_staged(
     folder: Path, n_tracks: int, seed: int, overwrite: bool, reserved: Sequence[Path] = ()
 ) -> list[Path]:
@@ -234,27 +264,16 @@ def _write_staged(
     # Folders this call creates (innermost first), removed again if it fails.
     created = [d for d in (folder, *folder.parents) if not d.exists()]
     check_out_folder(folder, "demo folder")
+    _refuse_existing(folder, overwrite, reserved)
     make_folder(folder, "demo folder")
     staging = Path(tempfile.mkdtemp(prefix=".perturbscore-demo-", dir=folder))
     try:
         staged = _write_files(staging, n_tracks, seed)
         relative = [p.relative_to(staging) for p in staged]
         targets = [folder / r for r in relative]
-        in_the_way = [t for t in targets if t.is_dir() and not t.is_symlink()]
-        if in_the_way:
-            raise PerturbscoreError(
-                f"{folder}: the demo writes the file {in_the_way[0].relative_to(folder)}, but "
-                "a folder of that name is there; move it or choose another folder."
-            )
-        if not overwrite:
-            existing = [t for t in [*targets, *reserved] if t.exists() or t.is_symlink()]
-            if existing:
-                names = [str(e.relative_to(folder)) for e in existing]
-                raise PerturbscoreError(
-                    f"{folder} already holds {len(existing)} of the files the demo writes "
-                    f"({listing(names, 4)}); nothing was changed: pass --overwrite to replace "
-                    "only the demo's own files, or choose a new folder."
-                )
+        if sorted(relative) != sorted(demo_files()):
+            raise AssertionError("demo_files() does not list what _write_files writes")
+        _refuse_existing(folder, overwrite, reserved)  # again: files may have appeared since
         for r in relative:
             (folder / r).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / r, folder / r)
