@@ -225,3 +225,18 @@ def test_sigterm_leaves_no_temporaries_in_a_users_folder(study: Path, tmp_path: 
     )
     assert r.returncode == 2
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_every_missing_prediction_file_is_named(study: Path, tmp_path: Path, cli) -> None:
+    """Predictions not there (the study's run file before the download): one message
+    listing them all, not one per attempt."""
+    gone = sorted(study.glob("final_*_preds_top_*.npy"))
+    assert len(gone) == 4
+    for p in gone:
+        p.unlink()
+    out = tmp_path / "o"
+    r = cli("run", study / "stablefm.toml", "--out", out)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    message = r.stderr.strip().splitlines()[-1]
+    assert "4 prediction files not found: " in message
+    assert all(p.name in message for p in gone) and not out.exists()

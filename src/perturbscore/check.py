@@ -25,6 +25,7 @@ from .geometry_tables import (
 )
 from .integrity import EXIT_CLEAN, EXIT_FLAGGED
 from .integrity_text import format_integrity
+from .readers import missing_prediction_files
 from .runfile import RunConfig, load_run_file
 
 #: Manifest keys shared with the run pipeline.
@@ -91,10 +92,6 @@ def describe_geometry(geo: dict[str, Any]) -> str:
         f"{geo['output_bp']:,} bp, centre bin {geo['centre_bin']}\n"
         f"positions: offset = {how} (0-based offset in the window)"
     )
-
-
-def _prediction_path(p: Path) -> Path:
-    return Path(str(p).split("::")[0])
 
 
 def load_check_config(path: str | Path) -> tuple[RunConfig, GeometryConfig | None]:
@@ -169,11 +166,10 @@ def check_run_file(
         )
 
     missing = [
-        str(_prediction_path(p))
-        for g in cfg.groups
-        for b in g.batches
-        for p in (b.ref, b.alt)
-        if not _prediction_path(p).is_file()
+        str(f)
+        for f in missing_prediction_files(
+            p for g in cfg.groups for b in g.batches for p in (b.ref, b.alt)
+        )
     ]
     if positions_only:
         report.notes.append("integrity: not checked (--positions-only)")

@@ -23,7 +23,8 @@ from .errors import PerturbscoreError
 from .geometry import OUTSIDE_INPUT, Placement
 from .geometry_tables import ClassCounter, place_table
 from .integrity_keys import id_keys
-from .readers import open_predictions
+from .messages import listing
+from .readers import missing_prediction_files, open_predictions
 from .runfile import Batch, RunConfig
 from .spans import BatchSpec
 from .variants import duplicate_report, id_columns_of, read_variants
@@ -149,6 +150,19 @@ def _place_batch(
     return table_ids, classes
 
 
+def _refuse_missing_files(config: RunConfig) -> None:
+    """Every missing prediction file in one message (not only the first batch's)."""
+    missing = missing_prediction_files(
+        p for g in config.groups for b in g.batches for p in (b.ref, b.alt)
+    )
+    if len(missing) > 1:  # one alone is named by its reader, with the batch
+        raise PerturbscoreError(
+            f"{config.source or 'run file'}: {len(missing)} prediction files not found: "
+            f"{listing(map(str, missing), 4)}. Check the paths (relative to the run file), "
+            "or run where the predictions are."
+        )
+
+
 def open_batches(
     config: RunConfig, n_tracks: int
 ) -> tuple[list[BatchInput], list[str], list[str], ClassCounter]:
@@ -160,6 +174,7 @@ def open_batches(
     counter = ClassCounter()
     placed: dict[Path, Placement] = {}
     first_bins: list[tuple[int, str]] = []  # (bins, REF path) of the first batch
+    _refuse_missing_files(config)
     tables = _read_tables(config)
     for group in config.groups:
         for number, batch in enumerate(group.batches, start=1):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -190,6 +190,17 @@ def pick_member(
             f"'{where}{NPZ_MEMBER_SEP}<{placeholder}>'."
         )
     return names[0]
+
+
+def prediction_file(path: str | Path) -> Path:
+    """The file (or Zarr folder) a prediction path names: ``a.zip::member`` -> ``a.zip``."""
+    return Path(str(path).split(NPZ_MEMBER_SEP, 1)[0])
+
+
+def missing_prediction_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The files among ``paths`` (REF and ALT of every batch) that do not exist, once each."""
+    files = dict.fromkeys(prediction_file(p) for p in paths)
+    return [f for f in files if not f.exists()]
 
 
 def parse_npy_header(fp: IO[bytes], where: str) -> tuple[tuple[int, ...], np.dtype[Any], bool]:
