@@ -815,3 +815,10 @@ def test_the_run_file_geometry_is_the_models() -> None:
         got = parse_geometry_section(tomllib.loads(geometry_toml(geo))["geometry"])
         keys = ("name", "window", "input", "bins", "bin_size", "centre_bin")
         assert [getattr(got, k) for k in keys] == [getattr(geo, k) for k in keys]
+
+
+def test_a_typod_centre_column_suggests_the_right_one(shared: Path) -> None:
+    table = shared / "stab_snps_new_strand_final_variants.csv"
+    r = cli("predict", "--plan-only", str(table), "--centre-column", "Transcription start site")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert '(did you mean "Transcription start site (TSS)"?)' in r.stderr

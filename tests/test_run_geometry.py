@@ -287,8 +287,8 @@ def test_position_column_mistakes_name_the_header(geo: Path, tmp_path: Path) -> 
     assert r.returncode == 2 and "Traceback" not in r.stderr
     message = r.stderr.strip().splitlines()[-1]
     assert 'no column "variant_pos_in_windw" for the variant positions' in message
-    assert "its columns are GENE, rsID, REF, ALT, variant_pos_in_window." in message
-    assert 'did you mean "variant_pos_in_window"?' in message
+    assert "its columns are GENE, rsID, REF, ALT, variant_pos_in_window" in message
+    assert '(did you mean "variant_pos_in_window"?). Fix [variants]' in message
     assert not (tmp_path / "o").exists()
     geo.write_text(geo.read_text().replace("variant_pos_in_windw", "variant_pos_in_window"))
     table = pd.read_csv(geo.parent / "stab.csv", dtype=str)

@@ -84,5 +84,9 @@ def test_bad_aggregations(spec: str, bins: int, message: str) -> None:
 
 
 def test_centre_out_of_range() -> None:
-    with pytest.raises(PerturbscoreError, match="outside 0..3"):
+    with pytest.raises(
+        PerturbscoreError,
+        match=r"--center-bin\) is outside the predictions. bins 0..3; give a bin in that "
+        r"range, e.g. 2",
+    ):
         parse_aggregation("tss", 4, center_bin=4)

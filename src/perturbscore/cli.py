@@ -206,7 +206,7 @@ def tracks_cmd(
         columns=columns,
     )
     table.to_csv(sys.stdout, sep="\t" if sep == "tab" else ",", index=False)
-    log.info("%d tracks", len(table))
+    log.info("%d track%s", len(table), "" if len(table) == 1 else "s")
 
 
 @cli.command("demo")

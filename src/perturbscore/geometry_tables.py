@@ -220,10 +220,10 @@ def _integer_column(df: pd.DataFrame, column: str, where: str) -> np.ndarray:
         # The table's whole header (read_variants reads only the columns it needs).
         header = [str(c) for c in df.attrs.get("header", df.columns)]
         near = difflib.get_close_matches(column, header, n=1)
-        hint = f"did you mean {quote(near[0])}? " if near else ""
+        hint = f" (did you mean {quote(near[0])}?)" if near else ""
         raise PerturbscoreError(
             f"{where}: no column {quote(column)} for the variant positions; its columns are "
-            f"{listing(header, 20)}. {hint}Fix [variants] in the run file."
+            f"{listing(header, 20)}{hint}. Fix [variants] in the run file."
         )
     values = pd.to_numeric(df[column], errors="coerce")
     bad = values.isna() | (values != np.floor(values))

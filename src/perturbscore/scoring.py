@@ -75,7 +75,9 @@ def centre_bin(n_bins: int, center_bin: int | None, spec: str) -> int:
     if center_bin is not None:
         if not 0 <= center_bin < n_bins:
             raise PerturbscoreError(
-                f"aggregation {spec!r}: centre bin {center_bin} is outside 0..{n_bins - 1}."
+                f"aggregation {spec!r}: centre bin {center_bin} (center_bin in [scores], or "
+                f"--center-bin) is outside the predictions' bins 0..{n_bins - 1}; give a bin "
+                f"in that range, e.g. {n_bins // 2}."
             )
         return center_bin
     if n_bins % 2 == 0:
