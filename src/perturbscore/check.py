@@ -31,7 +31,7 @@ from .runfile import RunConfig, load_run_file
 #: Manifest keys shared with the run pipeline.
 MANIFEST_GEOMETRY = "geometry"
 MANIFEST_INTEGRITY = "integrity"
-#: Block budget of the check's own reader (REF + ALT selected values).
+#: Half the memory budget the check reads predictions under (512 MiB, as a run's default).
 BLOCK_BYTES = 256 * 2**20
 
 
@@ -114,7 +114,7 @@ def _integrity(
     prep = prepare(
         cfg,
         Path(cfg.source or ".").parent / ".perturbscore-check",
-        RunOptions(progress=False, memory_bytes=max(block_bytes * 8, 64 * 2**20)),
+        RunOptions(progress=False, memory_bytes=max(2 * block_bytes, 64 * 2**20)),
     )
     findings = Findings(prep, rtol=rtol, atol=atol, max_examples=max_examples)
     try:
