@@ -25,7 +25,6 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import fields
@@ -37,6 +36,7 @@ from .messages import describe_value, listing
 from .predict import PredictOptions
 from .predict_output import FORMATS
 from .runfile_schema import Key
+from .runfile_sections import refuse_unknown_keys
 from .runfile_values import Reject
 from .tracks import parse_where, selection_from_options
 
@@ -177,13 +177,7 @@ def read_predict_section(path: Path) -> dict[str, Any]:
             f"{path}: perturbscore predict reads a [predict] table of the run file, got "
             f"{got}; add [predict] with variants, genome, model and out."
         )
-    unknown = [k for k in section if k not in KEYS]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], list(KEYS), n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        raise PerturbscoreError(
-            f"{where}: unknown key {unknown[0]}; {hint}the keys here are {listing(KEYS, 40)}."
-        )
+    refuse_unknown_keys(section, KEYS, where, limit=40)
     out: dict[str, Any] = {}
     for name, value in section.items():
         key = KEYS[name]

@@ -28,6 +28,17 @@ def missing_key(where: str, name: str, key: Key) -> PerturbscoreError:
     )
 
 
+def refuse_unknown_keys(table: Any, keys: Any, where: str, limit: int = 10) -> None:
+    """A key of ``table`` not among ``keys``: the first, the closest known one, the list."""
+    unknown = [k for k in table if k not in keys]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(keys), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise PerturbscoreError(
+            f"{where}: unknown key {unknown[0]}; {hint}the keys here are {listing(keys, limit)}."
+        )
+
+
 def read_section(table: Any, section: str, where: str, required: bool = True) -> dict[str, Any]:
     """Check every key of ``table`` against ``SCHEMA[section]``; absent keys get defaults.
 
@@ -35,13 +46,7 @@ def read_section(table: Any, section: str, where: str, required: bool = True) ->
     typo in a later section is reported before the absence it may explain.
     """
     keys = SCHEMA[section]
-    unknown = [k for k in table if k not in keys]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], list(keys), n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        raise PerturbscoreError(
-            f"{where}: unknown key {unknown[0]}; {hint}the keys here are {listing(keys)}."
-        )
+    refuse_unknown_keys(table, keys, where)
     out: dict[str, Any] = {}
     for name, key in keys.items():
         if name not in table:
