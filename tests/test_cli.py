@@ -225,7 +225,7 @@ def test_failure_keeps_an_existing_folder_clean(study: Path, tmp_path: Path, cli
     ("args", "message"),
     [
         (["--memory", "lots"], "memory size 'lots' not understood"),
-        (["--memory", "1000"], "memory budget 1000 bytes is too small"),
+        (["--memory", "1000"], "memory budget 1,000 bytes is too small: the run needs at least"),
         (["--chunk-rows", "0"], "--chunk-rows must be at least 1"),
     ],
 )

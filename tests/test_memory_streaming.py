@@ -70,7 +70,7 @@ def test_plan_counts_every_threads_scratch() -> None:
     tight = plan_memory(budget=40 * 2**20, blocks_in_flight=9, scratch_threads=8, **kw)
     assert tight.scratch_bytes < SCRATCH_BYTES and tight.scratch_bytes % row == 0
     assert tight.estimated_bytes <= tight.budget
-    with pytest.raises(PerturbscoreError, match="Fewer --threads"):
+    with pytest.raises(PerturbscoreError, match="or give fewer --threads"):
         plan_memory(budget=8 * 2 * row, blocks_in_flight=9, scratch_threads=8, **kw)
 
 

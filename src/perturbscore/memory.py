@@ -144,12 +144,21 @@ def plan_memory(
     scratch = _scratch_bytes(budget, base, per_row, row_bytes, scratch_threads)
     fixed = base + 2 * scratch_threads * scratch
     if fixed + per_row > budget:
+        need = fixed + per_row
         hint = _too_small_hint(
-            fmt, fixed, in_memory_rows, writer_buffer_bytes, budget, n_selected, scratch_threads
+            fmt,
+            in_memory_rows * n_outputs_per_group * n_selected * 8,
+            writer_buffer_bytes,
+            2 * scratch_threads * scratch,
+            need,
+            n_selected,
+            scratch_threads,
         )
         raise PerturbscoreError(
-            f"memory budget {budget} bytes is too small: the run needs {fixed} bytes resident "
-            f"plus {per_row} bytes per block row. Raise --memory.{hint}"
+            f"memory budget {budget:,} byte{'' if budget == 1 else 's'} is too small: the run "
+            f"needs at least {need:,} "
+            f"bytes ({fixed:,} resident plus {per_row:,} per block row); raise --memory to "
+            f"{-(-need // 2**20)}MiB or more{hint}."
         )
     fit = _block_rows(
         budget, fixed, per_row, selected, chunk_rows, max_rows, cache_sized=cache_sized
@@ -188,27 +197,29 @@ def _scratch_bytes(budget: int, base: int, per_row: int, row_bytes: int, threads
 
 def _too_small_hint(
     fmt: str,
-    fixed: int,
-    in_memory_rows: int,
-    writer_buffer_bytes: int,
-    budget: int,
+    table_bytes: int,
+    writer_bytes: int,
+    scratch_bytes: int,
+    need: int,
     n_selected: int,
     scratch_threads: int,
 ) -> str:
-    """What to change when not even one row fits: the part of the fixed bytes that dominates."""
-    if in_memory_rows:
+    """What else to change when not even one row fits: the part that dominates ``need``
+    (nothing when under 1 MiB is needed: the budget is then plainly too small)."""
+    if need < 2**20:
+        return ""
+    if table_bytes > need // 2:
         return (
-            f" The {fmt} format keeps whole tables in memory ({fixed / 2**20:.0f} MiB here); "
-            "use parquet or csv, or select fewer tracks."
+            f", or use parquet or csv: the {fmt} format keeps whole tables in memory "
+            f"({table_bytes / 2**20:.0f} MiB here)"
         )
-    if writer_buffer_bytes > budget // 2:
+    if writer_bytes > need // 2:
         return (
-            f" Parquet writers hold row groups and footer metadata "
-            f"({writer_buffer_bytes / 2**20:.0f} MiB here for {n_selected} tracks); select "
-            "fewer tracks, or use csv."
+            f", or select fewer tracks, or use csv: Parquet writers hold row groups and "
+            f"footer metadata ({writer_bytes / 2**20:.0f} MiB here for {n_selected} tracks)"
         )
-    if scratch_threads > 1:
-        return " Fewer --threads need fewer buffers."
+    if scratch_threads > 1 and scratch_bytes > need // 2:
+        return ", or give fewer --threads (each has its own read buffers)"
     return ""
 
 
