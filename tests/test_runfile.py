@@ -95,7 +95,12 @@ BAD = [
     CLI(AGGS, "aggregations = []", r"\[scores\] aggregations: .*got an empty list; write"),
     CLI('statistics = ["abs_diff"]', "statistics = []", r"\[scores\] statistics: .*got an empty"),
     (AGGS, 'aggregations = ["ave", "AVE"]', r'"AVE" is listed twice\); write aggregations = '),
-    (AGGS, 'aggregations = ["mean"]', r'\("mean" is not one of tss, ave, sum or window:K\)'),
+    (AGGS, 'aggregations = ["mean"]', r'\("mean" is not one of tss, ave, sum or window:K, with'),
+    (
+        AGGS,
+        'aggregations = ["ave", "window:x"]',
+        r'window:K, with K a number of central bins\); write aggregations = \["ave", "window:3"\]',
+    ),
     (
         'statistics = ["abs_diff"]',
         'statistics = ["abs_diff", "abs_diff"]',

@@ -118,7 +118,14 @@ def check_aggregations(v: Any) -> tuple[str, ...]:
     values = strings(v)
     for a in values:
         if not _AGGREGATION.fullmatch(a.strip().lower()):
-            raise Reject(detail=f"{quote(a)} is not one of tss, ave, sum or window:K")
+            # A mistyped window keeps its place in the suggestion (not the default list).
+            fixed = [b if _AGGREGATION.fullmatch(b.strip().lower()) else "window:3" for b in values]
+            guess = toml_value(fixed) if a.strip().lower().startswith("window") else None
+            raise Reject(
+                guess,
+                detail=f"{quote(a)} is not one of tss, ave, sum or window:K, with K a number "
+                "of central bins",
+            )
     return _no_repeats(values, lambda a: a.strip().lower())
 
 
