@@ -162,8 +162,9 @@ def check_existing(prep: Prepared) -> None:
     if existing:
         more = f" and {len(existing) - 4} more" if len(existing) > 4 else ""
         raise PerturbscoreError(
-            f"{prep.out} already holds {', '.join(existing[:4])}{more}; pass --overwrite to "
-            "replace them or choose another --out folder."
+            f"{prep.out} already holds {', '.join(existing[:4])}{more}; pass --overwrite "
+            "(RunOptions(overwrite=True) from Python) to replace them, or choose another "
+            "--out folder."
         )
 
 
