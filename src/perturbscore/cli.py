@@ -20,16 +20,18 @@ import click
 
 from . import __version__
 from .cli_common import (
+    chunk_rows_option,
     log,
     memory_option,
     out_folder_option,
     setup_logging,
     show_progress,
+    table_format_option,
     track_options,
     user_errors,
     verbosity,
 )
-from .constants import ENGINES, NAN_POLICIES, OUT_OF_FIELD, OUTPUT_FORMATS
+from .constants import ENGINES, NAN_POLICIES, OUT_OF_FIELD
 from .errors import Interrupted, PerturbscoreError
 from .memory import parse_size
 
@@ -63,20 +65,9 @@ def _report(result: RunResult) -> None:
 @cli.command("run")
 @click.argument("run_file", type=click.Path(path_type=Path))
 @out_folder_option()
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(list(OUTPUT_FORMATS)),
-    default=None,
-    help="Output format; overrides the run file.",
-)
+@table_format_option("Output format; overrides the run file.")
 @memory_option
-@click.option(
-    "--chunk-rows",
-    type=int,
-    default=None,
-    help="Rows per block (default: about 1 MiB of selected values, within the budget).",
-)
+@chunk_rows_option("Rows per block (default: about 1 MiB of selected values, within the budget).")
 @click.option(
     "--center-bin",
     type=int,
@@ -249,9 +240,7 @@ def demo_cmd(ctx: click.Context, folder: Path, overwrite: bool) -> None:
     show_default=True,
     help="zscore: per track over all groups' variants.",
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(list(OUTPUT_FORMATS)), default="parquet", show_default=True
-)
+@table_format_option("Output format.", default="parquet")
 @out_folder_option()
 @click.option("--overwrite", is_flag=True, help="Replace existing output tables.")
 @memory_option

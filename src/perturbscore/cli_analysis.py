@@ -13,14 +13,15 @@ import click
 
 from .cli import cli
 from .cli_common import (
+    chunk_rows_option,
     log,
     memory_option,
     out_folder_option,
     show_progress,
+    table_format_option,
     user_errors,
     verbosity,
 )
-from .constants import OUTPUT_FORMATS
 from .memory import parse_size
 
 
@@ -229,20 +230,9 @@ def check_cmd(target: Path, positions_only: bool, rtol: float, atol: float, as_j
     help="Normalised statistic (repeatable; default both).",
 )
 @out_folder_option()
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(list(OUTPUT_FORMATS)),
-    default=None,
-    help="Output format (default: the run's).",
-)
+@table_format_option("Output format (default: the run's).")
 @memory_option
-@click.option(
-    "--chunk-rows",
-    type=int,
-    default=None,
-    help="Rows per block (default: the most the memory budget allows).",
-)
+@chunk_rows_option("Rows per block (default: the most the memory budget allows).")
 @click.option(
     "--overwrite",
     is_flag=True,

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
+from .constants import OUTPUT_FORMATS
 from .errors import Interrupted, PerturbscoreError
 from .memory import DEFAULT_MEMORY_BYTES
 
@@ -43,6 +44,24 @@ def out_folder_option(
         type=click.Path(path_type=Path),
         help=help,
     )
+
+
+def table_format_option(help: str, default: str | None = None) -> Any:
+    """``--format`` (parameter ``fmt``) of the commands that write score tables."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(list(OUTPUT_FORMATS)),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
+
+
+def chunk_rows_option(help: str) -> Any:
+    """``--chunk-rows`` of the commands that stream blocks (a block size never changes a
+    result)."""
+    return click.option("--chunk-rows", type=int, default=None, help=help)
 
 
 def track_options(func: F) -> F:
