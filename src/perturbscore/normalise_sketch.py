@@ -153,43 +153,32 @@ class BackgroundBuilder:
         signed = SIGNED[self.statistic]
         sketch_err = sum(c * 2**h for h, c in enumerate(self._compactions)) / self._n
         if not any(self._compactions) and self._n <= self.grid:
-            exact = np.sort(values, axis=1)
-            median = np.median(exact, axis=1)
-            mad = np.median(np.abs(exact - median[:, None]), axis=1)
+            mode, stored = "exact", np.sort(values, axis=1)
+            median = np.median(stored, axis=1)
+            mad = np.median(np.abs(stored - median[:, None]), axis=1)
             err = 0.0
-            return Background(
-                self.aggregation,
-                self.statistic,
-                signed,
-                tuple(self.tracks),
-                self._n,
-                "exact",
-                exact,
-                median,
-                mad,
-                err,
-                self.k,
-                self.grid,
-            )
-        ranks = np.linspace(0.0, 1.0, self.grid) * self._n
-        # The grid and the median from one sort (each rank is looked up on its own).
-        found = _weighted_quantiles(values, weights, np.append(ranks, self._n / 2))
-        grid, median = np.ascontiguousarray(found[:, :-1]), found[:, -1]
-        grid[:, 0], grid[:, -1] = self._min, self._max
-        dev = np.abs(values - median[:, None])
-        mad = _weighted_quantiles(dev, weights, np.array([self._n / 2]))[:, 0]
-        err = sketch_err + 1.0 / (self.grid - 1)
+        else:
+            mode = "grid"
+            ranks = np.linspace(0.0, 1.0, self.grid) * self._n
+            # The grid and the median from one sort (each rank is looked up on its own).
+            found = _weighted_quantiles(values, weights, np.append(ranks, self._n / 2))
+            stored, median = np.ascontiguousarray(found[:, :-1]), found[:, -1]
+            stored[:, 0], stored[:, -1] = self._min, self._max
+            dev = np.abs(values - median[:, None])
+            mad = _weighted_quantiles(dev, weights, np.array([self._n / 2]))[:, 0]
+            err = sketch_err + 1.0 / (self.grid - 1)
+            err = 2 * err if signed else err
         return Background(
             self.aggregation,
             self.statistic,
             signed,
             tuple(self.tracks),
             self._n,
-            "grid",
-            grid,
+            mode,
+            stored,
             median,
             mad,
-            (2 * err if signed else err),
+            err,
             self.k,
             self.grid,
         )
