@@ -39,16 +39,14 @@ def text_values(column: pd.Series) -> list[str | None]:
     return column.astype(object).where(column.notna(), None).tolist()
 
 
-def arrow_text(column: pd.Series) -> Any:
+def arrow_text(column: pd.Series, arrow_type: pa.DataType | None = None) -> Any:
     """An ID column as an Arrow string array (missing values null), converted in C.
 
-    The R writers serialise it from its buffers: Python objects per cell cost more than
-    the rest of writing a study's tables.
+    Parquet row groups take it as it is and the R writers serialise it from its
+    buffers: Python objects per cell cost more than the rest of writing a study's
+    tables.  ``arrow_type``: ``pa.large_string()`` unless given.
     """
-    try:
-        return pa.array(column, type=pa.large_string(), from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-        return text_values(column)  # not text: let the Python path convert and refuse
+    return pa.array(column, type=arrow_type or pa.large_string(), from_pandas=True)
 
 
 class TableWriter(abc.ABC):
@@ -181,7 +179,7 @@ class ParquetTableWriter(TableWriter):
         n = self._filled
         ids = pd.concat(self._ids, ignore_index=True)
         arrays = [pa.array(col[:n]) for col in self._buffer]
-        arrays += [pa.array(text_values(ids[c]), pa.string()) for c in self.id_columns]
+        arrays += [arrow_text(ids[c], pa.string()) for c in self.id_columns]
         assert self._writer is not None, "row group written after the file was closed"
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
         self._ids, self._filled = [], 0
