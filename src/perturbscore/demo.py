@@ -229,9 +229,11 @@ def demo_files() -> list[Path]:
     return [*names, Path("pairing") / "demo_pairs.csv", Path("stablefm.toml")]
 
 
-def _refuse_existing(folder: Path, overwrite: bool, reserved: Sequence[Path]) -> None:
-    """Refuse, before anything is written, files (or folders) where the demo writes."""
-    targets = [folder / r for r in demo_files()]
+def _refuse_existing(
+    folder: Path, relative: Sequence[Path], overwrite: bool, reserved: Sequence[Path]
+) -> None:
+    """Refuse files (or folders) where the demo writes ``relative`` (and ``reserved``)."""
+    targets = [folder / r for r in relative]
     in_the_way = [t for t in targets if t.is_dir() and not t.is_symlink()]
     if in_the_way:
         raise PerturbscoreError(
@@ -264,16 +266,15 @@ def _write_staged(
     # Folders this call creates (innermost first), removed again if it fails.
     created = [d for d in (folder, *folder.parents) if not d.exists()]
     check_out_folder(folder, "demo folder")
-    _refuse_existing(folder, overwrite, reserved)
+    _refuse_existing(folder, demo_files(), overwrite, reserved)  # before anything is written
     make_folder(folder, "demo folder")
     staging = Path(tempfile.mkdtemp(prefix=".perturbscore-demo-", dir=folder))
     try:
         staged = _write_files(staging, n_tracks, seed)
         relative = [p.relative_to(staging) for p in staged]
         targets = [folder / r for r in relative]
-        if sorted(relative) != sorted(demo_files()):
-            raise AssertionError("demo_files() does not list what _write_files writes")
-        _refuse_existing(folder, overwrite, reserved)  # again: files may have appeared since
+        # Again, for what was really staged: files may have appeared since.
+        _refuse_existing(folder, relative, overwrite, reserved)
         for r in relative:
             (folder / r).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / r, folder / r)
