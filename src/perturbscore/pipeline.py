@@ -93,6 +93,11 @@ def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = Non
             close_readers()
 
 
+def _cube_paths(prep: Prepared) -> list[Path]:
+    """The run's Zarr score cubes (with ``--zarr``), one per group."""
+    return [prep.out / cube_name(g.name) for g in prep.config.groups] if prep.opts.zarr else []
+
+
 def _already_complete(prep: Prepared) -> bool:
     """Whether ``prep.out`` holds this very run, finished: its manifest records the same
     fingerprint (inputs and options), every table is there, and no resume state is left."""
@@ -102,7 +107,7 @@ def _already_complete(prep: Prepared) -> bool:
         manifest = json.loads((prep.out / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    cubes = [prep.out / cube_name(g.name) for g in prep.config.groups] if prep.opts.zarr else []
+    cubes = _cube_paths(prep)
     return (
         isinstance(manifest, dict)
         and manifest.get("fingerprint") == json.loads(json.dumps(prep.fingerprint))
@@ -144,7 +149,7 @@ def _finished(prep: Prepared) -> RunResult:
     rows = {o["path"]: o["rows"] for o in manifest.get("outputs", [])}
     for o in prep.outputs:
         o.rows = int(rows.get(o.path.name, 0))
-    cubes = [prep.out / cube_name(g.name) for g in prep.config.groups] if prep.opts.zarr else []
+    cubes = _cube_paths(prep)
     return RunResult(
         prep.outputs,
         prep.out / MANIFEST,
