@@ -38,3 +38,30 @@ def test_readme_names_every_module() -> None:
     named = set(re.findall(r"`([a-z_]+)`", paragraph))
     missing = [p.stem for p in _modules() if p.stem not in named]
     assert not missing, f"modules the README's Modules paragraph does not name: {missing}"
+
+
+def test_overwrite_refusals_name_the_python_form() -> None:
+    # Library callers meet these messages too: every "pass --overwrite" comes from
+    # messages.overwrite_hint, which adds the keyword argument to give from Python.
+    offenders = []
+    for path in _modules():
+        if path.stem == "messages":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if re.search(r"(pass|use) --overwrite", node.value):
+                    offenders.append(f"{path.name}:{node.lineno}")
+    assert not offenders, offenders
+
+
+def test_overwrite_refusal_through_python(tmp_path: Path) -> None:
+    from perturbscore.compare_outputs import check_out_folder
+    from perturbscore.errors import PerturbscoreError
+
+    (tmp_path / "compare.json").write_text("{}")
+    try:
+        check_out_folder(tmp_path, overwrite=False)
+    except PerturbscoreError as exc:
+        assert "pass --overwrite (overwrite=True from Python)" in str(exc)
+    else:
+        raise AssertionError("an earlier comparison was not refused")

@@ -24,6 +24,7 @@ from .errors import PerturbscoreError
 from .extras import require
 from .manifest import build_manifest, file_facts, manifest_text
 from .memory import DEFAULT_MEMORY_BYTES
+from .messages import overwrite_hint
 from .names import check_name
 from .outputs import Commit, check_out_folder, output_folder
 from .tracks import TrackSelection, read_targets, select_tracks
@@ -198,7 +199,7 @@ def import_scores(
             existing = [p.name for p in job.planned() if p.exists()]
             if existing and not overwrite:
                 raise PerturbscoreError(
-                    f"{out} already holds {', '.join(existing)}; pass --overwrite to replace "
+                    f"{out} already holds {', '.join(existing)}; {overwrite_hint()} to replace "
                     "them or choose another --out folder."
                 )
             if normalise == "zscore":

@@ -23,6 +23,7 @@ import pandas as pd
 
 from .compare_tests import DEFAULT_MEMORY, CompareResult, rank_of
 from .errors import PerturbscoreError
+from .messages import overwrite_hint
 from .outputs import write_text_atomic
 from .report import REPORT_MARK
 
@@ -62,7 +63,10 @@ def check_out_folder(out: Path, overwrite: bool) -> None:
                 "choose a new or empty folder."
             )
         if not overwrite:
-            raise PerturbscoreError(f"{out}/compare.json already exists; pass --overwrite.")
+            raise PerturbscoreError(
+                f"{out}/compare.json already exists; {overwrite_hint()} to replace it, or "
+                "choose another --out folder."
+            )
 
 
 def run_comparison(

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import PerturbscoreError
-from .messages import listing
+from .messages import listing, overwrite_hint
 from .outputs import check_out_folder, make_folder
 from .pipeline import MANIFEST, RunOptions, RunResult, run_path
 from .runfile import parse_run_config
@@ -246,7 +246,7 @@ def _refuse_existing(
             names = [str(e.relative_to(folder)) for e in existing]
             raise PerturbscoreError(
                 f"{folder} already holds {len(existing)} of the files the demo writes "
-                f"({listing(names, 4)}); nothing was changed: pass --overwrite to replace "
+                f"({listing(names, 4)}); nothing was changed: {overwrite_hint()} to replace "
                 "only the demo's own files, or choose a new folder."
             )
 

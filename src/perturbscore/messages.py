@@ -82,3 +82,9 @@ def describe_value(value: Any) -> str:
             return "an empty list"
         return f"the list {toml_value(value)}"
     return f"a value of type {type(value).__name__}"
+
+
+def overwrite_hint(python: str = "overwrite=True") -> str:
+    """``pass --overwrite (overwrite=True from Python)``: the fix for an existing output,
+    in the words of both the console script and the library call that raised it."""
+    return f"pass --overwrite ({python} from Python)"

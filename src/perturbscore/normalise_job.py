@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PerturbscoreError
+from .messages import overwrite_hint
 from .names import check_name, is_safe_name
 from .normalise import DEFAULT_GRID, DEFAULT_K, NORMALISED, Background
 from .normalise_files import check_tracks, load_backgrounds
@@ -165,7 +166,7 @@ class NormaliseJob:
         existing += [MANIFEST] if (self.out / MANIFEST).exists() else []
         if existing:
             raise PerturbscoreError(
-                f"{self.out} already holds {', '.join(existing)}; pass --overwrite to replace "
+                f"{self.out} already holds {', '.join(existing)}; {overwrite_hint()} to replace "
                 "them or choose another --out folder."
             )
 
@@ -274,5 +275,6 @@ def _check_save(saved: Path, background: str | None, overwrite: bool) -> None:
         raise PerturbscoreError(f"--save-background {saved}: folder {saved.parent} not found.")
     if saved.is_dir() or (saved.exists() and not overwrite):
         raise PerturbscoreError(
-            f"--save-background {saved} already exists; pass --overwrite or choose another name."
+            f"--save-background {saved} already exists; {overwrite_hint()} or choose "
+            "another name."
         )

@@ -24,6 +24,7 @@ from . import __version__
 from .errors import PerturbscoreError
 from .geometry_tables import ClassCounter
 from .memory import MemoryPlan
+from .messages import overwrite_hint
 from .normalise_inrun import RunNormaliser, prepare_normaliser
 from .options import RunOptions, check_options
 from .plan_batches import BatchInput, group_sizes, open_batches
@@ -162,8 +163,8 @@ def check_existing(prep: Prepared) -> None:
     if existing:
         more = f" and {len(existing) - 4} more" if len(existing) > 4 else ""
         raise PerturbscoreError(
-            f"{prep.out} already holds {', '.join(existing[:4])}{more}; pass --overwrite "
-            "(RunOptions(overwrite=True) from Python) to replace them, or choose another "
+            f"{prep.out} already holds {', '.join(existing[:4])}{more}; "
+            f"{overwrite_hint('RunOptions(overwrite=True)')} to replace them, or choose another "
             "--out folder."
         )
 

@@ -34,6 +34,7 @@ from . import __version__
 from .errors import Interrupted, PerturbscoreError
 from .genome import Genome, one_hot
 from .geometry import Geometry
+from .messages import overwrite_hint
 from .names import check_name
 from .outputs import Commit, output_folder, temp_path
 from .predict_jobs import Job, build_jobs, job_sequence
@@ -160,7 +161,10 @@ def run_predict(opts: PredictOptions, predictor: Predictor | None = None) -> Pre
             f"--resume to continue it, or remove {opts.out / STATE_DIR} to start afresh."
         )
     if existing and not opts.overwrite and not resumable:
-        raise PerturbscoreError(f"{existing[0]} already exists; use --overwrite to replace it.")
+        raise PerturbscoreError(
+            f"{existing[0]} already exists; {overwrite_hint('PredictOptions(overwrite=True)')} "
+            "to replace it."
+        )
     if opts.out.exists() and not opts.out.is_dir():
         raise PerturbscoreError(f"{opts.out} exists and is not a folder; choose another --out.")
     v = load_variants(opts.variants, chrom_column=opts.chrom_column, pos_column=opts.pos_column,

@@ -19,6 +19,7 @@ import pandas as pd
 
 from .compare_tests import rank_of
 from .errors import PerturbscoreError
+from .messages import overwrite_hint
 from .outputs import write_text_atomic
 
 #: Marks the pages this module writes, so that ``compare --overwrite`` knows a
@@ -73,7 +74,7 @@ def check_report_out(folder: Path, out: Path | None, overwrite: bool = False) ->
     target = Path(out) if out else folder / "report.html"
     if out is not None and target.is_file() and not overwrite:
         raise PerturbscoreError(
-            f"--out {target} already exists; pass --overwrite to replace it or name a new "
+            f"--out {target} already exists; {overwrite_hint()} to replace it or name a new "
             "file, e.g. report.html."
         )
     if target.is_dir():
