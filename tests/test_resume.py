@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -302,6 +303,32 @@ def test_sweep_removes_only_dead_processes_partials(kstudy: Path, tmp_path: Path
     names = {p.name for p in out.iterdir()}
     assert mine.name in names and (out / "notes.txt").read_text() == "the user's"
     assert not any(dead in n for n in names) and LOCK not in names
+
+
+def test_a_killed_but_unreaped_process_does_not_hold_the_folder(
+    kstudy: Path, tmp_path: Path
+) -> None:
+    # SIGKILL leaves a zombie until the parent waits for it (a container's init or a
+    # crashed job runner may never do so): its pid exists, yet it writes nothing.
+    out = tmp_path / "out"
+    out.mkdir()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        child.send_signal(signal.SIGKILL)
+        for _ in range(200):  # until the kernel has made it a zombie (not waited for)
+            state = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state == "Z":
+                break
+            time.sleep(0.01)
+        assert state == "Z"
+        (out / LOCK).write_text(f"{child.pid}\n")
+        (out / f".stab_abs_diff_ave.parquet.{child.pid}.partial").write_bytes(b"x")
+        r = _cli(*_args(kstudy, out))
+        assert r.returncode == 0, r.stderr
+        names = {p.name for p in out.iterdir()}
+        assert LOCK not in names and not any(str(child.pid) in n for n in names)
+    finally:
+        child.wait()
 
 
 def test_state_without_resume_is_refused(kstudy: Path, tmp_path: Path) -> None:

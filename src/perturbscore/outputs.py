@@ -54,8 +54,16 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
+        pass
+    # A process killed with SIGKILL stays a zombie until its parent reaps it, which a
+    # container's init or a crashed job runner may never do: it holds its pid but runs
+    # nothing, so its lock and temporaries are leftovers.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (macOS): the pid exists, count it as alive
         return True
-    return True
+    fields = stat.rsplit(")", 1)[-1].split()
+    return not fields or fields[0] not in ("Z", "X")
 
 
 def _remove(path: Path) -> None:
