@@ -2,8 +2,11 @@
 
 :func:`run_comparison` checks every option and input, runs the tests and writes
 ``tests.csv`` / ``tests.parquet`` (the tidy test table), ``figures/`` (PNG and SVG) and
-``compare.json`` (parameters, unit counts, warnings, files) into a temporary folder next
-to ``--out``, renamed into place at the end: a failed comparison leaves nothing.
+``compare.json`` (parameters, unit counts, warnings, files) into a temporary folder in
+``--out``, published by the journalled commit every command shares
+(:class:`.outputs.Commit`, ``compare.json`` last): a failed or killed comparison
+leaves nothing but leftovers the next command sweeps, and ``--overwrite`` replaces an
+earlier comparison all at once.
 Figures take samples as ``# n T`` (values, tracks); :mod:`.report` turns the folder
 into one HTML page.
 """
@@ -12,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +26,7 @@ import pandas as pd
 from .compare_tests import DEFAULT_MEMORY, CompareResult, rank_of
 from .errors import PerturbscoreError
 from .messages import overwrite_hint
-from .outputs import write_text_atomic
+from .outputs import JOURNAL, Commit, is_own_leftover, output_folder, temp_path, write_text_atomic
 from .report import REPORT_MARK
 
 log = logging.getLogger("perturbscore")
@@ -47,7 +49,11 @@ def _tag(*parts: object) -> str:
 
 
 def check_out_folder(out: Path, overwrite: bool) -> None:
-    """Refuse an ``--out`` that is a file, lacks a parent, or holds other things."""
+    """Refuse an ``--out`` that is a file, lacks a parent, or holds other things.
+
+    A commit a killed comparison left halfway there is finished first, so that what the
+    folder holds is judged as the journal left it.
+    """
     if out.exists() and not out.is_dir():
         raise PerturbscoreError(
             f"--out {out} is an existing file; give a folder name for the comparison."
@@ -56,7 +62,10 @@ def check_out_folder(out: Path, overwrite: bool) -> None:
         raise PerturbscoreError(
             f"--out {out}: folder {out.parent} does not exist; create it first."
         )
-    if out.is_dir() and any(out.iterdir()):
+    if (out / JOURNAL).is_file():
+        with output_folder(out):  # finish the commit a killed comparison left halfway
+            pass
+    if out.is_dir() and any(not is_own_leftover(p) for p in out.iterdir()):
         if not (out / "compare.json").is_file():
             raise PerturbscoreError(
                 f"--out {out} exists and is not a comparison folder (no compare.json); "
@@ -133,48 +142,47 @@ def write_comparison(
     """
     out = Path(out_dir)
     check_out_folder(out, overwrite)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        (tmp / "figures").mkdir(parents=True)
-        summary = _write_into(result, tmp, plot_tracks, n_top, xlim, manifest or {})
-        _move_into_place(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    with output_folder(out):
+        staged = temp_path(out / "compare")  # .compare.{pid}.partial: swept if we die
+        try:
+            (staged / "figures").mkdir(parents=True)
+            summary = _write_into(result, staged, plot_tracks, n_top, xlim, manifest or {})
+            _commit(staged, out)
+        finally:
+            if staged.exists():
+                shutil.rmtree(staged)
     return summary
 
 
-def _move_into_place(tmp: Path, out: Path) -> None:
-    if not out.exists():
-        os.rename(tmp, out)
-        return
+def _commit(staged: Path, out: Path) -> None:
+    """Publish ``staged`` into ``out``, replacing an earlier comparison there.
+
+    Only what the earlier comparison wrote is removed (its ``compare.json`` lists it), and
+    its default report page, which would describe tests that are gone.
+    """
+    commit = Commit(out)
     old = out / "compare.json"
     if old.is_file():
-        # Only what the earlier comparison wrote is removed (its compare.json lists it).
+        commit.remove(old)  # first: a folder caught mid-commit is no comparison
         prev = json.loads(old.read_text())
         stale = [f[k] for f in prev.get("figures", []) for k in ("png", "svg") if k in f]
         for rel in stale + list(prev.get("files", [])):
-            p = out / rel
-            if p.is_file():
-                p.unlink()
-        # The earlier comparison's default report (``perturbscore report`` marks its
-        # pages) would now describe tests that are gone.
+            p = out / str(rel)
+            if p.is_file() and p.resolve().is_relative_to(out.resolve()):
+                commit.remove(p)
         page = out / "report.html"
         if page.is_file() and REPORT_MARK in page.read_bytes()[:512]:
-            page.unlink()
+            commit.remove(page)
             log.warning(
                 "%s described the earlier comparison and was removed; run 'perturbscore "
                 "report %s' for this one.",
                 page,
                 out,
             )
-    (out / "figures").mkdir(exist_ok=True)
-    for p in sorted(tmp.rglob("*")):
+    for p in sorted(staged.rglob("*")):
         if p.is_file() and p.name != "compare.json":
-            os.replace(p, out / p.relative_to(tmp))
-    os.replace(tmp / "compare.json", out / "compare.json")  # last: marks it complete
+            commit.add(p, out / p.relative_to(staged))
+    commit.run(old, (staged / "compare.json").read_text(encoding="utf-8"))
 
 
 def _chosen_tracks(

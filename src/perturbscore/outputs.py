@@ -7,8 +7,10 @@ dead processes recognisable: :func:`sweep` removes partials whose process no lon
 runs (a ``kill -9`` leaves them behind; nothing else can).
 
 Renaming several tables is not atomic, so a commit is journalled: before the first
-rename, ``OUT/.perturbscore-commit.json`` lists every ``(temporary, final)`` pair and
-the manifest text, written and fsynced under a temporary name and renamed.  A process
+rename, ``OUT/.perturbscore-commit.json`` lists the earlier outputs to remove (files an
+``--overwrite`` replaces by other names), every ``(temporary, final)`` pair (paths
+relative to ``OUT``) and the manifest text, written and fsynced under a temporary name
+and renamed.  A process
 killed halfway through the renames leaves the journal; the next command on that folder
 (:func:`recover`) finishes the renames the journal promised and writes the manifest, so
 a commit is never left half done.  The journal is removed last.
@@ -72,6 +74,15 @@ def _remove(path: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def is_own_leftover(path: Path) -> bool:
+    """Whether ``path`` is perturbscore's own bookkeeping in an output folder: its lock,
+    a commit journal, or a temporary of a process that no longer runs."""
+    if path.name in (LOCK, JOURNAL):
+        return True
+    m = _PARTIAL.match(path.name)
+    return m is not None and not pid_alive(int(m["pid"]))
 
 
 def sweep(folder: Path) -> list[Path]:
@@ -248,23 +259,33 @@ class Commit:
     folder: Path
     fingerprint: dict[str, Any] | None = None
     moves: list[tuple[Path, Path]] = field(default_factory=list)
+    removals: list[Path] = field(default_factory=list)
 
     def add(self, tmp: Path, final: Path) -> None:
-        """Publish ``tmp`` (complete, closed) as ``final``."""
+        """Publish ``tmp`` (complete, closed) as ``final`` (both inside ``folder``)."""
         self.moves.append((tmp, final))
 
+    def remove(self, path: Path) -> None:
+        """Remove ``path``, an earlier output inside ``folder``, before the renames."""
+        self.removals.append(path)
+
     def run(self, manifest: Path, manifest_text: str) -> None:
-        """Journal, rename everything, write the manifest, drop the journal."""
+        """Journal, remove, rename everything, write the manifest, drop the journal."""
         journal = {
             "pid": os.getpid(),
             "fingerprint": self.fingerprint,
-            "moves": [[t.name, f.name] for t, f in self.moves],
-            "manifest": [manifest.name, manifest_text],
+            "remove": [self._inside(p) for p in self.removals],
+            "moves": [[self._inside(t), self._inside(f)] for t, f in self.moves],
+            "manifest": [self._inside(manifest), manifest_text],
         }
         for tmp, _ in self.moves:
             _fsync_tree(tmp)
         write_text_atomic(self.folder / JOURNAL, json.dumps(journal), durable=True)
         _apply(self.folder, journal)
+
+    def _inside(self, path: Path) -> str:
+        """``path`` relative to the folder (a ValueError for anything outside it)."""
+        return Path(path).relative_to(self.folder).as_posix()
 
 
 def _fsync_tree(path: Path) -> None:
@@ -275,11 +296,19 @@ def _fsync_tree(path: Path) -> None:
 
 
 def _apply(folder: Path, journal: dict[str, Any]) -> list[Path]:
-    """Carry out a journal: renames whose temporary still exists, then the manifest."""
+    """Carry out a journal: removals, renames whose temporary still exists, the manifest.
+
+    Every step can be repeated, so a journal is carried out again after any crash.
+    """
     done: list[Path] = []
+    for name in journal.get("remove", []):
+        path = folder / name
+        if path.is_file() or path.is_symlink():
+            path.unlink()
     for tmp_name, final_name in journal["moves"]:
         tmp, final = folder / tmp_name, folder / final_name
         if tmp.exists():
+            final.parent.mkdir(parents=True, exist_ok=True)  # a subfolder of outputs
             _replace(tmp, final)
             log.debug("committed %s", final)
         done.append(final)
