@@ -155,3 +155,36 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path: Path, monkeypatch) -> No
     with pytest.raises(OSError, match="disk full"):
         write_demo_dataset(tmp_path / "new" / "d")
     assert not (tmp_path / "new").exists()
+
+
+def test_sigkill_while_staging_then_the_same_command(tmp_path: Path) -> None:
+    # A real kill from outside once the staging folder exists: nothing is published, the
+    # user's file stays, and the next demo there sweeps the dead one's staging folder.
+    import signal
+    import subprocess
+    import time
+
+    from .conftest import _entry_point
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me\n")
+    proc = subprocess.Popen(
+        [*_entry_point(), "-q", "demo", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    staging = folder / f".perturbscore-demo.{proc.pid}.partial"
+    deadline = time.monotonic() + 60
+    while not staging.is_dir():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["notes.txt"]
+    again = subprocess.run(
+        [*_entry_point(), "-q", "demo", str(folder)], capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]
+    assert (folder / "notes.txt").read_text() == "keep me\n"

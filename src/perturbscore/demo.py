@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import tomllib
 from collections.abc import Sequence
 from importlib.resources import files
@@ -22,7 +21,7 @@ import pandas as pd
 
 from .errors import PerturbscoreError
 from .messages import listing, overwrite_hint
-from .outputs import check_out_folder, make_folder
+from .outputs import check_out_folder, output_folder, temp_path
 from .pipeline import MANIFEST, RunOptions, RunResult, run_path
 from .runfile import parse_run_config
 from .scoring import parse_aggregation
@@ -267,26 +266,29 @@ def _write_staged(
     created = [d for d in (folder, *folder.parents) if not d.exists()]
     check_out_folder(folder, "demo folder")
     _refuse_existing(folder, demo_files(), overwrite, reserved)  # before anything is written
-    make_folder(folder, "demo folder")
-    staging = Path(tempfile.mkdtemp(prefix=".perturbscore-demo-", dir=folder))
+    # The folder lock and sweep every writing command shares: a killed demo's staging
+    # folder (.perturbscore-demo.{pid}.partial) is removed by the next command there.
+    staging = temp_path(folder / "perturbscore-demo")
     try:
-        staged = _write_files(staging, n_tracks, seed)
-        relative = [p.relative_to(staging) for p in staged]
-        targets = [folder / r for r in relative]
-        # Again, for what was really staged: files may have appeared since.
-        _refuse_existing(folder, relative, overwrite, reserved)
-        for r in relative:
-            (folder / r).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / r, folder / r)
-        return targets
+        with output_folder(folder, "demo folder"):
+            try:
+                staging.mkdir()
+                staged = _write_files(staging, n_tracks, seed)
+                relative = [p.relative_to(staging) for p in staged]
+                targets = [folder / r for r in relative]
+                # Again, for what was really staged: files may have appeared since.
+                _refuse_existing(folder, relative, overwrite, reserved)
+                for r in relative:
+                    (folder / r).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(staging / r, folder / r)
+                return targets
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
         for d in created:  # only folders this call made, and only while empty
             with contextlib.suppress(OSError):
                 d.rmdir()
         raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def demo_results(folder: str | Path) -> list[Path]:
