@@ -185,3 +185,28 @@ def test_user_errors_exit_2_and_write_nothing(demo: Path, tmp_path: Path, case: 
     assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert r.stdout == ""
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_killed_in_run_normalisation_resumes_byte_identical(
+    demo: Path, tmp_path: Path, sig: str
+) -> None:
+    # A real signal from outside mid-stream, then --resume: the normalised tables (and
+    # the raw ones) are byte for byte those of an uninterrupted run.
+    import signal
+
+    from .test_resume import _kill_after, _leftovers, _tables
+
+    toml = _run_file(demo, f"kill-{sig}", 'background = "bg.npz"')
+    clean = tmp_path / "clean"
+    r = run_cli("-q", "run", toml, "--out", clean)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out"
+    args = ["run", str(toml), "--out", str(out), "--chunk-rows", "1", "--resume"]
+    killed = _kill_after(args, 40, getattr(signal, sig))
+    assert killed.returncode in (-signal.SIGKILL, 143), killed.stderr
+    assert not (out / "manifest.json").exists()
+    resumed = run_cli("-q", *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _tables(out) == _tables(clean)
+    assert len(_tables(out)) == 24 and not _leftovers(out)
