@@ -258,6 +258,29 @@ def test_saved_background_gives_identical_tables(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
 
+def test_a_killed_save_of_the_background_is_swept_by_the_next(tmp_path: Path) -> None:
+    # --save-background writes beside the user's files, outside --out: only the
+    # leftovers of that one file's dead writers are removed there, nothing else.
+    import subprocess
+    import sys
+
+    run = make_run(tmp_path / "run", synthetic())
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
+    left = tmp_path / f".bg.npz.{dead}.partial"
+    left.mkdir()
+    (left / "bg.npz").write_bytes(b"half a background")
+    other = tmp_path / f".mine.npz.{dead}.partial"  # another file's: not this save's
+    other.write_text("keep")
+    r = run_cli(
+        "normalise", run, "--background", "stab", "--out", tmp_path / "a",
+        "--save-background", tmp_path / "bg.npz",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert not left.exists() and other.read_text() == "keep"
+
+
 def test_chunk_rows_never_change_results(tmp_path: Path) -> None:
     # 2100 background rows: more than the 2049-point grid, so the sketch is used.
     groups = synthetic(n_bg=2100, n_top=30)

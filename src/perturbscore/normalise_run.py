@@ -59,7 +59,7 @@ from .normalise import NORMALISED, Background
 from .normalise_files import save_backgrounds
 from .normalise_job import NormaliseJob
 from .normalise_sketch import BackgroundBuilder
-from .outputs import Commit, output_folder, temp_path
+from .outputs import Commit, output_folder, sweep, temp_path
 from .runtables import MANIFEST, Table, blocks
 from .streaming import prefetch
 from .writers import (
@@ -285,6 +285,7 @@ def _write(job: NormaliseJob, started: float) -> None:
         if staged is not None and job.saved is not None:
             # save_backgrounds writes atomically but never replaces a file: stage it in a
             # temporary folder and rename it into place after the commit.
+            sweep(job.saved.parent, job.saved.name)  # what a killed save left there
             staged.mkdir()
             save_backgrounds(staged / job.saved.name, job.backgrounds.values())
         commit.run(job.out / MANIFEST, manifest_text(_manifest(job)))

@@ -85,10 +85,12 @@ def is_own_leftover(path: Path) -> bool:
     return m is not None and not pid_alive(int(m["pid"]))
 
 
-def sweep(folder: Path) -> list[Path]:
+def sweep(folder: Path, name: str | None = None) -> list[Path]:
     """Remove ``.*.{pid}.partial`` leftovers of processes that no longer run.
 
-    Only names of exactly that form are touched, so a user's files never are.
+    Only names of exactly that form are touched, so a user's files never are; with
+    ``name``, only the leftovers of that one output (``.{name}.{pid}.partial``), for a
+    file written into a folder that is not the command's output folder.
 
     Returns
     -------
@@ -100,7 +102,7 @@ def sweep(folder: Path) -> list[Path]:
         return removed
     for entry in folder.iterdir():
         m = _PARTIAL.match(entry.name)
-        if m and not pid_alive(int(m["pid"])):
+        if m and (name is None or m["name"] == name) and not pid_alive(int(m["pid"])):
             _remove(entry)
             removed.append(entry)
     if removed:
