@@ -144,7 +144,8 @@ def test_sigkill_while_replacing_an_earlier_comparison(
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     # Mid-commit the earlier compare.json is already gone: no reader mixes the two.
     assert (out / JOURNAL).is_file() and not (out / "compare.json").exists()
-    assert _cli("report", out).returncode == 2
+    report = _cli("report", out)
+    assert report.returncode == 2 and "killed while it published" in report.stderr
     # Any later command there first finishes the commit the journal promised.
     plain = _cli(*_compare(results, out))
     assert plain.returncode == 2 and "already exists" in plain.stderr
