@@ -269,6 +269,36 @@ def test_killed_during_commit_is_finished_by_the_next_run(
     assert sorted(p.name for p in out.iterdir()) == sorted([*clean, "manifest.json"])
 
 
+def test_readers_refuse_a_folder_caught_mid_commit(kstudy: Path, tmp_path: Path) -> None:
+    # --overwrite over an earlier run, killed after one rename: the earlier manifest is
+    # gone first, and every reader says what happened instead of mixing the two runs.
+    out = tmp_path / "out"
+    assert _cli(*_args(kstudy, out)).returncode == 0
+    env = {**os.environ, "KILL_AFTER_RENAMES": "1"}
+    r = subprocess.run(
+        [sys.executable, "-c", HARNESS, *_args(kstudy, out, "--overwrite")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert (out / JOURNAL).exists() and not (out / "manifest.json").exists()
+    for reader in (
+        ["check", str(out)],
+        ["compare", str(out), "--a", "stab", "--b", "top", "--out", str(tmp_path / "c")],
+        ["normalise", str(out), "--background", "stab", "--out", str(tmp_path / "n")],
+    ):
+        refused = _cli(*reader)
+        assert refused.returncode == 2, (reader, refused.stderr)
+        assert "was killed while it published its outputs" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert not (tmp_path / "c").exists() and not (tmp_path / "n").exists()
+    again = _cli(*_args(kstudy, out, "--overwrite"))
+    assert again.returncode == 0, again.stderr
+    assert _cli("check", str(out)).returncode == 0
+
+
 def test_commit_finished_by_a_plain_rerun_too(kstudy: Path, tmp_path: Path) -> None:
     clean = _clean(kstudy, tmp_path)
     out = tmp_path / "out"

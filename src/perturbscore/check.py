@@ -25,6 +25,7 @@ from .geometry_tables import (
 )
 from .integrity import EXIT_CLEAN, EXIT_FLAGGED
 from .integrity_text import format_integrity
+from .outputs import refuse_unfinished_commit
 from .readers import missing_prediction_files
 from .runfile import RunConfig, load_run_file
 
@@ -213,6 +214,7 @@ def check_run_dir(path: str | Path) -> CheckReport:
     """What a finished run recorded: ``manifest.json``'s ``geometry`` and ``integrity``."""
     p = Path(path)
     manifest = p / "manifest.json"
+    refuse_unfinished_commit(p)
     if not manifest.is_file():
         raise PerturbscoreError(
             f"{p}: no manifest.json; give a run file, or the --out folder of a finished run."

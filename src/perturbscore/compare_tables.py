@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import PerturbscoreError
+from .outputs import refuse_unfinished_commit
 from .tracks import split_description
 
 
@@ -163,6 +164,7 @@ def load_run(folder: str | Path) -> RunTables:
             f"{folder}: run folder not found; give the --out folder of 'perturbscore run' "
             "(or of import-scores, normalise)."
         )
+    refuse_unfinished_commit(folder)
     if not mpath.is_file():
         raise PerturbscoreError(
             f"{folder}: no manifest.json; give the --out folder of 'perturbscore run'."

@@ -303,8 +303,11 @@ def _apply(folder: Path, journal: dict[str, Any]) -> list[Path]:
     Every step can be repeated, so a journal is carried out again after any crash.
     """
     done: list[Path] = []
-    for name in journal.get("remove", []):
-        path = folder / name
+    name, text = journal["manifest"]
+    # The earlier manifest goes first: a folder caught between two renames holds no
+    # manifest, so no reader takes a mix of old and new outputs for either.
+    for rm in [*journal.get("remove", []), name]:
+        path = folder / rm
         if path.is_file() or path.is_symlink():
             path.unlink()
     for tmp_name, final_name in journal["moves"]:
@@ -314,12 +317,21 @@ def _apply(folder: Path, journal: dict[str, Any]) -> list[Path]:
             _replace(tmp, final)
             log.debug("committed %s", final)
         done.append(final)
-    name, text = journal["manifest"]
     write_text_atomic(folder / name, text, durable=True)
     done.append(folder / name)
     fsync_dir(folder)
     (folder / JOURNAL).unlink()
     return done
+
+
+def refuse_unfinished_commit(folder: Path) -> None:
+    """For readers of an output folder: refuse one whose commit a killed command left
+    halfway (it holds a mix of earlier and new outputs, and no manifest)."""
+    if (folder / JOURNAL).is_file():
+        raise PerturbscoreError(
+            f"{folder}: a perturbscore command was killed while it published its outputs "
+            "there; run that command again (a run with --resume) to finish it, then retry."
+        )
 
 
 def recover(folder: Path) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ import pandas as pd
 from .compare_tests import rank_of
 from .errors import PerturbscoreError
 from .messages import overwrite_hint
-from .outputs import JOURNAL, write_text_atomic
+from .outputs import refuse_unfinished_commit, write_text_atomic
 
 #: Marks the pages this module writes, so that ``compare --overwrite`` knows a
 #: ``report.html`` it may replace from one a user put there.
@@ -96,12 +96,8 @@ def build_report(
     """
     folder = Path(compare_dir)
     cpath = folder / "compare.json"
+    refuse_unfinished_commit(folder)
     if not cpath.is_file():
-        if (folder / JOURNAL).is_file():
-            raise PerturbscoreError(
-                f"{folder}: a comparison was killed while it published its files there; run "
-                f"the same 'perturbscore compare ... --out {folder}' again to finish it."
-            )
         raise PerturbscoreError(
             f"{folder}: no compare.json; run 'perturbscore compare ... --out {folder}' first."
         )

@@ -22,6 +22,7 @@ import pandas as pd
 
 from .errors import PerturbscoreError
 from .names import check_name
+from .outputs import refuse_unfinished_commit
 
 MANIFEST = "manifest.json"
 _READERS = {".parquet": "parquet", ".csv": "csv", ".rds": "r", ".rdata": "r"}
@@ -55,6 +56,7 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], list[Table], list[str]]:
     mpath = run_dir / MANIFEST
     if not run_dir.is_dir():
         raise PerturbscoreError(f"{run_dir}: run folder not found; give the --out folder of a run.")
+    refuse_unfinished_commit(run_dir)
     if not mpath.is_file():
         raise PerturbscoreError(
             f"{run_dir}: no {MANIFEST}; give the --out folder of 'perturbscore run' or "
