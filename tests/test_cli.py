@@ -251,9 +251,22 @@ def test_bad_run_files(tmp_path: Path, cli) -> None:
     [
         (["run", "r.toml", "--out", "o", "--format", "rdat"], "Invalid value for '--format'"),
         (["run", "r.toml", "--out", "o", "--fromat", "csv"], "(did you mean one of: '--format'"),
-        (["compare", "r", "--a", "x", "--b", "y", "--out-of-field", "nan", "--out", "c"],
-         "Invalid value for '--out-of-field'"),  # fmt: skip
+        (
+            ["compare", "r", "--a", "x", "--b", "y", "--out-of-field", "nan", "--out", "c"],
+            "Invalid value for '--out-of-field'",
+        ),  # fmt: skip
         (["run"], "Missing argument 'RUN_FILE'"),
+        # A required --out left out (click >= 8.3 took default=None as given: traceback).
+        (["run", "r.toml"], "Missing option '--out'"),
+        (["compare", "r", "--a", "x", "--b", "y"], "Missing option '--out'"),
+        (["normalise", "r", "--background", "x"], "Missing option '--out'"),
+        (
+            ["import-scores", "x=y.h5", "--statistic", "sad", "--targets", "t"],
+            "Missing option '--out'",
+        ),
+        # --out "$OUT" with OUT unset would write into the current folder.
+        (["run", "r.toml", "--out", ""], "Invalid value for '--out': is empty"),
+        (["compare", "r", "--a", "x", "--out", " "], "Invalid value for '--out': is empty"),
         (["nosuch"], "No such command 'nosuch'"),
     ],
 )

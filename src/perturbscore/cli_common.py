@@ -32,16 +32,27 @@ memory_option = click.option(
 )
 
 
+class _FolderPath(click.Path):
+    """A path option that refuses an empty value: ``--out "$OUT"`` with ``OUT`` unset
+    would otherwise write into the current folder."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty; name the output folder (use . for the current one).", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def out_folder_option(
     required: bool = True, help: str = "Output folder (created if missing)."
 ) -> Any:
     """``--out`` (parameter ``out_dir``) of every command that writes a folder."""
+    # No explicit default: click >= 8.3 takes ``default=None`` as a given value, and a
+    # required option would then never be reported missing.
     return click.option(
         "--out",
         "out_dir",
         required=required,
-        default=None,
-        type=click.Path(path_type=Path),
+        type=_FolderPath(path_type=Path),
         help=help,
     )
 
