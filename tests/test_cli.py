@@ -277,3 +277,40 @@ def test_click_usage_errors_are_one_sentence(tmp_path: Path, args: list[str], ne
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("perturbscore: error: ")
     assert needle in r.stderr and "--help'." in r.stderr and "Usage:" not in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+SIGNAL_WHILE_PARSING = """
+import os, signal, sys
+import click
+parse = click.Command.parse_args
+def parse_args(self, ctx, args):
+    if self.name == "run":  # a real signal, delivered while the options are parsed
+        os.kill(os.getpid(), getattr(signal, os.environ["SIGNAL"]))
+    return parse(self, ctx, args)
+click.Command.parse_args = parse_args
+from perturbscore.cli import main
+sys.argv = ["perturbscore", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_before_any_work_is_one_sentence(tmp_path: Path, sig: str, code: int) -> None:
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-c", SIGNAL_WHILE_PARSING, "run", "r.toml", "--out", "o"],
+        env={**os.environ, "SIGNAL": sig},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert r.returncode == code, r.stderr
+    # (click starts a new line after ^C, so that the sentence does not follow "^C")
+    assert r.stderr.lstrip("\n") == (
+        f"perturbscore: interrupted by {sig}; nothing was written: run the same command again\n"
+    )
+    assert list(tmp_path.iterdir()) == []

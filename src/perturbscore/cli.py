@@ -24,6 +24,7 @@ from .cli_common import (
     log,
     memory_option,
     out_folder_option,
+    report_interrupt,
     setup_logging,
     show_progress,
     table_format_option,
@@ -323,8 +324,9 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:  # Ctrl-C while click itself reads input
-        click.echo("perturbscore: interrupted.", err=True)
-        sys.exit(130)
+        report_interrupt(KeyboardInterrupt())
+    except (Interrupted, KeyboardInterrupt) as exc:  # a signal while the options are parsed
+        report_interrupt(exc)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -122,14 +122,26 @@ def user_errors(func: F) -> F:
         except PerturbscoreError as exc:
             click.echo(f"perturbscore: error: {exc}", err=True)
             sys.exit(2)
-        except Interrupted as exc:
-            click.echo(f"perturbscore: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("perturbscore: interrupted by SIGINT", err=True)
-            sys.exit(130)
+        except (Interrupted, KeyboardInterrupt) as exc:
+            report_interrupt(exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+def report_interrupt(exc: BaseException) -> NoReturn:
+    """What a signal stopped, and what to do next; exit 128 + the signal number.
+
+    A command that was writing says itself how to continue (``--resume``); any other
+    stop left nothing behind (outputs are all or nothing, cleanup ran).
+    """
+    if isinstance(exc, Interrupted):
+        text, code = str(exc), exc.exit_code
+    else:
+        text, code = "interrupted by SIGINT", 130
+    if text.startswith("interrupted by SIG") and ";" not in text:
+        text += "; nothing was written: run the same command again"
+    click.echo(f"perturbscore: {text}", err=True)
+    sys.exit(code)
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
