@@ -138,7 +138,7 @@ def report_interrupt(exc: BaseException) -> NoReturn:
         text, code = str(exc), exc.exit_code
     else:
         text, code = "interrupted by SIGINT", 130
-    if text.startswith("interrupted by SIG") and ";" not in text:
+    if text in ("interrupted by SIGINT", "interrupted by SIGTERM"):  # no command's advice
         text += "; nothing was written: run the same command again"
     click.echo(f"perturbscore: {text}", err=True)
     sys.exit(code)
