@@ -430,3 +430,5 @@ def test_repeating_a_finished_resume_run_reports_it_done(kstudy: Path, tmp_path:
     np.save(p, arr)
     changed = _cli(*_args(kstudy, out, "--resume"))
     assert changed.returncode == 2 and "--overwrite" in changed.stderr
+    assert "holds a finished run with other inputs or options" in changed.stderr
+    assert "top0_alt.npy changed" in changed.stderr

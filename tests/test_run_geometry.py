@@ -298,3 +298,31 @@ def test_position_column_mistakes_name_the_header(geo: Path, tmp_path: Path) -> 
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert 'column "variant_pos_in_window" must hold whole numbers; line 5 has "12.5"' in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def _geo_args(geo: Path, out: Path, *extra: str) -> list[str]:
+    return ["run", str(geo), "--out", str(out), "--chunk-rows", "1", "--resume", *extra]
+
+
+def test_a_finished_run_is_not_done_under_another_out_of_field(geo: Path, tmp_path: Path) -> None:
+    # The tables of a finished run depend on --out-of-field: repeating --resume with
+    # another value is not "nothing to resume" (it was, with the 'keep' tables kept).
+    out = tmp_path / "o"
+    assert _cli(*_geo_args(geo, out)).returncode == 0
+    before = _tables(out)
+    other = _cli(*_geo_args(geo, out, "--out-of-field", "na"))
+    assert other.returncode == 2, other.stderr
+    assert "--out-of-field or --zarr differs" in other.stderr
+    assert _tables(out) == before
+
+
+def test_an_interrupted_run_resumes_under_another_out_of_field(geo: Path, tmp_path: Path) -> None:
+    # The stored blocks do not depend on the policy (it is applied when tables are
+    # written): an interrupted run may finish with another one, as a fresh run would.
+    clean = _cli("run", str(geo), "--out", str(tmp_path / "c"), "--out-of-field", "na")
+    assert clean.returncode == 0, clean.stderr
+    out = tmp_path / "o"
+    assert _kill_after(_geo_args(geo, out), 60, signal.SIGKILL).returncode == -signal.SIGKILL
+    resumed = _cli(*_geo_args(geo, out, "--out-of-field", "na"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert _tables(out) == _tables(tmp_path / "c")

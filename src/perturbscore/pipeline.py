@@ -24,7 +24,7 @@ from .errors import PerturbscoreError
 from .options import RunOptions
 from .outputs import output_folder
 from .plan import MANIFEST, OutputTable, Prepared, check_existing, cube_name, prepare
-from .resume import STATE_DIR, ResumeState
+from .resume import STATE_DIR, ResumeState, describe_change
 from .runfile import Group, RunConfig, load_run_file
 
 log = logging.getLogger("perturbscore")
@@ -68,6 +68,8 @@ def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = Non
             # A requeued job repeating its command: nothing to do, and not an error.
             log.info("%s holds this run's finished tables already; nothing to resume", out)
             return _finished(prep)
+        if opts.resume and not opts.overwrite:
+            _refuse_another_finished_run(prep)
         check_existing(prep)
         state = _resume_state(prep)
         if state is not None and state.chunk_rows not in (None, prep.plan.chunk_rows):
@@ -114,6 +116,26 @@ def _already_complete(prep: Prepared) -> bool:
         and all(o.path.exists() for o in prep.outputs)
         and all(c.exists() for c in cubes)
     )
+
+
+def _refuse_another_finished_run(prep: Prepared) -> None:
+    """``--resume`` into the folder of a finished run whose inputs or options differ:
+    nothing to resume, and saying what changed beats a bare "already holds"."""
+    if (prep.out / STATE_DIR).exists():
+        return  # an interrupted run: its own state is checked against this one
+    try:
+        recorded = json.loads((prep.out / MANIFEST).read_text(encoding="utf-8"))["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if not isinstance(recorded, dict):
+        return
+    changes = describe_change(recorded, json.loads(json.dumps(prep.fingerprint)))
+    if changes:
+        raise PerturbscoreError(
+            f"{prep.out} holds a finished run with other inputs or options "
+            f"({'; '.join(changes)}), so there is nothing to resume; pass --overwrite to "
+            "replace it, or choose another --out folder."
+        )
 
 
 def _drop_finished_state(out: Path, journal: dict[str, object]) -> None:

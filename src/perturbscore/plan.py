@@ -190,6 +190,8 @@ def fingerprint(
         "inputs": list(seen.values()),
         "format": fmt,
         "nan_policy": opts.nan_policy,
+        # How the tables are written from the blocks (resume.BLOCK_INDEPENDENT).
+        "outputs": {"out_of_field": opts.out_of_field, "zarr": opts.zarr},
         "perturbscore_version": __version__,
     }
 

@@ -107,7 +107,25 @@ def input_fingerprint(path: Path) -> dict[str, Any]:
     return facts
 
 
-def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+#: Fingerprint entries, in people's words, for :func:`describe_change`.
+_WHAT = {
+    "format": "the output format",
+    "nan_policy": "--nan",
+    "outputs": "--out-of-field or --zarr",
+    "perturbscore_version": "the perturbscore version",
+}
+
+#: What the stored blocks of a resumed run do not depend on (applied when tables are
+#: written), so that an interrupted run may resume with another value.
+BLOCK_INDEPENDENT = ("outputs",)
+
+
+def blocks_identity(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """The part of a run's fingerprint its stored blocks depend on."""
+    return {k: v for k, v in fingerprint.items() if k not in BLOCK_INDEPENDENT}
+
+
+def describe_change(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """People's words for what differs between two fingerprints."""
     notes: list[str] = []
     old_inputs = {i["path"]: i for i in old.get("inputs", [])}
@@ -127,13 +145,16 @@ def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             notes.append(f"{path} changed ({', '.join(dict.fromkeys(what))})")
     notes += [f"{p} is no longer an input" for p in old_inputs if p not in new_inputs]
     for key in sorted(set(old) | set(new)):
-        if key != "inputs" and old.get(key) != new.get(key):
-            notes.append(
-                {"settings": "the run file's settings", "format": "the output format"}.get(
-                    key, key.replace("_", " ")
-                )
-                + " differ"
-            )
+        if key == "inputs" or old.get(key) == new.get(key):
+            continue
+        if key == "run_file":
+            notes.append(f"the run file was {old.get(key)}, now {new.get(key)}")
+        elif key == "settings":
+            a, b = old.get(key) or {}, new.get(key) or {}
+            keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            notes.append(f"the run file's settings differ ({', '.join(keys)})")
+        else:
+            notes.append(f"{_WHAT.get(key, key.replace('_', ' '))} differs")
     return notes
 
 
@@ -177,11 +198,12 @@ class ResumeState:
             raise PerturbscoreError(
                 f"{self.dir}/state.json is unreadable ({exc}); remove {self.dir} to start afresh."
             ) from exc
-        old = state.get("fingerprint", {})
-        if old != self.fingerprint:
+        old = blocks_identity(state.get("fingerprint", {}))
+        if old != blocks_identity(self.fingerprint):
+            change = describe_change(old, blocks_identity(self.fingerprint))
             raise PerturbscoreError(
                 f"{self.dir}: resume state belongs to another run: "
-                f"{'; '.join(_describe_change(old, self.fingerprint)) or 'fingerprints differ'}. "
+                f"{'; '.join(change) or 'fingerprints differ'}. "
                 "Remove that folder to start afresh, or restore the original inputs."
             )
         if state.get("outputs") != self.outputs:
