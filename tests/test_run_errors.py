@@ -240,3 +240,27 @@ def test_every_missing_prediction_file_is_named(study: Path, tmp_path: Path, cli
     message = r.stderr.strip().splitlines()[-1]
     assert "4 prediction files not found: " in message
     assert all(p.name in message for p in gone) and not out.exists()
+
+
+def _digests(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_an_output_named_like_an_input_is_refused_even_with_overwrite(
+    study: Path, tmp_path: Path, cli
+) -> None:
+    # A name template that gives a variant table's name, written into the study folder:
+    # --overwrite replaces earlier outputs, never the run's inputs.
+    text = (study / "stablefm.toml").read_text()
+    text = text.replace(
+        'name = "{group}_diff_{aggregation}_relevant_comb"',
+        'name = "{group}_snps_strand_final_variants"',
+    ).replace('aggregations = ["ave", "tss"]', 'aggregations = ["ave"]')
+    (study / "collide.toml").write_text(text)
+    before = _digests(study)
+    r = cli("run", study / "collide.toml", "--out", study, "--format", "csv", "--overwrite")
+    assert r.returncode == 2, r.stderr
+    assert "would replace the run's input" in r.stderr
+    assert "stab_snps_strand_final_variants.csv" in r.stderr and "Traceback" not in r.stderr
+    assert _digests(study) == before
+    assert not [p.name for p in study.iterdir() if p.name.startswith(".")]

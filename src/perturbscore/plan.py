@@ -169,11 +169,8 @@ def check_existing(prep: Prepared) -> None:
         )
 
 
-def fingerprint(
-    config: RunConfig, fmt: str, opts: RunOptions, batches: list[BatchInput]
-) -> dict[str, Any]:
-    """What a resumed run must share with the recorded one (see :mod:`.resume`)."""
-    settings = json.loads(json.dumps(asdict(replace(config, source=None)), default=str))
+def input_files(config: RunConfig, batches: list[BatchInput]) -> list[Path]:
+    """Every file or store the run reads (an archive once, not its members)."""
     files = [Path(config.targets)]
     if config.normalise is not None:
         files.append(config.normalise.background)
@@ -181,8 +178,32 @@ def fingerprint(
         files.append(Path(config.tracks.shortlist))
     for b in batches:
         files += [Path(p.split("::")[0]) for p in (b.spec.ref, b.spec.alt)] + [b.variants_path]
+    return files
+
+
+def refuse_inputs_as_outputs(prep: Prepared) -> None:
+    """An output named like one of the run's inputs would destroy it on commit, even
+    with ``--overwrite`` (which replaces earlier outputs, never inputs): refuse it."""
+    files = input_files(prep.config, prep.batches)
+    files += [Path(prep.config.source)] if prep.config.source is not None else []
+    inputs = {p.resolve() for p in files}
+    for out in planned_paths(prep):
+        final = out.resolve()
+        hit = next((i for i in inputs if i == final or final in i.parents), None)
+        if hit is not None:
+            raise PerturbscoreError(
+                f"the output {out} would replace the run's input {hit}; name the tables "
+                "otherwise ([output] name) or choose another --out folder."
+            )
+
+
+def fingerprint(
+    config: RunConfig, fmt: str, opts: RunOptions, batches: list[BatchInput]
+) -> dict[str, Any]:
+    """What a resumed run must share with the recorded one (see :mod:`.resume`)."""
+    settings = json.loads(json.dumps(asdict(replace(config, source=None)), default=str))
     seen: dict[str, dict[str, Any]] = {}
-    for f in files:
+    for f in input_files(config, batches):
         seen.setdefault(str(f.resolve()), input_fingerprint(f))
     return {
         "run_file": str(config.source.resolve()) if config.source else None,
@@ -311,6 +332,7 @@ def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepare
         classes,
         normaliser,
     )
+    refuse_inputs_as_outputs(prep)
     return prep
 
 
