@@ -264,3 +264,37 @@ def test_an_output_named_like_an_input_is_refused_even_with_overwrite(
     assert "stab_snps_strand_final_variants.csv" in r.stderr and "Traceback" not in r.stderr
     assert _digests(study) == before
     assert not [p.name for p in study.iterdir() if p.name.startswith(".")]
+
+
+def test_overwrite_replaces_only_earlier_outputs(study: Path, tmp_path: Path, cli) -> None:
+    # --overwrite replaces what an earlier run (its manifest.json) wrote, never a
+    # user's file under an output's name, a manifest.json of the user's, or another
+    # command's outputs.
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"my": "notes"}\n')
+    r = cli("run", study / "stablefm.toml", "--out", out, "--overwrite")
+    assert r.returncode == 2 and "which no earlier 'perturbscore run' wrote there" in r.stderr
+    assert "manifest.json is not one perturbscore wrote" in r.stderr
+    assert (out / "manifest.json").read_text() == '{"my": "notes"}\n'
+    (out / "manifest.json").unlink()
+    mine = out / "stab_diff_ave_relevant_comb.RData"
+    mine.write_bytes(b"the user's own table")
+    r = cli("run", study / "stablefm.toml", "--out", out, "--overwrite")
+    assert r.returncode == 2 and "stab_diff_ave_relevant_comb.RData" in r.stderr
+    assert mine.read_bytes() == b"the user's own table"
+    mine.unlink()
+    assert cli("-q", "run", study / "stablefm.toml", "--out", out).returncode == 0
+    again = cli("-q", "run", study / "stablefm.toml", "--out", out, "--overwrite")
+    assert again.returncode == 0, again.stderr  # an earlier run's outputs: replaced
+    # normalise --overwrite into that run's folder would replace its manifest.
+    n = cli("normalise", out, "--background", "stab", "--out", tmp_path / "n")
+    assert n.returncode == 0, n.stderr
+    into_run = cli("normalise", tmp_path / "n", "--background", "stab", "--out", out)
+    assert into_run.returncode == 2  # (normalised tables are not a run to normalise)
+    other = tmp_path / "other"
+    assert cli("-q", "run", study / "stablefm.toml", "--out", other).returncode == 0
+    before = (other / "manifest.json").read_bytes()
+    r = cli("normalise", out, "--background", "stab", "--out", other, "--overwrite")
+    assert r.returncode == 2 and "manifest.json is that of a run output" in r.stderr, r.stderr
+    assert (other / "manifest.json").read_bytes() == before

@@ -26,7 +26,7 @@ from .manifest import build_manifest, file_facts, manifest_text
 from .memory import DEFAULT_MEMORY_BYTES
 from .messages import overwrite_hint
 from .names import check_name
-from .outputs import Commit, check_out_folder, output_folder
+from .outputs import Commit, check_out_folder, output_folder, refuse_replacing_others
 from .tracks import TrackSelection, read_targets, select_tracks
 from .writers import FORMATS, TableWriter, check_format, open_writer
 
@@ -196,7 +196,10 @@ def import_scores(
             memory_bytes,
         )
         with output_folder(out):
-            existing = [p.name for p in job.planned() if p.exists()]
+            paths = [p for p in job.planned() if p.exists()]
+            if overwrite:
+                refuse_replacing_others(out, paths, "calico scores", "perturbscore import-scores")
+            existing = [p.name for p in paths]
             if existing and not overwrite:
                 raise PerturbscoreError(
                     f"{out} already holds {', '.join(existing)}; {overwrite_hint()} to replace "

@@ -21,6 +21,7 @@ from .messages import overwrite_hint
 from .names import check_name, is_safe_name
 from .normalise import DEFAULT_GRID, DEFAULT_K, NORMALISED, Background
 from .normalise_files import check_tracks, load_backgrounds
+from .outputs import refuse_replacing_others
 from .runtables import MANIFEST, Table, check_columns, read_run, table_columns
 from .writers import FORMATS, check_format, footer_bytes, table_group_rows, writer_bytes
 
@@ -118,8 +119,7 @@ class NormaliseJob:
             backgrounds,
             memory_bytes,
         )
-        if not overwrite:
-            job.refuse_existing()
+        job.refuse_existing(overwrite)
         job.read_rows = job.block_rows()
         job.rows = block_rows or job.read_rows
         return job
@@ -161,9 +161,14 @@ class NormaliseJob:
             )
         return int(min(MAX_BLOCK_ROWS, max(biggest, 1), (budget - held) // per_row))
 
-    def refuse_existing(self) -> None:
-        existing = [p.name for _, _, p in self.plan if p.exists()]
-        existing += [MANIFEST] if (self.out / MANIFEST).exists() else []
+    def refuse_existing(self, overwrite: bool) -> None:
+        """Earlier outputs need ``overwrite``; anything else is never replaced."""
+        paths = [p for _, _, p in self.plan if p.exists()]
+        paths += [self.out / MANIFEST] if (self.out / MANIFEST).exists() else []
+        if overwrite:
+            refuse_replacing_others(self.out, paths, "normalise", "perturbscore normalise")
+            return
+        existing = [p.name for p in paths]
         if existing:
             raise PerturbscoreError(
                 f"{self.out} already holds {', '.join(existing)}; {overwrite_hint()} to replace "
@@ -275,6 +280,5 @@ def _check_save(saved: Path, background: str | None, overwrite: bool) -> None:
         raise PerturbscoreError(f"--save-background {saved}: folder {saved.parent} not found.")
     if saved.is_dir() or (saved.exists() and not overwrite):
         raise PerturbscoreError(
-            f"--save-background {saved} already exists; {overwrite_hint()} or choose "
-            "another name."
+            f"--save-background {saved} already exists; {overwrite_hint()} or choose another name."
         )

@@ -189,8 +189,7 @@ def normalise_run(
     _build_backgrounds(job)
     job.timings["background"] = time.perf_counter() - started - job.timings["validate"]
     with output_folder(job.out):
-        if not overwrite:
-            job.refuse_existing()
+        job.refuse_existing(overwrite)  # again: the folder may have changed meanwhile
         _write(job, started)
     return NormaliseResult(
         [p for _, _, p in job.plan],

@@ -324,6 +324,59 @@ def _apply(folder: Path, journal: dict[str, Any]) -> list[Path]:
     return done
 
 
+def earlier_outputs(folder: Path, source: str) -> tuple[set[str], str]:
+    """Names that an earlier command of this kind published in ``folder``: what its
+    ``manifest.json`` (``"source": source``) lists, the manifest itself, and what a
+    commit journal left there promises.  Also, when there are none, why (for messages).
+    """
+    names: set[str] = set()
+    why = "there is no perturbscore manifest.json there"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        journal = json.loads((folder / JOURNAL).read_text(encoding="utf-8"))
+        names |= {str(final) for _, final in journal["moves"]} | {str(journal["manifest"][0])}
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return names, why
+    except (OSError, ValueError):
+        return names, "its manifest.json is not one perturbscore wrote"
+    if not isinstance(manifest, dict) or "perturbscore_version" not in manifest:
+        return names, "its manifest.json is not one perturbscore wrote"
+    if manifest.get("source") != source:
+        return names, f"its manifest.json is that of a {manifest.get('source')} output"
+    for entry in [*manifest.get("outputs", []), *manifest.get("zarr_cubes", [])]:
+        names.add(str(entry.get("path") if isinstance(entry, dict) else entry))
+    return names | {"manifest.json"}, why
+
+
+def refuse_replacing_others(folder: Path, existing: list[Path], source: str, what: str) -> None:
+    """``--overwrite`` replaces earlier outputs of the same command, nothing else.
+
+    Parameters
+    ----------
+    folder : Path
+        The output folder.
+    existing : list of Path
+        The paths the command would replace there.
+    source : str
+        The manifest ``source`` of the command (``run``, ``normalise``).
+    what : str
+        The command, for the message (``perturbscore run``).
+    """
+    ours, why = earlier_outputs(folder, source)
+    others = [
+        p.relative_to(folder).as_posix()
+        for p in existing
+        if p.relative_to(folder).as_posix() not in ours
+    ]
+    if others:
+        raise PerturbscoreError(
+            f"{folder} holds {', '.join(others[:4])}{' and more' if len(others) > 4 else ''}, "
+            f"which no earlier '{what}' wrote there ({why}); --overwrite replaces only earlier "
+            "outputs: move those away or choose another --out folder."
+        )
+
+
 def refuse_unfinished_commit(folder: Path) -> None:
     """For readers of an output folder: refuse one whose commit a killed command left
     halfway (it holds a mix of earlier and new outputs, and no manifest)."""

@@ -27,6 +27,7 @@ from .memory import MemoryPlan
 from .messages import overwrite_hint
 from .normalise_inrun import RunNormaliser, prepare_normaliser
 from .options import RunOptions, check_options
+from .outputs import refuse_replacing_others
 from .plan_batches import BatchInput, group_sizes, open_batches
 from .plan_sizing import memory_plan, reader_threads
 from .resume import input_fingerprint
@@ -156,10 +157,13 @@ def planned_paths(prep: Prepared) -> list[Path]:
 
 
 def check_existing(prep: Prepared) -> None:
-    """Refuse to replace outputs without ``--overwrite``."""
+    """Refuse to replace outputs without ``--overwrite``, and anything but an earlier
+    run's outputs with it."""
+    paths = [p for p in planned_paths(prep) if p.exists() or p.is_symlink()]
     if prep.opts.overwrite:
+        refuse_replacing_others(prep.out, paths, "run", "perturbscore run")
         return
-    existing = [p.name for p in planned_paths(prep) if p.exists() or p.is_symlink()]
+    existing = [p.name for p in paths]
     if existing:
         more = f" and {len(existing) - 4} more" if len(existing) > 4 else ""
         raise PerturbscoreError(
