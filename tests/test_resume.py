@@ -432,3 +432,59 @@ def test_repeating_a_finished_resume_run_reports_it_done(kstudy: Path, tmp_path:
     assert changed.returncode == 2 and "--overwrite" in changed.stderr
     assert "holds a finished run with other inputs or options" in changed.stderr
     assert "top0_alt.npy changed" in changed.stderr
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from perturbscore.locks import folder_lock
+with folder_lock(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_the_folder_lock_dies_with_its_process(kstudy: Path, tmp_path: Path) -> None:
+    # A live holder keeps the folder; once it is killed (SIGKILL: no cleanup runs, and
+    # it may stay a zombie), the kernel has released its flock and the next run proceeds.
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        busy = _cli(*_args(kstudy, out))
+        assert busy.returncode == 2
+        assert f"another perturbscore process (pid {holder.pid})" in busy.stderr
+        holder.send_signal(signal.SIGKILL)
+        time.sleep(0.2)  # not waited for: a zombie now
+        r = _cli(*_args(kstudy, out))
+        assert r.returncode == 0, r.stderr
+        assert LOCK not in {p.name for p in out.iterdir()}
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_file_naming_a_reused_pid_is_taken_over(kstudy: Path, tmp_path: Path) -> None:
+    # The pid now belongs to an unrelated live process that holds no lock.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK).write_text(f"{os.getpid()} {__import__('socket').gethostname()}\n")
+    r = _cli(*_args(kstudy, out))
+    assert r.returncode == 0, r.stderr
+
+
+def test_another_hosts_lock_file_is_not_taken_over(kstudy: Path, tmp_path: Path) -> None:
+    # On a shared disk a lock taken on another node may not reach this one: say whose
+    # it is and how to clear it, and touch nothing.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK).write_text("4242 node17.cluster\n")
+    (out / ".stab_abs_diff_ave.parquet.4242.partial").write_bytes(b"node17's")
+    r = _cli(*_args(kstudy, out))
+    assert r.returncode == 2
+    assert "pid 4242 on node17.cluster" in r.stderr and "delete that file" in r.stderr
+    assert (out / ".stab_abs_diff_ave.parquet.4242.partial").read_bytes() == b"node17's"
+    assert (out / LOCK).read_text() == "4242 node17.cluster\n"

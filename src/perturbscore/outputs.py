@@ -15,8 +15,10 @@ killed halfway through the renames leaves the journal; the next command on that 
 (:func:`recover`) finishes the renames the journal promised and writes the manifest, so
 a commit is never left half done.  The journal is removed last.
 
-A folder lock (``.perturbscore.lock``, holding the pid) keeps two commands from writing
-into one folder at the same time; a lock of a dead process is taken over.
+A folder lock (``.perturbscore.lock``: an ``flock`` held for the command's lifetime; the
+file names ``pid host``) keeps two commands from writing into one folder at the same
+time; the kernel releases it when its process dies, so a dead process's lock is taken
+over, but not a lock file written on another host.
 """
 
 from __future__ import annotations
@@ -34,38 +36,17 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PerturbscoreError
+from .locks import LOCK, folder_lock, pid_alive
 
 log = logging.getLogger("perturbscore")
 
 JOURNAL = ".perturbscore-commit.json"
-LOCK = ".perturbscore.lock"
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.partial$")
 
 
 def temp_path(path: Path) -> Path:
     """Hidden sibling of ``path`` used until commit: ``.{name}.{pid}.partial``."""
     return path.with_name(f".{path.name}.{os.getpid()}.partial")
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid runs on this machine (ours counts as alive)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        pass
-    # A process killed with SIGKILL stays a zombie until its parent reaps it, which a
-    # container's init or a crashed job runner may never do: it holds its pid but runs
-    # nothing, so its lock and temporaries are leftovers.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:  # no /proc (macOS): the pid exists, count it as alive
-        return True
-    fields = stat.rsplit(")", 1)[-1].split()
-    return not fields or fields[0] not in ("Z", "X")
 
 
 def _remove(path: Path) -> None:
@@ -164,44 +145,6 @@ def fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-@contextlib.contextmanager
-def folder_lock(folder: Path) -> Iterator[None]:
-    """Hold ``folder/.perturbscore.lock`` while a command writes there.
-
-    Raises
-    ------
-    PerturbscoreError
-        Another live perturbscore process holds the folder.
-    """
-    path = folder / LOCK
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            try:
-                owner = int(path.read_text().strip() or "0")
-            except (OSError, ValueError):
-                owner = 0
-            if owner and pid_alive(owner):
-                raise PerturbscoreError(
-                    f"{folder}: another perturbscore process (pid {owner}) is writing into this "
-                    "folder; wait for it to finish or choose another output folder."
-                ) from None
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()  # a dead process's lock
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{os.getpid()}\n")
-        break
-    else:  # pragma: no cover - only under a lock race with several dead owners
-        raise PerturbscoreError(f"{folder}: could not take the folder lock {path}.")
-    try:
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from pathlib import Path
 from .constants import ENGINES, NAN_POLICIES
 from .engine import RunResult, execute, local_mapper
 from .errors import PerturbscoreError
+from .messages import overwrite_hint
 from .options import RunOptions
 from .outputs import output_folder
 from .plan import MANIFEST, OutputTable, Prepared, check_existing, cube_name, prepare
@@ -133,8 +134,9 @@ def _refuse_another_finished_run(prep: Prepared) -> None:
     if changes:
         raise PerturbscoreError(
             f"{prep.out} holds a finished run with other inputs or options "
-            f"({'; '.join(changes)}), so there is nothing to resume; pass --overwrite to "
-            "replace it, or choose another --out folder."
+            f"({'; '.join(changes)}), so there is nothing to resume; "
+            f"{overwrite_hint('RunOptions(overwrite=True)')} to replace it, or choose another "
+            "--out folder."
         )
 
 
