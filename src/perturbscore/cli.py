@@ -35,6 +35,7 @@ from .cli_common import (
 from .constants import ENGINES, NAN_POLICIES, OUT_OF_FIELD
 from .errors import Interrupted, PerturbscoreError
 from .memory import parse_size
+from .messages import for_cli
 
 if TYPE_CHECKING:
     from .engine import RunResult
@@ -310,6 +311,7 @@ def main() -> None:
     instead of click's usage block.
     """
     signal.signal(signal.SIGTERM, _terminate)
+    for_cli()
     try:
         code = cli.main(prog_name="perturbscore", standalone_mode=False)
     except _NO_ARGS_IS_HELP as exc:  # bare `perturbscore`: the help, as click shows it

@@ -84,7 +84,18 @@ def describe_value(value: Any) -> str:
     return f"a value of type {type(value).__name__}"
 
 
+#: Whether messages are for the console script (set by :func:`perturbscore.cli.main`)
+#: or for a caller of the library (the default).
+_FOR_CLI = False
+
+
+def for_cli() -> None:
+    """Word the fixes messages suggest as options of the console script."""
+    global _FOR_CLI
+    _FOR_CLI = True
+
+
 def overwrite_hint(python: str = "overwrite=True") -> str:
-    """``pass --overwrite (overwrite=True from Python)``: the fix for an existing output,
-    in the words of both the console script and the library call that raised it."""
-    return f"pass --overwrite ({python} from Python)"
+    """The fix for an existing output: ``pass --overwrite`` on the command line,
+    ``pass overwrite=True`` (the keyword argument named) from Python."""
+    return "pass --overwrite" if _FOR_CLI else f"pass {python}"
