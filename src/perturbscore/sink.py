@@ -125,7 +125,8 @@ class Sink:
         (its temporary is removed all the same), and that must neither leave the other
         temporaries behind nor hide the error that stopped the run.
         """
-        for item in [*self.writers.values(), *self.cubes.values()]:
+        items: list[TableWriter | CubeWriter] = [*self.writers.values(), *self.cubes.values()]
+        for item in items:
             try:
                 item.abort()
             except Exception as exc:  # noqa: BLE001 - reported by the failure being handled
