@@ -160,6 +160,41 @@ def test_a_full_disk_is_one_sentence_and_leaves_no_partial_table(
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ref.iterdir())
 
 
+def test_a_disk_filling_up_while_the_tables_are_published(
+    wide: Path, small_disk: Path, tmp_path: Path, cli
+) -> None:
+    """Tables and journal fit, the manifest does not: the journal stays (the tables are
+    published, the manifest missing), and the sentence says the same command with --resume
+    finishes it; it does, with the tables of a roomy run."""
+    out = small_disk / "out"
+    args = ["run", wide / "stablefm.toml", "--out", out, "--format", "csv", "-q"]
+    subprocess.run(["mount", "-o", "remount,size=64M", str(small_disk)], check=True)
+    assert cli(*args).returncode == 0
+    st = os.statvfs(small_disk)
+    used = (st.f_blocks - st.f_bfree) * st.f_frsize  # tables and manifest
+    manifest = (out / "manifest.json").stat().st_size
+    ref = tmp_path / "ref"
+    shutil.copytree(out, ref)
+    shutil.rmtree(out)
+    # At the commit the disk holds the tables, the journal (the manifest's text and the
+    # renames) and the manifest's temporary: room for all but half a manifest.
+    size_k = (used + manifest // 2) // 1024
+    subprocess.run(["mount", "-o", f"remount,size={size_k}k", str(small_disk)], check=True)
+    r = cli(*args)
+    assert r.returncode == 2, r.stderr[-3000:]
+    line = _error_line(r.stderr)
+    assert f"cannot write into {out} while publishing the finished tables" in line
+    assert "run the same command again (with --resume) to finish publishing them" in line
+    assert (out / ".perturbscore-commit.json").is_file() and _partials(out) == []
+
+    subprocess.run(["mount", "-o", "remount,size=64M", str(small_disk)], check=True)
+    r = cli(*args, "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ref.iterdir())
+    for table in sorted(ref.glob("*.csv")):
+        assert (out / table.name).read_bytes() == table.read_bytes(), table.name
+
+
 def test_a_full_disk_before_the_run_starts(wide: Path, small_disk: Path, cli) -> None:
     """Not even the folder lock fits: the same kind of sentence, exit 2."""
     out = small_disk / "out"

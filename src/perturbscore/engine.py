@@ -221,9 +221,10 @@ def execute(
         _cleanup(prep, state, sink)
         raise _interrupted(exc, state, done, len(tasks)) from None
     except OSError as exc:
+        committing = (prep.out / JOURNAL).is_file()  # the commit's journal: ours, written
         _cleanup(prep, state, sink)
         if exc.errno in WRITE_ERRNOS:
-            raise PerturbscoreError(write_failure(exc, prep.out, state)) from exc
+            raise PerturbscoreError(write_failure(exc, prep.out, state, committing)) from exc
         raise
     except BaseException:
         _cleanup(prep, state, sink)
@@ -256,12 +257,21 @@ def _interrupted(
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
-def write_failure(exc: OSError, out: Path, state: ResumeState | None) -> str:
+def write_failure(
+    exc: OSError, out: Path, state: ResumeState | None, committing: bool = False
+) -> str:
     """One sentence for a write that the file system of ``out`` refused (:data:`WRITE_ERRNOS`).
 
     Says what happened there, what the run left (no partial table; with ``--resume`` the
-    finished blocks) and how to go on.
+    finished blocks; ``committing``: a journalled commit, which the next command in the
+    folder finishes) and how to go on.
     """
+    if committing:
+        return (
+            f"cannot write into {out} while publishing the finished tables (the file system "
+            f"said: {exc.strerror or exc}); make room there and run the same command again "
+            "(with --resume) to finish publishing them."
+        )
     if exc.errno == errno.EROFS:
         return (
             f"cannot write into {out}: it is on a read-only file system; no partial table "
