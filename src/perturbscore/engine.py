@@ -267,9 +267,10 @@ def write_failure(
     folder finishes) and how to go on.
     """
     if committing:
+        fix = "make it writable again" if exc.errno == errno.EROFS else "make room there"
         return (
             f"cannot write into {out} while publishing the finished tables (the file system "
-            f"said: {exc.strerror or exc}); make room there and run the same command again "
+            f"said: {exc.strerror or exc}); {fix} and run the same command again "
             "(with --resume) to finish publishing them."
         )
     if exc.errno == errno.EROFS:
