@@ -81,3 +81,20 @@ def test_r_reads_exact_values(tmp_path: Path) -> None:
     """
     out = subprocess.run(["Rscript", "-e", script], capture_output=True, text=True)
     assert out.stdout == "ok", out.stderr
+
+
+def test_an_empty_id_column_of_any_dtype_is_an_empty_character_vector(tmp_path: Path) -> None:
+    """A group without rows: its ID columns come as empty (float64) pandas columns, which
+    pyarrow turns into a chunked array mixing string and large_string chunks."""
+    import pandas as pd
+
+    from perturbscore.writers import arrow_text
+
+    mixed = pa.array(pd.Series([], dtype=float), type=pa.large_string(), from_pandas=True)
+    assert _strsxp(mixed) == _strsxp([])  # whatever pyarrow hands over
+    column = arrow_text(pd.Series([], dtype=float))
+    assert column.type == pa.large_string() and len(column) == 0
+    with open(tmp_path / "e.rds", "wb") as fh:
+        write_rds(fh, [("SYNTH0000", np.zeros(0)), ("rsID", column)])
+    got = pyreadr.read_r(tmp_path / "e.rds")[None]
+    assert got.shape == (0, 2) and list(got.columns) == ["SYNTH0000", "rsID"]

@@ -7,6 +7,7 @@ the standard library are imported here, so that ``perturbscore --help`` stays in
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from collections.abc import Callable
@@ -122,6 +123,14 @@ def user_errors(func: F) -> F:
         except PerturbscoreError as exc:
             click.echo(f"perturbscore: error: {exc}", err=True)
             sys.exit(2)
+        except OSError as exc:
+            # A full, over-quota or read-only output file system is the user's to fix
+            # (the run engine words its own; this covers every other write, e.g. a lock).
+            if exc.errno not in WRITE_ERRNOS:
+                raise
+            message = write_refused(exc, kwargs.get("out_dir"))
+            click.echo(f"perturbscore: error: {message}", err=True)
+            sys.exit(2)
         except (Interrupted, KeyboardInterrupt) as exc:
             report_interrupt(exc)
 
@@ -142,6 +151,21 @@ def report_interrupt(exc: BaseException) -> NoReturn:
         text += "; nothing was written: run the same command again"
     click.echo(f"perturbscore: {text}", err=True)
     sys.exit(code)
+
+
+#: File-system errors that mean "this place cannot take the outputs": full disk, quota,
+#: read-only file system.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def write_refused(exc: OSError, out_dir: object = None) -> str:
+    """One sentence for an OSError of :data:`WRITE_ERRNOS`, naming where and what to do."""
+    where = exc.filename or out_dir
+    place = f"cannot write {where}" if where else "cannot write the outputs"
+    if exc.errno == errno.EROFS:
+        return f"{place}: the file system is read-only; choose another --out folder."
+    full = "disk quota is exceeded" if exc.errno == errno.EDQUOT else "disk is full"
+    return f"{place}: the {full}; free space there or choose another --out folder."
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:

@@ -14,6 +14,8 @@ reads on threads (:func:`local_mapper`); the Dask engine's submits futures
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import sys
 import time
@@ -27,7 +29,7 @@ from tqdm import tqdm
 from .errors import Interrupted, PerturbscoreError
 from .findings import Findings
 from .manifest import manifest_text, run_manifest
-from .outputs import Commit
+from .outputs import JOURNAL, Commit, temp_path
 from .plan import MANIFEST, OutputTable, Prepared
 from .resume import Recorded, ResumeState
 from .sink import Sink
@@ -216,10 +218,16 @@ def execute(
         if state is not None:
             state.finish()
     except (KeyboardInterrupt, Interrupted) as exc:
-        _cleanup(state, sink)
+        _cleanup(prep, state, sink)
         raise _interrupted(exc, state, done, len(tasks)) from None
+    except OSError as exc:
+        committing = (prep.out / JOURNAL).is_file()  # the commit's journal: ours, written
+        _cleanup(prep, state, sink)
+        if exc.errno in WRITE_ERRNOS:
+            raise PerturbscoreError(write_failure(exc, prep.out, state, committing)) from exc
+        raise
     except BaseException:
-        _cleanup(state, sink)
+        _cleanup(prep, state, sink)
         raise
     for note in warnings:
         log.warning("%s", note)
@@ -245,8 +253,62 @@ def _interrupted(
     return Interrupted(name, code, f"interrupted by {name}: {advice}")
 
 
-def _cleanup(state: ResumeState | None, sink: Sink | None) -> None:
+#: Errors of the output folder's file system, not of the run: full, over quota, read-only.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def write_failure(
+    exc: OSError, out: Path, state: ResumeState | None, committing: bool = False
+) -> str:
+    """One sentence for a write that the file system of ``out`` refused (:data:`WRITE_ERRNOS`).
+
+    Says what happened there, what the run left (no partial table; with ``--resume`` the
+    finished blocks; ``committing``: a journalled commit, which the next command in the
+    folder finishes) and how to go on.
+    """
+    if committing:
+        fix = "make it writable again" if exc.errno == errno.EROFS else "make room there"
+        return (
+            f"cannot write into {out} while publishing the finished tables (the file system "
+            f"said: {exc.strerror or exc}); {fix} and run the same command again "
+            "(with --resume) to finish publishing them."
+        )
+    if exc.errno == errno.EROFS:
+        return (
+            f"cannot write into {out}: it is on a read-only file system; no partial table "
+            "is left: choose another --out folder."
+        )
+    full = "disk quota is exceeded" if exc.errno == errno.EDQUOT else "disk is full"
     if state is not None:
-        state.close()  # kept: the next --resume continues from it
-    if sink is not None:
-        sink.abort()
+        return (
+            f"cannot write into {out}: its {full}; no partial table is left, and the "
+            f"finished blocks are kept in {state.dir}: free space there and run the same "
+            "command again to continue (or choose another --out folder to start afresh)."
+        )
+    return (
+        f"cannot write into {out}: its {full}; no partial table is left: free space there "
+        "or choose another --out folder, then run the command again."
+    )
+
+
+def _cleanup(prep: Prepared, state: ResumeState | None, sink: Sink | None) -> None:
+    """After a failure: drop every temporary table, keep the resume state.
+
+    Each step runs even when one before it fails (on a full disk closing a file fails
+    too), so no ``.partial`` table is left beside a resume state.  A commit whose journal
+    is written keeps its temporaries: the next command in the folder finishes it.
+    """
+    try:
+        if sink is not None and not (prep.out / JOURNAL).is_file():
+            sink.abort()
+        for name in (JOURNAL, MANIFEST):  # what Commit.run was writing, if it failed there
+            with contextlib.suppress(OSError):
+                temp_path(prep.out / name).unlink(missing_ok=True)
+    finally:
+        if state is not None:
+            try:
+                state.close()  # kept: the next --resume continues from it
+            except OSError as exc:
+                # Blocks not confirmed in its log are computed again; the error that
+                # stopped the run is the one to report.
+                log.debug("closing the resume state in %s failed: %s", state.dir, exc)

@@ -123,19 +123,26 @@ class PredictionReader(abc.ABC):
     ) -> np.ndarray:
         """Rows ``[start, stop)`` of the tracks ``columns`` as a new ``(n, B, S)`` array.
 
-        Whole rows are read through ``scratch`` (``scratch_rows()`` rows, reused) and the
-        selected tracks copied out while they are still in the CPU cache; reading
-        through a small buffer is about twice as fast as memory-mapping the file, whose
-        page faults cost more than the copy.  ``columns=None`` keeps every track.
+        Whole rows are read through ``scratch`` and the selected tracks copied out while
+        they are still in the CPU cache; reading through a small buffer is about twice as
+        fast as memory-mapping the file, whose page faults cost more than the copy.
+        ``scratch`` (reused, ``(k, B, T)`` of this reader's dtype, ``k >= 1``) may hold
+        fewer rows than the block: the block is then read ``k`` rows at a time (a memory
+        plan shrinks scratch buffers under a tight budget, independently of the block
+        size).  Without it, a buffer of ``scratch_rows()`` rows is made.
+        ``columns=None`` keeps every track.
         """
         self._check_range(start, stop)
         n_bins, n_tracks = self.shape[1], self.shape[2]
         if columns is None:
             return self.read_rows(start, stop)  # a new array of every track
         out = np.empty((stop - start, n_bins, len(columns)), self.dtype)
-        step = self.scratch_rows()
         if scratch is None:
-            scratch = np.empty((step, n_bins, n_tracks), self.dtype)
+            scratch = np.empty((self.scratch_rows(), n_bins, n_tracks), self.dtype)
+        # The buffer given, not scratch_rows(), sets the step: the memory plan sized it.
+        step = scratch.shape[0]
+        if step < 1:
+            raise ValueError(f"scratch buffer {scratch.shape} holds no row")
         for s in range(start, stop, step):
             e = min(s + step, stop)
             rows = self.read_rows(s, e, scratch)

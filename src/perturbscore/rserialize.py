@@ -54,7 +54,14 @@ def _utf8_parts(values: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        arr: Any = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        arr: Any = values
+        if isinstance(values, pa.ChunkedArray):
+            # Chunks may differ in offset width (string beside large_string): one type
+            # first, since combine_chunks refuses a mix.
+            arr = pa.concat_arrays(
+                [c.cast(pa.large_string()) for c in values.chunks]
+                or [pa.array([], pa.large_string())]
+            )
         is_na = (
             arr.is_null().to_numpy(zero_copy_only=False)
             if arr.null_count

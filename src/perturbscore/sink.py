@@ -9,6 +9,7 @@ hands the temporaries to the run's :class:`perturbscore.outputs.Commit`.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from .geometry import apply_out_of_field
@@ -18,6 +19,8 @@ from .writers import TableWriter, open_writer
 
 if TYPE_CHECKING:
     from .cube import CubeWriter
+
+log = logging.getLogger("perturbscore")
 
 
 class Sink:
@@ -116,7 +119,15 @@ class Sink:
             commit.add(cube.tmp, cube.path)
 
     def abort(self) -> None:
-        for w in self.writers.values():
-            w.abort()
-        for cube in self.cubes.values():
-            cube.abort()
+        """Remove every temporary table and cube, each even if another one fails.
+
+        Called while a failure propagates: closing a writer on a full disk fails too
+        (its temporary is removed all the same), and that must neither leave the other
+        temporaries behind nor hide the error that stopped the run.
+        """
+        items: list[TableWriter | CubeWriter] = [*self.writers.values(), *self.cubes.values()]
+        for item in items:
+            try:
+                item.abort()
+            except Exception as exc:  # noqa: BLE001 - reported by the failure being handled
+                log.debug("aborting %s: %s", item.tmp, exc)

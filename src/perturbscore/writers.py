@@ -45,8 +45,15 @@ def arrow_text(column: pd.Series, arrow_type: pa.DataType | None = None) -> Any:
     Parquet row groups take it as it is and the R writers serialise it from its
     buffers: Python objects per cell cost more than the rest of writing a study's
     tables.  ``arrow_type``: ``pa.large_string()`` unless given.
+
+    An empty column gives an empty array of that type whatever its pandas dtype: pyarrow
+    converts an empty non-text column (``pd.DataFrame({c: []})`` is float64) into a
+    chunked array mixing ``string`` and ``large_string`` chunks, which cannot be joined.
     """
-    return pa.array(column, type=arrow_type or pa.large_string(), from_pandas=True)
+    typ = arrow_type or pa.large_string()
+    if len(column) == 0:
+        return pa.array([], type=typ)
+    return pa.array(column, type=typ, from_pandas=True)
 
 
 class TableWriter(abc.ABC):
@@ -243,10 +250,12 @@ class _InMemoryRWriter(TableWriter):
 
     def _columns(self) -> list[tuple[str, Any]]:
         scores = self._scores[:, : self.rows]
+        # A group whose batches have no rows gets no block: its table is empty, with
+        # the same columns (character ID columns in R) as any other.
         ids = (
             pd.concat(self._ids, ignore_index=True)[self.id_columns]
             if self._ids
-            else pd.DataFrame({c: [] for c in self.id_columns})
+            else pd.DataFrame({c: pd.Series([], dtype=object) for c in self.id_columns})
         )
         cols: list[tuple[str, Any]] = [
             (name, scores[j]) for j, name in enumerate(self.score_columns)
