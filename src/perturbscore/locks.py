@@ -93,7 +93,9 @@ def folder_lock(folder: Path) -> Iterator[None]:
         yield
     finally:
         with contextlib.suppress(OSError):
-            if mine and os.fstat(fd).st_ino == os.stat(path).st_ino:
+            # Ours, or empty (made by this call, whose first write failed: a full disk).
+            st = os.fstat(fd)
+            if (mine or st.st_size == 0) and st.st_ino == os.stat(path).st_ino:
                 path.unlink()  # while still locked: the next command makes a fresh one
         os.close(fd)
 
