@@ -221,6 +221,14 @@ def test_failure_keeps_an_existing_folder_clean(study: Path, tmp_path: Path, cli
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # no partial or temp files
 
 
+def test_failure_removes_the_folders_it_created(study: Path, tmp_path: Path, cli) -> None:
+    # --out a/b/c with none of them there: a failed run leaves none of them behind.
+    _break(study, "nan")
+    r = cli("run", study / TOML, "--out", tmp_path / "x" / "a" / "b")
+    assert r.returncode == 2
+    assert not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

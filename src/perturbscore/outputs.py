@@ -111,9 +111,12 @@ def check_out_folder(path: Path, option: str = "--out") -> None:
         )
 
 
-def make_folder(path: Path, option: str = "--out") -> bool:
-    """Create ``path`` (and parents); returns whether it was created. OSError: user error."""
-    created = not path.exists()
+def make_folder(path: Path, option: str = "--out") -> list[Path]:
+    """Create ``path`` (and parents); returns the folders created, innermost first.
+
+    An OSError is a user error.
+    """
+    created = [d for d in (path, *path.parents) if not d.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -154,8 +157,8 @@ def output_folder(path: Path, option: str = "--out") -> Iterator[dict[str, Any] 
     Creates ``path`` if missing, holds its lock, finishes a commit a killed run left
     halfway (:func:`recover`, before sweeping: its temporaries are in the journal) and
     sweeps dead processes' leftovers (:func:`sweep`).  Yields the journal that was
-    finished, or None.  If the command fails and this call created the folder, the
-    folder is removed again while it is empty.
+    finished, or None.  If the command fails, the folders this call created (``path``
+    and any missing parents) are removed again while they are empty.
     """
     created = make_folder(path, option)
     try:
@@ -164,9 +167,9 @@ def output_folder(path: Path, option: str = "--out") -> Iterator[dict[str, Any] 
             sweep(path)
             yield journal
     except BaseException:
-        if created:
+        for folder in created:  # innermost first, each only while empty
             with contextlib.suppress(OSError):
-                path.rmdir()  # only if still empty
+                folder.rmdir()
         raise
 
 
