@@ -173,6 +173,10 @@ def check_existing(prep: Prepared) -> None:
         )
 
 
+#: Bytes a file name may have on the usual file systems (ext4, XFS, APFS, NTFS).
+NAME_MAX = 255
+
+
 def input_files(config: RunConfig, batches: list[BatchInput]) -> list[Path]:
     """Every file or store the run reads (an archive once, not its members)."""
     files = [Path(config.targets)]
@@ -185,13 +189,21 @@ def input_files(config: RunConfig, batches: list[BatchInput]) -> list[Path]:
     return files
 
 
-def refuse_inputs_as_outputs(prep: Prepared) -> None:
-    """An output named like one of the run's inputs would destroy it on commit, even
-    with ``--overwrite`` (which replaces earlier outputs, never inputs): refuse it."""
+def check_output_paths(prep: Prepared) -> None:
+    """Refuse output names a file system cannot hold, and outputs named like one of the
+    run's inputs: the commit would destroy it, even with ``--overwrite`` (which replaces
+    earlier outputs, never inputs)."""
     files = input_files(prep.config, prep.batches)
     files += [Path(prep.config.source)] if prep.config.source is not None else []
     inputs = {p.resolve() for p in files}
     for out in planned_paths(prep):
+        # Most file systems allow 255 bytes per name, the temporary name included.
+        longest = NAME_MAX - len(f"..{2**22}.partial")
+        if len(out.name.encode()) > longest:
+            raise PerturbscoreError(
+                f"the output name {out.name[:60]}... is {len(out.name.encode())} bytes long; "
+                f"file names may have at most {longest} here: shorten [output] name."
+            )
         final = out.resolve()
         hit = next((i for i in inputs if i == final or final in i.parents), None)
         if hit is not None:
@@ -336,7 +348,7 @@ def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepare
         classes,
         normaliser,
     )
-    refuse_inputs_as_outputs(prep)
+    check_output_paths(prep)
     return prep
 
 
