@@ -61,7 +61,10 @@ def _report(result: RunResult) -> None:
     # Data-like output (what was written) goes to stdout, one path per line.
     for path in result.files:
         click.echo(str(path))
-    log.info("%d tables written (%d rows per block)", len(result.outputs), result.chunk_rows)
+    if result.written:
+        log.info("%d tables written (%d rows per block)", len(result.outputs), result.chunk_rows)
+    else:
+        log.info("%d tables of the finished run listed; nothing was written", len(result.outputs))
 
 
 @cli.command("run")

@@ -61,6 +61,8 @@ class RunResult:
         Every file and folder published: tables, Zarr cubes, the manifest.
     integrity : dict
         Result of the integrity checks (:meth:`perturbscore.integrity.IntegrityChecker.finish`).
+    written : bool
+        False when ``--resume`` found this very run finished: nothing was written.
     """
 
     outputs: list[OutputTable]
@@ -70,6 +72,7 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     integrity: dict[str, Any] = field(default_factory=dict)
+    written: bool = True
 
 
 def local_mapper(prep: Prepared) -> Mapper:

@@ -68,7 +68,7 @@ def run(config: RunConfig, out_dir: str | Path, options: RunOptions | None = Non
         if opts.resume and _already_complete(prep):
             # A requeued job repeating its command: nothing to do, and not an error.
             log.info("%s holds this run's finished tables already; nothing to resume", out)
-            return _finished(prep)
+            return replace(_finished(prep), written=False)
         if opts.resume and not opts.overwrite:
             _refuse_another_finished_run(prep)
         check_existing(prep)
