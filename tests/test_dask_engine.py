@@ -225,9 +225,19 @@ def test_an_address_that_is_no_scheduler_fails_fast(study: Path, tmp_path: Path,
         assert f"cannot connect to the Dask scheduler at {address} (" in r.stderr
         # an HTTP server answers: either it stalls the handshake or sends what is no
         # Dask message; both are said in words
-        assert ("no answer within 10 s" in r.stderr) or ("not a Dask scheduler" in r.stderr)
+        assert ("no Dask answer within 10 s" in r.stderr) or ("not a Dask scheduler" in r.stderr)
         assert "MemoryError" not in r.stderr
         assert "Traceback" not in r.stderr and time.monotonic() - start < 60
         assert not (tmp_path / "o").exists()
     finally:
         server.shutdown()
+
+
+def test_an_unknown_scheduler_host_is_named(study: Path, tmp_path: Path, cli) -> None:
+    r = cli(
+        "run", study / TOML, "--out", tmp_path / "o",
+        "--engine", "dask", "--scheduler", "tcp://no-such-host.invalid:8786",
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "the host no-such-host.invalid is not known" in r.stderr
+    assert not (tmp_path / "o").exists()

@@ -76,8 +76,19 @@ def _connect(distributed: Any, scheduler: str) -> Any:
     no Dask scheduler (the dashboard's port 8787, another service) can make the
     handshake wait for ever or fail while decoding garbage.
     """
+    import socket
     import threading
+    from urllib.parse import urlsplit
 
+    host = urlsplit(scheduler).hostname
+    if host:
+        try:
+            socket.getaddrinfo(host, None)
+        except (socket.gaierror, UnicodeError):
+            raise PerturbscoreError(
+                f"cannot connect to the Dask scheduler at {scheduler}: the host {host} is not "
+                "known (no such name); check the address."
+            ) from None
     done: dict[str, Any] = {}
 
     def connect() -> None:
@@ -92,7 +103,10 @@ def _connect(distributed: Any, scheduler: str) -> Any:
     if "client" in done:
         return done["client"]
     if thread.is_alive():
-        detail = f"no answer within {CONNECT_SECONDS} s"
+        detail = (
+            f"no Dask answer within {CONNECT_SECONDS} s: nothing listens there, or something "
+            "that is not a Dask scheduler"
+        )
     elif isinstance(done["error"], OSError | TimeoutError):
         detail = "nothing answered there"
     else:  # the handshake failed on what came back (MemoryError, ValueError, ...)
