@@ -586,11 +586,13 @@ def test_a_folder_in_use_is_refused_and_left_alone(world: dict, tmp_path: Path) 
     out = tmp_path / "o"
     (out / STATE_DIR).mkdir(parents=True)
     (out / STATE_DIR / "batches.log").write_text("0 00000000\n")  # another run's state
-    (out / ".perturbscore.lock").write_text(f"{os.getpid()}\n")  # held by a live process
-    with pytest.raises(PerturbscoreError, match="another perturbscore process"):
-        run_predict(opts(world, out), predictor=Probe())
-    assert (out / STATE_DIR / "batches.log").read_text() == "0 00000000\n"
-    assert sorted(p.name for p in out.iterdir()) == [STATE_DIR, ".perturbscore.lock"]
+    from perturbscore.locks import folder_lock
+
+    with folder_lock(out):  # held (an flock) as by a live process
+        with pytest.raises(PerturbscoreError, match="another perturbscore process"):
+            run_predict(opts(world, out), predictor=Probe())
+        assert (out / STATE_DIR / "batches.log").read_text() == "0 00000000\n"
+        assert sorted(p.name for p in out.iterdir()) == [STATE_DIR, ".perturbscore.lock"]
 
 
 @pytest.mark.skipif(
