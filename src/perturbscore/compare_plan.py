@@ -106,30 +106,88 @@ def _shared_tables(run: RunTables, group_a: str, group_b: str) -> list[tuple[str
     return combos
 
 
-def _exclude_out_of_field(run: RunTables, groups: Sequence[str]) -> dict[str, int]:
-    """Mark the rows of ``outside_input`` variants in every table of ``groups``.
+#: The run-file setting that writes each variant's class into the tables.
+CLASS_COLUMN_SETTING = 'class_column = "field" in the run file\'s [output]'
+
+
+def _exclude_out_of_field(
+    run: RunTables, groups: Sequence[str], combos: Sequence[tuple[str, str]]
+) -> dict[str, int]:
+    """Mark the rows of ``outside_input`` variants in every compared table of ``groups``.
 
     The class comes from the class column the run wrote (``class_column`` in the run
     file's ``[output]``, recorded in the manifest); returns rows left out per group.
     """
     geo = run.manifest.get("geometry") or {}
-    column = geo.get("class_column")
+    column = geo.get("class_column") if isinstance(geo, dict) else None
     if not column:
         raise PerturbscoreError(
             f"--out-of-field exclude needs each variant's class in the tables, but the run at "
-            f"{run.folder} wrote none; rerun 'perturbscore run' with class_column = \"field\" "
-            "in [output] (or with --out-of-field na, whose missing scores drop out of every "
-            "test anyway)."
+            f"{run.folder} wrote none; rerun 'perturbscore run' with {CLASS_COLUMN_SETTING} "
+            "(or with --out-of-field na, whose missing scores drop out of every test anyway)."
         )
     all_ids = list(run.tracks["identifier"])
     counts: dict[str, int] = {}
     for s in run.sets:
-        if s.group not in groups:
+        if s.group not in groups or (s.aggregation, s.statistic) not in set(combos):
             continue
+        if column not in s.column_names(all_ids):
+            raise PerturbscoreError(
+                f"{s.path} lacks the class column {column} that the run's manifest.json "
+                "names; the file was changed after the run: run the run again into a new "
+                "folder."
+            )
         cls = s.read([column], all_ids)[column].astype(str).to_numpy()
         s.exclude = cls == "outside_input"
         counts[s.group] = int(s.exclude.sum())
     return counts
+
+
+def out_of_field_rows(manifest: dict[str, Any], groups: Sequence[str]) -> dict[str, int]:
+    """Rows per group whose scores are the 0 of a variant outside the model's input.
+
+    From the run's manifest (``geometry.classes.per_group``, counted by
+    ``perturbscore run``); empty when the run has no geometry, or wrote such variants as
+    NaN or left them out (its ``--out-of-field na`` or ``drop``), or has none of them.
+    """
+    geo = manifest.get("geometry")
+    if not isinstance(geo, dict) or (geo.get("out_of_field") or "keep") != "keep":
+        return {}
+    per_group = (geo.get("classes") or {}).get("per_group") or {}
+    counts = {}
+    for g in groups:
+        n = (per_group.get(g) or {}).get("outside_input", 0)
+        if isinstance(n, int) and n > 0:
+            counts[g] = n
+    return counts
+
+
+def _kept_out_of_field_warning(
+    manifest: dict[str, Any], groups: Sequence[str], counts: dict[str, int]
+) -> str:
+    """The warning for out-of-field zeros kept in the tests: how many, why it matters and
+    what to do (``--out-of-field exclude``, which needs the run's class column)."""
+    per_group = ((manifest.get("geometry") or {}).get("classes") or {}).get("per_group") or {}
+    parts = []
+    for g in groups:
+        n = counts.get(g, 0)
+        total = sum(v for v in (per_group.get(g) or {}).values() if isinstance(v, int))
+        share = f" ({100 * n / total:.1f}%)" if total else ""
+        parts.append(f"{g} {n:,} of {total:,} rows{share}" if total else f"{g} {n:,} rows")
+    has_column = bool((manifest.get("geometry") or {}).get("class_column"))
+    fix = (
+        "pass --out-of-field exclude to leave them out"
+        if has_column
+        else "pass --out-of-field exclude to leave them out, after rerunning "
+        f"'perturbscore run' with {CLASS_COLUMN_SETTING} (exclude finds them by that class "
+        "column)"
+    )
+    return (
+        f"out-of-field zeros in the compared groups: {' and '.join(parts)} are variants "
+        "outside the model's input, scored exactly 0 ('not measured'); with --out-of-field "
+        "keep they enter the tests as 'no effect' and can make the groups differ by their "
+        f"share alone; {fix}."
+    )
 
 
 def _unit_counts(pair: Pairing) -> dict[str, Any]:
@@ -296,9 +354,14 @@ def plan_comparison(
     )
     run = load_run(run_folder)
     _check_groups(run, group_a, group_b)
-    left_out = _exclude_out_of_field(run, (group_a, group_b)) if out_of_field == "exclude" else {}
     track_meta = _selected_tracks(run, tracks)
     combos = _shared_tables(run, group_a, group_b)
+    all_ids = list(run.tracks["identifier"])
+    for agg, stat in combos:  # damaged or edited tables are named before any test
+        for g in (group_a, group_b):
+            run.get(g, agg, stat).check(all_ids)
+    groups = (group_a, group_b)
+    left_out = _exclude_out_of_field(run, groups, combos) if out_of_field == "exclude" else {}
     summary: dict[str, Any] = {
         "group_a": group_a,
         "group_b": group_b,
@@ -311,6 +374,9 @@ def plan_comparison(
         "n_tracks": len(track_meta),
         "tables": [f"{a}, {s}" for a, s in combos],
         "out_of_field": out_of_field,
+        # Rows of out-of-field variants (0 scores) in each compared group, as the run
+        # counted them: kept in the tests as 'no effect' unless out_of_field is exclude.
+        "out_of_field_rows": out_of_field_rows(run.manifest, groups),
     }
     warnings: list[str] = []
     if left_out:
@@ -318,6 +384,10 @@ def plan_comparison(
         note = "left out of every test, as outside the model's input: " + ", ".join(
             f"{g} {n:,} variants" for g, n in left_out.items()
         )
+        warnings.append(note)
+        log.warning("%s", note)
+    elif out_of_field == "keep" and summary["out_of_field_rows"]:
+        note = _kept_out_of_field_warning(run.manifest, groups, summary["out_of_field_rows"])
         warnings.append(note)
         log.warning("%s", note)
     pair = _read_pairing_for(

@@ -21,6 +21,7 @@ import pandas as pd
 
 from .errors import PerturbscoreError
 from .outputs import refuse_unfinished_commit
+from .runtables import RERUN, table_errors
 from .tracks import split_description
 
 
@@ -53,14 +54,46 @@ class ScoreSet:
                 parts = sorted(p for p in self.path.glob("*.parquet") if p.is_file())
             else:
                 parts = [self.path]
-            self._files = [pq.ParquetFile(str(p)) for p in parts]
+            files = []
+            for part in parts:
+                with table_errors(part):
+                    files.append(pq.ParquetFile(str(part)))
+            self._files = files
         return self._files
 
     def _read_parquet(self, columns: Sequence[str]) -> Any:
         import pyarrow as pa
 
-        tables = [f.read(columns=list(columns)) for f in self._parquet_files()]
+        files = self._parquet_files()
+        with table_errors(self.path):  # a damaged column chunk shows only when read
+            tables = [f.read(columns=list(columns)) for f in files]
         return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+    def check(self, tracks: Sequence[str]) -> None:
+        """Refuse a table that cannot be read or lacks one of ``tracks``, before any test.
+
+        Parquet: the footers (column names, row count); CSV: the header line; R files
+        (read whole, later, once): the file's signature, so a damaged or foreign file
+        is named now rather than after the tests of other tables.
+        """
+        if self.columnar:
+            names = self.column_names(tracks)
+            rows = sum(f.metadata.num_rows for f in self._parquet_files())
+            if self.rows is not None and rows != self.rows:
+                raise PerturbscoreError(
+                    f"{self.path} has {rows} rows but the run's manifest.json says "
+                    f"{self.rows}; {RERUN}."
+                )
+        elif self.path.suffix.lower() == ".csv":
+            names = self.column_names(tracks)
+        else:
+            if not _r_signature(self.path):
+                raise PerturbscoreError(
+                    f"{self.path}: not a readable R data file (no R serialization header); "
+                    f"{RERUN}."
+                )
+            return
+        _check_tracks(self.path, names, tracks)
 
     def read(self, columns: Sequence[str], score_columns: Sequence[str]) -> pd.DataFrame:
         """These columns of the table (Parquet: only these are read)."""
@@ -92,12 +125,21 @@ class ScoreSet:
         if self.columnar:
             return list(self._parquet_files()[0].schema_arrow.names)
         if self.path.suffix.lower() == ".csv":
-            return list(pd.read_csv(self.path, nrows=0).columns)
+            with table_errors(self.path):
+                return list(pd.read_csv(self.path, nrows=0).columns)
         return list(self._full(score_columns).columns)
 
     def _full(self, score_columns: Sequence[str]) -> pd.DataFrame:
         if self._cache is None:
-            self._cache = read_score_table(self.path, score_columns)
+            with table_errors(self.path):
+                frame = read_score_table(self.path, score_columns)
+            _check_tracks(self.path, [str(c) for c in frame.columns], score_columns)
+            if self.rows is not None and len(frame) != self.rows:
+                raise PerturbscoreError(
+                    f"{self.path} has {len(frame)} rows but the run's manifest.json says "
+                    f"{self.rows}; {RERUN}."
+                )
+            self._cache = frame
         return self._cache
 
     def release(self) -> None:
@@ -122,6 +164,43 @@ class RunTables:
             if (s.group, s.aggregation, s.statistic) == (group, aggregation, statistic):
                 return s
         raise KeyError((group, aggregation, statistic))
+
+
+def _check_tracks(path: Path, names: Sequence[str], tracks: Sequence[str]) -> None:
+    """Every one of the run's ``tracks`` must be a column of the table at ``path``."""
+    have = set(names)
+    missing = [t for t in tracks if t not in have]
+    if missing:
+        raise PerturbscoreError(
+            f"{path} lacks {len(missing)} of the run's selected tracks (e.g. {missing[0]}); "
+            f"{RERUN}."
+        )
+
+
+def _r_signature(path: Path) -> bool:
+    """Whether ``path`` starts like an R data file (RData ``RDX2``/``RDX3``, RDS ``X``,
+    ``A`` or ``B``), inside gzip, bzip2 or xz compression if any; reads a few bytes."""
+    import bz2
+    import gzip
+    import lzma
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+        opener: Any = open
+        if head[:2] == b"\x1f\x8b":
+            opener = gzip.open
+        elif head[:3] == b"BZh":
+            opener = bz2.open
+        elif head[:6] == b"\xfd7zXZ\x00":
+            opener = lzma.open
+        with opener(path, "rb") as fh:
+            start = fh.read(5)
+    except (OSError, EOFError, lzma.LZMAError):
+        return False
+    if path.suffix.lower() == ".rdata":
+        return start[:3] in (b"RDX", b"RDA", b"RDB")
+    return start[:2] in (b"X\n", b"A\n", b"B\n")
 
 
 def read_score_table(path: Path, score_columns: Sequence[str]) -> pd.DataFrame:
