@@ -262,8 +262,9 @@ def _plan_pairing(
     keys: Sequence[str],
     duplicates: str,
     unpaired_too: bool = False,
-) -> tuple[dict[tuple[str, str, str], Lookup], dict[str, Any]]:
-    """Look the pairing variants up in every compared table; returns lookups, unit counts.
+) -> tuple[dict[tuple[str, str, str], Lookup], dict[str, Any], list[str]]:
+    """Look the pairing variants up in every compared table; returns lookups, unit counts
+    and warnings (logged when the tests start, once every input is checked).
 
     None found at all is a user error when every design needs the pairing (wrong keys or
     the wrong study's pairing tables); beside an unpaired design it is a warning, and
@@ -290,15 +291,15 @@ def _plan_pairing(
         )
         if not unpaired_too:
             raise PerturbscoreError(msg + ".")
-        log.warning("%s; only the unpaired design tests anything.", msg)
-        return lookups, unit_counts
+        return lookups, unit_counts, [f"{msg}; only the unpaired design tests anything."]
     nf = {k: v for k, v in unit_counts["variants"].items() if "without" in k and v}
+    notes = []
     if nf:
-        msg = "pairing variants not found in the score tables (left out): " + "; ".join(
-            f"{k.replace(' without a score row', '')}: {v}" for k, v in nf.items()
+        notes.append(
+            "pairing variants not found in the score tables (left out): "
+            + "; ".join(f"{k.replace(' without a score row', '')}: {v}" for k, v in nf.items())
         )
-        log.warning("%s", msg)
-    return lookups, unit_counts
+    return lookups, unit_counts, notes
 
 
 def _read_pairing_for(
@@ -357,9 +358,10 @@ def plan_comparison(
     track_meta = _selected_tracks(run, tracks)
     combos = _shared_tables(run, group_a, group_b)
     all_ids = list(run.tracks["identifier"])
+    paired = any(d != "unpaired" for d in designs)  # the lookups read whole tables anyway
     for agg, stat in combos:  # damaged or edited tables are named before any test
         for g in (group_a, group_b):
-            run.get(g, agg, stat).check(all_ids)
+            run.get(g, agg, stat).check(all_ids, keep=paired)
     groups = (group_a, group_b)
     left_out = _exclude_out_of_field(run, groups, combos) if out_of_field == "exclude" else {}
     summary: dict[str, Any] = {
@@ -385,11 +387,10 @@ def plan_comparison(
             f"{g} {n:,} variants" for g, n in left_out.items()
         )
         warnings.append(note)
-        log.warning("%s", note)
     elif out_of_field == "keep" and summary["out_of_field_rows"]:
-        note = _kept_out_of_field_warning(run.manifest, groups, summary["out_of_field_rows"])
-        warnings.append(note)
-        log.warning("%s", note)
+        warnings.append(
+            _kept_out_of_field_warning(run.manifest, groups, summary["out_of_field_rows"])
+        )
     pair = _read_pairing_for(
         designs,
         pairing,
@@ -400,9 +401,10 @@ def plan_comparison(
     )
     lookups: dict[tuple[str, str, str], Lookup] = {}
     if pair is not None:
-        lookups, summary["units"] = _plan_pairing(
+        lookups, summary["units"], pairing_notes = _plan_pairing(
             run, combos, group_a, group_b, pair, keys, duplicates, "unpaired" in designs
         )
+        warnings += pairing_notes
     return ComparisonPlan(
         run,
         group_a,

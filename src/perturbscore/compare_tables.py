@@ -69,12 +69,13 @@ class ScoreSet:
             tables = [f.read(columns=list(columns)) for f in files]
         return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
-    def check(self, tracks: Sequence[str]) -> None:
+    def check(self, tracks: Sequence[str], keep: bool = False) -> None:
         """Refuse a table that cannot be read or lacks one of ``tracks``, before any test.
 
-        Parquet: the footers (column names, row count); CSV: the header line; R files
-        (read whole, later, once): the file's signature, so a damaged or foreign file
-        is named now rather than after the tests of other tables.
+        Parquet: the footers (column names, row count); CSV: the header line; R files,
+        which have no partial reads: the whole table, kept for the tests if ``keep`` (the
+        pairing lookups read it anyway), else let go so that only one table pair is held
+        at a time.
         """
         if self.columnar:
             names = self.column_names(tracks)
@@ -87,11 +88,14 @@ class ScoreSet:
         elif self.path.suffix.lower() == ".csv":
             names = self.column_names(tracks)
         else:
-            if not _r_signature(self.path):
+            if not _r_signature(self.path):  # a foreign file: no need to read it all
                 raise PerturbscoreError(
                     f"{self.path}: not a readable R data file (no R serialization header); "
                     f"{RERUN}."
                 )
+            self._full(tracks)  # checks the tracks and the row count
+            if not keep:
+                self.release()
             return
         _check_tracks(self.path, names, tracks)
 
