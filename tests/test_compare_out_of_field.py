@@ -14,8 +14,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from perturbscore.compare_plan import out_of_field_rows
-
 from .compare_tiny import tiny_run
 
 SHARES = {"a": 20, "b": 100}  # of 200 rows each
@@ -101,6 +99,8 @@ def test_warning_names_the_class_column_setting(tmp_path: Path, cli) -> None:
 )
 def test_only_zeros_kept_by_the_run_count(geometry: object, want: dict) -> None:
     """NaN (run --out-of-field na) drops out of every test and drop leaves no row."""
+    from perturbscore.compare_plan import out_of_field_rows
+
     assert out_of_field_rows({"geometry": geometry}, ("a", "b")) == want
 
 

@@ -28,7 +28,7 @@ from .compare_tests import DEFAULT_MEMORY, CompareResult, by_significance, rank_
 from .errors import PerturbscoreError
 from .messages import overwrite_hint
 from .outputs import JOURNAL, Commit, is_own_leftover, output_folder, temp_path, write_text_atomic
-from .report import REPORT_MARK
+from .report import is_own_report
 
 log = logging.getLogger("perturbscore")
 
@@ -197,7 +197,7 @@ def _commit(staged: Path, out: Path) -> None:
             if p.is_file() and p.resolve().is_relative_to(out.resolve()):
                 commit.remove(p)
         page = out / "report.html"
-        if page.is_file() and REPORT_MARK in page.read_bytes()[:512]:
+        if page.is_file() and is_own_report(page):
             commit.remove(page)
             log.warning(
                 "%s described the earlier comparison and was removed; run 'perturbscore "
