@@ -85,7 +85,7 @@ def test_damaged_table_compare_exits_2(
     damage(table)
     out = tmp_path / "cmp"
     r = cli("compare", run, "--a", "a", "--b", "b", "--out", out)
-    msg = _refused(r, str(table), *words, "changed after the run: run the run again")
+    msg = _refused(r, str(table), *words, "changed after it was written: rerun the command")
     assert "Error" not in msg.split("(")[0]  # no exception class names up front
     assert not out.exists() and not list(tmp_path.glob(".cmp*"))
 

@@ -22,6 +22,7 @@ from .compare_pairing import DEFAULT_KEYS, Lookup, Pairing, build_lookup, read_p
 from .compare_tables import RunTables, load_run
 from .errors import PerturbscoreError
 from .names import check_name
+from .runtables import RERUN
 
 log = logging.getLogger("perturbscore")
 
@@ -134,8 +135,7 @@ def _exclude_out_of_field(
         if column not in s.column_names(all_ids):
             raise PerturbscoreError(
                 f"{s.path} lacks the class column {column} that the run's manifest.json "
-                "names; the file was changed after the run: run the run again into a new "
-                "folder."
+                f"names; {RERUN}."
             )
         cls = s.read([column], all_ids)[column].astype(str).to_numpy()
         s.exclude = cls == "outside_input"

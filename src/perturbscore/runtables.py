@@ -34,7 +34,10 @@ _KINDS = {
 }
 
 #: The fix for a table that cannot be read: it was damaged or edited after the run.
-RERUN = "the file was damaged or changed after the run: run the run again into a new folder"
+RERUN = (
+    "the file was damaged or changed after it was written: rerun the command that wrote "
+    "the folder (perturbscore run, normalise or import-scores) into a new --out folder"
+)
 
 
 @contextmanager
@@ -55,7 +58,9 @@ def table_errors(path: Path, fix: str = RERUN) -> Iterator[None]:
         if isinstance(exc, pandas.errors.EmptyDataError):
             raise PerturbscoreError(f"{path} is empty, not even a header line; {fix}.") from None
         kind = _KINDS.get(_READERS.get(path.suffix.lower(), ""), "a readable table")
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # The reader's own words, cut to their first sentence: the message stays one.
+        text = str(exc).strip()
+        detail = text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(exc).__name__
         raise PerturbscoreError(f"{path}: not {kind} ({detail}); {fix}.") from None
 
 
