@@ -19,10 +19,15 @@ import pandas as pd
 
 from .compare_design import ComparisonPlan
 from .compare_pairing import DEFAULT_KEYS, Lookup, Pairing, build_lookup, read_pairing
-from .compare_tables import RunTables, load_run
+from .compare_tables import (
+    RunTables,
+    exclude_out_of_field,
+    kept_out_of_field_warning,
+    load_run,
+    out_of_field_rows,
+)
 from .errors import PerturbscoreError
 from .names import check_name
-from .runtables import RERUN
 
 log = logging.getLogger("perturbscore")
 
@@ -105,89 +110,6 @@ def _shared_tables(run: RunTables, group_a: str, group_b: str) -> list[tuple[str
             "(aggregation, statistic) table."
         )
     return combos
-
-
-#: The run-file setting that writes each variant's class into the tables.
-CLASS_COLUMN_SETTING = 'class_column = "field" in the run file\'s [output]'
-
-
-def _exclude_out_of_field(
-    run: RunTables, groups: Sequence[str], combos: Sequence[tuple[str, str]]
-) -> dict[str, int]:
-    """Mark the rows of ``outside_input`` variants in every compared table of ``groups``.
-
-    The class comes from the class column the run wrote (``class_column`` in the run
-    file's ``[output]``, recorded in the manifest); returns rows left out per group.
-    """
-    geo = run.manifest.get("geometry") or {}
-    column = geo.get("class_column") if isinstance(geo, dict) else None
-    if not column:
-        raise PerturbscoreError(
-            f"--out-of-field exclude needs each variant's class in the tables, but the run at "
-            f"{run.folder} wrote none; rerun 'perturbscore run' with {CLASS_COLUMN_SETTING} "
-            "(or with --out-of-field na, whose missing scores drop out of every test anyway)."
-        )
-    all_ids = list(run.tracks["identifier"])
-    counts: dict[str, int] = {}
-    for s in run.sets:
-        if s.group not in groups or (s.aggregation, s.statistic) not in set(combos):
-            continue
-        if column not in s.column_names(all_ids):
-            raise PerturbscoreError(
-                f"{s.path} lacks the class column {column} that the run's manifest.json "
-                f"names; {RERUN}."
-            )
-        cls = s.read([column], all_ids)[column].astype(str).to_numpy()
-        s.exclude = cls == "outside_input"
-        counts[s.group] = int(s.exclude.sum())
-    return counts
-
-
-def out_of_field_rows(manifest: dict[str, Any], groups: Sequence[str]) -> dict[str, int]:
-    """Rows per group whose scores are the 0 of a variant outside the model's input.
-
-    From the run's manifest (``geometry.classes.per_group``, counted by
-    ``perturbscore run``); empty when the run has no geometry, or wrote such variants as
-    NaN or left them out (its ``--out-of-field na`` or ``drop``), or has none of them.
-    """
-    geo = manifest.get("geometry")
-    if not isinstance(geo, dict) or (geo.get("out_of_field") or "keep") != "keep":
-        return {}
-    per_group = (geo.get("classes") or {}).get("per_group") or {}
-    counts = {}
-    for g in groups:
-        n = (per_group.get(g) or {}).get("outside_input", 0)
-        if isinstance(n, int) and n > 0:
-            counts[g] = n
-    return counts
-
-
-def _kept_out_of_field_warning(
-    manifest: dict[str, Any], groups: Sequence[str], counts: dict[str, int]
-) -> str:
-    """The warning for out-of-field zeros kept in the tests: how many, why it matters and
-    what to do (``--out-of-field exclude``, which needs the run's class column)."""
-    per_group = ((manifest.get("geometry") or {}).get("classes") or {}).get("per_group") or {}
-    parts = []
-    for g in groups:
-        n = counts.get(g, 0)
-        total = sum(v for v in (per_group.get(g) or {}).values() if isinstance(v, int))
-        share = f" ({100 * n / total:.1f}%)" if total else ""
-        parts.append(f"{g} {n:,} of {total:,} rows{share}" if total else f"{g} {n:,} rows")
-    has_column = bool((manifest.get("geometry") or {}).get("class_column"))
-    fix = (
-        "pass --out-of-field exclude to leave them out"
-        if has_column
-        else "pass --out-of-field exclude to leave them out, after rerunning "
-        f"'perturbscore run' with {CLASS_COLUMN_SETTING} (exclude finds them by that class "
-        "column)"
-    )
-    return (
-        f"out-of-field zeros in the compared groups: {' and '.join(parts)} are variants "
-        "outside the model's input, scored exactly 0 ('not measured'); with --out-of-field "
-        "keep they enter the tests as 'no effect' and can make the groups differ by their "
-        f"share alone; {fix}."
-    )
 
 
 def _unit_counts(pair: Pairing) -> dict[str, Any]:
@@ -330,6 +252,38 @@ def _read_pairing_for(
     return pair
 
 
+def _check_tables(
+    run: RunTables,
+    groups: tuple[str, str],
+    combos: Sequence[tuple[str, str]],
+    paired: bool,
+    out_of_field: str,
+) -> tuple[dict[str, Any], list[str]]:
+    """Check every compared table (damaged or edited ones are named before any test) and
+    handle out-of-field rows; returns their ``compare.json`` entries and warnings.
+
+    ``out_of_field_rows`` are the rows of out-of-field variants (0 scores) in each group,
+    as the run counted them: kept in the tests as 'no effect' unless ``exclude``.
+    """
+    all_ids = list(run.tracks["identifier"])
+    for agg, stat in combos:
+        for g in groups:  # the pairing lookups read whole tables anyway: keep them then
+            run.get(g, agg, stat).check(all_ids, keep=paired)
+    left_out = exclude_out_of_field(run, groups, combos) if out_of_field == "exclude" else {}
+    rows = out_of_field_rows(run.manifest, groups)
+    entries: dict[str, Any] = {"out_of_field": out_of_field, "out_of_field_rows": rows}
+    warnings: list[str] = []
+    if left_out:
+        entries["left_out_out_of_field"] = left_out
+        warnings.append(
+            "left out of every test, as outside the model's input: "
+            + ", ".join(f"{g} {n:,} variants" for g, n in left_out.items())
+        )
+    elif out_of_field == "keep" and rows:
+        warnings.append(kept_out_of_field_warning(run.manifest, groups, rows))
+    return entries, warnings
+
+
 def plan_comparison(
     run_folder: str | Path,
     group_a: str,
@@ -357,13 +311,8 @@ def plan_comparison(
     _check_groups(run, group_a, group_b)
     track_meta = _selected_tracks(run, tracks)
     combos = _shared_tables(run, group_a, group_b)
-    all_ids = list(run.tracks["identifier"])
-    paired = any(d != "unpaired" for d in designs)  # the lookups read whole tables anyway
-    for agg, stat in combos:  # damaged or edited tables are named before any test
-        for g in (group_a, group_b):
-            run.get(g, agg, stat).check(all_ids, keep=paired)
-    groups = (group_a, group_b)
-    left_out = _exclude_out_of_field(run, groups, combos) if out_of_field == "exclude" else {}
+    paired = any(d != "unpaired" for d in designs)
+    field_summary, warnings = _check_tables(run, (group_a, group_b), combos, paired, out_of_field)
     summary: dict[str, Any] = {
         "group_a": group_a,
         "group_b": group_b,
@@ -375,22 +324,8 @@ def plan_comparison(
         "run": str(run.folder),
         "n_tracks": len(track_meta),
         "tables": [f"{a}, {s}" for a, s in combos],
-        "out_of_field": out_of_field,
-        # Rows of out-of-field variants (0 scores) in each compared group, as the run
-        # counted them: kept in the tests as 'no effect' unless out_of_field is exclude.
-        "out_of_field_rows": out_of_field_rows(run.manifest, groups),
+        **field_summary,
     }
-    warnings: list[str] = []
-    if left_out:
-        summary["left_out_out_of_field"] = left_out
-        note = "left out of every test, as outside the model's input: " + ", ".join(
-            f"{g} {n:,} variants" for g, n in left_out.items()
-        )
-        warnings.append(note)
-    elif out_of_field == "keep" and summary["out_of_field_rows"]:
-        warnings.append(
-            _kept_out_of_field_warning(run.manifest, groups, summary["out_of_field_rows"])
-        )
     pair = _read_pairing_for(
         designs,
         pairing,
