@@ -87,7 +87,13 @@ class CompareResult:
 
 
 def _median(v: np.ndarray) -> np.ndarray:
-    """Row medians ignoring NaN (``# T N`` -> ``T``); plain median when nothing is NaN."""
+    """Row medians ignoring NaN (``# T N`` -> ``T``); plain median when nothing is NaN.
+
+    No rows or no values: NaN, without numpy's "Mean of empty slice" on stderr (a design
+    with no units tests nothing, and says so in its own warning).
+    """
+    if v.size == 0:
+        return np.full(v.shape[0], np.nan)
     if not np.isnan(v).any():
         return np.median(v, axis=1)
     return np.nanmedian(v, axis=1)
