@@ -149,7 +149,13 @@ class ComparisonPlan:
     def execute(
         self, memory: int = DEFAULT_MEMORY, progress: bool = False, workers: int | None = None
     ) -> CompareResult:
-        """Run every test, a block of track columns (sized to ``memory``) at a time."""
+        """Run every test, a block of track columns (sized to ``memory``) at a time.
+
+        The plan's warnings are logged first: only now is every input known to be
+        usable, so that a user error is never preceded by warnings about the data.
+        """
+        for note in self.warnings:
+            log.warning("%s", note)
         specs = self.specs()
         ids = self.ids
         width = block_columns(self._rows_per_table(), memory, len(ids))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,11 +24,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .compare_tests import DEFAULT_MEMORY, CompareResult, rank_of
+from .compare_tests import DEFAULT_MEMORY, CompareResult, by_significance, rank_of
 from .errors import PerturbscoreError
 from .messages import overwrite_hint
 from .outputs import JOURNAL, Commit, is_own_leftover, output_folder, temp_path, write_text_atomic
-from .report import REPORT_MARK
+from .report import is_own_report
 
 log = logging.getLogger("perturbscore")
 
@@ -44,8 +45,17 @@ def _axis_label(statistic: str, aggregation: str, manifest: dict[str, Any]) -> s
     return label
 
 
+def _file_part(value: object) -> str:
+    """One part of a figure's file name, by the rule run and normalise name their tables
+    by: ``:`` dropped from an aggregation (``window:1`` -> ``window1``, as
+    :attr:`.scoring.Aggregation.label`), and anything else outside the characters of
+    :func:`.names.is_safe_name` (letters, digits, ``_``, ``-``; spaces of sample labels
+    such as ``non-matching stab``) written as ``-``."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", str(value).replace(":", ""))
+
+
 def _tag(*parts: object) -> str:
-    return "_".join(str(p) for p in parts if p is not None and str(p) != "").replace(" ", "-")
+    return "_".join(_file_part(p) for p in parts if p is not None and str(p) != "")
 
 
 def check_out_folder(out: Path, overwrite: bool) -> None:
@@ -76,6 +86,23 @@ def check_out_folder(out: Path, overwrite: bool) -> None:
                 f"{out}/compare.json already exists; {overwrite_hint()} to replace it, or "
                 "choose another --out folder."
             )
+        _earlier_files(out)  # what --overwrite would remove must be known first
+
+
+def _earlier_files(out: Path) -> list[str]:
+    """The files (relative to ``out``) the comparison in ``out`` wrote, from its
+    ``compare.json``; refuses a damaged one, whose files cannot be told from the user's."""
+    cpath = out / "compare.json"
+    try:
+        prev = json.loads(cpath.read_text(encoding="utf-8"))
+        figures = prev.get("figures", [])
+        stale = [str(f[k]) for f in figures for k in ("png", "svg") if k in f]
+        return stale + [str(f) for f in prev.get("files", [])]
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError) as exc:
+        raise PerturbscoreError(
+            f"{cpath} is damaged ({exc}), so the files of the earlier comparison cannot be "
+            "told from yours; choose a new --out folder."
+        ) from None
 
 
 def run_comparison(
@@ -163,15 +190,14 @@ def _commit(staged: Path, out: Path) -> None:
     commit = Commit(out)
     old = out / "compare.json"
     if old.is_file():
+        earlier = _earlier_files(out)
         commit.remove(old)  # first: a folder caught mid-commit is no comparison
-        prev = json.loads(old.read_text())
-        stale = [f[k] for f in prev.get("figures", []) for k in ("png", "svg") if k in f]
-        for rel in stale + list(prev.get("files", [])):
-            p = out / str(rel)
+        for rel in earlier:
+            p = out / rel
             if p.is_file() and p.resolve().is_relative_to(out.resolve()):
                 commit.remove(p)
         page = out / "report.html"
-        if page.is_file() and REPORT_MARK in page.read_bytes()[:512]:
+        if page.is_file() and is_own_report(page):
             commit.remove(page)
             log.warning(
                 "%s described the earlier comparison and was removed; run 'perturbscore "
@@ -188,14 +214,15 @@ def _commit(staged: Path, out: Path) -> None:
 def _chosen_tracks(
     tests: pd.DataFrame, plot_tracks: Sequence[str], n_top: int
 ) -> dict[tuple[str, int | None], list[str]]:
-    """ECDF tracks per (design, rank): ``plot_tracks``, else the ``n_top`` smallest p_adj."""
+    """ECDF tracks per (design, rank): ``plot_tracks``, else the ``n_top`` most significant
+    (:func:`.compare_tests.by_significance`: adjusted p, then raw p)."""
     chosen: dict[tuple[str, int | None], list[str]] = {}
     for key, part in tests.groupby(["design", "rank"], sort=False, dropna=False):
         ok = part[part["p_adj_two_sided"].notna()]
         if ok.empty:
             continue  # an empty design: warned about, nothing drawn
         chosen[(str(key[0]), rank_of(key[1]))] = list(plot_tracks) or list(
-            ok.sort_values("p_adj_two_sided", kind="stable")["identifier"].drop_duplicates()[:n_top]
+            by_significance(ok)["identifier"].drop_duplicates()[:n_top]
         )
     return chosen
 

@@ -19,7 +19,13 @@ import pandas as pd
 
 from .compare_design import ComparisonPlan
 from .compare_pairing import DEFAULT_KEYS, Lookup, Pairing, build_lookup, read_pairing
-from .compare_tables import RunTables, load_run
+from .compare_tables import (
+    RunTables,
+    exclude_out_of_field,
+    kept_out_of_field_warning,
+    load_run,
+    out_of_field_rows,
+)
 from .errors import PerturbscoreError
 from .names import check_name
 
@@ -106,32 +112,6 @@ def _shared_tables(run: RunTables, group_a: str, group_b: str) -> list[tuple[str
     return combos
 
 
-def _exclude_out_of_field(run: RunTables, groups: Sequence[str]) -> dict[str, int]:
-    """Mark the rows of ``outside_input`` variants in every table of ``groups``.
-
-    The class comes from the class column the run wrote (``class_column`` in the run
-    file's ``[output]``, recorded in the manifest); returns rows left out per group.
-    """
-    geo = run.manifest.get("geometry") or {}
-    column = geo.get("class_column")
-    if not column:
-        raise PerturbscoreError(
-            f"--out-of-field exclude needs each variant's class in the tables, but the run at "
-            f"{run.folder} wrote none; rerun 'perturbscore run' with class_column = \"field\" "
-            "in [output] (or with --out-of-field na, whose missing scores drop out of every "
-            "test anyway)."
-        )
-    all_ids = list(run.tracks["identifier"])
-    counts: dict[str, int] = {}
-    for s in run.sets:
-        if s.group not in groups:
-            continue
-        cls = s.read([column], all_ids)[column].astype(str).to_numpy()
-        s.exclude = cls == "outside_input"
-        counts[s.group] = int(s.exclude.sum())
-    return counts
-
-
 def _unit_counts(pair: Pairing) -> dict[str, Any]:
     """What the pairing tables gave: units read, dropped, usable, matching."""
     units = pair.units
@@ -204,8 +184,9 @@ def _plan_pairing(
     keys: Sequence[str],
     duplicates: str,
     unpaired_too: bool = False,
-) -> tuple[dict[tuple[str, str, str], Lookup], dict[str, Any]]:
-    """Look the pairing variants up in every compared table; returns lookups, unit counts.
+) -> tuple[dict[tuple[str, str, str], Lookup], dict[str, Any], list[str]]:
+    """Look the pairing variants up in every compared table; returns lookups, unit counts
+    and warnings (logged when the tests start, once every input is checked).
 
     None found at all is a user error when every design needs the pairing (wrong keys or
     the wrong study's pairing tables); beside an unpaired design it is a warning, and
@@ -232,15 +213,15 @@ def _plan_pairing(
         )
         if not unpaired_too:
             raise PerturbscoreError(msg + ".")
-        log.warning("%s; only the unpaired design tests anything.", msg)
-        return lookups, unit_counts
+        return lookups, unit_counts, [f"{msg}; only the unpaired design tests anything."]
     nf = {k: v for k, v in unit_counts["variants"].items() if "without" in k and v}
+    notes = []
     if nf:
-        msg = "pairing variants not found in the score tables (left out): " + "; ".join(
-            f"{k.replace(' without a score row', '')}: {v}" for k, v in nf.items()
+        notes.append(
+            "pairing variants not found in the score tables (left out): "
+            + "; ".join(f"{k.replace(' without a score row', '')}: {v}" for k, v in nf.items())
         )
-        log.warning("%s", msg)
-    return lookups, unit_counts
+    return lookups, unit_counts, notes
 
 
 def _read_pairing_for(
@@ -271,6 +252,38 @@ def _read_pairing_for(
     return pair
 
 
+def _check_tables(
+    run: RunTables,
+    groups: tuple[str, str],
+    combos: Sequence[tuple[str, str]],
+    paired: bool,
+    out_of_field: str,
+) -> tuple[dict[str, Any], list[str]]:
+    """Check every compared table (damaged or edited ones are named before any test) and
+    handle out-of-field rows; returns their ``compare.json`` entries and warnings.
+
+    ``out_of_field_rows`` are the rows of out-of-field variants (0 scores) in each group,
+    as the run counted them: kept in the tests as 'no effect' unless ``exclude``.
+    """
+    all_ids = list(run.tracks["identifier"])
+    for agg, stat in combos:
+        for g in groups:  # the pairing lookups read whole tables anyway: keep them then
+            run.get(g, agg, stat).check(all_ids, keep=paired)
+    left_out = exclude_out_of_field(run, groups, combos) if out_of_field == "exclude" else {}
+    rows = out_of_field_rows(run.manifest, groups)
+    entries: dict[str, Any] = {"out_of_field": out_of_field, "out_of_field_rows": rows}
+    warnings: list[str] = []
+    if left_out:
+        entries["left_out_out_of_field"] = left_out
+        warnings.append(
+            "left out of every test, as outside the model's input: "
+            + ", ".join(f"{g} {n:,} variants" for g, n in left_out.items())
+        )
+    elif out_of_field == "keep" and rows:
+        warnings.append(kept_out_of_field_warning(run.manifest, groups, rows))
+    return entries, warnings
+
+
 def plan_comparison(
     run_folder: str | Path,
     group_a: str,
@@ -296,9 +309,10 @@ def plan_comparison(
     )
     run = load_run(run_folder)
     _check_groups(run, group_a, group_b)
-    left_out = _exclude_out_of_field(run, (group_a, group_b)) if out_of_field == "exclude" else {}
     track_meta = _selected_tracks(run, tracks)
     combos = _shared_tables(run, group_a, group_b)
+    paired = any(d != "unpaired" for d in designs)
+    field_summary, warnings = _check_tables(run, (group_a, group_b), combos, paired, out_of_field)
     summary: dict[str, Any] = {
         "group_a": group_a,
         "group_b": group_b,
@@ -310,16 +324,8 @@ def plan_comparison(
         "run": str(run.folder),
         "n_tracks": len(track_meta),
         "tables": [f"{a}, {s}" for a, s in combos],
-        "out_of_field": out_of_field,
+        **field_summary,
     }
-    warnings: list[str] = []
-    if left_out:
-        summary["left_out_out_of_field"] = left_out
-        note = "left out of every test, as outside the model's input: " + ", ".join(
-            f"{g} {n:,} variants" for g, n in left_out.items()
-        )
-        warnings.append(note)
-        log.warning("%s", note)
     pair = _read_pairing_for(
         designs,
         pairing,
@@ -330,9 +336,10 @@ def plan_comparison(
     )
     lookups: dict[tuple[str, str, str], Lookup] = {}
     if pair is not None:
-        lookups, summary["units"] = _plan_pairing(
+        lookups, summary["units"], pairing_notes = _plan_pairing(
             run, combos, group_a, group_b, pair, keys, duplicates, "unpaired" in designs
         )
+        warnings += pairing_notes
     return ComparisonPlan(
         run,
         group_a,

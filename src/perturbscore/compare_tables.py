@@ -1,5 +1,9 @@
 """A finished run's score tables as ``perturbscore compare`` reads them.
 
+Also which of their rows are variants outside the model's input (scores exactly 0,
+"not measured"): :func:`out_of_field_rows` counts them from the run's manifest,
+:func:`exclude_out_of_field` marks them for ``--out-of-field exclude``.
+
 :func:`load_run` finds a run's tables through its ``manifest.json`` (a table may be a
 file or, from the Dask engine, a folder of Parquet part files) and its selected
 tracks.  A :class:`ScoreSet` is one group's table for one (aggregation, statistic):
@@ -21,6 +25,7 @@ import pandas as pd
 
 from .errors import PerturbscoreError
 from .outputs import refuse_unfinished_commit
+from .runtables import RERUN, table_errors
 from .tracks import split_description
 
 
@@ -53,14 +58,50 @@ class ScoreSet:
                 parts = sorted(p for p in self.path.glob("*.parquet") if p.is_file())
             else:
                 parts = [self.path]
-            self._files = [pq.ParquetFile(str(p)) for p in parts]
+            files = []
+            for part in parts:
+                with table_errors(part):
+                    files.append(pq.ParquetFile(str(part)))
+            self._files = files
         return self._files
 
     def _read_parquet(self, columns: Sequence[str]) -> Any:
         import pyarrow as pa
 
-        tables = [f.read(columns=list(columns)) for f in self._parquet_files()]
+        files = self._parquet_files()
+        with table_errors(self.path):  # a damaged column chunk shows only when read
+            tables = [f.read(columns=list(columns)) for f in files]
         return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+    def check(self, tracks: Sequence[str], keep: bool = False) -> None:
+        """Refuse a table that cannot be read or lacks one of ``tracks``, before any test.
+
+        Parquet: the footers (column names, row count); CSV: the header line; R files,
+        which have no partial reads: the whole table, kept for the tests if ``keep`` (the
+        pairing lookups read it anyway), else let go so that only one table pair is held
+        at a time.
+        """
+        if self.columnar:
+            names = self.column_names(tracks)
+            rows = sum(f.metadata.num_rows for f in self._parquet_files())
+            if self.rows is not None and rows != self.rows:
+                raise PerturbscoreError(
+                    f"{self.path} has {rows} rows but the run's manifest.json says "
+                    f"{self.rows}; {RERUN}."
+                )
+        elif self.path.suffix.lower() == ".csv":
+            names = self.column_names(tracks)
+        else:
+            if not _r_signature(self.path):  # a foreign file: no need to read it all
+                raise PerturbscoreError(
+                    f"{self.path}: not a readable R data file (no R serialization header); "
+                    f"{RERUN}."
+                )
+            self._full(tracks)  # checks the tracks and the row count
+            if not keep:
+                self.release()
+            return
+        _check_tracks(self.path, names, tracks)
 
     def read(self, columns: Sequence[str], score_columns: Sequence[str]) -> pd.DataFrame:
         """These columns of the table (Parquet: only these are read)."""
@@ -92,12 +133,21 @@ class ScoreSet:
         if self.columnar:
             return list(self._parquet_files()[0].schema_arrow.names)
         if self.path.suffix.lower() == ".csv":
-            return list(pd.read_csv(self.path, nrows=0).columns)
+            with table_errors(self.path):
+                return list(pd.read_csv(self.path, nrows=0).columns)
         return list(self._full(score_columns).columns)
 
     def _full(self, score_columns: Sequence[str]) -> pd.DataFrame:
         if self._cache is None:
-            self._cache = read_score_table(self.path, score_columns)
+            with table_errors(self.path):
+                frame = read_score_table(self.path, score_columns)
+            _check_tracks(self.path, [str(c) for c in frame.columns], score_columns)
+            if self.rows is not None and len(frame) != self.rows:
+                raise PerturbscoreError(
+                    f"{self.path} has {len(frame)} rows but the run's manifest.json says "
+                    f"{self.rows}; {RERUN}."
+                )
+            self._cache = frame
         return self._cache
 
     def release(self) -> None:
@@ -124,6 +174,43 @@ class RunTables:
         raise KeyError((group, aggregation, statistic))
 
 
+def _check_tracks(path: Path, names: Sequence[str], tracks: Sequence[str]) -> None:
+    """Every one of the run's ``tracks`` must be a column of the table at ``path``."""
+    have = set(names)
+    missing = [t for t in tracks if t not in have]
+    if missing:
+        raise PerturbscoreError(
+            f"{path} lacks {len(missing)} of the run's selected tracks (e.g. {missing[0]}); "
+            f"{RERUN}."
+        )
+
+
+def _r_signature(path: Path) -> bool:
+    """Whether ``path`` starts like an R data file (RData ``RDX2``/``RDX3``, RDS ``X``,
+    ``A`` or ``B``), inside gzip, bzip2 or xz compression if any; reads a few bytes."""
+    import bz2
+    import gzip
+    import lzma
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+        opener: Any = open
+        if head[:2] == b"\x1f\x8b":
+            opener = gzip.open
+        elif head[:3] == b"BZh":
+            opener = bz2.open
+        elif head[:6] == b"\xfd7zXZ\x00":
+            opener = lzma.open
+        with opener(path, "rb") as fh:
+            start = fh.read(5)
+    except (OSError, EOFError, lzma.LZMAError):
+        return False
+    if path.suffix.lower() == ".rdata":
+        return start[:3] in (b"RDX", b"RDA", b"RDB")
+    return start[:2] in (b"X\n", b"A\n", b"B\n")
+
+
 def read_score_table(path: Path, score_columns: Sequence[str]) -> pd.DataFrame:
     """Read a table written by ``perturbscore run`` (Parquet, CSV, RDS or RData).
 
@@ -148,6 +235,89 @@ def read_score_table(path: Path, score_columns: Sequence[str]) -> pd.DataFrame:
         objs = pyreadr.read_r(str(path))
         return next(iter(objs.values())).reset_index(drop=True)
     raise PerturbscoreError(f"{path}: unknown score table format {suffix!r}.")
+
+
+#: The run-file setting that writes each variant's class into the tables.
+CLASS_COLUMN_SETTING = 'class_column = "field" in the run file\'s [output]'
+
+
+def exclude_out_of_field(
+    run: RunTables, groups: Sequence[str], combos: Sequence[tuple[str, str]]
+) -> dict[str, int]:
+    """Mark the rows of ``outside_input`` variants in every compared table of ``groups``.
+
+    The class comes from the class column the run wrote (``class_column`` in the run
+    file's ``[output]``, recorded in the manifest); returns rows left out per group.
+    """
+    geo = run.manifest.get("geometry") or {}
+    column = geo.get("class_column") if isinstance(geo, dict) else None
+    if not column:
+        raise PerturbscoreError(
+            f"--out-of-field exclude needs each variant's class in the tables, but the run at "
+            f"{run.folder} wrote none; rerun 'perturbscore run' with {CLASS_COLUMN_SETTING} "
+            "(or with --out-of-field na, whose missing scores drop out of every test anyway)."
+        )
+    all_ids = list(run.tracks["identifier"])
+    counts: dict[str, int] = {}
+    for s in run.sets:
+        if s.group not in groups or (s.aggregation, s.statistic) not in set(combos):
+            continue
+        if column not in s.column_names(all_ids):
+            raise PerturbscoreError(
+                f"{s.path} lacks the class column {column} that the run's manifest.json "
+                f"names; {RERUN}."
+            )
+        cls = s.read([column], all_ids)[column].astype(str).to_numpy()
+        s.exclude = cls == "outside_input"
+        counts[s.group] = int(s.exclude.sum())
+    return counts
+
+
+def out_of_field_rows(manifest: dict[str, Any], groups: Sequence[str]) -> dict[str, int]:
+    """Rows per group whose scores are the 0 of a variant outside the model's input.
+
+    From the run's manifest (``geometry.classes.per_group``, counted by
+    ``perturbscore run``); empty when the run has no geometry, or wrote such variants as
+    NaN or left them out (its ``--out-of-field na`` or ``drop``), or has none of them.
+    """
+    geo = manifest.get("geometry")
+    if not isinstance(geo, dict) or (geo.get("out_of_field") or "keep") != "keep":
+        return {}
+    per_group = (geo.get("classes") or {}).get("per_group") or {}
+    counts = {}
+    for g in groups:
+        n = (per_group.get(g) or {}).get("outside_input", 0)
+        if isinstance(n, int) and n > 0:
+            counts[g] = n
+    return counts
+
+
+def kept_out_of_field_warning(
+    manifest: dict[str, Any], groups: Sequence[str], counts: dict[str, int]
+) -> str:
+    """The warning for out-of-field zeros kept in the tests: how many, why it matters and
+    what to do (``--out-of-field exclude``, which needs the run's class column)."""
+    per_group = ((manifest.get("geometry") or {}).get("classes") or {}).get("per_group") or {}
+    parts = []
+    for g in groups:
+        n = counts.get(g, 0)
+        total = sum(v for v in (per_group.get(g) or {}).values() if isinstance(v, int))
+        share = f" ({100 * n / total:.1f}%)" if total else ""
+        parts.append(f"{g} {n:,} of {total:,} rows{share}" if total else f"{g} {n:,} rows")
+    has_column = bool((manifest.get("geometry") or {}).get("class_column"))
+    fix = (
+        "pass --out-of-field exclude to leave them out"
+        if has_column
+        else "pass --out-of-field exclude to leave them out, after rerunning "
+        f"'perturbscore run' with {CLASS_COLUMN_SETTING} (exclude finds them by that class "
+        "column)"
+    )
+    return (
+        f"out-of-field zeros in the compared groups: {' and '.join(parts)} are variants "
+        "outside the model's input, scored exactly 0 ('not measured'); with --out-of-field "
+        "keep they enter the tests as 'no effect' and can make the groups differ by their "
+        f"share alone; {fix}."
+    )
 
 
 def load_run(folder: str | Path) -> RunTables:

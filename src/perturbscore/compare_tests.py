@@ -87,7 +87,13 @@ class CompareResult:
 
 
 def _median(v: np.ndarray) -> np.ndarray:
-    """Row medians ignoring NaN (``# T N`` -> ``T``); plain median when nothing is NaN."""
+    """Row medians ignoring NaN (``# T N`` -> ``T``); plain median when nothing is NaN.
+
+    No rows or no values: NaN, without numpy's "Mean of empty slice" on stderr (a design
+    with no units tests nothing, and says so in its own warning).
+    """
+    if v.size == 0:
+        return np.full(v.shape[0], np.nan)
     if not np.isnan(v).any():
         return np.median(v, axis=1)
     return np.nanmedian(v, axis=1)
@@ -281,6 +287,32 @@ def adjust_p(tests: pd.DataFrame, family: str) -> None:
         for idx in parts:
             adj[idx] = p_adjust_bh(tests.loc[idx, col].to_numpy(dtype=float))
         tests[f"p_adj_{alt}"] = adj
+
+
+#: The order of "most significant": adjusted p, then raw p (BH ties blocks of tests,
+#: and within a tie the smaller raw p is the stronger result), then a fixed key (the
+#: track's index in the model's targets, then the table and the samples) so that ties
+#: of both never depend on the order the tests were run in.
+SIGNIFICANCE_ORDER = (
+    "p_adj_two_sided",
+    "p_two_sided",
+    "index",
+    "identifier",
+    "aggregation",
+    "statistic",
+    "x",
+    "y",
+)
+
+
+def by_significance(tests: pd.DataFrame) -> pd.DataFrame:
+    """``tests`` most significant first (:data:`SIGNIFICANCE_ORDER`; NaN p-values last).
+
+    The report's top tables, the ECDF tracks compare draws and the heat map's rows all
+    use this order, so that they agree.
+    """
+    by = [c for c in SIGNIFICANCE_ORDER if c in tests.columns]
+    return tests.sort_values(by, kind="stable", na_position="last")
 
 
 def rank_of(v: object) -> int | None:

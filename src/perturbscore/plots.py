@@ -108,31 +108,59 @@ def _label(row: pd.Series) -> str:
     return f"{row['identifier']}  {what}"[:60]
 
 
+def wrap_name(name: str, width: int = 10) -> str:
+    """``name`` on lines of about ``width`` characters, broken after ``_`` where it can:
+    ``abs_diff_quantile`` -> ``abs_diff_`` / ``quantile``; a word longer than ``width``
+    keeps its line."""
+    lines: list[str] = []
+    for word in [w + "_" for w in name.split("_")[:-1]] + [name.split("_")[-1]]:
+        if lines and len(lines[-1]) + len(word) <= width:
+            lines[-1] += word
+        else:
+            lines.append(word)
+    return "\n".join(line for line in lines if line)
+
+
+#: Inches per character of the heat map's 7-point tick labels (a little over the average
+#: width of DejaVu Sans, so that the layout errs on the roomy side).
+_INCH_PER_CHAR = 0.062
+
+
 def heatmap_figure(tests: pd.DataFrame, title: str, max_tracks: int = 40) -> Figure:
     """Rank-biserial effect sizes of the most significant tracks of one test.
 
-    Rows are tracks (identifier, assay, target, biosample), columns every (statistic,
-    aggregation[, rank]) of ``tests``: one cell is one test, so nothing is averaged;
-    a duplicate cell raises ``ValueError``.
+    Rows are tracks (identifier, assay, target, biosample), most significant first (a
+    track's best test, in :func:`.compare_tests.by_significance` order, as the report's
+    tables); columns every (statistic, aggregation[, rank]) of ``tests``: one cell is one
+    test, so nothing is averaged; a duplicate cell raises ``ValueError``.  Column labels
+    are wrapped at ``_`` and the columns sized to their longest line, so long statistic
+    names (``abs_diff_quantile``) never run into each other.
     """
+    from .compare_tests import by_significance
+
     t = tests[tests["p_two_sided"].notna()].copy()
     if t.empty:
         raise ValueError("no tested track to draw")
     has_rank = t["rank"].notna().any()
-    t["column"] = t["statistic"] + "\n" + t["aggregation"]
+    t["column"] = t["statistic"].map(wrap_name) + "\n" + t["aggregation"]
     if has_rank:
         t["column"] = t["column"] + "\nrank " + t["rank"].astype(str)
     if t.duplicated(["identifier", "column"]).any():
         raise ValueError("several tests per cell; give one test (design, x, y)")
     wide = t.pivot(index="identifier", columns="column", values="rank_biserial")
-    best = t.groupby("identifier")["p_two_sided"].min().sort_values(kind="stable")
-    keep = list(best.index[:max_tracks])
+    best = by_significance(t)["identifier"].drop_duplicates()
+    keep = list(best[:max_tracks])
     wide = wide.loc[keep]
     meta = t.drop_duplicates("identifier").set_index("identifier")
     labels = [_label(pd.Series({"identifier": i, **meta.loc[i].to_dict()})) for i in keep]
     n_all = t["identifier"].nunique()
+    longest = max(len(line) for c in wide.columns for line in str(c).split("\n"))
+    column_in = max(0.55, _INCH_PER_CHAR * longest + 0.2)
+    label_in = _INCH_PER_CHAR * max(len(x) for x in labels) + 0.3
     fig, ax = plt.subplots(
-        figsize=(4.5 + 0.9 * wide.shape[1], 1.8 + 0.24 * len(wide)), dpi=110, layout="constrained"
+        figsize=(label_in + column_in * wide.shape[1] + 1.6, 1.8 + 0.24 * len(wide)),
+        dpi=110,
+        layout="constrained",
     )
     vals = wide.to_numpy(dtype=float)
     lim = float(np.nanmax(np.abs(vals))) if np.isfinite(vals).any() else 1.0
@@ -145,7 +173,7 @@ def heatmap_figure(tests: pd.DataFrame, title: str, max_tracks: int = 40) -> Fig
         if n_all > len(keep)
         else (f"all {n_all} tracks")
     )
-    ax.set_title(f"{title}\n{shown}, by smallest two-sided p", fontsize=9)
+    ax.set_title(f"{title}\n{shown}, by smallest adjusted p (then raw p)", fontsize=9)
     fig.colorbar(im, ax=ax, label="rank-biserial")
     return fig
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from .compare_tests import rank_of
+from .compare_tests import by_significance, rank_of
 from .errors import PerturbscoreError
 from .messages import overwrite_hint
 from .outputs import refuse_unfinished_commit, write_text_atomic
@@ -68,17 +68,34 @@ def _frame_html(df: pd.DataFrame) -> str:
     return f'<div class="wide"><table><tr>{head}</tr>{body}</table></div>'
 
 
+def is_own_report(path: Path) -> bool:
+    """Whether ``path`` is a page this module wrote (:data:`REPORT_MARK` near its start)."""
+    try:
+        with open(path, "rb") as fh:
+            return REPORT_MARK in fh.read(512)
+    except OSError:
+        return False
+
+
 def check_report_out(folder: Path, out: Path | None, overwrite: bool = False) -> Path:
-    """The report's path; refuse a folder, a missing parent folder, or (for ``--out``) an
-    existing file without ``overwrite``: it may be anything of the user's."""
+    """The report's path; refuse a folder, a missing parent folder, or an existing file
+    without ``overwrite``: it may be anything of the user's.  The default
+    ``folder/report.html`` is replaced without ``overwrite`` only when it is a page
+    perturbscore wrote (the rule ``compare --overwrite`` follows)."""
     target = Path(out) if out else folder / "report.html"
-    if out is not None and target.is_file() and not overwrite:
-        raise PerturbscoreError(
-            f"--out {target} already exists; {overwrite_hint()} to replace it or name a new "
-            "file, e.g. report.html."
-        )
     if target.is_dir():
         raise PerturbscoreError(f"--out {target} is a folder; give a file name like report.html.")
+    if target.exists() and not overwrite:
+        if out is not None:
+            raise PerturbscoreError(
+                f"--out {target} already exists; {overwrite_hint()} to replace it or name a "
+                "new file, e.g. report.html."
+            )
+        if not is_own_report(target):
+            raise PerturbscoreError(
+                f"{target} already exists and is not a page perturbscore wrote; "
+                f"{overwrite_hint()} to replace it, or give --out another file name."
+            )
     if not target.parent.is_dir():
         raise PerturbscoreError(
             f"--out {target}: folder {target.parent} does not exist; create it first."
@@ -86,13 +103,50 @@ def check_report_out(folder: Path, out: Path | None, overwrite: bool = False) ->
     return target
 
 
+#: Keys of ``compare.json`` the page needs.
+_SUMMARY_KEYS = ("group_a", "group_b", "run", "n_tests", "n_significant_two_sided_0.05", "figures")
+
+
+def read_summary(folder: Path) -> dict[str, Any]:
+    """``compare.json`` of a comparison folder, checked: readable, with the keys the page
+    needs and every figure it lists present."""
+    cpath = folder / "compare.json"
+    redo = f"run 'perturbscore compare ... --out NEW_FOLDER' again (or restore {cpath})"
+    try:
+        summary = json.loads(cpath.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise PerturbscoreError(
+            f"{cpath} is damaged ({exc}), not what 'perturbscore compare' wrote; {redo}."
+        ) from None
+    missing = (
+        [k for k in _SUMMARY_KEYS if k not in summary]
+        if isinstance(summary, dict)
+        else list(_SUMMARY_KEYS)
+    )
+    if missing or not isinstance(summary["figures"], list):
+        raise PerturbscoreError(
+            f"{cpath} lacks {', '.join(missing) or 'a list of figures'}, so it is not what "
+            f"'perturbscore compare' wrote; {redo}."
+        )
+    for f in summary["figures"]:
+        rel = f.get("png") if isinstance(f, dict) else None
+        png = folder / str(rel)
+        if not rel or not png.is_file():
+            raise PerturbscoreError(
+                f"{png}: a figure listed in {cpath} is missing; rerun 'perturbscore compare' "
+                f"with --overwrite --out {folder} to draw it again."
+            )
+    return summary
+
+
 def build_report(
     compare_dir: str | Path, out: str | Path | None = None, overwrite: bool = False
 ) -> Path:
     """Assemble ``report.html`` from a folder written by :func:`.compare_outputs.write_comparison`.
 
-    The default ``COMPARE_DIR/report.html`` is replaced; another existing ``out`` only
-    with ``overwrite``.
+    An existing ``out`` is replaced only with ``overwrite``, except the default
+    ``COMPARE_DIR/report.html`` when perturbscore wrote it.  Everything the page needs is
+    checked (``compare.json``, ``tests.parquet``, the figures) before it is written.
     """
     folder = Path(compare_dir)
     cpath = folder / "compare.json"
@@ -102,13 +156,24 @@ def build_report(
             f"{folder}: no compare.json; run 'perturbscore compare ... --out {folder}' first."
         )
     target = check_report_out(folder, Path(out) if out else None, overwrite)
-    summary = json.loads(cpath.read_text())
+    summary = read_summary(folder)
     tests_path = folder / "tests.parquet"
     if not tests_path.is_file():
         raise PerturbscoreError(f"{tests_path} is missing; rerun 'perturbscore compare'.")
-    tests = pd.read_parquet(tests_path)
+    try:
+        tests = pd.read_parquet(tests_path)
+    except (OSError, ValueError) as exc:
+        raise PerturbscoreError(
+            f"{tests_path} is damaged ({exc}); rerun 'perturbscore compare' with --overwrite "
+            f"--out {folder}."
+        ) from None
     manifest_path = Path(summary["run"]) / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    try:
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    except (OSError, UnicodeDecodeError, ValueError):
+        manifest = {}  # the run's facts are context only; the page says they were not found
+    if not isinstance(manifest, dict):
+        manifest = {}
     page = _page(folder, summary, tests, manifest)
     write_text_atomic(target, page)
     return target
@@ -142,7 +207,7 @@ def _top_tables(tests: pd.DataFrame) -> str:
         if ok.empty:
             parts.append(f"<h3>{html.escape(str(where))}</h3><p>No track could be tested.</p>")
             continue
-        top = ok.sort_values("p_adj_two_sided", kind="stable").head(TOP_TRACKS)
+        top = by_significance(ok).head(TOP_TRACKS)
         shown = top[[c for c in cols if c in top.columns]].copy()
         if design == "paired":
             shown.insert(list(shown.columns).index("n_y") + 1, "n_zero", top["n_zero"])
@@ -152,7 +217,7 @@ def _top_tables(tests: pd.DataFrame) -> str:
             shown[c] = shown[c].map(lambda v: "NA" if pd.isna(v) else f"{v:.3g}")
         parts.append(
             f"<h3>{html.escape(str(where))}</h3><p>The {len(top)} most significant of "
-            f"{len(ok)} tests (BH-adjusted two-sided p).</p>{_frame_html(shown)}"
+            f"{len(ok)} tests (BH-adjusted two-sided p, ties by raw p).</p>{_frame_html(shown)}"
         )
     return "".join(parts)
 
@@ -227,6 +292,23 @@ def _manifest_html(manifest: dict[str, Any]) -> str:
     ) + (("<h3>Inputs</h3>" + _frame_html(inputs)) if not inputs.empty else "")
 
 
+def _out_of_field_text(summary: dict[str, Any]) -> str:
+    """The ``--out-of-field`` setting and the rows it concerns, per group."""
+    rule = summary.get("out_of_field")
+    if rule is None:
+        return "not recorded (a comparison by an older perturbscore)"
+    if rule == "exclude":
+        counts = summary.get("left_out_out_of_field") or {}
+        what = "left out of every test"
+    else:
+        counts = summary.get("out_of_field_rows") or {}
+        what = "their 0 scores tested as 'no effect'"
+    if not counts:
+        return f"{rule} (the run recorded no such rows in these groups)"
+    rows = ", ".join(f"{g} {n:,}" for g, n in counts.items())
+    return f"{rule}: {what} ({rows} rows)"
+
+
 _STYLE = """body { font-family: sans-serif; margin: 2em; color: #222; max-width: 1200px; }
 table { border-collapse: collapse; font-size: 12px; margin-bottom: 1em; }
 td, th { padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: left; }
@@ -250,7 +332,8 @@ def _page(
         ("BH family", summary.get("family")),
         ("per pairing rank", "yes" if summary.get("per_rank") else "no (ranks pooled)"),
         ("tracks", summary.get("n_tracks")),
-        ("tables", summary.get("tables")),
+        ("tables", "; ".join(str(t).replace(", ", "/") for t in summary.get("tables") or [])),
+        ("out-of-field variants (--out-of-field)", _out_of_field_text(summary)),
     ]
     n_sig = summary["n_significant_two_sided_0.05"]
     return f"""<!DOCTYPE html>

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,41 @@ from .outputs import refuse_unfinished_commit
 
 MANIFEST = "manifest.json"
 _READERS = {".parquet": "parquet", ".csv": "csv", ".rds": "r", ".rdata": "r"}
+_KINDS = {
+    "parquet": "a readable Parquet table",
+    "csv": "a readable CSV table",
+    "r": "a readable R data file",
+}
+
+#: The fix for a table that cannot be read: it was damaged or edited after the run.
+RERUN = (
+    "the file was damaged or changed after it was written: rerun the command that wrote "
+    "the folder (perturbscore run, normalise or import-scores) into a new --out folder"
+)
+
+
+@contextmanager
+def table_errors(path: Path, fix: str = RERUN) -> Iterator[None]:
+    """Turn what the readers (pandas, pyarrow, pyreadr) raise on a damaged or edited
+    table into one :class:`PerturbscoreError` sentence naming ``path`` and ``fix``.
+
+    One wrapper for every command that reads a run's tables (normalise, compare), so
+    that the same damage gives the same message.
+    """
+    try:
+        yield
+    except (PerturbscoreError, MemoryError):
+        raise
+    except Exception as exc:  # pandas, pyarrow and pyreadr raise their own types
+        import pandas.errors
+
+        if isinstance(exc, pandas.errors.EmptyDataError):
+            raise PerturbscoreError(f"{path} is empty, not even a header line; {fix}.") from None
+        kind = _KINDS.get(_READERS.get(path.suffix.lower(), ""), "a readable table")
+        # The reader's own words, cut to their first sentence: the message stays one.
+        text = str(exc).strip()
+        detail = text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(exc).__name__
+        raise PerturbscoreError(f"{path}: not {kind} ({detail}); {fix}.") from None
 
 
 @dataclass(eq=False)  # identity: one object per table
@@ -115,7 +151,8 @@ def table_columns(t: Table) -> list[str] | None:
         t.group_rows = max(groups, default=0)
         return list(meta.schema.to_arrow_schema().names)
     if t.kind == "csv":
-        return list(pd.read_csv(t.path, nrows=0).columns)
+        with table_errors(t.path):
+            return list(pd.read_csv(t.path, nrows=0).columns)
     return None
 
 
@@ -200,7 +237,8 @@ def _frames(
             yield names, scores.T, text
         return
     if t.kind == "csv":
-        head = pd.read_csv(t.path, nrows=0).columns
+        with table_errors(t.path):
+            head = pd.read_csv(t.path, nrows=0).columns
         scores_set = set(tracks)
         frames: Iterator[pd.DataFrame] = pd.read_csv(
             t.path,

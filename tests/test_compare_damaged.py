@@ -1,0 +1,139 @@
+"""Damaged or edited inputs of compare, normalise and report: exit 2, one sentence.
+
+Each case goes through the console script: exit code 2, ``perturbscore: error:`` and a
+message naming the file and the fix, no traceback, and nothing written.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from .compare_tiny import tiny_run
+
+OOF = {"a": 5, "b": 5}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("damaged")
+    return {
+        fmt: tiny_run(base / fmt, OOF, n=40, fmt=fmt) for fmt in ("csv", "parquet", "rdata")
+    }
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "run"
+    shutil.copytree(run, dest)
+    return dest
+
+
+def _refused(r, *words: str) -> str:
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("perturbscore: error: ")
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for w in words:
+        assert w in r.stderr, r.stderr
+    return r.stderr
+
+
+def _garbage_rdata(p: Path) -> None:
+    p.write_bytes(b"these are not the bytes of an R data file\n" * 20)
+
+
+def _truncated_rdata(p: Path) -> None:
+    # A valid R header, cut short: only reading the whole table (during the tests) finds it.
+    data = p.read_bytes()
+    data = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+    assert data[:4] == b"RDX3"
+    p.write_bytes(data[: len(data) // 3])
+
+
+def _truncated_parquet(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def _csv_without_a_track(p: Path) -> None:
+    pd.read_csv(p, dtype=str).drop(columns=["T3"]).to_csv(p, index=False)
+
+
+def _empty(p: Path) -> None:
+    p.write_bytes(b"")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "damage", "words"),
+    [
+        ("rdata", _garbage_rdata, ["not a readable R data file"]),
+        ("rdata", _truncated_rdata, ["not a readable R data file"]),
+        ("parquet", _truncated_parquet, ["not a readable Parquet table"]),
+        ("csv", _csv_without_a_track, ["lacks 1 of the run's selected tracks (e.g. T3)"]),
+        ("csv", _empty, ["is empty, not even a header line"]),
+    ],
+)
+def test_damaged_table_compare_exits_2(
+    runs: dict[str, Path], tmp_path: Path, cli, fmt: str, damage, words: list[str]
+) -> None:
+    run = _copy(runs[fmt], tmp_path)
+    table = sorted(run.glob("b_abs_diff_ave.*"))[0]
+    damage(table)
+    out = tmp_path / "cmp"
+    r = cli("compare", run, "--a", "a", "--b", "b", "--out", out)
+    msg = _refused(r, str(table), *words, "changed after it was written: rerun the command")
+    assert "Error" not in msg.split("(")[0]  # no exception class names up front
+    assert not out.exists() and not list(tmp_path.glob(".cmp*"))
+
+
+def test_empty_csv_table_normalise_exits_2(runs: dict[str, Path], tmp_path: Path, cli) -> None:
+    run = _copy(runs["csv"], tmp_path)
+    table = run / "a_abs_diff_ave.csv"
+    _empty(table)
+    out = tmp_path / "norm"
+    r = cli("normalise", run, "--background", "b", "--out", out)
+    _refused(r, str(table), "is empty, not even a header line")
+    assert not out.exists()
+
+
+@pytest.fixture()
+def compared(runs: dict[str, Path], tmp_path: Path, cli) -> Path:
+    out = tmp_path / "cmp"
+    r = cli("-q", "compare", runs["parquet"], "--a", "a", "--b", "b", "--out", out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_report_with_a_deleted_figure_exits_2(compared: Path, cli) -> None:
+    fig = json.loads((compared / "compare.json").read_text())["figures"][1]["png"]
+    (compared / fig).unlink()
+    r = cli("report", compared)
+    _refused(r, str(compared / fig), "is missing", "--overwrite")
+    assert not (compared / "report.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "unreadable"),
+    [('{"group_a": "a", "group_b"', True), ("[1, 2]", True), ("\xff\xfe", True),
+     ('{"group_a": "a"}', False)],  # fmt: skip
+)
+def test_report_with_a_damaged_compare_json_exits_2(
+    compared: Path, runs: dict[str, Path], cli, text: str, unreadable: bool
+) -> None:
+    cpath = compared / "compare.json"
+    cpath.write_text(text, encoding="latin-1")
+    r = cli("report", compared)
+    _refused(r, str(cpath), "perturbscore compare")
+    assert not (compared / "report.html").exists()
+    if not unreadable:
+        return  # lists no files of its own: compare --overwrite replaces only it
+    # compare --overwrite cannot tell that comparison's files from the user's: refused.
+    before = sorted(p.name for p in compared.rglob("*"))
+    r = cli("compare", runs["parquet"], "--a", "a", "--b", "b", "--out", compared, "--overwrite")
+    _refused(r, str(cpath), "is damaged", "choose a new --out folder")
+    assert sorted(p.name for p in compared.rglob("*")) == before
+    assert cpath.read_text(encoding="latin-1") == text
