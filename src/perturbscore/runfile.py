@@ -249,6 +249,7 @@ def _track_selection(tracks: dict[str, Any], base: Path, where: str) -> TrackSel
             identifiers=tracks["identifiers"],
             indices=tracks["indices"],
             where=tracks["where"] or (),
+            origin=f"{where} [tracks]",
         )
     except PerturbscoreError as exc:
         raise PerturbscoreError(f"{where} [tracks] where: {exc}") from None
@@ -337,7 +338,9 @@ def load_run_file(path: str | Path) -> RunConfig:
     if not p.is_file():
         raise PerturbscoreError(f"{p}: run file not found. Check the path.")
     try:
-        text = p.read_text(encoding="utf-8")
+        # utf-8-sig: Notepad and Excel start UTF-8 files with a byte-order mark, which
+        # TOML does not allow; it carries no meaning, so it is dropped.
+        text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise PerturbscoreError(
             f"{p}: not a UTF-8 text file; save the run file as UTF-8 TOML."

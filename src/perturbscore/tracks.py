@@ -11,6 +11,7 @@ empty otherwise) and ``biosample``, split from ``description``.  The file's text
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -98,12 +99,21 @@ class TrackSelection:
         0-based track numbers, in output order.
     where : dict, optional
         Column -> condition, all of which must hold (see :func:`match_condition`).
+    origin : str
+        Where the selection was written, for messages: ``stablefm.toml [tracks]`` names
+        its keys ``stablefm.toml [tracks] indices``; empty (command line, Python): the
+        messages say ``track indices``.  It selects nothing.
     """
 
     shortlist: Path | None = None
     identifiers: tuple[str, ...] | None = None
     indices: tuple[int, ...] | None = None
     where: Mapping[str, str] = field(default_factory=dict)
+    origin: str = field(default="", compare=False)
+
+    def key(self, name: str) -> str:
+        """How messages name one of the selection's keys (``identifiers``, ``indices``...)."""
+        return f"{self.origin} {name}" if self.origin else f"track {name}"
 
     def summary(self) -> str:
         """The selection in words, for messages (``where biosample=GM12878``)."""
@@ -226,60 +236,97 @@ def select_tracks(table: pd.DataFrame, selection: TrackSelection | None = None) 
         duplicated track, unknown query column, or an empty result.
     """
     sel = selection or TrackSelection()
-    order = _listed_order(table, sel)
-    if order is None:
-        order = list(range(len(table)))
-    dupes = sorted(i for i, count in Counter(order).items() if count > 1)
-    if dupes:
-        raise PerturbscoreError(
-            f"tracks selected more than once: indices {listing(dupes)}; each output column "
-            "must be a distinct track."
-        )
+    listed = _listed_order(table, sel)
+    order = [i for i, _ in listed] if listed is not None else list(range(len(table)))
+    if listed is not None:
+        _refuse_repeats(table, sel, listed)
     chosen = table.iloc[order]
+    prefix = f"{sel.key('where')}: " if sel.origin else ""
     for col, cond in sel.where.items():
         if col not in table.columns:
+            near = _did_you_mean([col], table.columns)
             raise PerturbscoreError(
-                f"track query column {col} does not exist; use one of {listing(table.columns, 20)}."
+                f"{prefix}track query column {col} does not exist; {near}use one of "
+                f"{listing(table.columns, 20)}."
             )
         chosen = chosen[match_condition(chosen[col], cond).to_numpy()]
     if chosen.empty:
         raise PerturbscoreError(
-            f"the track selection ({sel.summary()}) matched no track; "
-            "run 'perturbscore tracks TARGETS' to see the table."
+            f"{sel.origin + ': ' if sel.origin else ''}the track selection ({sel.summary()}) "
+            "matched no track; run 'perturbscore tracks TARGETS' to see the table."
         )
     return chosen.reset_index(drop=True)
 
 
-def _listed_order(table: pd.DataFrame, sel: TrackSelection) -> list[int] | None:
+def _refuse_repeats(
+    table: pd.DataFrame, sel: TrackSelection, listed: list[tuple[int, str]]
+) -> None:
+    """Refuse a track listed twice, naming both places (shortlist line, key and entry)."""
+    counts = Counter(i for i, _ in listed)
+    dupes = [i for i, n in counts.items() if n > 1]
+    if not dupes:
+        return
+    first = dupes[0]
+    places = [where for i, where in listed if i == first]
+    more = len(dupes) - 1
+    also = f" (and {more} more track{'s' if more > 1 else ''} listed twice)" if more else ""
+    raise PerturbscoreError(
+        f"track {first} ({table['identifier'].iloc[first]}) is selected more than once, by "
+        f"{places[0]} and by {places[1]}{also}; list each track once, since each output "
+        "column must be a distinct track."
+    )
+
+
+def _did_you_mean(wrong: Sequence[str], known: Iterable[object]) -> str:
+    """``did you mean "X"? `` for the first of ``wrong`` with a close match, or ``""``."""
+    names = [str(k) for k in known]
+    for w in wrong:
+        close = difflib.get_close_matches(str(w), names, n=1, cutoff=0.6)
+        if close:
+            which = f" for {quote(w)}" if len(wrong) > 1 else ""
+            return f"did you mean {quote(close[0])}{which}? "
+    return ""
+
+
+def _listed_order(table: pd.DataFrame, sel: TrackSelection) -> list[tuple[int, str]] | None:
     """Track numbers the shortlist, identifiers and indices name, in that order.
 
-    None when the selection lists no track (every track, before ``where``).
+    Each comes with where it was named, for messages (``short.csv line 4``).  None when
+    the selection lists no track (every track, before ``where``).
     """
     n = len(table)
-    order: list[int] | None = None
+    order: list[tuple[int, str]] | None = None
     if sel.shortlist is not None:
         order = _shortlist_order(table, sel.shortlist)
     if sel.identifiers:
         pos = {ident: i for i, ident in enumerate(table["identifier"])}
         missing = [i for i in sel.identifiers if i not in pos]
         if missing:
+            prefix = f"{sel.key('identifiers')}: " if sel.origin else ""
             raise PerturbscoreError(
-                f"track identifiers not in the track table: {listing(missing, quoted=True)}; "
-                "run 'perturbscore tracks TARGETS' to list them."
+                f"{prefix}track identifiers not in the track table: "
+                f"{listing(missing, quoted=True)}; {_did_you_mean(missing, pos)}correct "
+                f"{'them' if len(missing) > 1 else 'it'} ('perturbscore tracks TARGETS' lists "
+                "the identifiers)."
             )
-        order = (order or []) + [pos[i] for i in sel.identifiers]
+        key = sel.key("identifiers")
+        order = (order or []) + [(pos[i], f"{key} entry {quote(i)}") for i in sel.identifiers]
     if sel.indices:
         bad = [i for i in sel.indices if not 0 <= int(i) < n]
         if bad:
+            prefix = f"{sel.key('indices')}: " if sel.origin else ""
             raise PerturbscoreError(
-                f"track indices out of range 0..{n - 1}: {listing(bad)}; indices are 0-based."
+                f"{prefix}track indices out of range 0..{n - 1}: {listing(bad)}; indices are "
+                f"0-based, so the track table's {n} tracks are 0 to {n - 1}: correct or remove "
+                f"{'them' if len(bad) > 1 else 'it'}."
             )
-        order = (order or []) + [int(i) for i in sel.indices]
+        key = sel.key("indices")
+        order = (order or []) + [(int(i), f"{key} entry {int(i)}") for i in sel.indices]
     return order
 
 
-def _shortlist_order(table: pd.DataFrame, shortlist: Path) -> list[int]:
-    """The shortlist's track numbers, each checked against the track table."""
+def _shortlist_order(table: pd.DataFrame, shortlist: Path) -> list[tuple[int, str]]:
+    """The shortlist's track numbers (and lines), each checked against the track table."""
     n = len(table)
     sl = _read_shortlist(Path(shortlist))
     order = []
@@ -305,7 +352,7 @@ def _shortlist_order(table: pd.DataFrame, shortlist: Path) -> list[int]:
                     f"shortlist but {quote(have)} in the track table; shortlist and table "
                     "disagree, so one of them is from another model or was re-ordered."
                 )
-        order.append(idx)
+        order.append((idx, f"{shortlist} line {row}"))
     return order
 
 
@@ -314,14 +361,19 @@ def selection_from_options(
     identifiers: Sequence[str] | None = None,
     indices: Sequence[int] | None = None,
     where: Iterable[str] | None = None,
+    origin: str = "",
 ) -> TrackSelection:
-    """Build a :class:`TrackSelection` from CLI/TOML-style values (``where``: query strings)."""
+    """Build a :class:`TrackSelection` from CLI/TOML-style values (``where``: query strings).
+
+    ``origin`` (``stablefm.toml [tracks]``) is where messages say the selection was written.
+    """
     conds = parse_where(where or [])
     return TrackSelection(
         shortlist=Path(shortlist) if shortlist else None,
         identifiers=tuple(identifiers) if identifiers else None,
         indices=tuple(int(i) for i in indices) if indices else None,
         where=conds,
+        origin=origin,
     )
 
 
