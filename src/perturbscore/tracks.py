@@ -278,13 +278,26 @@ def _refuse_repeats(
 
 
 def _did_you_mean(wrong: Sequence[str], known: Iterable[object]) -> str:
-    """``did you mean "X"? `` for the first of ``wrong`` with a close match, or ``""``."""
+    """``did you mean "X"? `` for the first of ``wrong`` with a close match, or ``""``.
+
+    A match ignoring case wins (``synth0003``: ``SYNTH0003``); among difflib's close
+    matches of equal score, the one with most characters in the same places.
+    """
     names = [str(k) for k in known]
-    for w in wrong:
-        close = difflib.get_close_matches(str(w), names, n=1, cutoff=0.6)
+    folded = {n.casefold(): n for n in names}
+    for w in map(str, wrong):
+        close = [folded[w.casefold()]] if w.casefold() in folded else []
+        close = close or difflib.get_close_matches(w, names, n=50, cutoff=0.6)
         if close:
+            best = max(
+                close,
+                key=lambda c: (
+                    difflib.SequenceMatcher(None, w, c).ratio(),
+                    sum(x == y for x, y in zip(w, c, strict=False)) - abs(len(w) - len(c)),
+                ),
+            )
             which = f" for {quote(w)}" if len(wrong) > 1 else ""
-            return f"did you mean {quote(close[0])}{which}? "
+            return f"did you mean {quote(best)}{which}? "
     return ""
 
 
@@ -401,3 +414,48 @@ def track_listing(
             f"{listing(chosen.columns, 20)}, or all."
         )
     return chosen[cols]
+
+
+def check_id_columns(
+    id_columns: Sequence[str],
+    track_names: Sequence[str],
+    run_file: str | Path | None = None,
+    listed: Sequence[str] | str = (),
+) -> None:
+    """Refuse ID columns named like a selected track: a table cannot hold both.
+
+    Parameters
+    ----------
+    id_columns : sequence of str
+        The ID columns the tables get (after ``"all"`` is resolved).
+    track_names : sequence of str
+        Identifiers of the selected tracks (the score columns).
+    run_file : str or Path, optional
+        The run file, named in the message with its ``[output] id_columns`` key.
+    listed : sequence of str or str
+        ``id_columns`` as the run file wrote it (``"all"`` words the fix differently).
+
+    Raises
+    ------
+    PerturbscoreError
+        Naming the run file, the key, the clashing names and the fix.
+    """
+    tracks = set(track_names)
+    clash = [c for c in id_columns if c in tracks]
+    if not clash:
+        return
+    where = f"{run_file} [output] id_columns" if run_file else "ID columns"
+    one = len(clash) == 1
+    names = f"column{'' if one else 's'} {listing(clash, quoted=True)}"
+    it = "it" if one else "them"
+    if listed == "all":
+        head = f'{where}: "all" keeps the variant table\'s {names}, which'
+        fix = f"list the ID columns without {it}, or rename {it} in the variant table"
+    else:
+        head = f"{where}: the ID {names}"
+        fix = f"leave {it} out of id_columns, or rename {it} in the variant table"
+    raise PerturbscoreError(
+        f"{head} {'is' if one else 'are'} also the identifier{'' if one else 's'} of "
+        f"{'a selected track' if one else 'selected tracks'}, and a table cannot hold two "
+        f"columns of one name; {fix}, or leave the track{'' if one else 's'} out of [tracks]."
+    )
