@@ -359,3 +359,29 @@ def test_a_big_endian_integer_array_names_its_dtype(study: Path, tmp_path: Path)
         tmp_path,
         re.escape(f"{study / REF}: dtype >i4 is not a float16/float32/float64 prediction array"),
     )
+
+
+@pytest.mark.parametrize("store", ["hdf5", "zarr"])
+def test_big_endian_stores_read_as_native(tmp_path: Path, store: str) -> None:
+    from perturbscore.readers import open_predictions
+
+    native = np.random.default_rng(5).standard_normal((9, 3, 4)).astype(np.float32)
+    big = native.astype(">f4")
+    if store == "hdf5":
+        h5py = pytest.importorskip("h5py")
+        path = tmp_path / "p.h5"
+        with h5py.File(path, "w") as f:
+            f.create_dataset("ref", data=big, chunks=(2, 3, 4))
+        name = f"{path}::ref"
+    else:
+        zarr = pytest.importorskip("zarr")
+        path = tmp_path / "p.zarr"
+        arr = zarr.create_array(
+            str(path), shape=big.shape, dtype=">f4", chunks=(2, 3, 4), zarr_format=2
+        )
+        arr[:] = big
+        name = str(path)
+    with open_predictions(name) as r:
+        assert r.dtype == np.float32
+        got = r.read_rows(2, 9, np.empty((8, 3, 4), np.float32))
+        np.testing.assert_array_equal(got, native[2:9])

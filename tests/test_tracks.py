@@ -12,6 +12,7 @@ from perturbscore.errors import PerturbscoreError
 from perturbscore.targets_file import TARGET_COLUMNS
 from perturbscore.tracks import (
     TrackSelection,
+    check_id_columns,
     read_targets,
     select_tracks,
     selection_from_options,
@@ -144,6 +145,59 @@ def test_shortlist_without_index_column(damaged: pd.DataFrame, tmp_path: Path) -
     path.write_text("track\n1\n")
     with pytest.raises(PerturbscoreError, match="no 'index' column"):
         select_tracks(damaged, selection_from_options(shortlist=path))
+
+
+def test_messages_name_where_the_selection_was_written(
+    damaged: pd.DataFrame, tmp_path: Path
+) -> None:
+    where = "run.toml [tracks]"
+    with pytest.raises(PerturbscoreError) as err:
+        select_tracks(damaged, selection_from_options(identifiers=["encff093vxi"], origin=where))
+    assert str(err.value).startswith(
+        "run.toml [tracks] identifiers: track identifiers not in the track table: "
+        '"encff093vxi"; did you mean "ENCFF093VXI"? correct it'
+    )
+    with pytest.raises(PerturbscoreError, match=r"^run.toml \[tracks\] indices: track indices "):
+        select_tracks(damaged, selection_from_options(indices=[5313], origin=where))
+    with pytest.raises(PerturbscoreError) as err:
+        select_tracks(damaged, selection_from_options(indices=[7, 12, 7, 12], origin=where))
+    assert str(err.value).startswith(
+        f"track 7 ({damaged['identifier'][7]}) is selected more than once, by run.toml "
+        "[tracks] indices entry 7 and by run.toml [tracks] indices entry 7 (and 1 more track "
+        "listed twice); list each track once"
+    )
+    ident = damaged["identifier"][12]
+    with pytest.raises(PerturbscoreError, match=f'identifiers entry "{ident}" and by run.toml'):
+        select_tracks(
+            damaged, selection_from_options(identifiers=[ident], indices=[12], origin=where)
+        )
+    # Without an origin (the command line, Python) the messages stay general.
+    with pytest.raises(PerturbscoreError, match=r"^track identifiers not in the track table"):
+        select_tracks(damaged, selection_from_options(identifiers=["NOPE"]))
+
+
+def test_a_shortlist_line_repeated_is_named(damaged: pd.DataFrame, tmp_path: Path) -> None:
+    path = tmp_path / "short.csv"
+    path.write_text(
+        "index,identifier\n5,{0}\n9,{1}\n5,{0}\n".format(*damaged["identifier"][[5, 9]])
+    )
+    with pytest.raises(
+        PerturbscoreError, match=f"by {re.escape(str(path))} line 2 and by .* line 4"
+    ):
+        select_tracks(damaged, selection_from_options(shortlist=path))
+
+
+def test_id_columns_named_like_tracks() -> None:
+    check_id_columns(["GENE", "rsID"], ["T1", "T2"], "run.toml", ["GENE", "rsID"])
+    with pytest.raises(PerturbscoreError) as err:
+        check_id_columns(["GENE", "T2"], ["T1", "T2"], "run.toml", ["GENE", "T2"])
+    assert str(err.value) == (
+        'run.toml [output] id_columns: the ID column "T2" is also the identifier of a selected '
+        "track, and a table cannot hold two columns of one name; leave it out of id_columns, "
+        "or rename it in the variant table, or leave the track out of [tracks]."
+    )
+    with pytest.raises(PerturbscoreError, match=r'"all" keeps the variant table\'s columns "T1", '):
+        check_id_columns(["T1", "GENE", "T2"], ["T1", "T2"], "run.toml", "all")
 
 
 HEADER = "\t".join(TARGET_COLUMNS)

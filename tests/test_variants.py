@@ -86,10 +86,36 @@ def test_ragged_rows_are_refused_naming_the_line(tmp_path: Path, text: str, mess
             read_variants(path, columns)
 
 
-def test_quoted_separators_and_blank_lines_are_fine(tmp_path: Path) -> None:
+def test_quoted_separators_and_blank_lines_at_the_end_are_fine(tmp_path: Path) -> None:
     path = tmp_path / "v.csv"
-    path.write_text('GENE,rsID\n"a,x",b\n\ne,f\n')
-    assert read_variants(path).values.tolist() == [["a,x", "b"], ["e", "f"]]
+    path.write_text('GENE,rsID\n"a,x",b\n"multi\nline",c\ne,f\n\n\r\n')
+    assert read_variants(path).values.tolist() == [["a,x", "b"], ["multi\nline", "c"], ["e", "f"]]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        # pandas skipped the blank line: every later row moved up against the predictions.
+        ("v.csv", b"GENE,rsID\na,b\n\ne,f\n", "line 3 is blank, but rows follow it"),
+        ("v.tsv", b"GENE\trsID\na\tb\r\n\r\ne\tf\n", "line 3 is blank, but rows follow it"),
+        (
+            "v.csv",
+            b'GENE,rsID\na,b\n"c,d\ne,f\ng,h\n',
+            r"line 3: a quote \(\"\) opened on line 3 is not closed, so lines 3 to 5 were read",
+        ),
+        ("v.csv", b'GENE,rsID\na,b\n"c,d\n', r"line 3: a quote .* is not closed; close the"),
+        ("v.csv", b"GENE,rsID\na,b\nc\xe9,d\n", r"not UTF-8 text \(byte 0xe9 on line 3 is"),
+        ("v.csv", b"GENE\trsID\na\tb\n", "line 1 has no comma but holds tabs"),
+        ("v.tsv", b"GENE,rsID\na,b\n", "line 1 has no tab but holds commas .*rename it v.csv"),
+        ("v.csv", b"GENE;rsID\na;b\n", "looks semicolon-separated"),
+    ],
+)
+def test_misread_text_is_named(tmp_path: Path, name: str, data: bytes, message: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    for columns in (None, ["GENE"]):
+        with pytest.raises(PerturbscoreError, match=message):
+            read_variants(path, columns)
 
 
 def test_a_ragged_variant_table_stops_the_run(study: Path, tmp_path: Path, cli) -> None:
