@@ -15,7 +15,7 @@ import difflib
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -100,16 +100,29 @@ class TrackSelection:
     where : dict, optional
         Column -> condition, all of which must hold (see :func:`match_condition`).
     origin : str
-        Where the selection was written, for messages: ``stablefm.toml [tracks]`` names
-        its keys ``stablefm.toml [tracks] indices``; empty (command line, Python): the
-        messages say ``track indices``.  It selects nothing.
+        Where the selection was written, for messages (:meth:`with_origin`); empty for
+        the command line and Python.
     """
 
     shortlist: Path | None = None
     identifiers: tuple[str, ...] | None = None
     indices: tuple[int, ...] | None = None
     where: Mapping[str, str] = field(default_factory=dict)
-    origin: str = field(default="", compare=False)
+
+    @property
+    def origin(self) -> str:
+        return str(self.__dict__.get("_origin", ""))
+
+    def with_origin(self, origin: str) -> TrackSelection:
+        """This selection, its messages naming ``origin`` (``stablefm.toml [tracks]``).
+
+        The keys are then named ``stablefm.toml [tracks] indices`` rather than ``track
+        indices``.  Not a field: it selects nothing, so it stays out of comparisons and
+        of the settings a resumed run checks (``dataclasses.asdict``).
+        """
+        copy = replace(self)
+        object.__setattr__(copy, "_origin", origin)  # frozen: set once, on the new copy
+        return copy
 
     def key(self, name: str) -> str:
         """How messages name one of the selection's keys (``identifiers``, ``indices``...)."""
@@ -381,13 +394,13 @@ def selection_from_options(
     ``origin`` (``stablefm.toml [tracks]``) is where messages say the selection was written.
     """
     conds = parse_where(where or [])
-    return TrackSelection(
+    selection = TrackSelection(
         shortlist=Path(shortlist) if shortlist else None,
         identifiers=tuple(identifiers) if identifiers else None,
         indices=tuple(int(i) for i in indices) if indices else None,
         where=conds,
-        origin=origin,
     )
+    return selection.with_origin(origin) if origin else selection
 
 
 def track_listing(
