@@ -312,6 +312,7 @@ def test_the_known_damage_in_canonical_records_is_repaired(tmp_path: Path) -> No
         (["good.txt", "--shortlist", "none.csv"], "none.csv: track shortlist not found"),
         (["good.txt", "--shortlist", "short.csv"], "short.csv: shortlist has no 'index' column"),
         (["good.txt", "--shortlist", "empty.csv"], "empty.csv: cannot read the track shortlist"),
+        (["good.txt", "--shortlist", "latin1.csv"], "latin1.csv: the track shortlist is not UTF-8"),
     ],
 )
 def test_tracks_command_errors(tmp_path: Path, cli, args: list[str], message: str) -> None:
@@ -324,6 +325,7 @@ def test_tracks_command_errors(tmp_path: Path, cli, args: list[str], message: st
     )
     (tmp_path / "short.csv").write_text("track\n1\n")
     (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "latin1.csv").write_bytes("index,description\n0,caf\xe9\n".encode("latin-1"))
     before = sorted(p.name for p in tmp_path.iterdir())
     r = cli("tracks", *args, cwd=tmp_path)
     assert r.returncode == 2, (r.returncode, r.stderr)

@@ -208,7 +208,12 @@ def _read_shortlist(path: Path) -> pd.DataFrame:
     sep = "\t" if path.suffix.lower() in {".tsv", ".txt"} else ","
     try:
         df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+    except UnicodeDecodeError:
+        raise PerturbscoreError(
+            f"{path}: the track shortlist is not UTF-8 text (probably Latin-1 or "
+            'Windows-1252); save it as UTF-8 (Excel: "CSV UTF-8").'
+        ) from None
+    except (ValueError, pd.errors.ParserError) as exc:
         # EmptyDataError is a ValueError; the text of each names the line.
         kind = "tab" if sep == "\t" else "comma"
         reason = " ".join(str(exc).split())
