@@ -385,3 +385,24 @@ def test_big_endian_stores_read_as_native(tmp_path: Path, store: str) -> None:
         assert r.dtype == np.float32
         got = r.read_rows(2, 9, np.empty((8, 3, 4), np.float32))
         np.testing.assert_array_equal(got, native[2:9])
+
+
+def test_a_table_name_too_long_for_a_file_is_refused_first(study: Path, tmp_path: Path) -> None:
+    # Was an OSError traceback (File name too long) at the first write.
+    _edit_run_file(
+        study,
+        'name = "{group}_diff_{aggregation}_relevant_comb"',
+        'name = "{group}_' + "x" * 230 + '_{aggregation}"',
+    )
+    _refused(
+        study,
+        tmp_path,
+        re.escape(f"{study / TOML} [output] name: the template "),
+        r"table name \"stab_x+\.\.\.\" of 239 characters, but table names may have at most 226",
+        "shorten the template",
+    )
+    # The longest name that fits is written, with its temporary name beside it first.
+    _edit_run_file(study, "x" * 230, "x" * (226 - len("stab__ave")))
+    r = run_cli("run", study / TOML, "--out", tmp_path / "ok", "--format", "parquet", "-q")
+    assert r.returncode == 0, r.stderr
+    assert max(len(p.name) for p in (tmp_path / "ok").iterdir()) == 226 + len(".parquet")

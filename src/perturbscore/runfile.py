@@ -160,8 +160,31 @@ def _check_batches(where: str, groups: list[tuple[str, list[Batch]]]) -> None:
                 seen[(kind, *key)] = here
 
 
+#: Longest table name (template filled in) that still fits a file name of 255 bytes with
+#: the longest extension (``.parquet``) and the temporary name written first,
+#: ``.{name}.{pid}.old.partial`` (a pid has at most 7 digits on Linux).
+MAX_TABLE_NAME = 255 - len(".") - len(".parquet") - len(".4194304.old.partial")
+
+
 def _check_output_names(where: str, cfg: RunConfig) -> None:
-    """Refuse a name template that would give several tables the same file."""
+    """Refuse a name template that would give several tables the same file, or a name
+    too long for a file (the run would fail at its first write, after the work)."""
+    longest = max(
+        (
+            cfg.table_name(g.name, a, st)
+            for g in cfg.groups
+            for a in cfg.aggregations
+            for st in cfg.output_statistics
+        ),
+        key=lambda n: len(n.encode()),
+    )
+    if len(longest.encode()) > MAX_TABLE_NAME:
+        raise PerturbscoreError(
+            f"{where} [output] name: the template {quote(cfg.name, 40)} makes the table name "
+            f"{quote(longest, 40)} of {len(longest.encode())} characters, but table names "
+            f"may have at most {MAX_TABLE_NAME} (a file name holds 255 bytes, with the "
+            "extension and the temporary name written first); shorten the template."
+        )
     used = {f for _, f, _, _ in string.Formatter().parse(cfg.name) if f is not None}
     for fld, values in (
         ("group", [g.name for g in cfg.groups]),
