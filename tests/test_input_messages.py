@@ -242,7 +242,7 @@ def test_a_misspelt_where_column_suggests_the_right_one(study: Path, tmp_path: P
 
 
 @pytest.mark.xfail(
-    reason="plan.py must call tracks.check_id_columns (outside this branch's files)",
+    reason="plan.py must call variants.check_ids_against_tracks (outside this branch's files)",
     strict=False,
 )
 def test_an_id_column_named_like_a_track_names_the_key(study: Path, tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from perturbscore.errors import PerturbscoreError
 from perturbscore.targets_file import TARGET_COLUMNS
 from perturbscore.tracks import (
     TrackSelection,
-    check_id_columns,
     read_targets,
     select_tracks,
     selection_from_options,
@@ -185,19 +184,6 @@ def test_a_shortlist_line_repeated_is_named(damaged: pd.DataFrame, tmp_path: Pat
         PerturbscoreError, match=f"by {re.escape(str(path))} line 2 and by .* line 4"
     ):
         select_tracks(damaged, selection_from_options(shortlist=path))
-
-
-def test_id_columns_named_like_tracks() -> None:
-    check_id_columns(["GENE", "rsID"], ["T1", "T2"], "run.toml", ["GENE", "rsID"])
-    with pytest.raises(PerturbscoreError) as err:
-        check_id_columns(["GENE", "T2"], ["T1", "T2"], "run.toml", ["GENE", "T2"])
-    assert str(err.value) == (
-        'run.toml [output] id_columns: the ID column "T2" is also the identifier of a selected '
-        "track, and a table cannot hold two columns of one name; leave it out of id_columns, "
-        "or rename it in the variant table, or leave the track out of [tracks]."
-    )
-    with pytest.raises(PerturbscoreError, match=r'"all" keeps the variant table\'s columns "T1", '):
-        check_id_columns(["T1", "GENE", "T2"], ["T1", "T2"], "run.toml", "all")
 
 
 HEADER = "\t".join(TARGET_COLUMNS)

@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 
 from perturbscore.errors import PerturbscoreError
-from perturbscore.variants import duplicate_report, id_columns_of, read_variants
+from perturbscore.variants import (
+    check_ids_against_tracks,
+    duplicate_report,
+    id_columns_of,
+    read_variants,
+)
 
 IDS = ["GENE", "rsID", "REF", "ALT"]
 # Line 1 is the header: rs2 sits on lines 3 and 4 (two ALT alleles), and lines 5 and 7
@@ -129,3 +134,16 @@ def test_a_ragged_variant_table_stops_the_run(study: Path, tmp_path: Path, cli) 
         r.stderr
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_id_columns_named_like_tracks() -> None:
+    check_ids_against_tracks(["GENE", "rsID"], ["T1", "T2"], "run.toml", ["GENE", "rsID"])
+    with pytest.raises(PerturbscoreError) as err:
+        check_ids_against_tracks(["GENE", "T2"], ["T1", "T2"], "run.toml", ["GENE", "T2"])
+    assert str(err.value) == (
+        'run.toml [output] id_columns: the ID column "T2" is also the identifier of a selected '
+        "track, and a table cannot hold two columns of one name; leave it out of id_columns, "
+        "or rename it in the variant table, or leave the track out of [tracks]."
+    )
+    with pytest.raises(PerturbscoreError, match=r'"all" keeps the variant table\'s columns "T1", '):
+        check_ids_against_tracks(["T1", "GENE", "T2"], ["T1", "T2"], "run.toml", "all")

@@ -22,7 +22,7 @@ import pandas as pd
 
 from .errors import PerturbscoreError
 from .messages import listing, quote
-from .targets_file import TARGET_COLUMNS, read_records
+from .targets_file import TARGET_COLUMNS, read_records, shortlist_order
 
 PARSED_COLUMNS = ["assay", "target", "biosample"]
 
@@ -202,35 +202,6 @@ def parse_where(items: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def _read_shortlist(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise PerturbscoreError(f"{path}: track shortlist not found. Check the path.")
-    sep = "\t" if path.suffix.lower() in {".tsv", ".txt"} else ","
-    try:
-        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    except UnicodeDecodeError:
-        raise PerturbscoreError(
-            f"{path}: the track shortlist is not UTF-8 text (probably Latin-1 or "
-            'Windows-1252); save it as UTF-8 (Excel: "CSV UTF-8").'
-        ) from None
-    except (ValueError, pd.errors.ParserError) as exc:
-        # EmptyDataError is a ValueError; the text of each names the line.
-        kind = "tab" if sep == "\t" else "comma"
-        reason = " ".join(str(exc).split())
-        raise PerturbscoreError(
-            f"{path}: cannot read the track shortlist as a {kind}-separated table ({reason}); "
-            "it needs an 'index' column of 0-based track numbers."
-        ) from None
-    if "index" not in df.columns:
-        raise PerturbscoreError(
-            f"{path}: shortlist has no 'index' column (its columns: {listing(df.columns)}); add "
-            "the 0-based track numbers of targets_human.txt as 'index'."
-        )
-    if df.empty:
-        raise PerturbscoreError(f"{path}: the track shortlist has no rows; list the tracks.")
-    return df
-
-
 def select_tracks(table: pd.DataFrame, selection: TrackSelection | None = None) -> pd.DataFrame:
     """Select tracks from a parsed track table, in output column order.
 
@@ -328,7 +299,7 @@ def _listed_order(table: pd.DataFrame, sel: TrackSelection) -> list[tuple[int, s
     n = len(table)
     order: list[tuple[int, str]] | None = None
     if sel.shortlist is not None:
-        order = _shortlist_order(table, sel.shortlist)
+        order = shortlist_order(table, sel.shortlist)
     if sel.identifiers:
         pos = {ident: i for i, ident in enumerate(table["identifier"])}
         missing = [i for i in sel.identifiers if i not in pos]
@@ -353,37 +324,6 @@ def _listed_order(table: pd.DataFrame, sel: TrackSelection) -> list[tuple[int, s
             )
         key = sel.key("indices")
         order = (order or []) + [(int(i), f"{key} entry {int(i)}") for i in sel.indices]
-    return order
-
-
-def _shortlist_order(table: pd.DataFrame, shortlist: Path) -> list[tuple[int, str]]:
-    """The shortlist's track numbers (and lines), each checked against the track table."""
-    n = len(table)
-    sl = _read_shortlist(Path(shortlist))
-    order = []
-    for row, raw in enumerate(sl["index"], start=2):
-        try:
-            idx = int(raw)
-        except ValueError:
-            raise PerturbscoreError(
-                f"{shortlist}: line {row}: index {quote(raw)} is not an integer; write "
-                "the 0-based track number."
-            ) from None
-        if not 0 <= idx < n:
-            raise PerturbscoreError(
-                f"{shortlist}: line {row}: track index {idx} is outside 0..{n - 1} "
-                "of the track table; is this shortlist for another model?"
-            )
-        if "identifier" in sl.columns:
-            want = sl["identifier"].iloc[row - 2]
-            have = table["identifier"].iloc[idx]
-            if want != have:
-                raise PerturbscoreError(
-                    f"{shortlist}: line {row}: index {idx} is {quote(want)} in the "
-                    f"shortlist but {quote(have)} in the track table; shortlist and table "
-                    "disagree, so one of them is from another model or was re-ordered."
-                )
-        order.append((idx, f"{shortlist} line {row}"))
     return order
 
 
@@ -432,48 +372,3 @@ def track_listing(
             f"{listing(chosen.columns, 20)}, or all."
         )
     return chosen[cols]
-
-
-def check_id_columns(
-    id_columns: Sequence[str],
-    track_names: Sequence[str],
-    run_file: str | Path | None = None,
-    listed: Sequence[str] | str = (),
-) -> None:
-    """Refuse ID columns named like a selected track: a table cannot hold both.
-
-    Parameters
-    ----------
-    id_columns : sequence of str
-        The ID columns the tables get (after ``"all"`` is resolved).
-    track_names : sequence of str
-        Identifiers of the selected tracks (the score columns).
-    run_file : str or Path, optional
-        The run file, named in the message with its ``[output] id_columns`` key.
-    listed : sequence of str or str
-        ``id_columns`` as the run file wrote it (``"all"`` words the fix differently).
-
-    Raises
-    ------
-    PerturbscoreError
-        Naming the run file, the key, the clashing names and the fix.
-    """
-    tracks = set(track_names)
-    clash = [c for c in id_columns if c in tracks]
-    if not clash:
-        return
-    where = f"{run_file} [output] id_columns" if run_file else "ID columns"
-    one = len(clash) == 1
-    names = f"column{'' if one else 's'} {listing(clash, quoted=True)}"
-    it = "it" if one else "them"
-    if listed == "all":
-        head = f'{where}: "all" keeps the variant table\'s {names}, which'
-        fix = f"list the ID columns without {it}, or rename {it} in the variant table"
-    else:
-        head = f"{where}: the ID {names}"
-        fix = f"leave {it} out of id_columns, or rename {it} in the variant table"
-    raise PerturbscoreError(
-        f"{head} {'is' if one else 'are'} also the identifier{'' if one else 's'} of "
-        f"{'a selected track' if one else 'selected tracks'}, and a table cannot hold two "
-        f"columns of one name; {fix}, or leave the track{'' if one else 's'} out of [tracks]."
-    )

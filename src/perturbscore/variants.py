@@ -278,3 +278,48 @@ def duplicate_report(df: pd.DataFrame, columns: Sequence[str], where: str) -> li
     if not parts:
         return []
     return [f"{where}: " + "; ".join(parts) + "; all rows are kept."]
+
+
+def check_ids_against_tracks(
+    id_columns: Sequence[str],
+    track_names: Sequence[str],
+    run_file: str | Path | None = None,
+    listed: Sequence[str] | str = (),
+) -> None:
+    """Refuse ID columns named like a selected track: a table cannot hold both.
+
+    Parameters
+    ----------
+    id_columns : sequence of str
+        The ID columns the tables get (after ``"all"`` is resolved).
+    track_names : sequence of str
+        Identifiers of the selected tracks (the score columns).
+    run_file : str or Path, optional
+        The run file, named in the message with its ``[output] id_columns`` key.
+    listed : sequence of str or str
+        ``id_columns`` as the run file wrote it (``"all"`` words the fix differently).
+
+    Raises
+    ------
+    PerturbscoreError
+        Naming the run file, the key, the clashing names and the fix.
+    """
+    tracks = set(track_names)
+    clash = [c for c in id_columns if c in tracks]
+    if not clash:
+        return
+    where = f"{run_file} [output] id_columns" if run_file else "ID columns"
+    one = len(clash) == 1
+    names = f"column{'' if one else 's'} {listing(clash, quoted=True)}"
+    it = "it" if one else "them"
+    if listed == "all":
+        head = f'{where}: "all" keeps the variant table\'s {names}, which'
+        fix = f"list the ID columns without {it}, or rename {it} in the variant table"
+    else:
+        head = f"{where}: the ID {names}"
+        fix = f"leave {it} out of id_columns, or rename {it} in the variant table"
+    raise PerturbscoreError(
+        f"{head} {'is' if one else 'are'} also the identifier{'' if one else 's'} of "
+        f"{'a selected track' if one else 'selected tracks'}, and a table cannot hold two "
+        f"columns of one name; {fix}, or leave the track{'' if one else 's'} out of [tracks]."
+    )
