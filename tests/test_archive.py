@@ -358,6 +358,28 @@ def test_unknown_and_ambiguous_members(demo: Path, tmp_path: Path) -> None:
     )
 
 
+def test_member_names_with_or_without_npy(tmp_path: Path) -> None:
+    from perturbscore.archive_members import locate_member
+    from perturbscore.errors import PerturbscoreError
+
+    a = np.zeros((2, 1, 1), np.float32)
+    np.savez(tmp_path / "p.npz", ref=a, alt=a)
+    for name in ("ref", "ref.npy"):  # numpy.load's name, and the name unzip -l shows
+        m = locate_member(tmp_path / "p.npz", name, "npz")
+        assert (m.name, m.label) == ("ref.npy", f"{tmp_path / 'p.npz'}::ref")
+    with zipfile.ZipFile(tmp_path / "p.zip", "w") as zf:
+        zf.writestr("raw/ref.npy", b"")
+    for name in ("ref", "ref.npy", "raw/ref", "raw/ref.npy"):
+        assert locate_member(tmp_path / "p.zip", name, "zip").name == "raw/ref.npy"
+    # Two arrays the two spellings could mean: ask for the exact one.
+    np.savez(tmp_path / "two.npz", **{"ref": a, "ref.npy": a})
+    with pytest.raises(PerturbscoreError, match="names two arrays of the archive, ref.npy and ref"):
+        locate_member(tmp_path / "two.npz", "ref.npy", "npz")
+    assert locate_member(tmp_path / "two.npz", "ref", "npz").name == "ref.npy"
+    with pytest.raises(PerturbscoreError, match="name a zip member with its .npy, e.g."):
+        locate_member(tmp_path / "p.zip", "alt", "zip")
+
+
 def test_unsupported_compression(demo: Path, tmp_path: Path) -> None:
     make_zip(demo, "bz.zip", zipfile.ZIP_BZIP2)
     _fails(

@@ -212,6 +212,21 @@ def test_non_utf8_run_file(study: Path, tmp_path: Path, cli) -> None:
     assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
 
 
+def test_a_byte_order_mark_is_accepted(study: Path, tmp_path: Path, cli) -> None:
+    # Notepad and Excel save UTF-8 with a BOM; tomllib called it "Invalid statement".
+    plain = load_run_file(study / TOML)
+    (study / TOML).write_bytes(b"\xef\xbb\xbf" + (study / TOML).read_bytes())
+    assert load_run_file(study / TOML) == plain
+    # A real mistake after the BOM is still reported at its own line and column.
+    text = (study / TOML).read_text(encoding="utf-8-sig").replace("[scores]", "[scores", 1)
+    (study / TOML).write_bytes(b"\xef\xbb\xbf" + text.encode())
+    line = text[: text.index("[scores")].count("\n") + 1
+    r = cli("run", study / TOML, "--out", tmp_path / "out")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "not valid TOML" in r.stderr and f"line {line}," in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def _parse(text: str, base: Path = Path("/data")) -> object:
     return parse_run_config(tomllib.loads(text), base, Path("run.toml"))
 

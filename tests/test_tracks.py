@@ -146,6 +146,46 @@ def test_shortlist_without_index_column(damaged: pd.DataFrame, tmp_path: Path) -
         select_tracks(damaged, selection_from_options(shortlist=path))
 
 
+def test_messages_name_where_the_selection_was_written(
+    damaged: pd.DataFrame, tmp_path: Path
+) -> None:
+    where = "run.toml [tracks]"
+    with pytest.raises(PerturbscoreError) as err:
+        select_tracks(damaged, selection_from_options(identifiers=["encff093vxi"], origin=where))
+    assert str(err.value).startswith(
+        "run.toml [tracks] identifiers: track identifiers not in the track table: "
+        '"encff093vxi"; did you mean "ENCFF093VXI"? correct it'
+    )
+    with pytest.raises(PerturbscoreError, match=r"^run.toml \[tracks\] indices: track indices "):
+        select_tracks(damaged, selection_from_options(indices=[5313], origin=where))
+    with pytest.raises(PerturbscoreError) as err:
+        select_tracks(damaged, selection_from_options(indices=[7, 12, 7, 12], origin=where))
+    assert str(err.value).startswith(
+        f"track 7 ({damaged['identifier'][7]}) is selected more than once, by run.toml "
+        "[tracks] indices entry 7 and by run.toml [tracks] indices entry 7 (and 1 more track "
+        "listed twice); list each track once"
+    )
+    ident = damaged["identifier"][12]
+    with pytest.raises(PerturbscoreError, match=f'identifiers entry "{ident}" and by run.toml'):
+        select_tracks(
+            damaged, selection_from_options(identifiers=[ident], indices=[12], origin=where)
+        )
+    # Without an origin (the command line, Python) the messages stay general.
+    with pytest.raises(PerturbscoreError, match=r"^track identifiers not in the track table"):
+        select_tracks(damaged, selection_from_options(identifiers=["NOPE"]))
+
+
+def test_a_shortlist_line_repeated_is_named(damaged: pd.DataFrame, tmp_path: Path) -> None:
+    path = tmp_path / "short.csv"
+    path.write_text(
+        "index,identifier\n5,{0}\n9,{1}\n5,{0}\n".format(*damaged["identifier"][[5, 9]])
+    )
+    with pytest.raises(
+        PerturbscoreError, match=f"by {re.escape(str(path))} line 2 and by .* line 4"
+    ):
+        select_tracks(damaged, selection_from_options(shortlist=path))
+
+
 HEADER = "\t".join(TARGET_COLUMNS)
 
 
@@ -258,6 +298,7 @@ def test_the_known_damage_in_canonical_records_is_repaired(tmp_path: Path) -> No
         (["good.txt", "--shortlist", "none.csv"], "none.csv: track shortlist not found"),
         (["good.txt", "--shortlist", "short.csv"], "short.csv: shortlist has no 'index' column"),
         (["good.txt", "--shortlist", "empty.csv"], "empty.csv: cannot read the track shortlist"),
+        (["good.txt", "--shortlist", "latin1.csv"], "latin1.csv: the track shortlist is not UTF-8"),
     ],
 )
 def test_tracks_command_errors(tmp_path: Path, cli, args: list[str], message: str) -> None:
@@ -270,6 +311,7 @@ def test_tracks_command_errors(tmp_path: Path, cli, args: list[str], message: st
     )
     (tmp_path / "short.csv").write_text("track\n1\n")
     (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "latin1.csv").write_bytes("index,description\n0,caf\xe9\n".encode("latin-1"))
     before = sorted(p.name for p in tmp_path.iterdir())
     r = cli("tracks", *args, cwd=tmp_path)
     assert r.returncode == 2, (r.returncode, r.stderr)

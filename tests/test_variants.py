@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 
 from perturbscore.errors import PerturbscoreError
-from perturbscore.variants import duplicate_report, id_columns_of, read_variants
+from perturbscore.variants import (
+    check_ids_against_tracks,
+    duplicate_report,
+    id_columns_of,
+    read_variants,
+)
 
 IDS = ["GENE", "rsID", "REF", "ALT"]
 # Line 1 is the header: rs2 sits on lines 3 and 4 (two ALT alleles), and lines 5 and 7
@@ -86,10 +91,36 @@ def test_ragged_rows_are_refused_naming_the_line(tmp_path: Path, text: str, mess
             read_variants(path, columns)
 
 
-def test_quoted_separators_and_blank_lines_are_fine(tmp_path: Path) -> None:
+def test_quoted_separators_and_blank_lines_at_the_end_are_fine(tmp_path: Path) -> None:
     path = tmp_path / "v.csv"
-    path.write_text('GENE,rsID\n"a,x",b\n\ne,f\n')
-    assert read_variants(path).values.tolist() == [["a,x", "b"], ["e", "f"]]
+    path.write_text('GENE,rsID\n"a,x",b\n"multi\nline",c\ne,f\n\n\r\n')
+    assert read_variants(path).values.tolist() == [["a,x", "b"], ["multi\nline", "c"], ["e", "f"]]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        # pandas skipped the blank line: every later row moved up against the predictions.
+        ("v.csv", b"GENE,rsID\na,b\n\ne,f\n", "line 3 is blank, but rows follow it"),
+        ("v.tsv", b"GENE\trsID\na\tb\r\n\r\ne\tf\n", "line 3 is blank, but rows follow it"),
+        (
+            "v.csv",
+            b'GENE,rsID\na,b\n"c,d\ne,f\ng,h\n',
+            r"line 3: a quote \(\"\) opened on line 3 is not closed, so lines 3 to 5 were read",
+        ),
+        ("v.csv", b'GENE,rsID\na,b\n"c,d\n', r"line 3: a quote .* is not closed; close the"),
+        ("v.csv", b"GENE,rsID\na,b\nc\xe9,d\n", r"not UTF-8 text \(byte 0xe9 on line 3 is"),
+        ("v.csv", b"GENE\trsID\na\tb\n", "line 1 has no comma but holds tabs"),
+        ("v.tsv", b"GENE,rsID\na,b\n", "line 1 has no tab but holds commas .*rename it v.csv"),
+        ("v.csv", b"GENE;rsID\na;b\n", "looks semicolon-separated"),
+    ],
+)
+def test_misread_text_is_named(tmp_path: Path, name: str, data: bytes, message: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    for columns in (None, ["GENE"]):
+        with pytest.raises(PerturbscoreError, match=message):
+            read_variants(path, columns)
 
 
 def test_a_ragged_variant_table_stops_the_run(study: Path, tmp_path: Path, cli) -> None:
@@ -103,3 +134,16 @@ def test_a_ragged_variant_table_stops_the_run(study: Path, tmp_path: Path, cli) 
         r.stderr
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_id_columns_named_like_tracks() -> None:
+    check_ids_against_tracks(["GENE", "rsID"], ["T1", "T2"], "run.toml", ["GENE", "rsID"])
+    with pytest.raises(PerturbscoreError) as err:
+        check_ids_against_tracks(["GENE", "T2"], ["T1", "T2"], "run.toml", ["GENE", "T2"])
+    assert str(err.value) == (
+        'run.toml [output] id_columns: the ID column "T2" is also the identifier of a selected '
+        "track, and a table cannot hold two columns of one name; leave it out of id_columns, "
+        "or rename it in the variant table, or leave the track out of [tracks]."
+    )
+    with pytest.raises(PerturbscoreError, match=r'"all" keeps the variant table\'s columns "T1", '):
+        check_ids_against_tracks(["T1", "GENE", "T2"], ["T1", "T2"], "run.toml", "all")

@@ -52,11 +52,27 @@ class ArchiveMember:
         return _METHODS.get(self.method, f"method {self.method}")
 
 
+def _by_name(archive: Path, keys: dict[str, str], member: str) -> str | None:
+    """The key ``member`` names: itself, or the one key whose last path part it is."""
+    if member in keys:
+        return member
+    by_base = [k for k in keys if PurePosixPath(k).name == member]
+    if len(by_base) > 1:
+        raise PerturbscoreError(
+            f"{archive}{NPZ_MEMBER_SEP}{member}: {len(by_base)} members of the archive are "
+            f"named {member} ({list_names(sorted(by_base))}); name one with its folder, e.g. "
+            f"'{archive}{NPZ_MEMBER_SEP}{sorted(by_base)[0]}'."
+        )
+    return by_base[0] if by_base else None
+
+
 def _pick_archive_member(archive: Path, keys: dict[str, str], member: str | None, kind: str) -> str:
     """The full member name for what the user wrote (``keys``: user-facing key -> name).
 
     An exact key wins; otherwise a key whose last path part equals ``member`` (a file in
-    a folder inside the archive), if exactly one does.
+    a folder inside the archive), if exactly one does.  A zip member may be named
+    without its ``.npy`` and an ``.npz`` member with it (``x.npz::ref.npy``, the name
+    ``unzip -l`` shows), when both spellings cannot name two different arrays.
     """
     placeholder = "<member>.npy" if kind == "zip" else "<member>"
     listing = list_names(sorted(keys)) if keys else "no .npy arrays"
@@ -67,20 +83,33 @@ def _pick_archive_member(archive: Path, keys: dict[str, str], member: str | None
             f"{archive}: holds {len(keys)} .npy arrays ({listing}); name one as "
             f"'{archive}{NPZ_MEMBER_SEP}{placeholder}'."
         )
-    if member in keys:
-        return keys[member]
-    by_base = [k for k in keys if PurePosixPath(k).name == member]
-    if len(by_base) == 1:
-        return keys[by_base[0]]
-    if len(by_base) > 1:
+    if kind == "npz":
+        other = member.removesuffix(".npy")
+    else:
+        other = member if member.endswith(".npy") else f"{member}.npy"
+    found = _by_name(archive, keys, member)
+    found_other = _by_name(archive, keys, other) if other and other != member else None
+    if found and found_other and found != found_other:
         raise PerturbscoreError(
-            f"{archive}{NPZ_MEMBER_SEP}{member}: {len(by_base)} members of the archive are "
-            f"named {member} ({list_names(sorted(by_base))}); name one with its folder, e.g. "
-            f"'{archive}{NPZ_MEMBER_SEP}{sorted(by_base)[0]}'."
+            f"{archive}{NPZ_MEMBER_SEP}{member}: names two arrays of the archive, {found} and "
+            f"{found_other}; write '{archive}{NPZ_MEMBER_SEP}{found}' or "
+            f"'{archive}{NPZ_MEMBER_SEP}{found_other}' exactly."
         )
+    if found or found_other:
+        return keys[found or found_other or ""]
+    how = (
+        f"name a zip member with its .npy, e.g. '{archive}{NPZ_MEMBER_SEP}{sorted(keys)[0]}'"
+        if kind == "zip" and keys
+        else (
+            f"name an .npz member as numpy.load does, e.g. "
+            f"'{archive}{NPZ_MEMBER_SEP}{sorted(keys)[0]}'"
+            if keys
+            else "the archive needs .npy members"
+        )
+    )
     raise PerturbscoreError(
         f"{archive}{NPZ_MEMBER_SEP}{member}: no array named {member} in the archive; it holds "
-        f"{listing}."
+        f"{listing}; {how}."
     )
 
 

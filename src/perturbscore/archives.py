@@ -26,6 +26,7 @@ from .readers import (
     PositionalReader,
     PredictionReader,
     log,
+    native_dtype,
     parse_npy_header,
     validate_layout,
 )
@@ -68,7 +69,7 @@ class StoredMemberReader(PositionalReader):
             self._fp.seek(member.data_offset)
             shape, dtype, fortran = parse_npy_header(self._fp, self.path)
             self.shape = validate_layout(self.path, shape, dtype, fortran)
-            self.dtype = dtype
+            self.dtype, self._swap = native_dtype(dtype)
             self._offset = self._fp.tell()
             _check_member_size(member, self._offset - member.data_offset, self.shape, dtype)
         except BaseException:
@@ -178,7 +179,7 @@ class DeflatedMemberReader(PredictionReader):
             self._stream = _InflateStream(self._fp.fileno(), member)
             shape, dtype, fortran = parse_npy_header(self._stream, self.path)  # type: ignore[arg-type]
             self.shape = validate_layout(self.path, shape, dtype, fortran)
-            self.dtype = dtype
+            self.dtype, self._swap = native_dtype(dtype)
             self._offset = self._stream.pos
             _check_member_size(member, self._offset, self.shape, dtype)
         except BaseException:
@@ -216,6 +217,8 @@ class DeflatedMemberReader(PredictionReader):
             while s.pos < target:  # skip forward without keeping the rows
                 s.advance(min(target - s.pos, INFLATE_OUTPUT_BYTES))
             s.advance(buf.nbytes, buf.data.cast("B"))
+        if self._swap:
+            buf.byteswap(inplace=True)
         return buf
 
     def describe(self) -> dict[str, Any]:

@@ -63,7 +63,8 @@ def table_format_option(help: str, default: str | None = None) -> Any:
     return click.option(
         "--format",
         "fmt",
-        type=click.Choice(list(OUTPUT_FORMATS)),
+        # As the run file's format: any case, given back as the canonical (lower-case) name.
+        type=click.Choice(list(OUTPUT_FORMATS), case_sensitive=False),
         default=default,
         show_default=default is not None,
         help=help,

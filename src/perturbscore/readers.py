@@ -77,6 +77,9 @@ class PredictionReader(abc.ABC):
     warnings: Sequence[str] = ()
     sequential: bool = False
     restarts: int = 0
+    #: The file's bytes are in the other byte order (``>f4`` on a little-endian CPU):
+    #: ``dtype`` is the native one and each block is byte-swapped in place once read.
+    _swap: bool = False
 
     @property
     def n_rows(self) -> int:
@@ -240,7 +243,8 @@ def parse_npy_header(fp: IO[bytes], where: str) -> tuple[tuple[int, ...], np.dty
 def validate_layout(
     where: str, shape: tuple[int, ...], dtype: np.dtype[Any], fortran: bool
 ) -> tuple[int, int, int]:
-    if dtype not in ALLOWED_DTYPES:
+    # Either byte order: readers convert big-endian (``>f4``) rows as they read them.
+    if dtype.newbyteorder("=") not in ALLOWED_DTYPES:
         raise PerturbscoreError(
             f"{where}: dtype {dtype} is not a float16/float32/float64 prediction array. "
             "Convert it with arr.astype('float32') before saving."
@@ -256,6 +260,11 @@ def validate_layout(
             "Re-save it with numpy.save(path, numpy.ascontiguousarray(arr))."
         )
     return int(shape[0]), int(shape[1]), int(shape[2])
+
+
+def native_dtype(dtype: np.dtype[Any]) -> tuple[np.dtype[Any], bool]:
+    """The native-byte-order form of ``dtype``, and whether stored bytes need swapping."""
+    return dtype.newbyteorder("="), not dtype.isnative
 
 
 class PositionalReader(PredictionReader):
@@ -286,6 +295,8 @@ class PositionalReader(PredictionReader):
                 f"{self.path}: short read at rows {start}..{stop} ({got} of {want} bytes); "
                 "the file changed while it was read."
             )
+        if self._swap:
+            buf.byteswap(inplace=True)
         return buf
 
     def close(self) -> None:
@@ -308,7 +319,7 @@ class NpyReader(PositionalReader):
         try:
             shape, dtype, fortran = parse_npy_header(self._fp, self.path)
             self.shape = validate_layout(self.path, shape, dtype, fortran)
-            self.dtype = dtype
+            self.dtype, self._swap = native_dtype(dtype)
             self._offset = self._fp.tell()
             expected = self._offset + self.n_rows * self.row_nbytes
             actual = p.stat().st_size

@@ -160,8 +160,31 @@ def _check_batches(where: str, groups: list[tuple[str, list[Batch]]]) -> None:
                 seen[(kind, *key)] = here
 
 
+#: Longest table name (template filled in) that still fits a file name of 255 bytes with
+#: the longest extension (``.parquet``) and the temporary name written first,
+#: ``.{name}.{pid}.old.partial`` (a pid has at most 7 digits on Linux).
+MAX_TABLE_NAME = 255 - len(".") - len(".parquet") - len(".4194304.old.partial")
+
+
 def _check_output_names(where: str, cfg: RunConfig) -> None:
-    """Refuse a name template that would give several tables the same file."""
+    """Refuse a name template that would give several tables the same file, or a name
+    too long for a file (the run would fail at its first write, after the work)."""
+    longest = max(
+        (
+            cfg.table_name(g.name, a, st)
+            for g in cfg.groups
+            for a in cfg.aggregations
+            for st in cfg.output_statistics
+        ),
+        key=lambda n: len(n.encode()),
+    )
+    if len(longest.encode()) > MAX_TABLE_NAME:
+        raise PerturbscoreError(
+            f"{where} [output] name: the template {quote(cfg.name, 40)} makes the table name "
+            f"{quote(longest, 40)} of {len(longest.encode())} characters, but table names "
+            f"may have at most {MAX_TABLE_NAME} (a file name holds 255 bytes, with the "
+            "extension and the temporary name written first); shorten the template."
+        )
     used = {f for _, f, _, _ in string.Formatter().parse(cfg.name) if f is not None}
     for fld, values in (
         ("group", [g.name for g in cfg.groups]),
@@ -249,6 +272,7 @@ def _track_selection(tracks: dict[str, Any], base: Path, where: str) -> TrackSel
             identifiers=tracks["identifiers"],
             indices=tracks["indices"],
             where=tracks["where"] or (),
+            origin=f"{where} [tracks]",
         )
     except PerturbscoreError as exc:
         raise PerturbscoreError(f"{where} [tracks] where: {exc}") from None
@@ -337,7 +361,9 @@ def load_run_file(path: str | Path) -> RunConfig:
     if not p.is_file():
         raise PerturbscoreError(f"{p}: run file not found. Check the path.")
     try:
-        text = p.read_text(encoding="utf-8")
+        # utf-8-sig: Notepad and Excel start UTF-8 files with a byte-order mark, which
+        # TOML does not allow; it carries no meaning, so it is dropped.
+        text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise PerturbscoreError(
             f"{p}: not a UTF-8 text file; save the run file as UTF-8 TOML."

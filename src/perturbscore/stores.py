@@ -71,7 +71,8 @@ class Hdf5Reader(PredictionReader):
             self._ds = self._file[name]
             self.path = f"{file_path}{NPZ_MEMBER_SEP}{name}"
             self.shape = validate_layout(self.path, self._ds.shape, self._ds.dtype, False)
-            self.dtype = np.dtype(self._ds.dtype)
+            # h5py converts the byte order into the native buffer.
+            self.dtype = np.dtype(self._ds.dtype).newbyteorder("=")
             self.warnings = _chunk_warning(self.path, self._ds.shape, self._ds.chunks)
         except BaseException:
             self._file.close()
@@ -137,7 +138,8 @@ class ZarrReader(PredictionReader):
         self._arr = arr
         self.path = f"{store}{NPZ_MEMBER_SEP}{name}" if name else str(store)
         self.shape = validate_layout(self.path, arr.shape, arr.dtype, False)
-        self.dtype = np.dtype(arr.dtype)
+        # Assigning into the native buffer converts the byte order.
+        self.dtype = np.dtype(arr.dtype).newbyteorder("=")
         self.warnings = _chunk_warning(self.path, arr.shape, arr.chunks)
         self._format = arr.metadata.zarr_format
 

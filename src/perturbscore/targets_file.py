@@ -10,16 +10,21 @@ of damage are met in the wild and repaired here, and nothing else is accepted:
 
 The pieces are joined with no separator (the breaks were *inserted*), and each joined
 record is checked field by field.  :func:`perturbscore.tracks.read_targets` turns the
-records into the parsed track table.
+records into the parsed track table.  A track shortlist (its rows checked against the
+table, each with its line for messages) is read here too: :func:`shortlist_order`.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import PerturbscoreError
 from .messages import listing, quote
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TARGET_COLUMNS = [
     "index",
@@ -180,3 +185,66 @@ def _check_record(path: Path, fields: list[str], lines: list[int], expected_inde
         raise bad(6, f"a summary statistic: one of {listing(SUM_STATS)}")
     if not fields[7].strip():
         raise bad(7, "a description (it is empty)")
+
+
+def _read_shortlist(path: Path) -> pd.DataFrame:
+    """A track shortlist (CSV, or TSV for .tsv/.txt) as text, with an ``index`` column."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise PerturbscoreError(f"{path}: track shortlist not found. Check the path.")
+    sep = "\t" if path.suffix.lower() in {".tsv", ".txt"} else ","
+    try:
+        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except UnicodeDecodeError:
+        raise PerturbscoreError(
+            f"{path}: the track shortlist is not UTF-8 text (probably Latin-1 or "
+            'Windows-1252); save it as UTF-8 (Excel: "CSV UTF-8").'
+        ) from None
+    except (ValueError, pd.errors.ParserError) as exc:
+        # EmptyDataError is a ValueError; the text of each names the line.
+        kind = "tab" if sep == "\t" else "comma"
+        reason = " ".join(str(exc).split())
+        raise PerturbscoreError(
+            f"{path}: cannot read the track shortlist as a {kind}-separated table ({reason}); "
+            "it needs an 'index' column of 0-based track numbers."
+        ) from None
+    if "index" not in df.columns:
+        raise PerturbscoreError(
+            f"{path}: shortlist has no 'index' column (its columns: {listing(df.columns)}); add "
+            "the 0-based track numbers of targets_human.txt as 'index'."
+        )
+    if df.empty:
+        raise PerturbscoreError(f"{path}: the track shortlist has no rows; list the tracks.")
+    return df
+
+
+def shortlist_order(table: pd.DataFrame, shortlist: Path) -> list[tuple[int, str]]:
+    """The shortlist's track numbers (and lines), each checked against the track table."""
+    n = len(table)
+    sl = _read_shortlist(Path(shortlist))
+    order = []
+    for row, raw in enumerate(sl["index"], start=2):
+        try:
+            idx = int(raw)
+        except ValueError:
+            raise PerturbscoreError(
+                f"{shortlist}: line {row}: index {quote(raw)} is not an integer; write "
+                "the 0-based track number."
+            ) from None
+        if not 0 <= idx < n:
+            raise PerturbscoreError(
+                f"{shortlist}: line {row}: track index {idx} is outside 0..{n - 1} "
+                "of the track table; is this shortlist for another model?"
+            )
+        if "identifier" in sl.columns:
+            want = sl["identifier"].iloc[row - 2]
+            have = table["identifier"].iloc[idx]
+            if want != have:
+                raise PerturbscoreError(
+                    f"{shortlist}: line {row}: index {idx} is {quote(want)} in the "
+                    f"shortlist but {quote(have)} in the track table; shortlist and table "
+                    "disagree, so one of them is from another model or was re-ordered."
+                )
+        order.append((idx, f"{shortlist} line {row}"))
+    return order

@@ -11,17 +11,18 @@ empty otherwise) and ``biosample``, split from ``description``.  The file's text
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
 from .errors import PerturbscoreError
 from .messages import listing, quote
-from .targets_file import TARGET_COLUMNS, read_records
+from .targets_file import TARGET_COLUMNS, read_records, shortlist_order
 
 PARSED_COLUMNS = ["assay", "target", "biosample"]
 
@@ -98,12 +99,34 @@ class TrackSelection:
         0-based track numbers, in output order.
     where : dict, optional
         Column -> condition, all of which must hold (see :func:`match_condition`).
+    origin : str
+        Where the selection was written, for messages (:meth:`with_origin`); empty for
+        the command line and Python.
     """
 
     shortlist: Path | None = None
     identifiers: tuple[str, ...] | None = None
     indices: tuple[int, ...] | None = None
     where: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def origin(self) -> str:
+        return str(self.__dict__.get("_origin", ""))
+
+    def with_origin(self, origin: str) -> TrackSelection:
+        """This selection, its messages naming ``origin`` (``stablefm.toml [tracks]``).
+
+        The keys are then named ``stablefm.toml [tracks] indices`` rather than ``track
+        indices``.  Not a field: it selects nothing, so it stays out of comparisons and
+        of the settings a resumed run checks (``dataclasses.asdict``).
+        """
+        copy = replace(self)
+        object.__setattr__(copy, "_origin", origin)  # frozen: set once, on the new copy
+        return copy
+
+    def key(self, name: str) -> str:
+        """How messages name one of the selection's keys (``identifiers``, ``indices``...)."""
+        return f"{self.origin} {name}" if self.origin else f"track {name}"
 
     def summary(self) -> str:
         """The selection in words, for messages (``where biosample=GM12878``)."""
@@ -179,30 +202,6 @@ def parse_where(items: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def _read_shortlist(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise PerturbscoreError(f"{path}: track shortlist not found. Check the path.")
-    sep = "\t" if path.suffix.lower() in {".tsv", ".txt"} else ","
-    try:
-        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        # EmptyDataError is a ValueError; the text of each names the line.
-        kind = "tab" if sep == "\t" else "comma"
-        reason = " ".join(str(exc).split())
-        raise PerturbscoreError(
-            f"{path}: cannot read the track shortlist as a {kind}-separated table ({reason}); "
-            "it needs an 'index' column of 0-based track numbers."
-        ) from None
-    if "index" not in df.columns:
-        raise PerturbscoreError(
-            f"{path}: shortlist has no 'index' column (its columns: {listing(df.columns)}); add "
-            "the 0-based track numbers of targets_human.txt as 'index'."
-        )
-    if df.empty:
-        raise PerturbscoreError(f"{path}: the track shortlist has no rows; list the tracks.")
-    return df
-
-
 def select_tracks(table: pd.DataFrame, selection: TrackSelection | None = None) -> pd.DataFrame:
     """Select tracks from a parsed track table, in output column order.
 
@@ -226,86 +225,105 @@ def select_tracks(table: pd.DataFrame, selection: TrackSelection | None = None) 
         duplicated track, unknown query column, or an empty result.
     """
     sel = selection or TrackSelection()
-    order = _listed_order(table, sel)
-    if order is None:
-        order = list(range(len(table)))
-    dupes = sorted(i for i, count in Counter(order).items() if count > 1)
-    if dupes:
-        raise PerturbscoreError(
-            f"tracks selected more than once: indices {listing(dupes)}; each output column "
-            "must be a distinct track."
-        )
+    listed = _listed_order(table, sel)
+    order = [i for i, _ in listed] if listed is not None else list(range(len(table)))
+    if listed is not None:
+        _refuse_repeats(table, sel, listed)
     chosen = table.iloc[order]
+    prefix = f"{sel.key('where')}: " if sel.origin else ""
     for col, cond in sel.where.items():
         if col not in table.columns:
+            near = _did_you_mean([col], table.columns)
             raise PerturbscoreError(
-                f"track query column {col} does not exist; use one of {listing(table.columns, 20)}."
+                f"{prefix}track query column {col} does not exist; {near}use one of "
+                f"{listing(table.columns, 20)}."
             )
         chosen = chosen[match_condition(chosen[col], cond).to_numpy()]
     if chosen.empty:
         raise PerturbscoreError(
-            f"the track selection ({sel.summary()}) matched no track; "
-            "run 'perturbscore tracks TARGETS' to see the table."
+            f"{sel.origin + ': ' if sel.origin else ''}the track selection ({sel.summary()}) "
+            "matched no track; run 'perturbscore tracks TARGETS' to see the table."
         )
     return chosen.reset_index(drop=True)
 
 
-def _listed_order(table: pd.DataFrame, sel: TrackSelection) -> list[int] | None:
+def _refuse_repeats(
+    table: pd.DataFrame, sel: TrackSelection, listed: list[tuple[int, str]]
+) -> None:
+    """Refuse a track listed twice, naming both places (shortlist line, key and entry)."""
+    counts = Counter(i for i, _ in listed)
+    dupes = [i for i, n in counts.items() if n > 1]
+    if not dupes:
+        return
+    first = dupes[0]
+    places = [where for i, where in listed if i == first]
+    more = len(dupes) - 1
+    also = f" (and {more} more track{'s' if more > 1 else ''} listed twice)" if more else ""
+    raise PerturbscoreError(
+        f"track {first} ({table['identifier'].iloc[first]}) is selected more than once, by "
+        f"{places[0]} and by {places[1]}{also}; list each track once, since each output "
+        "column must be a distinct track."
+    )
+
+
+def _did_you_mean(wrong: Sequence[str], known: Iterable[object]) -> str:
+    """``did you mean "X"? `` for the first of ``wrong`` with a close match, or ``""``.
+
+    A match ignoring case wins (``synth0003``: ``SYNTH0003``); among difflib's close
+    matches of equal score, the one with most characters in the same places.
+    """
+    names = [str(k) for k in known]
+    folded = {n.casefold(): n for n in names}
+    for w in map(str, wrong):
+        close = [folded[w.casefold()]] if w.casefold() in folded else []
+        close = close or difflib.get_close_matches(w, names, n=50, cutoff=0.6)
+        if close:
+            best = max(
+                close,
+                key=lambda c: (
+                    difflib.SequenceMatcher(None, w, c).ratio(),
+                    sum(x == y for x, y in zip(w, c, strict=False)) - abs(len(w) - len(c)),
+                ),
+            )
+            which = f" for {quote(w)}" if len(wrong) > 1 else ""
+            return f"did you mean {quote(best)}{which}? "
+    return ""
+
+
+def _listed_order(table: pd.DataFrame, sel: TrackSelection) -> list[tuple[int, str]] | None:
     """Track numbers the shortlist, identifiers and indices name, in that order.
 
-    None when the selection lists no track (every track, before ``where``).
+    Each comes with where it was named, for messages (``short.csv line 4``).  None when
+    the selection lists no track (every track, before ``where``).
     """
     n = len(table)
-    order: list[int] | None = None
+    order: list[tuple[int, str]] | None = None
     if sel.shortlist is not None:
-        order = _shortlist_order(table, sel.shortlist)
+        order = shortlist_order(table, sel.shortlist)
     if sel.identifiers:
         pos = {ident: i for i, ident in enumerate(table["identifier"])}
         missing = [i for i in sel.identifiers if i not in pos]
         if missing:
+            prefix = f"{sel.key('identifiers')}: " if sel.origin else ""
             raise PerturbscoreError(
-                f"track identifiers not in the track table: {listing(missing, quoted=True)}; "
-                "run 'perturbscore tracks TARGETS' to list them."
+                f"{prefix}track identifiers not in the track table: "
+                f"{listing(missing, quoted=True)}; {_did_you_mean(missing, pos)}correct "
+                f"{'them' if len(missing) > 1 else 'it'} ('perturbscore tracks TARGETS' lists "
+                "the identifiers)."
             )
-        order = (order or []) + [pos[i] for i in sel.identifiers]
+        key = sel.key("identifiers")
+        order = (order or []) + [(pos[i], f"{key} entry {quote(i)}") for i in sel.identifiers]
     if sel.indices:
         bad = [i for i in sel.indices if not 0 <= int(i) < n]
         if bad:
+            prefix = f"{sel.key('indices')}: " if sel.origin else ""
             raise PerturbscoreError(
-                f"track indices out of range 0..{n - 1}: {listing(bad)}; indices are 0-based."
+                f"{prefix}track indices out of range 0..{n - 1}: {listing(bad)}; indices are "
+                f"0-based, so the track table's {n} tracks are 0 to {n - 1}: correct or remove "
+                f"{'them' if len(bad) > 1 else 'it'}."
             )
-        order = (order or []) + [int(i) for i in sel.indices]
-    return order
-
-
-def _shortlist_order(table: pd.DataFrame, shortlist: Path) -> list[int]:
-    """The shortlist's track numbers, each checked against the track table."""
-    n = len(table)
-    sl = _read_shortlist(Path(shortlist))
-    order = []
-    for row, raw in enumerate(sl["index"], start=2):
-        try:
-            idx = int(raw)
-        except ValueError:
-            raise PerturbscoreError(
-                f"{shortlist}: line {row}: index {quote(raw)} is not an integer; write "
-                "the 0-based track number."
-            ) from None
-        if not 0 <= idx < n:
-            raise PerturbscoreError(
-                f"{shortlist}: line {row}: track index {idx} is outside 0..{n - 1} "
-                "of the track table; is this shortlist for another model?"
-            )
-        if "identifier" in sl.columns:
-            want = sl["identifier"].iloc[row - 2]
-            have = table["identifier"].iloc[idx]
-            if want != have:
-                raise PerturbscoreError(
-                    f"{shortlist}: line {row}: index {idx} is {quote(want)} in the "
-                    f"shortlist but {quote(have)} in the track table; shortlist and table "
-                    "disagree, so one of them is from another model or was re-ordered."
-                )
-        order.append(idx)
+        key = sel.key("indices")
+        order = (order or []) + [(int(i), f"{key} entry {int(i)}") for i in sel.indices]
     return order
 
 
@@ -314,15 +332,20 @@ def selection_from_options(
     identifiers: Sequence[str] | None = None,
     indices: Sequence[int] | None = None,
     where: Iterable[str] | None = None,
+    origin: str = "",
 ) -> TrackSelection:
-    """Build a :class:`TrackSelection` from CLI/TOML-style values (``where``: query strings)."""
+    """Build a :class:`TrackSelection` from CLI/TOML-style values (``where``: query strings).
+
+    ``origin`` (``stablefm.toml [tracks]``) is where messages say the selection was written.
+    """
     conds = parse_where(where or [])
-    return TrackSelection(
+    selection = TrackSelection(
         shortlist=Path(shortlist) if shortlist else None,
         identifiers=tuple(identifiers) if identifiers else None,
         indices=tuple(int(i) for i in indices) if indices else None,
         where=conds,
     )
+    return selection.with_origin(origin) if origin else selection
 
 
 def track_listing(

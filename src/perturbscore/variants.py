@@ -69,12 +69,57 @@ def read_variants(
 
 
 def _check_fields(path: Path, sep: str) -> None:
-    """Refuse a header with repeated names and rows with another number of fields.
+    """Refuse text that pandas would misread, naming the line: one pass with the csv module.
 
     pandas would silently turn extra fields of the first row into an index, pad short
-    rows with empty text, and ignore both when reading only some columns, so every ID
-    would shift; one pass with the csv module finds the line instead.
+    rows with empty text, skip blank lines (shifting every later row against the
+    predictions) and ignore all of these when reading only some columns; a quote left
+    open swallows the rest of the file into one field.  Text that is not UTF-8 and a
+    separator other than the suffix's are named as such.
     """
+    try:
+        _check_rows(path, sep)
+    except UnicodeDecodeError:
+        raise PerturbscoreError(_not_utf8(path)) from None
+
+
+def _not_utf8(path: Path) -> str:
+    """The message for a table that is not UTF-8 text, naming the first bad byte's line."""
+    data = path.read_bytes()  # only on this error path: the file is short enough to read
+    try:
+        data.decode("utf-8")
+        where = ""
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        where = f" (byte 0x{data[exc.start]:02x} on line {line} is not UTF-8)"
+    return (
+        f"{path}: the variant table is not UTF-8 text{where}, probably Latin-1 or Windows-1252; "
+        'save it as UTF-8 (Excel: "CSV UTF-8"; or iconv -f latin1 -t utf-8).'
+    )
+
+
+_SEPARATORS = {",": ("comma", ".csv"), "\t": ("tab", ".tsv"), ";": ("semicolon", None)}
+
+
+def _wrong_separator(path: Path, header: list[str], sep: str) -> str | None:
+    """A hint when a one-field header holds another separator (a TSV named .csv)."""
+    if len(header) != 1:
+        return None
+    for other, (word, suffix) in _SEPARATORS.items():
+        if other != sep and other in header[0]:
+            fix = (
+                f"rename it {path.stem}{suffix}"
+                if suffix
+                else "save it comma-separated (.csv) or tab-separated (.tsv)"
+            )
+            return (
+                f"{path}: line 1 has no {_SEPARATORS[sep][0]} but holds {word}s "
+                f"({quote(header[0], 60)}): the file looks {word}-separated; {fix}."
+            )
+    return None
+
+
+def _check_rows(path: Path, sep: str) -> None:
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh, delimiter=sep)
         header = next(reader, None)
@@ -83,6 +128,9 @@ def _check_fields(path: Path, sep: str) -> None:
                 f"{path}: the variant table is empty; it needs a header row and one row per "
                 "prediction row."
             )
+        hint = _wrong_separator(path, header, sep)
+        if hint:
+            raise PerturbscoreError(hint)
         repeated = [c for c, n in Counter(header).items() if n > 1]
         if repeated:
             raise PerturbscoreError(
@@ -90,13 +138,53 @@ def _check_fields(path: Path, sep: str) -> None:
                 f"{listing(repeated, quoted=True)} more than once; give every column its own "
                 "name."
             )
+        blank = 0  # first blank line not yet followed by a row (blank lines at the end are fine)
+        end = reader.line_num
+        last_open: tuple[int, int] | None = None
         for row in reader:
-            if row and len(row) != len(header):
+            start, end = end + 1, reader.line_num
+            if not row:
+                blank = blank or start
+                continue
+            if blank:
+                raise PerturbscoreError(
+                    f"{path}: line {blank} is blank, but rows follow it; every line after the "
+                    "header is one prediction row, in order, so delete the blank line (or "
+                    "write the row that belongs there)."
+                )
+            # A field holding a line break ran on past its line: maybe a quote left open.
+            multi = any("\n" in f or "\r" in f for f in row)
+            last_open = (start, end) if multi else None
+            if multi and len(row) != len(header):
+                raise _open_quote(path, start, end)
+            if len(row) != len(header):
                 fields = f"{len(row)} field" + ("" if len(row) == 1 else "s")
                 raise PerturbscoreError(
-                    f"{path}: line {reader.line_num}: {fields}, but the header has "
+                    f"{path}: line {start}: {fields}, but the header has "
                     f"{len(header)}; fix the row (a separator inside a value must be quoted)."
                 )
+    # The last row holds a line break: a quote still open at the end of the file
+    # swallowed them (the lenient reader above returns that row without a word).
+    if last_open and _unclosed_at_end(path, sep):
+        raise _open_quote(path, *last_open)
+
+
+def _open_quote(path: Path, start: int, end: int) -> PerturbscoreError:
+    spans = f", so lines {start} to {end} were read as one row" if end > start else ""
+    return PerturbscoreError(
+        f'{path}: line {start}: a quote (") opened on line {start} is not closed{spans}; '
+        'close the quote, or remove it (a quote inside a quoted value is written twice, "").'
+    )
+
+
+def _unclosed_at_end(path: Path, sep: str) -> bool:
+    with path.open(newline="", encoding="utf-8") as fh:
+        try:
+            for _ in csv.reader(fh, delimiter=sep, strict=True):
+                pass
+        except csv.Error as exc:
+            return "end of data" in str(exc)
+    return False
 
 
 def pq_columns(path: Path) -> list[str]:
@@ -190,3 +278,48 @@ def duplicate_report(df: pd.DataFrame, columns: Sequence[str], where: str) -> li
     if not parts:
         return []
     return [f"{where}: " + "; ".join(parts) + "; all rows are kept."]
+
+
+def check_ids_against_tracks(
+    id_columns: Sequence[str],
+    track_names: Sequence[str],
+    run_file: str | Path | None = None,
+    listed: Sequence[str] | str = (),
+) -> None:
+    """Refuse ID columns named like a selected track: a table cannot hold both.
+
+    Parameters
+    ----------
+    id_columns : sequence of str
+        The ID columns the tables get (after ``"all"`` is resolved).
+    track_names : sequence of str
+        Identifiers of the selected tracks (the score columns).
+    run_file : str or Path, optional
+        The run file, named in the message with its ``[output] id_columns`` key.
+    listed : sequence of str or str
+        ``id_columns`` as the run file wrote it (``"all"`` words the fix differently).
+
+    Raises
+    ------
+    PerturbscoreError
+        Naming the run file, the key, the clashing names and the fix.
+    """
+    tracks = set(track_names)
+    clash = [c for c in id_columns if c in tracks]
+    if not clash:
+        return
+    where = f"{run_file} [output] id_columns" if run_file else "ID columns"
+    one = len(clash) == 1
+    names = f"column{'' if one else 's'} {listing(clash, quoted=True)}"
+    it = "it" if one else "them"
+    if listed == "all":
+        head = f'{where}: "all" keeps the variant table\'s {names}, which'
+        fix = f"list the ID columns without {it}, or rename {it} in the variant table"
+    else:
+        head = f"{where}: the ID {names}"
+        fix = f"leave {it} out of id_columns, or rename {it} in the variant table"
+    raise PerturbscoreError(
+        f"{head} {'is' if one else 'are'} also the identifier{'' if one else 's'} of "
+        f"{'a selected track' if one else 'selected tracks'}, and a table cannot hold two "
+        f"columns of one name; {fix}, or leave the track{'' if one else 's'} out of [tracks]."
+    )
