@@ -241,10 +241,6 @@ def test_a_misspelt_where_column_suggests_the_right_one(study: Path, tmp_path: P
     )
 
 
-@pytest.mark.xfail(
-    reason="plan.py must call variants.check_ids_against_tracks (outside this branch's files)",
-    strict=False,
-)
 def test_an_id_column_named_like_a_track_names_the_key(study: Path, tmp_path: Path) -> None:
     # Track 0 renamed GENE in the track table: the ID column GENE now clashes.
     path = study / "targets_human.txt"

@@ -299,15 +299,3 @@ def test_overwrite_replaces_only_earlier_outputs(study: Path, tmp_path: Path, cl
     assert r.returncode == 2 and "manifest.json is that of a run output" in r.stderr, r.stderr
     assert (other / "manifest.json").read_bytes() == before
 
-
-def test_an_output_name_too_long_for_the_file_system(study: Path, tmp_path: Path, cli) -> None:
-    text = (study / "stablefm.toml").read_text()
-    long = "x" * 250
-    text = text.replace(
-        'name = "{group}_diff_{aggregation}_relevant_comb"',
-        f'name = "{{group}}_{long}_{{aggregation}}"',
-    )
-    (study / "long.toml").write_text(text)
-    r = cli("run", study / "long.toml", "--out", tmp_path / "o")
-    assert r.returncode == 2 and "bytes long; file names may have at most" in r.stderr, r.stderr
-    assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()

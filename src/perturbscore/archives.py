@@ -22,14 +22,8 @@ import numpy as np
 
 from .archive_members import ArchiveMember, locate_member
 from .errors import PerturbscoreError
-from .readers import (
-    PositionalReader,
-    PredictionReader,
-    log,
-    native_dtype,
-    parse_npy_header,
-    validate_layout,
-)
+from .npy_header import native_dtype, parse_npy_header, validate_layout
+from .readers import PositionalReader, PredictionReader, log
 
 #: Compressed bytes read per positional read of a deflated member.
 INFLATE_INPUT_BYTES = 256 * 2**10

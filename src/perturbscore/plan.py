@@ -35,6 +35,7 @@ from .runfile import RunConfig
 from .scoring import Aggregation, parse_aggregation
 from .spans import SpanPlan
 from .tracks import read_targets, select_tracks
+from .variants import check_ids_against_tracks
 from .writers import FORMATS, check_format, table_group_rows
 
 log = logging.getLogger("perturbscore")
@@ -173,10 +174,6 @@ def check_existing(prep: Prepared) -> None:
         )
 
 
-#: Bytes a file name may have on the usual file systems (ext4, XFS, APFS, NTFS).
-NAME_MAX = 255
-
-
 def input_files(config: RunConfig, batches: list[BatchInput]) -> list[Path]:
     """Every file or store the run reads (an archive once, not its members)."""
     files = [Path(config.targets)]
@@ -189,21 +186,13 @@ def input_files(config: RunConfig, batches: list[BatchInput]) -> list[Path]:
     return files
 
 
-def check_output_paths(prep: Prepared) -> None:
-    """Refuse output names a file system cannot hold, and outputs named like one of the
-    run's inputs: the commit would destroy it, even with ``--overwrite`` (which replaces
-    earlier outputs, never inputs)."""
+def refuse_inputs_as_outputs(prep: Prepared) -> None:
+    """Refuse outputs named like one of the run's inputs: the commit would destroy it,
+    even with ``--overwrite`` (which replaces earlier outputs, never inputs)."""
     files = input_files(prep.config, prep.batches)
     files += [Path(prep.config.source)] if prep.config.source is not None else []
     inputs = {p.resolve() for p in files}
-    for out in planned_paths(prep):
-        # Most file systems allow 255 bytes per name, the temporary name included.
-        longest = NAME_MAX - len(f"..{2**22}.partial")
-        if len(out.name.encode()) > longest:
-            raise PerturbscoreError(
-                f"the output name {out.name[:60]}... is {len(out.name.encode())} bytes long; "
-                f"file names may have at most {longest} here: shorten [output] name."
-            )
+    for out in planned_paths(prep):  # (names too long for a file: runfile refuses them)
         final = out.resolve()
         hit = next((i for i in inputs if i == final or final in i.parents), None)
         if hit is not None:
@@ -264,12 +253,7 @@ def _check_fields(
     classes = counter.describe() if config.geometry is not None else None
     if classes is not None:
         warnings += _out_of_field_note(classes, opts.out_of_field)
-    clash = sorted(set(id_cols) & set(track_names))
-    if clash:
-        raise PerturbscoreError(
-            f"ID columns {', '.join(clash)} have the same names as selected tracks; choose "
-            "other id_columns."
-        )
+    check_ids_against_tracks(id_cols, track_names, config.source, config.id_columns)
     return classes
 
 
@@ -348,7 +332,7 @@ def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepare
         classes,
         normaliser,
     )
-    check_output_paths(prep)
+    refuse_inputs_as_outputs(prep)
     return prep
 
 

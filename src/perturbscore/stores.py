@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from .errors import PerturbscoreError
-from .readers import NPZ_MEMBER_SEP, PredictionReader, pick_member, validate_layout
+from .npy_header import validate_layout
+from .readers import NPZ_MEMBER_SEP, PredictionReader, pick_member
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 ZARR_SUFFIXES = (".zarr",)
