@@ -511,3 +511,19 @@ def test_class_column_leaves_out_of_field_rows_out(tmp_path: Path, policy: str) 
     np.testing.assert_allclose(got[tracks].to_numpy(), want, rtol=1e-12)
     m = json.loads((tmp_path / "n" / "manifest.json").read_text())
     assert m["geometry"]["class_column"] == "field"
+
+
+def test_a_file_that_is_no_background_and_a_small_budget_are_sentences(
+    tmp_path: Path,
+) -> None:
+    run = make_run(tmp_path / "run", synthetic())
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    r = run_cli("normalise", run, "--background-file", notes, "--out", tmp_path / "a")
+    assert r.returncode == 2 and "notes.txt is not a background file" in r.stderr
+    assert "allow_pickle" not in r.stderr and not (tmp_path / "a").exists()
+    r = run_cli(
+        "normalise", run, "--background", "stab", "--out", tmp_path / "b", "--memory", "1KB"
+    )
+    assert r.returncode == 2 and "raise --memory to" in r.stderr and "MiB or more" in r.stderr
+    assert not (tmp_path / "b").exists()

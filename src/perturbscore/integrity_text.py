@@ -36,7 +36,8 @@ def format_integrity(result: Mapping[str, Any], limit: int = 5) -> str:
             continue
         extra = ""
         if finding == "duplicate_vectors":
-            extra = f" in {result.get('duplicate_vector_sets', 0)} sets"
+            sets = result.get("duplicate_vector_sets", 0)
+            extra = f" in {sets} set{'' if sets == 1 else 's'}"
         lines.append(f"  FLAG {n} {_TITLES[finding]}{extra}")
         for ex in result.get("examples", {}).get(finding, [])[:limit]:
             lines.append("    " + _example(finding, ex))

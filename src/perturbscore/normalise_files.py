@@ -92,8 +92,16 @@ def load_backgrounds(path: str | Path) -> dict[tuple[str, str], Background]:
                     int(e["grid"]),
                 )
                 out[b.key] = b
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-        raise PerturbscoreError(f"{p}: cannot read background file ({exc}).") from exc
+    except OSError as exc:
+        raise PerturbscoreError(
+            f"{p}: cannot read the background file ({exc.strerror or exc})."
+        ) from exc
+    except (ValueError, KeyError, json.JSONDecodeError) as exc:
+        # numpy's own words for a file that is no .npz would advise loading it unsafely.
+        raise PerturbscoreError(
+            f"{p} is not a background file (an .npz written by 'perturbscore normalise "
+            "--save-background'); give such a file, or build one with --background GROUP."
+        ) from exc
     return out
 
 

@@ -156,8 +156,9 @@ class NormaliseJob:
         per_row = (4 + 14 * n_stats) * n_s * 8 + 1024
         if budget - held < per_row:
             raise PerturbscoreError(
-                f"memory budget {budget} bytes is too small (writers and backgrounds hold "
-                f"{held}, one row needs {per_row}); raise --memory or choose --format parquet."
+                f"memory budget {budget:,} bytes is too small: the writers and backgrounds hold "
+                f"{held:,} bytes and one row needs {per_row:,}; raise --memory to "
+                f"{-(-(held + per_row) // 2**20)}MiB or more, or choose --format parquet."
             )
         return int(min(MAX_BLOCK_ROWS, max(biggest, 1), (budget - held) // per_row))
 
