@@ -29,7 +29,8 @@ lint: $(VENV)/.installed-test
 	$(BIN)/mypy src/perturbscore
 
 test: lint
-	$(BIN)/python -m pytest -q
+	# One worker per core, a test file per worker (its module fixtures are built once).
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_run.py --scale 0.1
