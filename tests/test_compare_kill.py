@@ -11,11 +11,8 @@ comparison, never a mix, and the next command finishes or sweeps what the dead o
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -24,6 +21,7 @@ import pytest
 from perturbscore.outputs import JOURNAL
 
 from .conftest import _entry_point
+from .test_resume import kill_in_commit
 
 
 def _cli(*args: object) -> subprocess.CompletedProcess[str]:
@@ -108,25 +106,6 @@ def test_sigterm_or_sigint_while_drawing_leaves_nothing(
     assert not out.exists()  # created by this call, and empty again: removed
 
 
-HARNESS = textwrap.dedent(
-    """
-    import os, signal, sys
-    import perturbscore.outputs as outputs
-    calls = {"n": 0}
-    real = outputs._replace
-    def replace(tmp, final):
-        real(tmp, final)
-        calls["n"] += 1
-        if calls["n"] == int(os.environ["KILL_AFTER_RENAMES"]):
-            os.kill(os.getpid(), signal.SIGKILL)  # a real crash: no cleanup runs
-    outputs._replace = replace
-    from perturbscore.cli import main
-    sys.argv = ["perturbscore", *sys.argv[1:]]
-    main()
-    """
-)
-
-
 @pytest.mark.parametrize("renames", [1, 7])
 def test_sigkill_while_replacing_an_earlier_comparison(
     results: Path, clean: dict[str, dict[str, bytes]], tmp_path: Path, renames: int
@@ -134,13 +113,7 @@ def test_sigkill_while_replacing_an_earlier_comparison(
     out = tmp_path / "cmp"
     first = _cli(*_compare(results, out, "--plot-track", "SYNTH0004"))
     assert first.returncode == 0, first.stderr
-    killed = subprocess.run(
-        [sys.executable, "-c", HARNESS, *_compare(results, out, "--overwrite")],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "KILL_AFTER_RENAMES": str(renames)},
-        timeout=300,
-    )
+    killed = kill_in_commit(_compare(results, out, "--overwrite"), renames)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     # Mid-commit the earlier compare.json is already gone: no reader mixes the two.
     assert (out / JOURNAL).is_file() and not (out / "compare.json").exists()

@@ -189,16 +189,33 @@ def test_an_unknown_identifier_names_the_key_and_the_closest(study: Path, tmp_pa
     )
 
 
-def test_out_of_range_indices_name_the_key(study: Path, tmp_path: Path) -> None:
-    _edit_run_file(study, SHORTLIST, "indices = [0, 99, 42]")
-    _refused(
-        study,
-        tmp_path,
-        re.escape(
-            f"{study / TOML} [tracks] indices: track indices out of range 0..41: 99, 42; "
-            "indices are 0-based, so the track table's 42 tracks are 0 to 41"
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (  # out-of-range indices: the key, the range and that they are 0-based
+            "indices = [0, 99, 42]",
+            "{toml} [tracks] indices: track indices out of range 0..41: 99, 42; indices are "
+            "0-based, so the track table's 42 tracks are 0 to 41",
         ),
-    )
+        (  # a shortlist and indices naming one track: both places
+            SHORTLIST + "\nindices = [1, 4]",
+            "track 4 (SYNTH0004) is selected more than once, by {shortlist} line 3 and by "
+            "{toml} [tracks] indices entry 4; list each track once",
+        ),
+        (  # a misspelt query column: the closest one
+            'where = ["biosampel=GM12878"]',
+            "{toml} [tracks] where: track query column biosampel does not exist; did you mean "
+            '"biosample"? use one of',
+        ),
+    ],
+    ids=["indices-out-of-range", "shortlist-and-indices", "misspelt-where"],
+)
+def test_track_selection_messages_name_the_key(
+    study: Path, tmp_path: Path, edit: str, expected: str
+) -> None:
+    _edit_run_file(study, SHORTLIST, edit)
+    shortlist = study / "basenji_relevant_metadata.csv"
+    _refused(study, tmp_path, re.escape(expected.format(toml=study / TOML, shortlist=shortlist)))
 
 
 def test_a_repeated_shortlist_row_names_both_lines(study: Path, tmp_path: Path) -> None:
@@ -212,31 +229,6 @@ def test_a_repeated_shortlist_row_names_both_lines(study: Path, tmp_path: Path) 
         re.escape(
             f"track 0 (SYNTH0000) is selected more than once, by {path} line 2 and by "
             f"{path} line {last}; list each track once"
-        ),
-    )
-
-
-def test_a_shortlist_and_indices_overlapping_name_both(study: Path, tmp_path: Path) -> None:
-    _edit_run_file(study, SHORTLIST, SHORTLIST + "\nindices = [1, 4]")
-    path = study / "basenji_relevant_metadata.csv"
-    _refused(
-        study,
-        tmp_path,
-        re.escape(
-            f"track 4 (SYNTH0004) is selected more than once, by {path} line 3 and by "
-            f"{study / TOML} [tracks] indices entry 4; list each track once"
-        ),
-    )
-
-
-def test_a_misspelt_where_column_suggests_the_right_one(study: Path, tmp_path: Path) -> None:
-    _edit_run_file(study, SHORTLIST, 'where = ["biosampel=GM12878"]')
-    _refused(
-        study,
-        tmp_path,
-        re.escape(
-            f"{study / TOML} [tracks] where: track query column biosampel does not exist; "
-            'did you mean "biosample"? use one of'
         ),
     )
 

@@ -245,20 +245,25 @@ HARNESS = textwrap.dedent(
 )
 
 
+def kill_in_commit(args: list[str], renames: int) -> subprocess.CompletedProcess[str]:
+    """Run ``perturbscore ARGS`` through :data:`HARNESS`: SIGKILL after ``renames``
+    renames of its commit."""
+    return subprocess.run(
+        [sys.executable, "-c", HARNESS, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KILL_AFTER_RENAMES": str(renames)},
+        timeout=300,
+    )
+
+
 @pytest.mark.parametrize("renames", [1, 3])
 def test_killed_during_commit_is_finished_by_the_next_run(
     kstudy: Path, tmp_path: Path, renames: int
 ) -> None:
     clean = _clean(kstudy, tmp_path)
     out = tmp_path / "out"
-    env = {**os.environ, "KILL_AFTER_RENAMES": str(renames)}
-    r = subprocess.run(
-        [sys.executable, "-c", HARNESS, *_args(kstudy, out, "--resume")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    r = kill_in_commit(_args(kstudy, out, "--resume"), renames)
     assert r.returncode == -signal.SIGKILL, r.stderr
     published = [n for n in clean if (out / n).exists()]
     assert len(published) == renames and (out / JOURNAL).exists()
@@ -274,14 +279,7 @@ def test_readers_refuse_a_folder_caught_mid_commit(kstudy: Path, tmp_path: Path)
     # gone first, and every reader says what happened instead of mixing the two runs.
     out = tmp_path / "out"
     assert _cli(*_args(kstudy, out)).returncode == 0
-    env = {**os.environ, "KILL_AFTER_RENAMES": "1"}
-    r = subprocess.run(
-        [sys.executable, "-c", HARNESS, *_args(kstudy, out, "--overwrite")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    r = kill_in_commit(_args(kstudy, out, "--overwrite"), 1)
     assert r.returncode == -signal.SIGKILL, r.stderr
     assert (out / JOURNAL).exists() and not (out / "manifest.json").exists()
     for reader in (
@@ -302,13 +300,7 @@ def test_readers_refuse_a_folder_caught_mid_commit(kstudy: Path, tmp_path: Path)
 def test_commit_finished_by_a_plain_rerun_too(kstudy: Path, tmp_path: Path) -> None:
     clean = _clean(kstudy, tmp_path)
     out = tmp_path / "out"
-    env = {**os.environ, "KILL_AFTER_RENAMES": "2"}
-    subprocess.run(
-        [sys.executable, "-c", HARNESS, *_args(kstudy, out)],
-        capture_output=True,
-        env=env,
-        timeout=300,
-    )
+    kill_in_commit(_args(kstudy, out), 2)
     again = _cli(*_args(kstudy, out))
     # The interrupted commit is completed; the new run then finds the tables there.
     assert again.returncode == 2 and "already holds" in again.stderr
