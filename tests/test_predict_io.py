@@ -53,8 +53,11 @@ def _records(world: dict) -> list[tuple[str, int, str | None, str, tuple[str, ..
 
 
 def _write_vcf(path: Path, records: list) -> None:
-    lines = ["##fileformat=VCFv4.2", "##contig=<ID=chr1,length=3000>",
-             "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
+    lines = [
+        "##fileformat=VCFv4.2",
+        "##contig=<ID=chr1,length=3000>",
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO",
+    ]
     lines += [f"{c}\t{p}\t{i or '.'}\t{r}\t{','.join(a)}\t.\t.\t." for c, p, i, r, a in records]
     path.write_text("\n".join(lines) + "\n")
 
@@ -72,15 +75,17 @@ def _write_bcf(path: Path, records: list, compressed: bool = True) -> None:
 
 
 @pytest.mark.parametrize("compressed", [True, False])
-def test_bcf_gives_the_tables_and_arrays_of_the_same_vcf(world: dict, tmp_path: Path,
-                                                        compressed: bool) -> None:
+def test_bcf_gives_the_tables_and_arrays_of_the_same_vcf(
+    world: dict, tmp_path: Path, compressed: bool
+) -> None:
     records = _records(world)
     vcf, bcf = tmp_path / "v.vcf", tmp_path / "v.bcf"
     _write_vcf(vcf, records)
     _write_bcf(bcf, records, compressed)
     for name, path in (("vcf", vcf), ("bcf", bcf)):
-        run_predict(opts(world, tmp_path / name, variants=path, centre_column=None),
-                    predictor=Probe())
+        run_predict(
+            opts(world, tmp_path / name, variants=path, centre_column=None), predictor=Probe()
+        )
     vr, va, vt, vm = load(tmp_path / "vcf")
     br, ba, bt, bm = load(tmp_path / "bcf")
     # the oracle: the records as written, one row per ALT allele, '.' for the missing ID
@@ -99,9 +104,19 @@ def test_bcf_without_pysam_exits_2_with_the_pip_line(world: dict, tmp_path: Path
     shim.mkdir(parents=True)  # found before the installed pysam: as if it were missing
     (shim / "__init__.py").write_text("raise ImportError(\"No module named 'pysam'\")\n")
     out = tmp_path / "never"
-    r = cli("predict", str(bcf), "--genome", str(world["fa"]), "--model", "x", "--targets",
-            str(world["targets"]), "--out", str(out),
-            env={"PYTHONPATH": str(shim.parent)})
+    r = cli(
+        "predict",
+        str(bcf),
+        "--genome",
+        str(world["fa"]),
+        "--model",
+        "x",
+        "--targets",
+        str(world["targets"]),
+        "--out",
+        str(out),
+        env={"PYTHONPATH": str(shim.parent)},
+    )
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
     assert f"reading the BCF file {bcf} needs the Python package 'pysam'" in r.stderr
@@ -117,18 +132,22 @@ def _zarr_arrays(out: Path) -> tuple[np.ndarray, np.ndarray, tuple]:
 
 
 @pytest.mark.parametrize("rows", [1, 5, None])  # one row, a prime, all (6 rows, small)
-def test_zarr_holds_the_npy_arrays_whatever_the_chunks(world: dict, tmp_path: Path,
-                                                       rows: int | None) -> None:
+def test_zarr_holds_the_npy_arrays_whatever_the_chunks(
+    world: dict, tmp_path: Path, rows: int | None
+) -> None:
     run_predict(opts(world, tmp_path / "npy", bins=3, dtype="float16"), predictor=Probe())
-    run_predict(opts(world, tmp_path / "z", bins=3, dtype="float16", format="zarr",
-                     zarr_chunk_rows=rows), predictor=Probe())
+    run_predict(
+        opts(world, tmp_path / "z", bins=3, dtype="float16", format="zarr", zarr_chunk_rows=rows),
+        predictor=Probe(),
+    )
     ref, alt, table, _ = load(tmp_path / "npy")
     zref, zalt, chunks = _zarr_arrays(tmp_path / "z")
     assert zref.dtype == np.float16 and chunks == (rows or 6, 3, 8)
     np.testing.assert_array_equal(zref, ref)
     np.testing.assert_array_equal(zalt, alt)
     pd.testing.assert_frame_equal(
-        pd.read_csv(tmp_path / "z" / "variants.csv", dtype=str, keep_default_na=False), table)
+        pd.read_csv(tmp_path / "z" / "variants.csv", dtype=str, keep_default_na=False), table
+    )
     assert sorted(p.name for p in (tmp_path / "z").iterdir()) == sorted(ZARR_OUTPUTS.values())
     man = json.loads((tmp_path / "z" / "predict_manifest.json").read_text())
     assert man["format"] == "zarr" and man["zarr_chunk_rows"] == (rows or 6)
@@ -145,8 +164,9 @@ def test_the_zarr_run_file_scores_through_perturbscore_run(world: dict, tmp_path
     ref, alt, _ = _zarr_arrays(out)
     got = pd.read_parquet(tmp_path / "scores" / "predicted_diff_ave.parquet")
     expected = np.abs(alt.astype(np.float64).mean(axis=1) - ref.astype(np.float64).mean(axis=1))
-    np.testing.assert_allclose(got[[f"T{i:02d}" for i in range(8)]].to_numpy(), expected,
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        got[[f"T{i:02d}" for i in range(8)]].to_numpy(), expected, rtol=1e-12
+    )
     assert list(got.rsID) == list(world["var"].rsID)
 
 
@@ -154,8 +174,9 @@ class Killed(BaseException):
     """Stands in for a process killed while it builds the Zarr store."""
 
 
-def test_a_run_stopped_while_building_the_store_resumes(world: dict, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_stopped_while_building_the_store_resumes(
+    world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from perturbscore import predict
 
     run_predict(opts(world, tmp_path / "npy"), predictor=Probe())
@@ -179,11 +200,13 @@ def test_a_run_stopped_while_building_the_store_resumes(world: dict, tmp_path: P
     np.testing.assert_array_equal(zalt, alt)
 
 
-def test_zarr_resume_after_sigkill_gives_identical_arrays(world: dict, tiny_model: Path,
-                                                          many: dict, tmp_path: Path) -> None:
+def test_zarr_resume_after_sigkill_gives_identical_arrays(
+    world: dict, tiny_model: Path, many: dict, tmp_path: Path
+) -> None:
     out = tmp_path / "killed"
-    args = _args(world, many, tiny_model, out, "--resume", "--format", "zarr",
-                 "--zarr-chunk-rows", "7")
+    args = _args(
+        world, many, tiny_model, out, "--resume", "--format", "zarr", "--zarr-chunk-rows", "7"
+    )
     point = random.Random(7).randint(2, 60)
     killed = _kill_after(args, point, signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
@@ -219,8 +242,9 @@ def _run_file(world: dict, folder: Path, extra: str = "") -> Path:
     return path
 
 
-def test_predict_section_gives_the_options_and_the_command_line_wins(world: dict,
-                                                                     tmp_path: Path) -> None:
+def test_predict_section_gives_the_options_and_the_command_line_wins(
+    world: dict, tmp_path: Path
+) -> None:
     from perturbscore.predict_config import predict_options, read_predict_section
 
     path = _run_file(world, tmp_path / "cfg", 'dtype = "float16"\n')
@@ -231,8 +255,10 @@ def test_predict_section_gives_the_options_and_the_command_line_wins(world: dict
     assert o.out == tmp_path / "cfg" / "pred"  # relative to the run file
     assert (o.batch_size, o.bins, o.dtype, o.centre_column) == (3, None, "float16", "TSS")
     run_predict(o, predictor=Probe())
-    run_predict(opts(world, tmp_path / "direct", batch_size=3, dtype="float16",
-                     selection=o.selection), predictor=Probe())
+    run_predict(
+        opts(world, tmp_path / "direct", batch_size=3, dtype="float16", selection=o.selection),
+        predictor=Probe(),
+    )
     got, want = load(o.out), load(tmp_path / "direct")
     assert got[0].shape == (6, NB, 6)  # the section's where = kept 6 of 8 tracks
     np.testing.assert_array_equal(got[0], want[0])
@@ -242,8 +268,10 @@ def test_predict_section_gives_the_options_and_the_command_line_wins(world: dict
 def test_a_run_file_with_a_predict_section_still_runs() -> None:
     from perturbscore.runfile import parse_run_config
 
-    text = ('targets = "t.txt"\n[predict]\nvariants = "v.csv"\n[[groups]]\nname = "g"\n'
-            'batches = [{ ref = "r.npy", alt = "a.npy", variants = "v.csv" }]\n')
+    text = (
+        'targets = "t.txt"\n[predict]\nvariants = "v.csv"\n[[groups]]\nname = "g"\n'
+        'batches = [{ ref = "r.npy", alt = "a.npy", variants = "v.csv" }]\n'
+    )
     cfg = parse_run_config(tomllib.loads(text), Path("."))
     assert cfg.groups[0].name == "g"
 
@@ -252,16 +280,21 @@ def test_a_run_file_with_a_predict_section_still_runs() -> None:
     ("extra", "needle"),
     [
         ("bach_size = 2\n", "[predict]: unknown key bach_size; did you mean batch_size?"),
-        ('device = 3\nresume = "yes"\n', '[predict] device: expected a device string'),
-        ('reverse_complement = "true"\n',
-         '[predict] reverse_complement: expected true or false, got the string "true"; '
-         "write reverse_complement = true."),
-        ('format = "hdf5"\n',
-         '[predict] format: expected one of "npy", "zarr", got the string "hdf5"'),
+        ('device = 3\nresume = "yes"\n', "[predict] device: expected a device string"),
+        (
+            'reverse_complement = "true"\n',
+            '[predict] reverse_complement: expected true or false, got the string "true"; '
+            "write reverse_complement = true.",
+        ),
+        (
+            'format = "hdf5"\n',
+            '[predict] format: expected one of "npy", "zarr", got the string "hdf5"',
+        ),
     ],
 )
-def test_predict_section_errors_exit_2_naming_file_and_key(world: dict, tmp_path: Path,
-                                                           extra: str, needle: str) -> None:
+def test_predict_section_errors_exit_2_naming_file_and_key(
+    world: dict, tmp_path: Path, extra: str, needle: str
+) -> None:
     path = _run_file(world, tmp_path / "cfg", extra)
     r = cli("predict", str(path))
     assert r.returncode == 2, r.stderr
@@ -293,8 +326,9 @@ def test_run_file_without_predict_section_or_keys(world: dict, tmp_path: Path) -
     assert f"([predict] of {path} or the command line)" in r.stderr
 
 
-def test_the_cli_reads_the_section_and_overrides_it(world: dict, tiny_model: Path,
-                                                    tmp_path: Path) -> None:
+def test_the_cli_reads_the_section_and_overrides_it(
+    world: dict, tiny_model: Path, tmp_path: Path
+) -> None:
     path = _run_file(world, tmp_path / "cfg")
     text = path.read_text().replace('model = "probe"', f'model = "{tiny_model}"')
     path.write_text(text.replace('bins = "all"', "bins = 5"))
@@ -305,9 +339,29 @@ def test_the_cli_reads_the_section_and_overrides_it(world: dict, tiny_model: Pat
     man = json.loads((out / "predict_manifest.json").read_text())
     assert man["format"] == "zarr" and man["batch_size"] == 2  # the CLI's, the file's
     assert man["geometry"]["kept_bins"] == [NB // 2 - 1, NB // 2, NB // 2 + 1]
-    run_predict(opts(world, tmp_path / "lib", model=str(tiny_model), bins=3, batch_size=2,
-                     selection=None, format="npy"))
+    run_predict(
+        opts(
+            world,
+            tmp_path / "lib",
+            model=str(tiny_model),
+            bins=3,
+            batch_size=2,
+            selection=None,
+            format="npy",
+        )
+    )
     zref, _, _ = _zarr_arrays(out)
     lib = load(tmp_path / "lib")[0]
     keep = [i for i in range(8) if i % 4 != 2]  # the section's biosample=GM12878 tracks
     np.testing.assert_array_equal(zref, lib[:, :, keep])
+
+
+def test_a_predict_section_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    # Notepad and Excel save UTF-8 with a BOM: the run file's [predict] reads as without.
+    from perturbscore.predict_config import read_predict_section
+
+    text = "[predict]\nbatch_size = 8\n"
+    (tmp_path / "plain.toml").write_text(text, encoding="utf-8")
+    (tmp_path / "bom.toml").write_text(text, encoding="utf-8-sig")
+    plain = read_predict_section(tmp_path / "plain.toml")
+    assert read_predict_section(tmp_path / "bom.toml") == plain and plain

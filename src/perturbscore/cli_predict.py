@@ -91,7 +91,7 @@ from .errors import PerturbscoreError
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["npy", "zarr"]),
+    type=click.Choice(["npy", "zarr"], case_sensitive=False),
     default="npy",
     show_default=True,
     help="Arrays as ref.npy + alt.npy, or one Zarr store predictions.zarr (needs zarr).",

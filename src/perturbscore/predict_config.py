@@ -166,7 +166,7 @@ def read_predict_section(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise PerturbscoreError(f"{path}: run file not found. Check the path.")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise PerturbscoreError(f"{path}: not a valid UTF-8 TOML run file ({exc}).") from exc
     where = f"{path} [predict]"
