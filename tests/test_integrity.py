@@ -194,6 +194,12 @@ def test_duplicate_vectors_and_cross_group(tmp_path):
     assert res is not None and res["findings"]["cross_group_mismatch"] == 1
     ex = res["examples"]["cross_group_mismatch"][0]
     assert (ex["group"], ex["line"], ex["first_group"]) == ("b", 2, "a")
+    # People read the track's identifier, not a column number of unstated base.
+    tracks = pd.read_csv(tmp_path / "mis" / "targets.txt", sep="\t")["identifier"]
+    assert ex["track"] == tracks[ex["column"]]
+    done = _cli("check", str(tmp_path / "mis" / "run.toml"))
+    assert f"track {ex['track']} differs by" in done.stdout, done.stdout
+    assert "1 set\n" in _cli("check", str(tmp_path / "dup" / "run.toml")).stdout
 
 
 def test_block_size_never_changes_the_result(tmp_path):

@@ -45,6 +45,7 @@ class Findings:
             shared_keys=keys_in_several_groups(by_group) if len(by_group) > 1 else None,
             key_of=lambda g, n, r: keys[(g, n)][r],
             scores_of=f"{self.table[0]}/{self.table[1]}",
+            track_names=[str(t) for t in prep.tracks["identifier"]],
             rtol=rtol,
             atol=atol,
             max_examples=max_examples,

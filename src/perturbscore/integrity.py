@@ -116,6 +116,8 @@ class IntegrityChecker:
         First offenders kept per finding.
     scores_of : str
         Which table's scores are fed (e.g. ``ave/abs_diff``), recorded in the result.
+    track_names : sequence of str
+        Identifiers of the score columns, to name a track in the examples.
     """
 
     shared_keys: Iterable[str] | None = field(default=None, repr=False)
@@ -124,6 +126,7 @@ class IntegrityChecker:
     atol: float = 1e-6
     max_examples: int = 10
     scores_of: str = ""
+    track_names: Sequence[str] = ()
     _batches: dict[tuple[str, int], int] = field(default_factory=dict)
     _batch_info: list[_Batch] = field(default_factory=list)
     _counts: dict[str, int] = field(default_factory=dict)
@@ -298,6 +301,7 @@ class IntegrityChecker:
                     "id": show_key(ids[r[j]]),
                     "first_group": groups[int(self._owner[ss[j]])],
                     "column": t,
+                    **({"track": self.track_names[t]} if t < len(self.track_names) else {}),
                     "difference": float(diff[t]),
                 }
             )

@@ -58,7 +58,9 @@ def _example(finding: str, ex: Mapping[str, Any]) -> str:
     text = _at(ex)
     if finding == "cross_group_mismatch":
         text += (
-            f" vs group {ex['first_group']}: column {ex['column']} differs by "
+            f" vs group {ex['first_group']}: "
+            + (f"track {ex['track']}" if "track" in ex else f"column {ex['column']}")
+            + " differs by "
             f"{ex['difference']:.3g}"
         )
     elif "class" in ex:
