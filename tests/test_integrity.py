@@ -264,3 +264,16 @@ def test_user_errors_exit_2(tmp_path, edit, needle):
     assert done.returncode == 2 and needle in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and done.stderr.startswith("perturbscore: error:")
     assert sorted(p.name for p in (tmp_path / "e").iterdir()) == before
+
+
+def test_nan_predictions_are_flagged_as_run_would_refuse_them(tmp_path):
+    # check said "clean" (exit 0) for predictions that 'perturbscore run' refuses.
+    run = make_dataset(tmp_path / "nan")
+    alt = np.load(tmp_path / "nan" / "alt_a.npy")
+    alt[5, 1, 0] = np.nan
+    np.save(tmp_path / "nan" / "alt_a.npy", alt)
+    done = _cli("check", str(run))
+    assert done.returncode == 3, done.stderr
+    assert "FLAG 1 NaN or Inf values in" in done.stdout and "alt_a.npy" in done.stdout
+    assert "flagged: NaN or Inf in the predictions" in done.stdout
+    assert _cli("run", str(run), "--out", str(tmp_path / "o")).returncode == 2

@@ -123,9 +123,19 @@ def _integrity(
             grp = prep.batches[res.batch].group
             values = {(grp, a, st): v for (a, st), v in res.scores.items()}
             findings.block(res.batch, res.start, res.identical, values)
+            findings.add(res.batch, res.nonfinite, res.bad_log2)
     finally:
         close_readers()
-    return findings.checker.finish()
+    result = findings.checker.finish()
+    if findings.nonfinite:
+        # What 'perturbscore run' refuses (by default) is no clean bill of health.
+        result["nonfinite"] = {
+            path: {"values": count, "first": where}
+            for path, (count, where) in findings.nonfinite.items()
+        }
+        result["clean"] = False
+        result["exit_code"] = EXIT_FLAGGED
+    return result
 
 
 def check_run_file(

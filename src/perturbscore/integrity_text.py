@@ -41,8 +41,15 @@ def format_integrity(result: Mapping[str, Any], limit: int = 5) -> str:
         lines.append(f"  FLAG {n} {_TITLES[finding]}{extra}")
         for ex in result.get("examples", {}).get(finding, [])[:limit]:
             lines.append("    " + _example(finding, ex))
+    for path, found in (result.get("nonfinite") or {}).items():
+        lines.append(
+            f"  FLAG {found['values']} NaN or Inf values in {path}, first at {found['first']} "
+            "('perturbscore run' refuses them; --nan propagate carries them into the scores)"
+        )
     if result["clean"]:
         lines.append("  clean: no misaligned rows or wrong positions found")
+    elif not any(result["findings"].values()):
+        lines.append(f"  flagged: NaN or Inf in the predictions (exit code {result['exit_code']})")
     else:
         lines.append(
             "  flagged: rows may be attached to the wrong variants, or positions/windows are "
