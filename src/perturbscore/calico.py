@@ -24,9 +24,8 @@ from .errors import PerturbscoreError
 from .extras import require
 from .manifest import build_manifest, file_facts, manifest_text
 from .memory import DEFAULT_MEMORY_BYTES
-from .messages import overwrite_hint
 from .names import check_name
-from .outputs import Commit, check_out_folder, output_folder, refuse_replacing_others
+from .outputs import Commit, check_out_folder, output_folder, refuse_existing_outputs
 from .tracks import TrackSelection, read_targets, select_tracks
 from .writers import FORMATS, TableWriter, check_format, open_writer
 
@@ -196,15 +195,9 @@ def import_scores(
             memory_bytes,
         )
         with output_folder(out):
-            paths = [p for p in job.planned() if p.exists()]
-            if overwrite:
-                refuse_replacing_others(out, paths, "calico scores", "perturbscore import-scores")
-            existing = [p.name for p in paths]
-            if existing and not overwrite:
-                raise PerturbscoreError(
-                    f"{out} already holds {', '.join(existing)}; {overwrite_hint()} to replace "
-                    "them or choose another --out folder."
-                )
+            refuse_existing_outputs(
+                out, job.planned(), overwrite, "calico scores", "perturbscore import-scores"
+            )
             if normalise == "zscore":
                 job.mean, job.scale = _zscore(job.data, job.columns, job.rows)
             _write(job)

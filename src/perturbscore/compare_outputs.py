@@ -190,9 +190,8 @@ def _commit(staged: Path, out: Path) -> None:
     commit = Commit(out)
     old = out / "compare.json"
     if old.is_file():
-        earlier = _earlier_files(out)
-        commit.remove(old)  # first: a folder caught mid-commit is no comparison
-        for rel in earlier:
+        # (compare.json itself goes first, as every commit's manifest does.)
+        for rel in _earlier_files(out):
             p = out / rel
             if p.is_file() and p.resolve().is_relative_to(out.resolve()):
                 commit.remove(p)

@@ -19,6 +19,9 @@ from .errors import PerturbscoreError
 
 LOCK = ".perturbscore.lock"
 
+#: This machine's name, as lock files record it.
+_HOST = socket.gethostname() or "localhost"
+
 
 def pid_alive(pid: int) -> bool:
     """Whether a process with this pid runs on this machine (ours counts as alive)."""
@@ -98,10 +101,6 @@ def folder_lock(folder: Path) -> Iterator[None]:
             if (mine or st.st_size == 0) and st.st_ino == os.stat(path).st_ino:
                 path.unlink()  # while still locked: the next command makes a fresh one
         os.close(fd)
-
-
-#: This machine's name, as lock files record it.
-_HOST = socket.gethostname() or "localhost"
 
 
 def _lock_owner(path: Path) -> tuple[int, str | None]:

@@ -21,7 +21,7 @@ from .messages import overwrite_hint
 from .names import check_name, is_safe_name
 from .normalise import DEFAULT_GRID, DEFAULT_K, NORMALISED, Background
 from .normalise_files import check_tracks, load_backgrounds
-from .outputs import refuse_replacing_others
+from .outputs import refuse_existing_outputs
 from .runtables import MANIFEST, Table, check_columns, read_run, table_columns
 from .writers import FORMATS, check_format, footer_bytes, table_group_rows, writer_bytes
 
@@ -164,17 +164,8 @@ class NormaliseJob:
 
     def refuse_existing(self, overwrite: bool) -> None:
         """Earlier outputs need ``overwrite``; anything else is never replaced."""
-        paths = [p for _, _, p in self.plan if p.exists()]
-        paths += [self.out / MANIFEST] if (self.out / MANIFEST).exists() else []
-        if overwrite:
-            refuse_replacing_others(self.out, paths, "normalise", "perturbscore normalise")
-            return
-        existing = [p.name for p in paths]
-        if existing:
-            raise PerturbscoreError(
-                f"{self.out} already holds {', '.join(existing)}; {overwrite_hint()} to replace "
-                "them or choose another --out folder."
-            )
+        planned = [p for _, _, p in self.plan] + [self.out / MANIFEST]
+        refuse_existing_outputs(self.out, planned, overwrite, "normalise", "perturbscore normalise")
 
 
 def _check_arguments(

@@ -37,6 +37,7 @@ from typing import Any
 
 from .errors import PerturbscoreError
 from .locks import LOCK, folder_lock, pid_alive
+from .messages import overwrite_hint
 
 log = logging.getLogger("perturbscore")
 
@@ -57,13 +58,16 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def _dead_partial(name: str) -> re.Match[str] | None:
+    """The match of a ``.{name}.{pid}.partial`` file name whose process no longer runs."""
+    m = _PARTIAL.match(name)
+    return m if m is not None and not pid_alive(int(m["pid"])) else None
+
+
 def is_own_leftover(path: Path) -> bool:
     """Whether ``path`` is perturbscore's own bookkeeping in an output folder: its lock,
     a commit journal, or a temporary of a process that no longer runs."""
-    if path.name in (LOCK, JOURNAL):
-        return True
-    m = _PARTIAL.match(path.name)
-    return m is not None and not pid_alive(int(m["pid"]))
+    return path.name in (LOCK, JOURNAL) or _dead_partial(path.name) is not None
 
 
 def sweep(folder: Path, name: str | None = None) -> list[Path]:
@@ -82,8 +86,8 @@ def sweep(folder: Path, name: str | None = None) -> list[Path]:
     if not folder.is_dir():
         return removed
     for entry in folder.iterdir():
-        m = _PARTIAL.match(entry.name)
-        if m and (name is None or m["name"] == name) and not pid_alive(int(m["pid"])):
+        m = _dead_partial(entry.name)
+        if m is not None and (name is None or m["name"] == name):
             _remove(entry)
             removed.append(entry)
     if removed:
@@ -295,26 +299,44 @@ def earlier_outputs(folder: Path, source: str) -> tuple[set[str], str]:
     return names | {"manifest.json"}, why
 
 
-def refuse_replacing_others(folder: Path, existing: list[Path], source: str, what: str) -> None:
-    """``--overwrite`` replaces earlier outputs of the same command, nothing else.
+def refuse_existing_outputs(
+    folder: Path,
+    planned: list[Path],
+    overwrite: bool,
+    source: str,
+    what: str,
+    python: str = "overwrite=True",
+) -> None:
+    """Existing outputs need ``overwrite``, which replaces earlier outputs of the same
+    command and nothing else.
 
     Parameters
     ----------
     folder : Path
         The output folder.
-    existing : list of Path
-        The paths the command would replace there.
+    planned : list of Path
+        Every path the command publishes there (those that exist are checked).
+    overwrite : bool
     source : str
         The manifest ``source`` of the command (``run``, ``normalise``).
     what : str
         The command, for the message (``perturbscore run``).
+    python : str
+        The keyword argument to name to a library caller (:func:`.messages.overwrite_hint`).
     """
+    existing = [p for p in planned if p.exists() or p.is_symlink()]
+    if not existing:
+        return
+    if not overwrite:
+        names = [p.name for p in existing]
+        more = f" and {len(names) - 4} more" if len(names) > 4 else ""
+        raise PerturbscoreError(
+            f"{folder} already holds {', '.join(names[:4])}{more}; "
+            f"{overwrite_hint(python)} to replace them, or choose another --out folder."
+        )
     ours, why = earlier_outputs(folder, source)
-    others = [
-        p.relative_to(folder).as_posix()
-        for p in existing
-        if p.relative_to(folder).as_posix() not in ours
-    ]
+    relative = [p.relative_to(folder).as_posix() for p in existing]
+    others = [r for r in relative if r not in ours]
     if others:
         raise PerturbscoreError(
             f"{folder} holds {', '.join(others[:4])}{' and more' if len(others) > 4 else ''}, "

@@ -24,10 +24,9 @@ from . import __version__
 from .errors import PerturbscoreError
 from .geometry_tables import ClassCounter
 from .memory import MemoryPlan
-from .messages import overwrite_hint
 from .normalise_inrun import RunNormaliser, prepare_normaliser
 from .options import RunOptions, check_options
-from .outputs import refuse_replacing_others
+from .outputs import refuse_existing_outputs
 from .plan_batches import BatchInput, group_sizes, open_batches
 from .plan_sizing import memory_plan, reader_threads
 from .resume import input_fingerprint
@@ -160,18 +159,14 @@ def planned_paths(prep: Prepared) -> list[Path]:
 def check_existing(prep: Prepared) -> None:
     """Refuse to replace outputs without ``--overwrite``, and anything but an earlier
     run's outputs with it."""
-    paths = [p for p in planned_paths(prep) if p.exists() or p.is_symlink()]
-    if prep.opts.overwrite:
-        refuse_replacing_others(prep.out, paths, "run", "perturbscore run")
-        return
-    existing = [p.name for p in paths]
-    if existing:
-        more = f" and {len(existing) - 4} more" if len(existing) > 4 else ""
-        raise PerturbscoreError(
-            f"{prep.out} already holds {', '.join(existing[:4])}{more}; "
-            f"{overwrite_hint('RunOptions(overwrite=True)')} to replace them, or choose another "
-            "--out folder."
-        )
+    refuse_existing_outputs(
+        prep.out,
+        planned_paths(prep),
+        prep.opts.overwrite,
+        "run",
+        "perturbscore run",
+        "RunOptions(overwrite=True)",
+    )
 
 
 def input_files(config: RunConfig, batches: list[BatchInput]) -> list[Path]:
