@@ -17,6 +17,7 @@ import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from .constants import ENGINES, NAN_POLICIES
 from .engine import RunResult, execute, local_mapper
@@ -101,34 +102,37 @@ def _cube_paths(prep: Prepared) -> list[Path]:
     return [prep.out / cube_name(g.name) for g in prep.config.groups] if prep.opts.zarr else []
 
 
-def _already_complete(prep: Prepared) -> bool:
-    """Whether ``prep.out`` holds this very run, finished: its manifest records the same
-    fingerprint (inputs and options), every table is there, and no resume state is left."""
+def _recorded_fingerprint(prep: Prepared) -> dict[str, Any] | None:
+    """The fingerprint of the finished run in ``prep.out`` (its manifest's), or None: no
+    manifest, none recorded, or resume state left (an interrupted run, whose own state
+    is checked against this one)."""
     if (prep.out / STATE_DIR).exists():
-        return False
+        return None
     try:
         manifest = json.loads((prep.out / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    cubes = _cube_paths(prep)
+        return None
+    recorded = manifest.get("fingerprint") if isinstance(manifest, dict) else None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def _already_complete(prep: Prepared) -> bool:
+    """Whether ``prep.out`` holds this very run, finished: its manifest records the same
+    fingerprint (inputs and options), every table is there, and no resume state is left."""
+    recorded = _recorded_fingerprint(prep)
     return (
-        isinstance(manifest, dict)
-        and manifest.get("fingerprint") == json.loads(json.dumps(prep.fingerprint))
+        recorded is not None
+        and recorded == json.loads(json.dumps(prep.fingerprint))
         and all(o.path.exists() for o in prep.outputs)
-        and all(c.exists() for c in cubes)
+        and all(c.exists() for c in _cube_paths(prep))
     )
 
 
 def _refuse_another_finished_run(prep: Prepared) -> None:
     """``--resume`` into the folder of a finished run whose inputs or options differ:
     nothing to resume, and saying what changed beats a bare "already holds"."""
-    if (prep.out / STATE_DIR).exists():
-        return  # an interrupted run: its own state is checked against this one
-    try:
-        recorded = json.loads((prep.out / MANIFEST).read_text(encoding="utf-8"))["fingerprint"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return
-    if not isinstance(recorded, dict):
+    recorded = _recorded_fingerprint(prep)
+    if recorded is None:
         return
     changes = describe_change(recorded, json.loads(json.dumps(prep.fingerprint)))
     if changes:
