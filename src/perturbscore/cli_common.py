@@ -18,7 +18,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from .constants import OUTPUT_FORMATS
-from .errors import Interrupted, PerturbscoreError
+from .errors import WRITE_ERRNOS, Interrupted, PerturbscoreError, full_disk
 from .memory import DEFAULT_MEMORY_BYTES
 
 log = logging.getLogger("perturbscore")
@@ -154,18 +154,13 @@ def report_interrupt(exc: BaseException) -> NoReturn:
     sys.exit(code)
 
 
-#: File-system errors that mean "this place cannot take the outputs": full disk, quota,
-#: read-only file system.
-WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
-
-
 def write_refused(exc: OSError, out_dir: object = None) -> str:
     """One sentence for an OSError of :data:`WRITE_ERRNOS`, naming where and what to do."""
     where = exc.filename or out_dir
     place = f"cannot write {where}" if where else "cannot write the outputs"
     if exc.errno == errno.EROFS:
         return f"{place}: the file system is read-only; choose another --out folder."
-    full = "disk quota is exceeded" if exc.errno == errno.EDQUOT else "disk is full"
+    full = full_disk(exc)
     return f"{place}: the {full}; free space there or choose another --out folder."
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .errors import Interrupted, PerturbscoreError
+from .errors import WRITE_ERRNOS, Interrupted, PerturbscoreError, full_disk
 from .findings import Findings
 from .manifest import manifest_text, run_manifest
 from .outputs import JOURNAL, Commit, temp_path
@@ -256,10 +256,6 @@ def _interrupted(
     return Interrupted(name, code, f"interrupted by {name}: {advice}")
 
 
-#: Errors of the output folder's file system, not of the run: full, over quota, read-only.
-WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
-
-
 def write_failure(
     exc: OSError, out: Path, state: ResumeState | None, committing: bool = False
 ) -> str:
@@ -281,7 +277,7 @@ def write_failure(
             f"cannot write into {out}: it is on a read-only file system; no partial table "
             "is left: choose another --out folder."
         )
-    full = "disk quota is exceeded" if exc.errno == errno.EDQUOT else "disk is full"
+    full = full_disk(exc)
     if state is not None:
         return (
             f"cannot write into {out}: its {full}; no partial table is left, and the "

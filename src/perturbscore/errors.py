@@ -6,6 +6,17 @@ and the fix; the command-line interface turns it into exit code 2.
 
 from __future__ import annotations
 
+import errno
+
+#: Errors of the output folder's file system, not of the command: full, over quota,
+#: read-only.  A user error (exit 2) with a sentence saying what to do.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def full_disk(exc: OSError) -> str:
+    """``disk is full`` or ``disk quota is exceeded``: what an ENOSPC/EDQUOT says."""
+    return "disk quota is exceeded" if exc.errno == errno.EDQUOT else "disk is full"
+
 
 class PerturbscoreError(Exception):
     """A user error: bad input, bad option, or an output that would be overwritten."""
