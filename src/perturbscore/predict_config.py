@@ -37,7 +37,7 @@ from .predict import PredictOptions
 from .predict_output import FORMATS
 from .runfile_schema import Key
 from .runfile_sections import refuse_unknown_keys
-from .runfile_values import Reject
+from .runfile_values import Reject, is_int, strings
 from .tracks import parse_where, selection_from_options
 
 PRECISIONS = ("float32", "float16", "bfloat16")
@@ -45,19 +45,15 @@ DTYPES = ("float32", "float16")
 PATHS = ("variants", "genome", "targets", "out", "shortlist")  # resolved against the file
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _text(v: Any) -> str:
     if not isinstance(v, str) or not v.strip():
-        raise Reject(f'"{v}"' if _is_int(v) else None)
+        raise Reject(f'"{v}"' if is_int(v) else None)
     return v
 
 
 def _int(least: int) -> Callable[[Any], int]:
     def check(v: Any) -> int:
-        if _is_int(v) and v >= least:
+        if is_int(v) and v >= least:
             return int(v)
         guess = v.strip() if isinstance(v, str) and v.strip().isdigit() else None
         raise Reject(guess if guess is not None and int(guess) >= least else None)
@@ -86,24 +82,16 @@ def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     return check
 
 
-def _texts(v: Any) -> tuple[str, ...]:
-    if isinstance(v, str) and v.strip():
-        return (v,)
-    if isinstance(v, list) and v and all(isinstance(s, str) and s.strip() for s in v):
-        return tuple(v)
-    raise Reject()
-
-
 def _ints(v: Any) -> tuple[int, ...]:
-    if isinstance(v, list) and v and all(_is_int(i) and i >= 0 for i in v):
+    if isinstance(v, list) and v and all(is_int(i) and i >= 0 for i in v):
         return tuple(v)
-    raise Reject(f"[{v}]" if _is_int(v) and v >= 0 else None)
+    raise Reject(f"[{v}]" if is_int(v) and v >= 0 else None)
 
 
 def _bins(v: Any) -> int | None:
     if v == "all":
         return None
-    if _is_int(v) and v >= 1 and v % 2 == 1:
+    if is_int(v) and v >= 1 and v % 2 == 1:
         return int(v)
     raise Reject()
 
@@ -120,10 +108,10 @@ def _keys() -> dict[str, Key]:
         "out": Key("a path string to the output folder", _text, '"predictions"'),
         "shortlist": path,
         "identifiers": Key(
-            "a non-empty list of track identifier strings", _texts, '["ENCFF093VXI"]'
+            "a non-empty list of track identifier strings", strings, '["ENCFF093VXI"]'
         ),
         "indices": Key("a non-empty list of 0-based track numbers", _ints, "[12, 69]"),
-        "where": Key("a non-empty list of queries field=value", _texts, '["biosample=GM12878"]'),
+        "where": Key("a non-empty list of queries field=value", strings, '["biosample=GM12878"]'),
         "head": text,
         "bins": Key('an odd number of central bins, or "all"', _bins, "3"),
         "center_bin": Key("an integer ≥ 0 naming a bin", _int(0), "447"),

@@ -31,7 +31,8 @@ class Reject(Exception):
         self.detail = detail
 
 
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
+    """An integer, and not a bool (TOML true/false are Python ints)."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -49,7 +50,7 @@ def _int_guess(v: Any) -> str | None:
 
 
 def check_int(v: Any) -> int:
-    if not _is_int(v) or v < 0:
+    if not is_int(v) or v < 0:
         raise Reject(_int_guess(v))
     return int(v)
 
@@ -102,13 +103,13 @@ def check_identifiers(v: Any) -> tuple[str, ...]:
 
 
 def check_indices(v: Any) -> tuple[int, ...]:
-    if isinstance(v, list) and v and all(_is_int(i) and i >= 0 for i in v):
+    if isinstance(v, list) and v and all(is_int(i) and i >= 0 for i in v):
         return tuple(int(i) for i in v)
     guess = None
-    if _is_int(v) and v >= 0:
+    if is_int(v) and v >= 0:
         guess = f"[{v}]"
     elif isinstance(v, list) and v:
-        fixed = [_int_guess(i) if not _is_int(i) else str(i) for i in v]
+        fixed = [_int_guess(i) if not is_int(i) else str(i) for i in v]
         if all(f is not None for f in fixed):
             guess = "[" + ", ".join(str(f) for f in fixed) + "]"
     raise Reject(guess)
@@ -201,5 +202,5 @@ def check_id_columns(v: Any) -> tuple[str, ...] | str:
 def check_group_name(v: Any) -> str:
     # The content rule (names.check_name) is applied before, with its own message.
     if not isinstance(v, str) or not is_safe_name(v):
-        raise Reject(toml_value(str(v)) if _is_int(v) else None)
+        raise Reject(toml_value(str(v)) if is_int(v) else None)
     return v
