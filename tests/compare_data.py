@@ -9,6 +9,8 @@ import pandas as pd
 
 from perturbscore import RunOptions, load_run_file, run
 
+from .conftest import write_targets
+
 TRACKS = ["DNASE:GM12878", "CHIP:H3K27ac:GM12878", "CHIP:CTCF:GM12878", "CAGE:liver, pool1"]
 
 
@@ -19,19 +21,9 @@ def make_real_shaped_run(shared: Path, folder: Path, fmt: str = "parquet") -> Pa
     """
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(3)
-    targets = pd.DataFrame(
-        {
-            "index": range(len(TRACKS)),
-            "genome": 0,
-            "identifier": [f"SYNTH{i:04d}" for i in range(len(TRACKS))],
-            "file": "synthetic",
-            "clip": 32,
-            "scale": 2,
-            "sum_stat": "mean",
-            "description": TRACKS,
-        }
+    write_targets(
+        folder / "targets_human.txt", [f"SYNTH{i:04d}" for i in range(len(TRACKS))], TRACKS
     )
-    targets.to_csv(folder / "targets_human.txt", sep="\t", index=False)
     groups = []
     for group, shift in (("stab", 0.0), ("top", 0.3)):
         batches = []

@@ -14,6 +14,8 @@ import pandas as pd
 
 from perturbscore import RunOptions, load_run_file, run
 
+from .conftest import write_targets
+
 TRACKS = [f"T{i}" for i in range(6)]
 #: Enformer's window centre offset: 196,608 bp from the window's first base.
 CENTRE = 196_608
@@ -35,18 +37,7 @@ def tiny_run(
     """
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    pd.DataFrame(
-        {
-            "index": range(len(TRACKS)),
-            "genome": 0,
-            "identifier": TRACKS,
-            "file": "synthetic",
-            "clip": 32,
-            "scale": 2,
-            "sum_stat": "mean",
-            "description": ["DNASE:GM12878"] * len(TRACKS),
-        }
-    ).to_csv(folder / "targets.txt", sep="\t", index=False)
+    write_targets(folder / "targets.txt", list(TRACKS), ["DNASE:GM12878"] * len(TRACKS))
     groups = []
     for g in ("a", "b"):
         ref = rng.gamma(2.0, 1.0, size=(n, 3, len(TRACKS))).astype(np.float32)

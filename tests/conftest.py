@@ -1,4 +1,5 @@
-"""Shared fixtures: paths to ../shared, a study-layout dataset, and a CLI runner."""
+"""Shared fixtures: paths to ../shared, a study-layout dataset, a CLI runner, and a
+writer of synthetic track tables."""
 
 from __future__ import annotations
 
@@ -8,12 +9,32 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from perturbscore.demo import write_demo_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "stablefm"
+
+
+def write_targets(
+    path: Path, identifiers: list[str], description: str | list[str], file: str = "synthetic"
+) -> None:
+    """A track table like ``targets_human.txt`` (0-based ``index``, tab-separated) for
+    synthetic tracks: one ``description`` for all, or one each."""
+    pd.DataFrame(
+        {
+            "index": range(len(identifiers)),
+            "genome": 0,
+            "identifier": identifiers,
+            "file": file,
+            "clip": 32,
+            "scale": 2,
+            "sum_stat": "mean",
+            "description": description,
+        }
+    ).to_csv(path, sep="\t", index=False)
 
 
 @pytest.fixture(scope="session")

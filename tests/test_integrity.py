@@ -14,7 +14,7 @@ from perturbscore.check import check_run_file
 from perturbscore.integrity import IntegrityChecker, row_identical
 from perturbscore.integrity_keys import id_keys, row_hashes
 
-from .conftest import _entry_point
+from .conftest import _entry_point, write_targets
 
 N_TRACKS, N_BINS = 6, 3
 # Distances from the centre covering every class and both sides of each edge.
@@ -60,18 +60,12 @@ def make_dataset(
     """
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    pd.DataFrame(
-        {
-            "index": range(N_TRACKS),
-            "genome": 0,
-            "identifier": [f"T{i}" for i in range(N_TRACKS)],
-            "file": "x",
-            "clip": 32,
-            "scale": 2,
-            "sum_stat": "mean",
-            "description": [f"DNASE:cell{i}" for i in range(N_TRACKS)],
-        }
-    ).to_csv(folder / "targets.txt", sep="\t", index=False)
+    write_targets(
+        folder / "targets.txt",
+        [f"T{i}" for i in range(N_TRACKS)],
+        [f"DNASE:cell{i}" for i in range(N_TRACKS)],
+        file="x",
+    )
     first: dict[str, object] = {}
     for g, n in zip("ab", rows, strict=True):
         d = np.array([DISTANCES[i % len(DISTANCES)] for i in range(n)])

@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from .conftest import write_targets
+
 BUDGET = 48 * 2**20
 
 HARNESS = textwrap.dedent(
@@ -42,18 +44,7 @@ HARNESS = textwrap.dedent(
 def _study(folder: Path, rows: int, n_tracks: int = 2000, bins: int = 3) -> Path:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    pd.DataFrame(
-        {
-            "index": range(n_tracks),
-            "genome": 0,
-            "identifier": [f"M{i:04d}" for i in range(n_tracks)],
-            "file": "synthetic",
-            "clip": 32,
-            "scale": 2,
-            "sum_stat": "mean",
-            "description": "DNASE:GM12878",
-        }
-    ).to_csv(folder / "targets.txt", sep="\t", index=False)
+    write_targets(folder / "targets.txt", [f"M{i:04d}" for i in range(n_tracks)], "DNASE:GM12878")
     pd.DataFrame({"index": range(0, n_tracks, 4)}).to_csv(folder / "short.csv", index=False)
     for name in ("ref", "alt"):
         arr = np.lib.format.open_memmap(

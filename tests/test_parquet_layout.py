@@ -20,7 +20,7 @@ import pytest
 
 from perturbscore.writers import row_group_rows, table_group_rows
 
-from .conftest import run_cli
+from .conftest import run_cli, write_targets
 
 
 def test_row_group_rows_by_hand() -> None:
@@ -36,18 +36,7 @@ def test_row_group_rows_by_hand() -> None:
 def _wide_study(folder: Path, rows: int, tracks: int) -> Path:
     folder.mkdir()
     rng = np.random.default_rng(3)
-    pd.DataFrame(
-        {
-            "index": range(tracks),
-            "genome": 0,
-            "identifier": [f"W{i:05d}" for i in range(tracks)],
-            "file": "synthetic",
-            "clip": 32,
-            "scale": 2,
-            "sum_stat": "mean",
-            "description": "DNASE:GM12878",
-        }
-    ).to_csv(folder / "targets.txt", sep="\t", index=False)
+    write_targets(folder / "targets.txt", [f"W{i:05d}" for i in range(tracks)], "DNASE:GM12878")
     for name in ("ref", "alt"):
         np.save(folder / f"{name}.npy", rng.random((rows, 3, tracks), dtype=np.float32))
     pd.DataFrame({"rsID": [f"rs{i}" for i in range(rows)], "REF": "A", "ALT": "C"}).to_csv(

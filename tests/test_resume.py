@@ -27,7 +27,7 @@ import pytest
 from perturbscore.outputs import JOURNAL, LOCK
 from perturbscore.resume import STATE_DIR
 
-from .conftest import _entry_point
+from .conftest import _entry_point, write_targets
 
 TOML = "kill.toml"
 ROWS = {"stab": (150, 70), "top": (120, 60)}  # 400 rows: 400 one-row blocks
@@ -38,19 +38,11 @@ def write_kill_study(folder: Path, n_tracks: int = 6, bins: int = 3, seed: int =
     """A study-shaped dataset with enough rows for many one-row blocks."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    targets = pd.DataFrame(
-        {
-            "index": range(n_tracks),
-            "genome": 0,
-            "identifier": [f"K{i:03d}" for i in range(n_tracks)],
-            "file": "synthetic",
-            "clip": 32,
-            "scale": 2,
-            "sum_stat": "mean",
-            "description": [f"DNASE:GM12878 k{i}" for i in range(n_tracks)],
-        }
+    write_targets(
+        folder / "targets.txt",
+        [f"K{i:03d}" for i in range(n_tracks)],
+        [f"DNASE:GM12878 k{i}" for i in range(n_tracks)],
     )
-    targets.to_csv(folder / "targets.txt", sep="\t", index=False)
     lines = ['targets = "targets.txt"', "", "[output]", 'format = "parquet"', ""]
     for group, sizes in ROWS.items():
         batches = []

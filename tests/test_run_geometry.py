@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from .conftest import write_targets
 from .test_resume import _cli, _kill_after, _tables
 
 CENTRE = 196_608
@@ -34,18 +35,7 @@ def write_geometry_study(folder: Path, shift: bool = False, extra: str = "") -> 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(5)
     n_tracks = 5
-    pd.DataFrame(
-        {
-            "index": range(n_tracks),
-            "genome": 0,
-            "identifier": [f"G{i}" for i in range(n_tracks)],
-            "file": "synthetic",
-            "clip": 32,
-            "scale": 2,
-            "sum_stat": "mean",
-            "description": "DNASE:GM12878",
-        }
-    ).to_csv(folder / "targets.txt", sep="\t", index=False)
+    write_targets(folder / "targets.txt", [f"G{i}" for i in range(n_tracks)], "DNASE:GM12878")
     groups = []
     for g, n in ROWS.items():
         offsets = rng.integers(0, 393_216, size=n)
