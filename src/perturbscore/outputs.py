@@ -37,7 +37,7 @@ from typing import Any
 
 from .errors import PerturbscoreError
 from .locks import LOCK, folder_lock, pid_alive
-from .messages import overwrite_hint
+from .messages import listing, overwrite_hint
 
 log = logging.getLogger("perturbscore")
 
@@ -328,10 +328,8 @@ def refuse_existing_outputs(
     if not existing:
         return
     if not overwrite:
-        names = [p.name for p in existing]
-        more = f" and {len(names) - 4} more" if len(names) > 4 else ""
         raise PerturbscoreError(
-            f"{folder} already holds {', '.join(names[:4])}{more}; "
+            f"{folder} already holds {listing([p.name for p in existing], 4)}; "
             f"{overwrite_hint(python)} to replace them, or choose another --out folder."
         )
     ours, why = earlier_outputs(folder, source)
@@ -339,7 +337,7 @@ def refuse_existing_outputs(
     others = [r for r in relative if r not in ours]
     if others:
         raise PerturbscoreError(
-            f"{folder} holds {', '.join(others[:4])}{' and more' if len(others) > 4 else ''}, "
+            f"{folder} holds {listing(others, 4)}, "
             f"which no earlier '{what}' wrote there ({why}); --overwrite replaces only earlier "
             "outputs: move those away or choose another --out folder."
         )
