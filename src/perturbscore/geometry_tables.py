@@ -11,7 +11,6 @@ position convention is stated once, in :mod:`.geometry`.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +29,7 @@ from .geometry import (
     offsets_from_start,
     place,
 )
-from .messages import describe_value, listing, quote
+from .messages import closest, describe_value, listing, quote
 
 
 @dataclass(frozen=True)
@@ -219,8 +218,8 @@ def _integer_column(df: pd.DataFrame, column: str, where: str) -> np.ndarray:
     if column not in df.columns:
         # The table's whole header (read_variants reads only the columns it needs).
         header = [str(c) for c in df.attrs.get("header", df.columns)]
-        near = difflib.get_close_matches(column, header, n=1)
-        hint = f" (did you mean {quote(near[0])}?)" if near else ""
+        near = closest(column, header)
+        hint = f" (did you mean {quote(near)}?)" if near else ""
         raise PerturbscoreError(
             f"{where}: no column {quote(column)} for the variant positions; its columns are "
             f"{listing(header, 20)}{hint}. Fix [variants] in the run file."

@@ -99,3 +99,27 @@ def overwrite_hint(python: str = "overwrite=True") -> str:
     """The fix for an existing output: ``pass --overwrite`` on the command line,
     ``pass overwrite=True`` (the keyword argument named) from Python."""
     return "pass --overwrite" if _FOR_CLI else f"pass {python}"
+
+
+def closest(word: str, known: Iterable[object], cutoff: float = 0.6) -> str | None:
+    """The known name a user most likely meant by ``word``, or None (for "did you mean").
+
+    A match ignoring case wins (``synth0003``: ``SYNTH0003``); among difflib's close
+    matches of equal score, the one with most characters in the same places.
+    """
+    import difflib  # only when a message needs it: the CLI imports this module at start
+
+    names = [str(k) for k in known]
+    folded = {n.casefold(): n for n in names}
+    if word.casefold() in folded:
+        return folded[word.casefold()]
+    close = difflib.get_close_matches(word, names, n=50, cutoff=cutoff)
+    if not close:
+        return None
+    return max(
+        close,
+        key=lambda c: (
+            difflib.SequenceMatcher(None, word, c).ratio(),
+            sum(x == y for x, y in zip(word, c, strict=False)) - abs(len(word) - len(c)),
+        ),
+    )

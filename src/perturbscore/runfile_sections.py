@@ -8,11 +8,10 @@ names the file, the section, the key and the fix.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 from .errors import PerturbscoreError
-from .messages import describe_value, listing
+from .messages import closest, describe_value, listing
 from .runfile_schema import SCHEMA, Key
 from .runfile_values import Reject
 
@@ -32,8 +31,8 @@ def refuse_unknown_keys(table: Any, keys: Any, where: str, limit: int = 10) -> N
     """A key of ``table`` not among ``keys``: the first, the closest known one, the list."""
     unknown = [k for k in table if k not in keys]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], list(keys), n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
+        close = closest(str(unknown[0]), keys)
+        hint = f"did you mean {close}? " if close else ""
         raise PerturbscoreError(
             f"{where}: unknown key {unknown[0]}; {hint}the keys here are {listing(keys, limit)}."
         )

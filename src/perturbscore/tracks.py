@@ -11,7 +11,6 @@ empty otherwise) and ``biosample``, split from ``description``.  The file's text
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import PerturbscoreError
-from .messages import listing, quote
+from .messages import closest, listing, quote
 from .targets_file import TARGET_COLUMNS, read_records, shortlist_order
 
 PARSED_COLUMNS = ["assay", "target", "biosample"]
@@ -267,24 +266,11 @@ def _refuse_repeats(
 
 
 def _did_you_mean(wrong: Sequence[str], known: Iterable[object]) -> str:
-    """``did you mean "X"? `` for the first of ``wrong`` with a close match, or ``""``.
-
-    A match ignoring case wins (``synth0003``: ``SYNTH0003``); among difflib's close
-    matches of equal score, the one with most characters in the same places.
-    """
+    """``did you mean "X"? `` for the first of ``wrong`` with a close match, or ``""``."""
     names = [str(k) for k in known]
-    folded = {n.casefold(): n for n in names}
     for w in map(str, wrong):
-        close = [folded[w.casefold()]] if w.casefold() in folded else []
-        close = close or difflib.get_close_matches(w, names, n=50, cutoff=0.6)
-        if close:
-            best = max(
-                close,
-                key=lambda c: (
-                    difflib.SequenceMatcher(None, w, c).ratio(),
-                    sum(x == y for x, y in zip(w, c, strict=False)) - abs(len(w) - len(c)),
-                ),
-            )
+        best = closest(w, names)
+        if best is not None:
             which = f" for {quote(w)}" if len(wrong) > 1 else ""
             return f"did you mean {quote(best)}{which}? "
     return ""

@@ -22,7 +22,6 @@ Conventions (those of :mod:`perturbscore.geometry`, recorded in every predict ma
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 
 from .errors import PerturbscoreError
 from .geometry import ENFORMER, OUTSIDE_INPUT, Geometry, place
-from .messages import listing, quote
+from .messages import closest, listing, quote
 from .predict_vcf import VCF_SUFFIXES, read_vcf
 from .variants import read_variants
 
@@ -75,8 +74,8 @@ def _pick(table: pd.DataFrame, given: str | None, candidates: Sequence[str], wha
     if given is not None:
         if given not in table.columns:
             columns = [str(c) for c in table.columns]
-            near = difflib.get_close_matches(given, columns, n=1, cutoff=0.5)
-            hint = f" (did you mean {quote(near[0])}?)" if near else ""
+            near = closest(given, columns, cutoff=0.5)
+            hint = f" (did you mean {quote(near)}?)" if near else ""
             raise PerturbscoreError(
                 f"{where}: no column {quote(given)} for the {what}; columns are "
                 f"{listing(columns, 20)}{hint}."
