@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from datetime import date, datetime, time
+from pathlib import Path
 from typing import Any
 
 
@@ -122,4 +123,23 @@ def closest(word: str, known: Iterable[object], cutoff: float = 0.6) -> str | No
             difflib.SequenceMatcher(None, word, c).ratio(),
             sum(x == y for x, y in zip(word, c, strict=False)) - abs(len(word) - len(c)),
         ),
+    )
+
+
+def not_utf8(path: Path, what: str) -> str:
+    """The sentence for a text file that is not UTF-8, naming the first bad byte's line.
+
+    ``what`` names the file's role (``the variant table``).  Only on that error path is
+    the file read whole, to find the line.
+    """
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8-sig")
+        where = ""
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        where = f" (byte 0x{data[exc.start]:02x} on line {line} is not UTF-8)"
+    return (
+        f"{path}: {what} is not UTF-8 text{where}, probably Latin-1 or Windows-1252; "
+        'save it as UTF-8 (Excel: "CSV UTF-8"; or iconv -f latin1 -t utf-8).'
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import PerturbscoreError
-from .messages import listing, quote
+from .messages import listing, not_utf8, quote
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -197,10 +197,7 @@ def _read_shortlist(path: Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
     except UnicodeDecodeError:
-        raise PerturbscoreError(
-            f"{path}: the track shortlist is not UTF-8 text (probably Latin-1 or "
-            'Windows-1252); save it as UTF-8 (Excel: "CSV UTF-8").'
-        ) from None
+        raise PerturbscoreError(not_utf8(path, "the track shortlist")) from None
     except (ValueError, pd.errors.ParserError) as exc:
         # EmptyDataError is a ValueError; the text of each names the line.
         kind = "tab" if sep == "\t" else "comma"

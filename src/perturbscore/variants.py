@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import PerturbscoreError
-from .messages import listing, quote
+from .messages import listing, not_utf8, quote
 
 DEFAULT_ID_COLUMNS = ("GENE", "rsID", "REF", "ALT")
 
@@ -80,22 +80,7 @@ def _check_fields(path: Path, sep: str) -> None:
     try:
         _check_rows(path, sep)
     except UnicodeDecodeError:
-        raise PerturbscoreError(_not_utf8(path)) from None
-
-
-def _not_utf8(path: Path) -> str:
-    """The message for a table that is not UTF-8 text, naming the first bad byte's line."""
-    data = path.read_bytes()  # only on this error path: the file is short enough to read
-    try:
-        data.decode("utf-8")
-        where = ""
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        where = f" (byte 0x{data[exc.start]:02x} on line {line} is not UTF-8)"
-    return (
-        f"{path}: the variant table is not UTF-8 text{where}, probably Latin-1 or Windows-1252; "
-        'save it as UTF-8 (Excel: "CSV UTF-8"; or iconv -f latin1 -t utf-8).'
-    )
+        raise PerturbscoreError(not_utf8(path, "the variant table")) from None
 
 
 _SEPARATORS = {",": ("comma", ".csv"), "\t": ("tab", ".tsv"), ";": ("semicolon", None)}
