@@ -73,6 +73,14 @@ class ScoreSet:
             tables = [f.read(columns=list(columns)) for f in files]
         return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
+    def _check_rows(self, rows: int) -> None:
+        """The table must have the rows the run's manifest recorded for it."""
+        if self.rows is not None and rows != self.rows:
+            raise PerturbscoreError(
+                f"{self.path} has {rows} rows but the run's manifest.json says {self.rows}; "
+                f"{RERUN}."
+            )
+
     def check(self, tracks: Sequence[str], keep: bool = False) -> None:
         """Refuse a table that cannot be read or lacks one of ``tracks``, before any test.
 
@@ -84,11 +92,7 @@ class ScoreSet:
         if self.columnar:
             names = self.column_names(tracks)
             rows = sum(f.metadata.num_rows for f in self._parquet_files())
-            if self.rows is not None and rows != self.rows:
-                raise PerturbscoreError(
-                    f"{self.path} has {rows} rows but the run's manifest.json says "
-                    f"{self.rows}; {RERUN}."
-                )
+            self._check_rows(rows)
         elif self.path.suffix.lower() == ".csv":
             names = self.column_names(tracks)
         else:
@@ -142,11 +146,7 @@ class ScoreSet:
             with table_errors(self.path):
                 frame = read_score_table(self.path, score_columns)
             _check_tracks(self.path, [str(c) for c in frame.columns], score_columns)
-            if self.rows is not None and len(frame) != self.rows:
-                raise PerturbscoreError(
-                    f"{self.path} has {len(frame)} rows but the run's manifest.json says "
-                    f"{self.rows}; {RERUN}."
-                )
+            self._check_rows(len(frame))
             self._cache = frame
         return self._cache
 
