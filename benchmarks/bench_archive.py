@@ -40,6 +40,7 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from as_users_run import as_users_run  # noqa: E402
 from bench_run import REPO, generate  # noqa: E402
 
 PREFIX = "raw_scores/"
@@ -122,6 +123,7 @@ def main() -> None:
         "--stored-only", action="store_true", help="only unpacked vs stored (no deflated runs)"
     )
     args = ap.parse_args()
+    as_users_run()
     data = args.data or REPO / "bench-data" / f"archive-{args.scale}"
     t0 = time.perf_counter()
     generate(data, args.scale)

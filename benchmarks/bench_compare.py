@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from as_users_run import as_users_run
 
 ROWS = {"stab": 20_007, "top": 35_077}
 
@@ -126,6 +127,7 @@ def main() -> None:
     ap.add_argument("--keep", default=None, help="Write the run here and keep it.")
     ap.add_argument("--reuse", default=None, help="A run folder written with --keep.")
     args = ap.parse_args()
+    as_users_run()
     exe = str(Path(sys.executable).parent / "perturbscore")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

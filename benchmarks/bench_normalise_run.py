@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from as_users_run import as_users_run
 
 from perturbscore.manifest import build_manifest, manifest_text
 from perturbscore.writers import FORMATS, open_writer
@@ -232,6 +233,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=None, help="bench_run.py's data folder")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench-norm")
     args = ap.parse_args()
+    as_users_run()
     if args.with_run:
         with_run(args)
         return

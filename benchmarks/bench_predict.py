@@ -29,15 +29,16 @@ import pandas as pd
 STUDY = Path(__file__).resolve().parents[2] / "shared" / "stablefm"
 
 
-def make_inputs(folder: Path, n_windows: int, per_window: int, length: int,
-                seed: int) -> tuple[Path, Path, Path]:
+def make_inputs(
+    folder: Path, n_windows: int, per_window: int, length: int, seed: int
+) -> tuple[Path, Path, Path]:
     import pyfaidx
 
     rng = np.random.default_rng(seed)
     chrom_len = n_windows * 2 * length + 2 * length
     seq = "".join(rng.choice(list("ACGT"), chrom_len))
     fa = folder / "genome.fa"
-    fa.write_text(">chr1\n" + "\n".join(seq[i: i + 80] for i in range(0, chrom_len, 80)) + "\n")
+    fa.write_text(">chr1\n" + "\n".join(seq[i : i + 80] for i in range(0, chrom_len, 80)) + "\n")
     pyfaidx.Faidx(str(fa)).close()
     rows = []
     for w in range(n_windows):
@@ -46,8 +47,16 @@ def make_inputs(folder: Path, n_windows: int, per_window: int, length: int,
         for k in range(per_window):
             pos = tss + int(rng.integers(-int(0.725 * length), int(0.725 * length)))
             ref = seq[pos - 1]
-            rows.append({"chrom": "chr1", "pos": pos, "TSS": tss, "rsID": f"rs{w}_{k}",
-                         "REF": ref, "ALT": "A" if ref != "A" else "G"})
+            rows.append(
+                {
+                    "chrom": "chr1",
+                    "pos": pos,
+                    "TSS": tss,
+                    "rsID": f"rs{w}_{k}",
+                    "REF": ref,
+                    "ALT": "A" if ref != "A" else "G",
+                }
+            )
     variants = folder / "variants.csv"
     pd.DataFrame(rows).to_csv(variants, index=False)
     targets = folder / "targets.txt"
@@ -62,8 +71,15 @@ def tiny_model(folder: Path, length: int) -> Path:
     from enformer_pytorch import Enformer
 
     torch.manual_seed(0)
-    model = Enformer.from_hparams(dim=96, depth=1, heads=2, output_heads={"human": 8},
-                                  target_length=16, dim_divisible_by=8, sequence_length=length)
+    model = Enformer.from_hparams(
+        dim=96,
+        depth=1,
+        heads=2,
+        output_heads={"human": 8},
+        target_length=16,
+        dim_divisible_by=8,
+        sequence_length=length,
+    )
     out = folder / "tiny"
     model.save_pretrained(out, safe_serialization=False)
     return out
@@ -106,9 +122,11 @@ def bench_zarr(folder: Path, rows: int, tracks: int = 5313, bins: int = 3) -> No
     write_zarr(parts, folder / "p.zarr", shape, "float16", None, {})
     wall = time.perf_counter() - t0
     stored = sum(f.stat().st_size for f in (folder / "p.zarr").rglob("*") if f.is_file())
-    print(f"\n--format zarr: {rows} rows x {bins} bins x {tracks} tracks (float16, chunks of "
-          f"{chunk_rows(shape, 'float16', None)} rows): {raw / 1e6:.0f} MB of partials -> "
-          f"{stored / 1e6:.0f} MB store in {wall:.2f} s ({raw / 1e6 / wall:.0f} MB/s)")
+    print(
+        f"\n--format zarr: {rows} rows x {bins} bins x {tracks} tracks (float16, chunks of "
+        f"{chunk_rows(shape, 'float16', None)} rows): {raw / 1e6:.0f} MB of partials -> "
+        f"{stored / 1e6:.0f} MB store in {wall:.2f} s ({raw / 1e6 / wall:.0f} MB/s)"
+    )
 
 
 def main() -> None:
@@ -117,32 +135,49 @@ def main() -> None:
     ap.add_argument("--per-window", type=int, default=4)
     ap.add_argument("--input-length", type=int, default=4096)
     ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--zarr-rows", type=int, default=2000,
-                    help="rows of the --format zarr timing (0 skips it)")
-    ap.add_argument("--gpu-tflops", type=float, default=50.0,
-                    help="assumed sustained TF32/BF16 throughput of one GPU for the projection")
+    ap.add_argument(
+        "--zarr-rows", type=int, default=2000, help="rows of the --format zarr timing (0 skips it)"
+    )
+    ap.add_argument(
+        "--gpu-tflops",
+        type=float,
+        default=50.0,
+        help="assumed sustained TF32/BF16 throughput of one GPU for the projection",
+    )
     args = ap.parse_args()
 
     from perturbscore.predict import PredictOptions, run_predict
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        fa, variants, targets = make_inputs(d, args.windows, args.per_window,
-                                            args.input_length, seed=5)
+        fa, variants, targets = make_inputs(
+            d, args.windows, args.per_window, args.input_length, seed=5
+        )
         model = str(tiny_model(d, args.input_length))
         results = {}
         for name, cache in (("cached", True), ("naive", False)):
-            opts = PredictOptions(variants=variants, genome=fa, model=model, targets=targets,
-                                  out=d / name, centre_column="TSS", bins=3,
-                                  batch_size=args.batch_size, ref_cache=cache,
-                                  skip_out_of_field=cache, progress=False)
+            opts = PredictOptions(
+                variants=variants,
+                genome=fa,
+                model=model,
+                targets=targets,
+                out=d / name,
+                centre_column="TSS",
+                bins=3,
+                batch_size=args.batch_size,
+                ref_cache=cache,
+                skip_out_of_field=cache,
+                progress=False,
+            )
             t0 = time.perf_counter()
             res = run_predict(opts)
             results[name] = (time.perf_counter() - t0, res.summary)
         n = results["cached"][1]["variants"]
-        print(f"{n} variants in {results['cached'][1]['windows']} windows, "
-              f"{results['cached'][1]['out_of_field']} outside the {args.input_length}-bp input;"
-              f" tiny Enformer on CPU, batch {args.batch_size}")
+        print(
+            f"{n} variants in {results['cached'][1]['windows']} windows, "
+            f"{results['cached'][1]['out_of_field']} outside the {args.input_length}-bp input;"
+            f" tiny Enformer on CPU, batch {args.batch_size}"
+        )
         print(f"{'run':<8} {'passes':>7} {'wall s':>8} {'variants/s':>11}")
         for name, (wall, s) in results.items():
             print(f"{name:<8} {s['forward_passes']:>7} {wall:>8.2f} {n / wall:>11.1f}")
@@ -161,18 +196,24 @@ def main() -> None:
         from perturbscore.windows import plan_tables
 
         plan = plan_tables(tables, centre_column="Transcription start site (TSS)")["all"]
-        print(f"\nstudy: {plan['variants']} rows, {plan['windows']} distinct windows, "
-              f"{plan['out_of_field']} outside the 196,608-bp input")
-        print(f"forward passes: {plan['forward_passes_naive']} naive, "
-              f"{plan['forward_passes']} with the REF cache and skipping "
-              f"({plan['forward_passes_naive'] / plan['forward_passes']:.2f}x fewer)")
+        print(
+            f"\nstudy: {plan['variants']} rows, {plan['windows']} distinct windows, "
+            f"{plan['out_of_field']} outside the 196,608-bp input"
+        )
+        print(
+            f"forward passes: {plan['forward_passes_naive']} naive, "
+            f"{plan['forward_passes']} with the REF cache and skipping "
+            f"({plan['forward_passes_naive'] / plan['forward_passes']:.2f}x fewer)"
+        )
         flops = enformer_flops()
         if flops:
             per_pass = flops / (args.gpu_tflops * 1e12)
-            print(f"full Enformer: {flops / 1e12:.2f} TFLOP per pass; at an assumed "
-                  f"{args.gpu_tflops:.0f} TFLOP/s sustained on one GPU: "
-                  f"{plan['forward_passes_naive'] * per_pass / 60:.1f} min naive, "
-                  f"{plan['forward_passes'] * per_pass / 60:.1f} min cached")
+            print(
+                f"full Enformer: {flops / 1e12:.2f} TFLOP per pass; at an assumed "
+                f"{args.gpu_tflops:.0f} TFLOP/s sustained on one GPU: "
+                f"{plan['forward_passes_naive'] * per_pass / 60:.1f} min naive, "
+                f"{plan['forward_passes'] * per_pass / 60:.1f} min cached"
+            )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from as_users_run import as_users_run
+
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_run import REPO, generate, peak_rss_bytes  # noqa: E402
 
@@ -73,6 +75,7 @@ def main() -> None:
     ap.add_argument("--dask-scale", type=float, default=0.5)
     ap.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    as_users_run()
     if args._child:
         data, engine, workers = args._child
         _child(Path(data), Path(data) / "work" / f"{engine}{workers}", engine, int(workers))

@@ -97,6 +97,35 @@ def test_quoted_separators_and_blank_lines_at_the_end_are_fine(tmp_path: Path) -
     assert read_variants(path).values.tolist() == [["a,x", "b"], ["multi\nline", "c"], ["e", "f"]]
 
 
+TRICKY = [
+    # quotes, separators and line breaks inside values, CRLF, text that looks like
+    # numbers, booleans or missing values, an empty field, trailing blank lines
+    b'GENE,rsID,REF,ALT\r\n"a,x",01,T,F\r\n"two\nlines",NA,"say ""hi""",\r\n'
+    b"G3, rs3 ,nan,1e5\r\n\r\n",
+    b"\xef\xbb\xbfGENE,rsID,REF,ALT\nG1,rs1,A,C\n",  # a byte order mark (Excel)
+    b"GENE,,REF,ALT\nG1,rs1,A,C\nG2,rs2,G,T",  # a column with no name; no final newline
+    b"GENE,rsID,REF,ALT\n",  # a header and no rows
+]
+
+
+@pytest.mark.parametrize("data", TRICKY)
+@pytest.mark.parametrize("columns", [None, ["ALT", "GENE"], ["REF"], []])
+def test_text_tables_read_as_pandas_reads_them(
+    tmp_path: Path, data: bytes, columns: list[str] | None
+) -> None:
+    """One csv-module pass checks and keeps the values: the frame is pandas.read_csv's."""
+    path = tmp_path / "v.csv"
+    path.write_bytes(data)
+    header = list(pd.read_csv(path, nrows=0).columns)
+    usecols = None if columns is None else [c for c in columns if c in header]
+    expected = pd.read_csv(
+        path, dtype=str, keep_default_na=False, na_filter=False, usecols=usecols
+    )
+    got = read_variants(path, usecols)
+    pd.testing.assert_frame_equal(got, expected, check_index_type=False)
+    assert got.attrs["header"] == header
+
+
 @pytest.mark.parametrize(
     ("name", "data", "message"),
     [
