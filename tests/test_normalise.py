@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from perturbscore.errors import PerturbscoreError
-from perturbscore.normalise import normalise
+from perturbscore.normalise import normalise, unresolved_mad
 from perturbscore.normalise_files import (
     check_tracks,
     load_backgrounds,
@@ -51,6 +51,29 @@ def test_robust_z_by_hand():
     np.testing.assert_allclose(z[:, 0], [3 / 1.4826, 0.0, -1.5 / 1.4826], rtol=1e-12)
     assert np.isnan(z[:, 1]).all()
     np.testing.assert_array_equal(normalise("robust_z", np.array([[5.0, 5.0]]), bg), z[:1])
+
+
+def test_a_mad_at_float32_resolution_is_flagged():
+    """Scores that are float32 rounding (a few ulps of predictions near 0.5, most
+    variants) give a MAD of ~1e-8 on track T1: robust z of a real 0.1 would be ~10^7."""
+    rng = np.random.default_rng(3)
+    ulp = float(np.spacing(np.float32(0.5)))  # 2**-24 for values in [0.5, 1)
+    noise = rng.integers(0, 3, 400) * ulp  # |ALT - REF| of rounding only
+    real = rng.gamma(2.0, 0.05, 400)
+    noise[:5] = [0.3, 0.25, 0.2, 0.4, 0.35]  # a few true effects set the largest score
+    zeros = np.zeros(400)
+    bg = build(np.column_stack([real, noise, zeros]))
+    # oracle: numpy's MAD of track 1, and its largest value
+    mad = np.median(np.abs(noise - np.median(noise)))
+    assert 0 < mad < 2**-20 * noise.max()
+    note = unresolved_mad(bg, "background stab ave/abs_diff")
+    assert note is not None
+    assert note.startswith(
+        "robust_z: 1 of 3 tracks of background stab ave/abs_diff have a MAD below 2^-20"
+    )
+    assert f"e.g. T1: MAD {mad:.3g}, largest {noise.max():.3g}" in note
+    # a real spread and a MAD of 0 (robust_z is NaN there) are not flagged
+    assert unresolved_mad(build(np.column_stack([real, zeros])), "x") is None
 
 
 def _exact_midrank(sorted_b: np.ndarray, x: np.ndarray) -> np.ndarray:

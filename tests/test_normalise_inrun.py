@@ -210,3 +210,34 @@ def test_killed_in_run_normalisation_resumes_byte_identical(
     assert resumed.returncode == 0, resumed.stderr
     assert _tables(out) == _tables(clean)
     assert len(_tables(out)) == 24 and not _leftovers(out)
+
+
+def test_a_background_spread_of_rounding_is_named_by_the_run(demo: Path, tmp_path: Path) -> None:
+    """A saved background whose second track varies only by float32 rounding: the run
+    says so once per (aggregation, statistic), on stderr and in its manifest."""
+    tracks = _tracks(demo / "plain")
+    rng = np.random.default_rng(4)
+    ulp = float(np.spacing(np.float32(0.5)))
+    items = []
+    for agg, stat in _all_keys():
+        values = np.abs(rng.standard_normal((50, len(tracks))))
+        values[:, 1] = rng.integers(0, 3, 50) * ulp
+        values[0, 1] = 0.5
+        b = BackgroundBuilder(tracks, agg, stat)
+        b.update(values)
+        items.append(b.finish())
+    save_backgrounds(demo / "rounding.npz", items)
+    toml = _run_file(demo, "rounding", 'background = "rounding.npz"')
+    r = run_cli("run", toml, "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    notes = [line for line in r.stderr.splitlines() if "have a MAD below 2^-20" in line]
+    assert len(notes) == 4, r.stderr
+    assert "tracks of background ave/abs_diff (rounding.npz)" in notes[0]
+    assert f"(e.g. {tracks[1]}: MAD " in notes[0]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert sum("have a MAD below 2^-20" in w for w in manifest["warnings"]) == 4
+    quantile_only = _run_file(
+        demo, "rounding_q", 'background = "rounding.npz"\nstatistics = ["quantile"]'
+    )
+    r = run_cli("run", quantile_only, "--out", tmp_path / "q")
+    assert r.returncode == 0 and "MAD below" not in r.stderr, r.stderr

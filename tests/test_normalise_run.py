@@ -527,3 +527,32 @@ def test_a_file_that_is_no_background_and_a_small_budget_are_sentences(
     )
     assert r.returncode == 2 and "raise --memory to" in r.stderr and "MiB or more" in r.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_a_background_spread_of_rounding_is_named_on_stderr_and_in_the_manifest(
+    tmp_path: Path,
+) -> None:
+    """Most background rows differ only by float32 rounding on T1: robust_z divides by it."""
+    rng = np.random.default_rng(5)
+    ulp = float(np.spacing(np.float32(0.5)))
+    bg = np.abs(rng.normal(0, 1, (60, 3)))
+    bg[:, 1] = rng.integers(0, 3, 60) * ulp
+    bg[:3, 1] = [0.4, 0.3, 0.2]
+    top = np.abs(rng.normal(0, 1, (20, 3)))
+    run = make_run(tmp_path / "run", {"stab": {"ave/abs_diff": bg}, "top": {"ave/abs_diff": top}})
+    out = tmp_path / "out"
+    r = run_cli("normalise", run, "--background", "stab", "--out", out)
+    assert r.returncode == 0, r.stderr
+    mad = np.median(np.abs(bg[:, 1] - np.median(bg[:, 1])))  # numpy oracle
+    expected = (
+        "robust_z: 1 of 3 tracks of background stab ave/abs_diff have a MAD below 2^-20 of "
+        f"their largest background score (e.g. T1: MAD {mad:.3g}, largest 0.4)"
+    )
+    assert sum(expected in line for line in r.stderr.splitlines()) == 1, r.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [w for w in manifest["warnings"] if expected in w]
+    # quantile alone divides by nothing: no warning
+    r = run_cli(
+        "normalise", run, "--background", "stab", "--statistic", "quantile", "--out", tmp_path / "q"
+    )
+    assert r.returncode == 0 and "MAD" not in r.stderr, r.stderr

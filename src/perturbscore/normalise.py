@@ -15,7 +15,10 @@ saved background file):
 ``robust_z``
     ``(x - median(b)) / (1.4826 * MAD(b))`` with ``MAD = median(|b - median(b)|)``;
     1.4826 = ``1 / Phi^-1(3/4)`` makes it the standard deviation for normal data.  A
-    track whose background MAD is 0 gives NaN (no spread to scale by).
+    track whose background MAD is 0 gives NaN (no spread to scale by).  A MAD above 0
+    but below ``2**-20`` of the track's largest background score is flagged
+    (:func:`unresolved_mad`): float32 predictions resolve about ``2**-24`` of their
+    values, so such a spread may be rounding, and dividing by it gives huge z-scores.
 
 Every output value depends on its own row only, so block size never changes a result.
 Backgrounds are built by :mod:`perturbscore.normalise_sketch` (a streaming quantile
@@ -212,6 +215,31 @@ class Background:
             "k": self.k,
             "grid": self.grid,
         }
+
+
+#: A background MAD below this fraction of the track's largest ``|b|`` is flagged: within
+#: 16 rounding steps of float32 predictions (``2**-24`` of a value) of that size.
+MAD_RESOLUTION = 2.0**-20
+
+
+def unresolved_mad(background: Background, where: str) -> str | None:
+    """A warning naming the tracks whose MAD may be float32 rounding, or None.
+
+    ``where`` names the background in the sentence (``background stab ave/abs_diff``).
+    """
+    top = np.max(np.abs(background.values[:, [0, -1]]), axis=1)  # values are sorted
+    mad = background.mad
+    small = np.flatnonzero((mad > 0) & (mad < MAD_RESOLUTION * top))
+    if not small.size:
+        return None
+    t = int(small[0])
+    return (
+        f"robust_z: {small.size} of {len(mad)} tracks of {where} have a MAD below 2^-20 of "
+        f"their largest background score (e.g. {background.tracks[t]}: MAD {mad[t]:.3g}, "
+        f"largest {top[t]:.3g}); float32 predictions resolve about 2^-24 of their values, so "
+        "that spread may be rounding and robust_z there can be huge; read quantile for those "
+        "tracks"
+    )
 
 
 def normalise(name: str, scores: np.ndarray, background: Background) -> np.ndarray:

@@ -81,6 +81,17 @@ class RunNormaliser:
                 out[(agg, f"{stat}_{n}")] = nz.normalise(n, values, bg)
         return out
 
+    def warnings(self) -> list[str]:
+        """Warnings about the backgrounds for the statistics asked for (a MAD that may be
+        rounding, when ``robust_z`` is one)."""
+        if "robust_z" not in self.config.statistics:
+            return []
+        found = (
+            nz.unresolved_mad(bg, f"background {agg}/{stat} ({self.config.background.name})")
+            for (agg, stat), bg in self.backgrounds.items()
+        )
+        return [w for w in found if w]
+
     @property
     def nbytes(self) -> int:
         """Bytes the backgrounds hold (every thread shares them)."""

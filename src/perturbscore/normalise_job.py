@@ -60,6 +60,7 @@ class NormaliseJob:
     group_rows: int = 0
     excluded: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # this job's, added to the run's
 
     @property
     def class_column(self) -> str | None:

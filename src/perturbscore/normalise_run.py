@@ -188,6 +188,7 @@ def normalise_run(
     job.timings["validate"] = time.perf_counter() - started
     _build_backgrounds(job)
     job.timings["background"] = time.perf_counter() - started - job.timings["validate"]
+    _check_spread(job)
     with output_folder(job.out):
         job.refuse_existing(overwrite)  # again: the folder may have changed meanwhile
         _write(job, started)
@@ -221,6 +222,18 @@ def _build_backgrounds(job: NormaliseJob) -> None:
                 ex["all_zero"],
                 ex["non_finite"],
             )
+
+
+def _check_spread(job: NormaliseJob) -> None:
+    """Warn (stderr and manifest) where a robust_z would divide by rounding."""
+    if "robust_z" not in job.stats:
+        return
+    source = job.background or (job.background_file.name if job.background_file else "")
+    for (agg, stat), bg in job.backgrounds.items():
+        note = nz.unresolved_mad(bg, f"background {source} {agg}/{stat}")
+        if note:
+            log.warning("%s", note)
+            job.warnings.append(note)
 
 
 def _normalised(
@@ -362,7 +375,7 @@ def _manifest(job: NormaliseJob) -> dict[str, Any]:
         tracks=pd.DataFrame(tracks["selected"]),
         inputs=inputs,
         outputs=outputs,
-        warnings=list(job.manifest.get("warnings", [])),
+        warnings=[*job.manifest.get("warnings", []), *job.warnings],
         timings=job.timings,
         extra={"geometry": job.manifest.get("geometry")},  # same rows, same classes
     )

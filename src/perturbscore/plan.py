@@ -281,6 +281,8 @@ def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepare
     normaliser = _normaliser(config, track_names)  # before any prediction is opened
     log.info("%d of %d tracks selected from %s", len(tracks), len(table), config.targets)
     batches, id_cols, warnings, counter = open_batches(config, len(table))
+    if normaliser is not None:
+        warnings.extend(normaliser.warnings())
     classes = _check_fields(config, opts, counter, warnings, id_cols, track_names)
     aggs = _aggregations(config, batches[0].shape[1])
     outputs = _plan_outputs(config, aggs, fmt, out)
