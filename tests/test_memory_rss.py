@@ -67,30 +67,23 @@ def _study(folder: Path, rows: int, n_tracks: int = 2000, bins: int = 3) -> Path
     return folder / "run.toml"
 
 
-def _peak(run_file: Path, out: Path, threads: int) -> int:
-    hwm = out.parent / f"{out.name}.hwm"
+def _peak_of(hwm: Path, *args: object) -> tuple[int, str]:
+    """Peak RSS (bytes) and stderr of ``perturbscore ARGS`` run through the harness."""
     r = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            HARNESS,
-            "-q",
-            "run",
-            str(run_file),
-            "--out",
-            str(out),
-            "--memory",
-            str(BUDGET),
-            "--threads",
-            str(threads),
-        ],
+        [sys.executable, "-c", HARNESS, *map(str, args)],
         capture_output=True,
         text=True,
         env={**os.environ, "HWM_FILE": str(hwm)},
         timeout=300,
     )
     assert r.returncode == 0, r.stderr
-    return int(hwm.read_text()) * 1024
+    return int(hwm.read_text()) * 1024, r.stderr
+
+
+def _peak(run_file: Path, out: Path, threads: int) -> int:
+    hwm = out.parent / f"{out.name}.hwm"
+    args = ("-q", "run", run_file, "--out", out, "--memory", BUDGET, "--threads", threads)
+    return _peak_of(hwm, *args)[0]
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +104,65 @@ def test_peak_rss_within_budget_plus_baseline(
         f"peak {peak / 2**20:.0f} MiB > baseline {baseline / 2**20:.0f} MiB + budget "
         f"{BUDGET / 2**20:.0f} MiB at {threads} threads"
     )
+
+
+def _r_run(folder: Path, rows: dict[str, int], n_tracks: int) -> Path:
+    """A finished run of R tables (written by the package's writer, checked by R loads
+    elsewhere): two aggregations of ``abs_diff`` per group, random scores."""
+    from perturbscore.manifest import build_manifest, manifest_text
+    from perturbscore.writers import open_writer
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    tracks = [f"T{i:04d}" for i in range(n_tracks)]
+    outputs = []
+    for g, n in rows.items():
+        ids = pd.DataFrame({"rsID": [f"rs{g}{i}" for i in range(n)], "ALT": "A"})
+        for agg in ("ave", "tss"):
+            name = f"{g}_abs_diff_{agg}"
+            w = open_writer("rdata", folder / f"{name}.RData", tracks, ["rsID", "ALT"], name, n)
+            w.write(rng.random((n, n_tracks)), ids)
+            w.commit()
+            outputs.append(
+                {"group": g, "aggregation": agg, "statistic": "abs_diff", "rows": n,
+                 "path": f"{name}.RData", "object": name, "columns": n_tracks + 2}
+            )  # fmt: skip
+    table = pd.DataFrame(
+        {"index": range(n_tracks), "identifier": tracks, "description": "DNASE:GM12878"}
+    )
+    manifest = build_manifest(
+        source="run", run_file=None, parameters={"format": "rdata"}, targets={},
+        selection={}, tracks=table, inputs=[], outputs=outputs, warnings=[],
+    )  # fmt: skip
+    (folder / "manifest.json").write_text(manifest_text(manifest))
+    return folder
+
+
+def test_compare_counts_tables_it_reads_whole_in_its_budget(tmp_path: Path) -> None:
+    """R tables have no partial reads: compare holds a pair whole (two while the next is
+    read ahead), so blocks get what the budget leaves; below that it says so first."""
+    tiny = _r_run(tmp_path / "tiny", {"stab": 20, "top": 35}, 150)
+    # stab 20,007 and top 35,077 rows as in the study, 150 tracks: 66 MB of scores a pair
+    big = _r_run(tmp_path / "big", {"stab": 20_007, "top": 35_077}, 150)
+    budget = 300 * 2**20
+
+    def compare(run: Path, name: str, memory: int) -> tuple[int, str]:
+        out = tmp_path / name
+        args = ("compare", run, "--a", "stab", "--b", "top", "--out", out, "--memory", memory)
+        return _peak_of(tmp_path / f"{name}.hwm", *args)
+
+    baseline, _ = compare(tiny, "c-tiny", budget)
+    peak, stderr = compare(big, "c-big", budget)
+    assert "cannot be kept" not in stderr
+    assert peak <= baseline + budget, (
+        f"peak {peak / 2**20:.0f} MiB > baseline {baseline / 2**20:.0f} MiB + budget 300 MiB"
+    )
+    _, stderr = compare(big, "c-small", 64 * 2**20)
+    notes = [line for line in stderr.splitlines() if "cannot be kept" in line]
+    assert len(notes) == 1, stderr
+    assert notes[0].startswith(
+        "perturbscore: WARNING: --memory 64 MiB cannot be kept: compare reads R and CSV tables "
+        "whole, and these hold about "
+    )
+    assert "(the largest pair: stab_abs_diff_ave.RData and top_abs_diff_ave.RData)" in notes[0]
+    assert "write the run's tables as Parquet (perturbscore run --format parquet)" in notes[0]

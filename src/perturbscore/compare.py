@@ -21,7 +21,8 @@ the number of pairs, and ``n_zero`` how many of their differences are zero).
 
 Score tables are read a block of track columns at a time (Parquet reads only those
 columns), so memory follows ``memory`` rather than the number of tracks; CSV and R
-tables are read whole, once per table.
+tables are read whole, once per table, and what they hold is taken from ``memory``
+before the blocks are sized (a warning says when it cannot be kept).
 
 The work is split by concern: :mod:`.compare_tables` (the run's tables),
 :mod:`.compare_pairing` (pairing tables, looking their variants up),
@@ -88,7 +89,7 @@ def compare_groups(
         Test the units of each pairing rank (potential set 1, 2, 3) separately, as the
         study does, instead of pooling them; the ``rank`` column says which.
     memory : int
-        Bytes the blocks of track columns may take (Parquet tables).
+        Bytes the tables read whole (CSV, R) and the blocks of track columns may take.
     progress : bool
         Progress bar on stderr.
     workers : int, optional

@@ -21,7 +21,10 @@ import pandas as pd
 from .compare_pairing import Lookup, Pairing
 from .compare_tables import RunTables
 from .compare_tests import (
+    _COPIES_PER_VALUE,
     DEFAULT_MEMORY,
+    WHOLE_TABLE_KEPT,
+    WHOLE_TABLE_READING,
     CompareResult,
     Spec,
     Take,
@@ -141,6 +144,47 @@ class ComparisonPlan:
                 rows += ss.rows if ss.rows is not None else 50_000
         return max(rows // max(len(self.combos), 1), 1)
 
+    def _table_bytes(self, agg: str, stat: str) -> list[tuple[int, str]]:
+        """Score bytes of the pair ``(agg, stat)``'s tables that are read whole, with
+        their names (Parquet tables, read a block of tracks at a time, count 0)."""
+        n_tracks = len(self.run.tracks)
+        out = []
+        for g in (self.group_a, self.group_b):
+            ss = self.run.get(g, agg, stat)
+            if not ss.columnar:
+                out.append(
+                    ((ss.rows if ss.rows is not None else 50_000) * n_tracks * 8, ss.path.name)
+                )
+        return out
+
+    def whole_table_bytes(self) -> int:
+        """Bytes that tables read whole (CSV, R) hold at most at once, before any block.
+
+        A pair of such tables is read at its first block and let go after its last;
+        the next pair's first block is read ahead meanwhile, so two pairs meet.  With a
+        pairing every table is kept from the checks on (the unit lookups read them).
+        """
+        pairs = [sum(b for b, _ in self._table_bytes(a, s)) for a, s in self.combos]
+        largest = max((b for a, s in self.combos for b, _ in self._table_bytes(a, s)), default=0)
+        kept = sum(pairs) if self.pairing is not None else sum(sorted(pairs)[-2:])
+        return int(WHOLE_TABLE_KEPT * kept + WHOLE_TABLE_READING * largest)
+
+    def _budget_note(self, memory: int, held: int, per_track: int) -> str:
+        """Why ``memory`` cannot be kept with tables read whole, and what to do."""
+        mib = 2**20
+        names = max(
+            (self._table_bytes(a, s) for a, s in self.combos), key=lambda p: sum(b for b, _ in p)
+        )
+        need = -(-(held + per_track) // mib)
+        return (
+            f"--memory {memory / mib:,.0f} MiB cannot be kept: compare reads R and CSV tables "
+            f"whole, and these hold about {held / mib:,.0f} MiB at once (the largest pair: "
+            f"{' and '.join(n for _, n in names)}), besides {per_track / mib:,.1f} MiB per "
+            f"track tested at a time; it will use about {need:,} MiB. Give --memory {need:,}MiB "
+            "or more, or write the run's tables as Parquet (perturbscore run --format "
+            "parquet), which compare reads a block of tracks at a time."
+        )
+
     def _release(self, agg: str, stat: str) -> None:
         """After a table's last block: whole-table caches (CSV, R) are let go."""
         for g in (self.group_a, self.group_b):
@@ -158,7 +202,12 @@ class ComparisonPlan:
             log.warning("%s", note)
         specs = self.specs()
         ids = self.ids
-        width = block_columns(self._rows_per_table(), memory, len(ids))
+        rows = self._rows_per_table()
+        held = self.whole_table_bytes()
+        per_track = rows * 8 * _COPIES_PER_VALUE
+        if held and memory - held < per_track:
+            log.warning("%s", self._budget_note(memory, held, per_track))
+        width = block_columns(rows, max(memory - held, 0), len(ids))
         blocks = [ids[j : j + width] for j in range(0, len(ids), width)]
         log.info(
             "%s per track x %s x %s, %s per block",
