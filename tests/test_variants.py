@@ -138,6 +138,15 @@ def test_text_tables_read_as_pandas_reads_them(
             r"line 3: a quote \(\"\) opened on line 3 is not closed, so lines 3 to 5 were read",
         ),
         ("v.csv", b'GENE,rsID\na,b\n"c,d\n', r"line 3: a quote .* is not closed; close the"),
+        # ... on the last line, with no line break after it to swallow
+        ("v.csv", b'GENE,rsID\na,b\nc,"d', r"line 3: a quote .* opened on line 3 is not closed;"),
+        ("v.csv", b'GENE,"rsID', r"line 1: a quote .* opened on line 1 is not closed;"),
+        # a stray quote the csv module reads as a character, pandas as an open quote
+        (
+            "v.csv",
+            b"GENE,rsID,ALT\n\"\"',x,\"\n",
+            r"can be read two ways at its quotes: a quote .* quote the whole value and write",
+        ),
         ("v.csv", b"GENE,rsID\na,b\nc\xe9,d\n", r"not UTF-8 text \(byte 0xe9 on line 3 is"),
         ("v.csv", b"GENE\trsID\na\tb\n", "line 1 has no comma but holds tabs"),
         ("v.tsv", b"GENE,rsID\na,b\n", "line 1 has no tab but holds commas .*rename it v.csv"),

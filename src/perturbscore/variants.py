@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .errors import PerturbscoreError
@@ -72,7 +73,10 @@ def _read_text(
     what ``pandas.read_csv(dtype=str, keep_default_na=False)`` gives for a table that
     passes (a byte order mark dropped, a column with no name called ``Unnamed: i``,
     pandas' own text dtype), without the second parse that took a third of the time
-    spent on the study's tables.
+    spent on the study's tables.  A file holding a quote character is parsed by pandas
+    too and must read the same: a quote inside an unquoted value (``5"``) is a
+    character to the csv module but opens a quoted section for pandas and R, and such a
+    table is refused rather than read one way of two.
     """
     picked: list[tuple[str, ...]] = []
     try:
@@ -88,7 +92,42 @@ def _read_text(
         columns=names,
     )
     df.attrs["header"] = header  # every column, for messages about missing ones
+    if _holds_quote(path):
+        _same_as_pandas(path, sep, df)
     return df
+
+
+def _holds_quote(path: Path) -> bool:
+    """Whether the file holds a double quote anywhere (read in 1 MiB pieces)."""
+    with path.open("rb") as fh:
+        while piece := fh.read(1 << 20):
+            if b'"' in piece:
+                return True
+    return False
+
+
+def _same_as_pandas(path: Path, sep: str, df: pd.DataFrame) -> None:
+    """Refuse a table whose quotes pandas reads otherwise than the csv module did."""
+    try:
+        other = pd.read_csv(
+            path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
+            usecols=list(df.columns),
+        )  # fmt: skip
+        same = other.shape == df.shape and bool((other.to_numpy() == df.to_numpy()).all())
+    except (ValueError, pd.errors.ParserError):
+        other, same = None, False
+    if same:
+        return
+    row = 0
+    if other is not None and other.shape == df.shape:
+        row = int(np.flatnonzero((other.to_numpy() != df.to_numpy()).any(axis=1))[0]) + 1
+    where = f"row {row:,} after the header" if row else "its quotes"
+    raise PerturbscoreError(
+        f"{path}: the variant table can be read two ways at {where}: a quote (\") inside a "
+        'value that does not start with one is a character to some readers and opens a '
+        'quoted text for others (pandas, R); quote the whole value and write each quote '
+        'inside it twice ("5""" for 5"), or remove the quote.'
+    )
 
 
 def _header_names(fields: list[str]) -> list[str]:
@@ -184,6 +223,10 @@ def _check_rows(
     # swallowed them (the lenient reader above returns that row without a word).
     if last_open and _unclosed_at_end(path, sep):
         raise _open_quote(path, *last_open)
+    # A quote opened on the last line of a file that ends without a line break leaves
+    # no line break to see: read that line again, strictly.
+    if not last_open and _last_line_unclosed(path, sep):
+        raise _open_quote(path, end, end)
     return names, keep
 
 
@@ -202,6 +245,26 @@ def _unclosed_at_end(path: Path, sep: str) -> bool:
                 pass
         except csv.Error as exc:
             return "end of data" in str(exc)
+    return False
+
+
+def _last_line_unclosed(path: Path, sep: str) -> bool:
+    """Whether the file ends without a line break inside a quote opened on its last line."""
+    with path.open("rb") as fh:
+        size = fh.seek(0, 2)
+        fh.seek(max(0, size - 65536))
+        tail = fh.read()
+    if tail.endswith((b"\n", b"\r")):
+        return False
+    cut = max(tail.rfind(b"\n"), tail.rfind(b"\r"))
+    if cut < 0 and len(tail) < size:  # a last line longer than the tail: read it all
+        return _unclosed_at_end(path, sep)
+    line = tail[cut + 1 :].decode("utf-8", "replace")
+    try:
+        for _ in csv.reader([line], delimiter=sep, strict=True):
+            pass
+    except csv.Error as exc:
+        return "end of data" in str(exc)
     return False
 
 
