@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from perturbscore.errors import PerturbscoreError
 from perturbscore.variants import (
@@ -185,3 +187,41 @@ def test_id_columns_named_like_tracks() -> None:
     )
     with pytest.raises(PerturbscoreError, match=r'"all" keeps the variant table\'s columns "T1", '):
         check_ids_against_tracks(["T1", "GENE", "T2"], ["T1", "T2"], "run.toml", "all")
+
+
+_TOKENS = ["a", "b", " ", "1", "0", "NA", "'", "\\", "#", "é", '"', '""', "nan", ",", "\n", "\r\n"]
+
+
+@settings(max_examples=3000, deadline=None, derandomize=True)
+@given(
+    rows=st.lists(
+        st.lists(st.lists(st.sampled_from(_TOKENS), max_size=4).map("".join), min_size=3,
+                 max_size=3),
+        max_size=4,
+    ),
+    quoted=st.lists(st.booleans(), min_size=12, max_size=12),
+    eol=st.sampled_from(["\n", "\r\n", "\r"]),
+    last=st.booleans(),
+)  # fmt: skip
+def test_a_table_is_read_as_pandas_reads_it_or_refused(
+    tmp_path_factory: pytest.TempPathFactory,
+    rows: list[list[str]],
+    quoted: list[bool],
+    eol: str,
+    last: bool,
+) -> None:
+    """Generated tables with quotes, separators and line breaks in values: read_variants
+    gives pandas.read_csv's frame, or refuses the table with a sentence."""
+    flat = iter(quoted)
+    lines = ["A,B,C"] + [
+        ",".join('"' + v.replace('"', '""') + '"' if next(flat) else v for v in row)
+        for row in rows
+    ]
+    path = tmp_path_factory.mktemp("fuzz") / "v.csv"
+    path.write_bytes((eol.join(lines) + (eol if last else "")).encode())
+    try:
+        got = read_variants(path)
+    except PerturbscoreError:
+        return
+    expected = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    pd.testing.assert_frame_equal(got, expected, check_index_type=False)
