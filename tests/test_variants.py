@@ -147,7 +147,7 @@ def test_text_tables_read_as_pandas_reads_them(
         (
             "v.csv",
             b"GENE,rsID,ALT\n\"\"',x,\"\n",
-            r"can be read two ways at its quotes: a quote .* quote the whole value and write",
+            r"can be read two ways at its quotes: its quotes .* quote each such value whole",
         ),
         ("v.csv", b"GENE,rsID\na,b\nc\xe9,d\n", r"not UTF-8 text \(byte 0xe9 on line 3 is"),
         ("v.csv", b"GENE\trsID\na\tb\n", "line 1 has no comma but holds tabs"),

@@ -74,9 +74,10 @@ def _read_text(
     passes (a byte order mark dropped, a column with no name called ``Unnamed: i``,
     pandas' own text dtype), without the second parse that took a third of the time
     spent on the study's tables.  A file holding a quote character is parsed by pandas
-    too and must read the same: a quote inside an unquoted value (``5"``) is a
-    character to the csv module but opens a quoted section for pandas and R, and such a
-    table is refused rather than read one way of two.
+    too and must read the same: quotes outside CSV's rules (inside a value that does
+    not start with one, text after a closing quote) are read differently by different
+    tools (R's ``read.csv`` opens a quoted section at ``5"``), and such a table is
+    refused rather than read one way of two.
     """
     picked: list[tuple[str, ...]] = []
     try:
@@ -123,10 +124,10 @@ def _same_as_pandas(path: Path, sep: str, df: pd.DataFrame) -> None:
         row = int(np.flatnonzero((other.to_numpy() != df.to_numpy()).any(axis=1))[0]) + 1
     where = f"row {row:,} after the header" if row else "its quotes"
     raise PerturbscoreError(
-        f"{path}: the variant table can be read two ways at {where}: a quote (\") inside a "
-        'value that does not start with one is a character to some readers and opens a '
-        'quoted text for others (pandas, R); quote the whole value and write each quote '
-        'inside it twice ("5""" for 5"), or remove the quote.'
+        f"{path}: the variant table can be read two ways at {where}: its quotes (\") are "
+        "outside CSV's rules (inside a value that does not start with one, or text after a "
+        "closing quote), which tools read differently; quote each such value whole and "
+        'write each quote inside it twice ("5""" for 5"), or remove the quotes.'
     )
 
 
