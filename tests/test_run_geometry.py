@@ -146,6 +146,33 @@ def test_class_column(tmp_path: Path) -> None:
     assert list(table["field"]) == list(labels[_oracle_classes(run_file.parent, "top")])
 
 
+@pytest.mark.parametrize(
+    ("column", "ids", "message"),
+    [
+        # a column of the variant table, kept or not among the ID columns
+        ("variant_pos_in_window", "", 'stab.csv has a column "variant_pos_in_window" already'),
+        ("variant_pos_in_window", 'id_columns = "all"\n', "has a column"),
+        ("G3", "", '"G3" is also the identifier of a selected track'),  # a score column
+    ],
+)
+def test_a_class_column_named_like_a_column_is_refused(
+    tmp_path: Path, column: str, ids: str, message: str
+) -> None:
+    run_file = write_geometry_study(tmp_path / "g", extra="")
+    text = run_file.read_text().replace(
+        '[output]\nformat = "parquet"\n',
+        f'[output]\nformat = "parquet"\n{ids}class_column = "{column}"\n',
+    )
+    run_file.write_text(text)
+    out = tmp_path / "o"
+    r = _cli("-q", "run", str(run_file), "--out", str(out))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("perturbscore: error: "), r.stderr
+    assert f"{run_file.name} [output] class_column: " in lines[0] and message in lines[0]
+    assert 'class_column = "field"' in lines[0] and not out.exists()
+
+
 def test_shifted_positions_are_flagged(tmp_path: Path) -> None:
     run_file = write_geometry_study(tmp_path / "s", shift=True)
     r = _cli("run", str(run_file), "--out", str(tmp_path / "o"))

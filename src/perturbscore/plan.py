@@ -24,6 +24,7 @@ from . import __version__
 from .errors import PerturbscoreError
 from .geometry_tables import ClassCounter
 from .memory import MemoryPlan
+from .messages import quote
 from .normalise_inrun import RunNormaliser, prepare_normaliser
 from .options import RunOptions, check_options
 from .outputs import refuse_existing_outputs
@@ -243,12 +244,21 @@ def _check_fields(
     if opts.out_of_field != "keep" and config.geometry is None:
         raise PerturbscoreError(
             f"--out-of-field {opts.out_of_field} needs the model's geometry: add [geometry] "
-            'with model = "enformer" and [variants] with position = "..." to the run file.'
+            'with model = "enformer" and [variants] with position = "..." to '
+            f"{config.source or 'the run file'}."
         )
     classes = counter.describe() if config.geometry is not None else None
     if classes is not None:
         warnings += _out_of_field_note(classes, opts.out_of_field)
-    check_ids_against_tracks(id_cols, track_names, config.source, config.id_columns)
+    own = [c for c in id_cols if c != config.class_column]
+    check_ids_against_tracks(own, track_names, config.source, config.id_columns)
+    if config.class_column in set(track_names):
+        raise PerturbscoreError(
+            f"{config.source or 'run file'} [output] class_column: "
+            f"{quote(config.class_column)} is also the identifier of a selected track, and a "
+            'table cannot hold two columns of one name; name a new column, e.g. '
+            'class_column = "field".'
+        )
     return classes
 
 

@@ -23,7 +23,7 @@ from .errors import PerturbscoreError
 from .geometry import OUTSIDE_INPUT, Placement
 from .geometry_tables import ClassCounter, place_table
 from .integrity_keys import id_keys
-from .messages import listing
+from .messages import listing, quote
 from .readers import missing_prediction_files, open_predictions
 from .runfile import Batch, RunConfig
 from .spans import BatchSpec
@@ -150,6 +150,17 @@ def _place_batch(
     return table_ids, classes
 
 
+def _refuse_class_column_clash(config: RunConfig, table: Path, ids: pd.DataFrame) -> None:
+    """The class column is a new column: not one of the variant table's own."""
+    name = config.class_column
+    if name and name in ids.attrs.get("header", list(ids.columns)):
+        raise PerturbscoreError(
+            f"{config.source or 'run file'} [output] class_column: {table} has a column "
+            f"{quote(name)} already, and a table cannot hold two columns of one name; name "
+            'a new column, e.g. class_column = "field".'
+        )
+
+
 def _refuse_missing_files(config: RunConfig) -> None:
     """Every missing prediction file in one message (not only the first batch's)."""
     missing = missing_prediction_files(
@@ -188,6 +199,7 @@ def open_batches(
                     "prediction rows; the table must have one row per prediction row, in order."
                 )
             cols = id_columns_of(ids, config.id_columns, str(batch.variants))
+            _refuse_class_column_clash(config, batch.variants, ids)
             if id_cols is None:
                 id_cols = cols
             elif cols != id_cols:
