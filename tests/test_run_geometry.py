@@ -173,6 +173,26 @@ def test_a_class_column_named_like_a_column_is_refused(
     assert 'class_column = "field"' in lines[0] and not out.exists()
 
 
+@pytest.mark.parametrize("bad", [-1, 393_216, -1_000_000])
+def test_a_position_outside_the_window_is_refused(tmp_path: Path, bad: int) -> None:
+    """Offsets must lie in [0, 393,216): one outside is a wrong column or convention, and
+    taking it for 'outside the input' would let --out-of-field na/drop discard its scores."""
+    run_file = write_geometry_study(tmp_path / "g")
+    table = pd.read_csv(run_file.parent / "top.csv", dtype=str)
+    table.loc[[6, 40], "variant_pos_in_window"] = [str(bad), "393215"]  # the last base is in
+    table.to_csv(run_file.parent / "top.csv", index=False)
+    for args in (["run", str(run_file), "--out", str(tmp_path / "o")], ["check", str(run_file)]):
+        r = _cli("-q", *args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().splitlines() == [
+            f"perturbscore: error: {run_file.parent / 'top.csv'}: 1 of 70 rows place the "
+            f"variant outside the 393,216-bp window (line 8: offset {bad:,}), i.e. not in the "
+            "sequence the model read; the run file's [variants] columns or their convention "
+            "are wrong: variant_pos_in_window must be the 0-based offset in the window."
+        ]
+    assert not (tmp_path / "o").exists()
+
+
 def test_shifted_positions_are_flagged(tmp_path: Path) -> None:
     run_file = write_geometry_study(tmp_path / "s", shift=True)
     r = _cli("run", str(run_file), "--out", str(tmp_path / "o"))

@@ -254,8 +254,37 @@ def offsets_of_table(
 def place_table(
     df: pd.DataFrame, config: GeometryConfig, where: str = "variant table"
 ) -> Placement:
-    """:func:`.geometry.place` applied to a variant table's position columns."""
-    return place(offsets_of_table(df, config.position, config.geometry, where), config.geometry)
+    """:func:`.geometry.place` applied to a variant table's position columns.
+
+    Raises
+    ------
+    PerturbscoreError
+        A row whose offset falls outside ``[0, window)``: the variant is not in the
+        sequence the model read, so the position or window column (or its convention)
+        is wrong.  Taken as "outside the input" it would pass for a variant the model
+        could not see, and ``--out-of-field na``/``drop`` would discard its real scores.
+    """
+    placed = place(offsets_of_table(df, config.position, config.geometry, where), config.geometry)
+    bad = np.flatnonzero(placed.outside_window)
+    if bad.size:
+        first = int(bad[0])
+        spec = config.position
+        if spec.window_start or spec.window_centre:
+            how = (
+                f"the offset is {spec.position} - {spec.window_start}"
+                if spec.window_start
+                else f"the offset is {spec.position} - {spec.window_centre} + "
+                f"{config.geometry.centre_offset:,}"
+            ) + " (both in the same coordinates)"
+        else:
+            how = f"{spec.position} must be the 0-based offset in the window"
+        raise PerturbscoreError(
+            f"{where}: {bad.size:,} of {len(df):,} rows place the variant outside the "
+            f"{config.geometry.window:,}-bp window (line {first + 2}: offset "
+            f"{int(placed.offset[first]):,}), i.e. not in the sequence the model read; "
+            f"the run file's [variants] columns or their convention are wrong: {how}."
+        )
+    return placed
 
 
 @dataclass
