@@ -6,6 +6,7 @@ message and the absence of a traceback are what a user sees.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -299,3 +300,31 @@ def test_overwrite_replaces_only_earlier_outputs(study: Path, tmp_path: Path, cl
     assert r.returncode == 2 and "manifest.json is that of a run output" in r.stderr, r.stderr
     assert (other / "manifest.json").read_bytes() == before
 
+
+
+def test_overwrite_leaves_only_the_new_outputs(study: Path, tmp_path: Path, cli) -> None:
+    """An earlier output the new command does not write again is removed with the commit
+    (run, normalise): a table beside a manifest that does not list it would be taken
+    for part of the new output.  A file of the user's in the folder stays."""
+    out = tmp_path / "o"
+    assert cli("-q", "run", study / TOML, "--out", out).returncode == 0
+    (out / "notes.txt").write_text("mine")
+    ave_only = study / "ave.toml"
+    text = (study / TOML).read_text()
+    ave_only.write_text(text.replace('aggregations = ["ave", "tss"]', 'aggregations = ["ave"]'))
+    r = cli("-q", "run", ave_only, "--out", out, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    listed = {o["path"] for o in manifest["outputs"]}
+    assert listed == {"stab_diff_ave_relevant_comb.RData", "top_diff_ave_relevant_comb.RData"}
+    assert sorted(p.name for p in out.iterdir()) == sorted([*listed, "manifest.json", "notes.txt"])
+    norm = tmp_path / "n"
+    assert cli("-q", "normalise", out, "--background", "stab", "--out", norm).returncode == 0
+    r = cli(
+        "-q", "normalise", out, "--background", "stab", "--out", norm, "--overwrite",
+        "--statistic", "quantile",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    listed = {o["path"] for o in json.loads((norm / "manifest.json").read_text())["outputs"]}
+    assert listed and all("quantile" in name for name in listed)
+    assert sorted(p.name for p in norm.iterdir()) == sorted([*listed, "manifest.json"])

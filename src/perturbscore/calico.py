@@ -12,7 +12,7 @@ work on them unchanged.  Needs the ``stores`` extra (h5py).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ from .extras import require
 from .manifest import build_manifest, file_facts, manifest_text
 from .memory import DEFAULT_MEMORY_BYTES
 from .names import check_name
-from .outputs import Commit, check_out_folder, output_folder, refuse_existing_outputs
+from .outputs import Commit, check_out_folder, output_folder
+from .outputs_earlier import refuse_existing_outputs, stale_outputs
 from .tracks import TrackSelection, read_targets, select_tracks
 from .writers import FORMATS, TableWriter, check_format, open_writer
 
@@ -200,7 +201,8 @@ def import_scores(
             )
             if normalise == "zscore":
                 job.mean, job.scale = _zscore(job.data, job.columns, job.rows)
-            _write(job)
+            stale = stale_outputs(out, "calico scores", job.planned()) if overwrite else []
+            _write(job, stale)
     return ImportResult(job.paths, out / "manifest.json")
 
 
@@ -264,11 +266,14 @@ def _zscore(
     return mean, scale
 
 
-def _write(job: _Job) -> None:
-    """Every table to its temporary name, then one journalled commit with the manifest."""
+def _write(job: _Job, stale: Sequence[Path] = ()) -> None:
+    """Every table to its temporary name, then one journalled commit with the manifest
+    (which also removes ``stale``: an earlier import's tables not written again)."""
     writers: dict[str, TableWriter] = {}
     try:
         commit = Commit(job.out)
+        for path in stale:
+            commit.remove(path)
         for g, ds in job.data.items():
             ids = job.files[g].variants
             w = writers[g] = open_writer(

@@ -30,6 +30,7 @@ from .errors import WRITE_ERRNOS, Interrupted, PerturbscoreError, full_disk
 from .findings import Findings
 from .manifest import manifest_text, run_manifest
 from .outputs import JOURNAL, Commit, temp_path
+from .outputs_earlier import stale_outputs
 from .plan import MANIFEST, OutputTable, Prepared
 from .resume import Recorded, ResumeState
 from .sink import Sink
@@ -164,6 +165,9 @@ def _publish(
     commit = Commit(out, prep.fingerprint)
     sink.finish(commit)  # may fail: nothing is public yet
     files = [o.path for o in prep.outputs] + [c.path for c in sink.cubes.values()]
+    if prep.opts.overwrite:
+        for stale in stale_outputs(out, "run", [*files, out / MANIFEST]):
+            commit.remove(stale)
     result = RunResult(
         prep.outputs,
         out / MANIFEST,

@@ -21,7 +21,7 @@ from .messages import overwrite_hint
 from .names import check_name, is_safe_name
 from .normalise import DEFAULT_GRID, DEFAULT_K, NORMALISED, Background
 from .normalise_files import check_tracks, load_backgrounds
-from .outputs import refuse_existing_outputs
+from .outputs_earlier import refuse_existing_outputs, stale_outputs
 from .runtables import MANIFEST, Table, check_columns, read_run, table_columns
 from .writers import FORMATS, check_format, footer_bytes, table_group_rows, writer_bytes
 
@@ -165,8 +165,16 @@ class NormaliseJob:
 
     def refuse_existing(self, overwrite: bool) -> None:
         """Earlier outputs need ``overwrite``; anything else is never replaced."""
-        planned = [p for _, _, p in self.plan] + [self.out / MANIFEST]
-        refuse_existing_outputs(self.out, planned, overwrite, "normalise", "perturbscore normalise")
+        refuse_existing_outputs(
+            self.out, self._planned(), overwrite, "normalise", "perturbscore normalise"
+        )
+
+    def stale(self) -> list[Path]:
+        """An earlier normalise's outputs there that this one does not write again."""
+        return stale_outputs(self.out, "normalise", self._planned())
+
+    def _planned(self) -> list[Path]:
+        return [p for _, _, p in self.plan] + [self.out / MANIFEST]
 
 
 def _check_arguments(

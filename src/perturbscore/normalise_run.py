@@ -191,7 +191,7 @@ def normalise_run(
     _check_spread(job)
     with output_folder(job.out):
         job.refuse_existing(overwrite)  # again: the folder may have changed meanwhile
-        _write(job, started)
+        _write(job, started, job.stale() if overwrite else [])
     return NormaliseResult(
         [p for _, _, p in job.plan],
         job.out / MANIFEST,
@@ -284,13 +284,15 @@ def _write_table(
         finished.append(w.tmp)
 
 
-def _write(job: NormaliseJob, started: float) -> None:
+def _write(job: NormaliseJob, started: float, stale: Sequence[Path] = ()) -> None:
     """Every table to its temporary name, then one journalled commit with the manifest."""
     writers: list[TableWriter] = []
     finished: list[Path] = []
     staged = temp_path(job.saved) if job.saved is not None else None
     try:
         commit = Commit(job.out)
+        for path in stale:  # --overwrite: an earlier normalise's tables not written again
+            commit.remove(path)
         for t in job.tables:
             _write_table(job, t, commit, writers, finished)
         job.timings["normalise"] = time.perf_counter() - started - sum(job.timings.values())

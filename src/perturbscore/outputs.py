@@ -37,7 +37,6 @@ from typing import Any
 
 from .errors import PerturbscoreError
 from .locks import LOCK, folder_lock, pid_alive
-from .messages import listing, overwrite_hint
 
 log = logging.getLogger("perturbscore")
 
@@ -260,6 +259,8 @@ def _apply(folder: Path, journal: dict[str, Any]) -> list[Path]:
         path = folder / rm
         if path.is_file() or path.is_symlink():
             path.unlink()
+        elif path.is_dir():  # an earlier Dask table's part files, a Zarr cube
+            shutil.rmtree(path)
     for tmp_name, final_name in journal["moves"]:
         tmp, final = folder / tmp_name, folder / final_name
         if tmp.exists():
@@ -272,75 +273,6 @@ def _apply(folder: Path, journal: dict[str, Any]) -> list[Path]:
     fsync_dir(folder)
     (folder / JOURNAL).unlink()
     return done
-
-
-def earlier_outputs(folder: Path, source: str) -> tuple[set[str], str]:
-    """Names that an earlier command of this kind published in ``folder``: what its
-    ``manifest.json`` (``"source": source``) lists, the manifest itself, and what a
-    commit journal left there promises.  Also, when there are none, why (for messages).
-    """
-    names: set[str] = set()
-    why = "there is no perturbscore manifest.json there"
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        journal = json.loads((folder / JOURNAL).read_text(encoding="utf-8"))
-        names |= {str(final) for _, final in journal["moves"]} | {str(journal["manifest"][0])}
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return names, why
-    except (OSError, ValueError):
-        return names, "its manifest.json is not one perturbscore wrote"
-    if not isinstance(manifest, dict) or "perturbscore_version" not in manifest:
-        return names, "its manifest.json is not one perturbscore wrote"
-    if manifest.get("source") != source:
-        return names, f"its manifest.json is that of a {manifest.get('source')} output"
-    for entry in [*manifest.get("outputs", []), *manifest.get("zarr_cubes", [])]:
-        names.add(str(entry.get("path") if isinstance(entry, dict) else entry))
-    return names | {"manifest.json"}, why
-
-
-def refuse_existing_outputs(
-    folder: Path,
-    planned: list[Path],
-    overwrite: bool,
-    source: str,
-    what: str,
-    python: str = "overwrite=True",
-) -> None:
-    """Existing outputs need ``overwrite``, which replaces earlier outputs of the same
-    command and nothing else.
-
-    Parameters
-    ----------
-    folder : Path
-        The output folder.
-    planned : list of Path
-        Every path the command publishes there (those that exist are checked).
-    overwrite : bool
-    source : str
-        The manifest ``source`` of the command (``run``, ``normalise``).
-    what : str
-        The command, for the message (``perturbscore run``).
-    python : str
-        The keyword argument to name to a library caller (:func:`.messages.overwrite_hint`).
-    """
-    existing = [p for p in planned if p.exists() or p.is_symlink()]
-    if not existing:
-        return
-    if not overwrite:
-        raise PerturbscoreError(
-            f"{folder} already holds {listing([p.name for p in existing], 4)}; "
-            f"{overwrite_hint(python)} to replace them, or choose another --out folder."
-        )
-    ours, why = earlier_outputs(folder, source)
-    relative = [p.relative_to(folder).as_posix() for p in existing]
-    others = [r for r in relative if r not in ours]
-    if others:
-        raise PerturbscoreError(
-            f"{folder} holds {listing(others, 4)}, "
-            f"which no earlier '{what}' wrote there ({why}); --overwrite replaces only earlier "
-            "outputs: move those away or choose another --out folder."
-        )
 
 
 def refuse_unfinished_commit(folder: Path) -> None:

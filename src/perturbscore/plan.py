@@ -27,7 +27,7 @@ from .memory import MemoryPlan
 from .messages import quote
 from .normalise_inrun import RunNormaliser, prepare_normaliser
 from .options import RunOptions, check_options
-from .outputs import refuse_existing_outputs
+from .outputs_earlier import refuse_existing_outputs
 from .plan_batches import BatchInput, group_sizes, open_batches
 from .plan_sizing import memory_plan, reader_threads
 from .resume import input_fingerprint

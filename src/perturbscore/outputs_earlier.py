@@ -1,0 +1,108 @@
+"""Earlier outputs in a folder: which a command may replace, and which it removes.
+
+An output folder may hold what an earlier command of the same kind published there
+(listed by its ``manifest.json`` or a commit journal).  :func:`refuse_existing_outputs`
+lets ``--overwrite`` replace exactly those and refuses anything else;
+:func:`stale_outputs` names those the new command does not write again, which its
+commit removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import PerturbscoreError
+from .messages import listing, overwrite_hint
+from .outputs import JOURNAL
+
+
+def earlier_outputs(folder: Path, source: str) -> tuple[set[str], str]:
+    """Names that an earlier command of this kind published in ``folder``: what its
+    ``manifest.json`` (``"source": source``) lists, the manifest itself, and what a
+    commit journal left there promises.  Also, when there are none, why (for messages).
+    """
+    names: set[str] = set()
+    why = "there is no perturbscore manifest.json there"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        journal = json.loads((folder / JOURNAL).read_text(encoding="utf-8"))
+        names |= {str(final) for _, final in journal["moves"]} | {str(journal["manifest"][0])}
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return names, why
+    except (OSError, ValueError):
+        return names, "its manifest.json is not one perturbscore wrote"
+    if not isinstance(manifest, dict) or "perturbscore_version" not in manifest:
+        return names, "its manifest.json is not one perturbscore wrote"
+    if manifest.get("source") != source:
+        return names, f"its manifest.json is that of a {manifest.get('source')} output"
+    for entry in [*manifest.get("outputs", []), *manifest.get("zarr_cubes", [])]:
+        names.add(str(entry.get("path") if isinstance(entry, dict) else entry))
+    return names | {"manifest.json"}, why
+
+
+def stale_outputs(folder: Path, source: str, planned: Sequence[Path]) -> list[Path]:
+    """Earlier outputs of this command in ``folder`` that it does not write again.
+
+    ``--overwrite`` hands them to :meth:`Commit.remove`, so that the folder holds this
+    command's outputs only and no table of an earlier one is left beside a manifest
+    that does not list it.  Only what an earlier manifest (``"source": source``) or
+    commit journal names, inside ``folder``, is ever returned.
+    """
+    ours, _ = earlier_outputs(folder, source)
+    again = {p.relative_to(folder).as_posix() for p in planned} | {"manifest.json"}
+    root = folder.resolve()
+    stale = []
+    for name in sorted(ours - again):
+        path = folder / name
+        inside = ".." not in Path(name).parts and root in path.resolve().parents
+        if inside and (path.exists() or path.is_symlink()):
+            stale.append(path)
+    return stale
+
+
+def refuse_existing_outputs(
+    folder: Path,
+    planned: list[Path],
+    overwrite: bool,
+    source: str,
+    what: str,
+    python: str = "overwrite=True",
+) -> None:
+    """Existing outputs need ``overwrite``, which replaces earlier outputs of the same
+    command and nothing else.
+
+    Parameters
+    ----------
+    folder : Path
+        The output folder.
+    planned : list of Path
+        Every path the command publishes there (those that exist are checked).
+    overwrite : bool
+    source : str
+        The manifest ``source`` of the command (``run``, ``normalise``).
+    what : str
+        The command, for the message (``perturbscore run``).
+    python : str
+        The keyword argument to name to a library caller (:func:`.messages.overwrite_hint`).
+    """
+    existing = [p for p in planned if p.exists() or p.is_symlink()]
+    if not existing:
+        return
+    if not overwrite:
+        raise PerturbscoreError(
+            f"{folder} already holds {listing([p.name for p in existing], 4)}; "
+            f"{overwrite_hint(python)} to replace them, or choose another --out folder."
+        )
+    ours, why = earlier_outputs(folder, source)
+    relative = [p.relative_to(folder).as_posix() for p in existing]
+    others = [r for r in relative if r not in ours]
+    if others:
+        raise PerturbscoreError(
+            f"{folder} holds {listing(others, 4)}, "
+            f"which no earlier '{what}' wrote there ({why}); --overwrite replaces only earlier "
+            "outputs: move those away or choose another --out folder."
+        )

@@ -1,0 +1,228 @@
+"""Delimited variant tables (``.csv``, ``.tsv``) read as text, checked line by line.
+
+:func:`read_text_table` is the text half of :func:`.variants.read_variants`: one pass
+of the csv module checks every row (naming the line of anything a lenient parser
+would misread) and keeps the wanted columns.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Callable
+from operator import itemgetter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import PerturbscoreError
+from .messages import listing, not_utf8, quote
+
+
+def read_text_table(
+    path: Path, sep: str, wanted: Callable[[list[str]], list[str] | None]
+) -> pd.DataFrame:
+    """A delimited table, checked row by row and kept as text, in one pass of the csv module.
+
+    The checks refuse what a lenient parser would misread, naming the line: extra
+    fields in the first row (pandas makes them an index), short rows (padded with empty
+    text), blank lines between rows (skipped, shifting every later row against the
+    predictions), a quote left open (it swallows the rest of the file into one field).
+    Text that is not UTF-8 and a separator other than the suffix's are named as such.
+    The same pass keeps the wanted columns, so the file is parsed once; the frame is
+    what ``pandas.read_csv(dtype=str, keep_default_na=False)`` gives for a table that
+    passes (a byte order mark dropped, a column with no name called ``Unnamed: i``,
+    pandas' own text dtype), without the second parse that took a third of the time
+    spent on the study's tables.  A file holding a quote character is parsed by pandas
+    too and must read the same: quotes outside CSV's rules (inside a value that does
+    not start with one, text after a closing quote) are read differently by different
+    tools (R's ``read.csv`` opens a quoted section at ``5"``), and such a table is
+    refused rather than read one way of two.
+    """
+    picked: list[tuple[str, ...]] = []
+    try:
+        header, keep = _check_rows(path, sep, wanted, picked)
+    except UnicodeDecodeError:
+        raise PerturbscoreError(not_utf8(path, "the variant table")) from None
+    names = header if keep is None else keep
+    values = list(zip(*picked, strict=True)) if picked else [() for _ in names]
+    df = pd.DataFrame(
+        {n: pd.Series(v, dtype=str) for n, v in zip(names, values, strict=True)},
+        columns=names,
+    )
+    df.attrs["header"] = header  # every column, for messages about missing ones
+    if _holds_quote(path):
+        _same_as_pandas(path, sep, df)
+    return df
+
+
+def _holds_quote(path: Path) -> bool:
+    """Whether the file holds a double quote anywhere (read in 1 MiB pieces)."""
+    with path.open("rb") as fh:
+        while piece := fh.read(1 << 20):
+            if b'"' in piece:
+                return True
+    return False
+
+
+def _same_as_pandas(path: Path, sep: str, df: pd.DataFrame) -> None:
+    """Refuse a table whose quotes pandas reads otherwise than the csv module did."""
+    try:
+        other = pd.read_csv(
+            path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
+            usecols=list(df.columns),
+        )  # fmt: skip
+        same = other.shape == df.shape and bool((other.to_numpy() == df.to_numpy()).all())
+    except (ValueError, pd.errors.ParserError):
+        other, same = None, False
+    if same:
+        return
+    row = 0
+    if other is not None and other.shape == df.shape:
+        row = int(np.flatnonzero((other.to_numpy() != df.to_numpy()).any(axis=1))[0]) + 1
+    where = f"row {row:,} after the header" if row else "its quotes"
+    raise PerturbscoreError(
+        f'{path}: the variant table can be read two ways at {where}: its quotes (") are '
+        "outside CSV's rules (inside a value that does not start with one, or text after a "
+        "closing quote), which tools read differently; quote each such value whole and "
+        'write each quote inside it twice ("5""" for 5"), or remove the quotes.'
+    )
+
+
+def _header_names(fields: list[str]) -> list[str]:
+    """Column names as pandas gives them: an unnamed column is ``Unnamed: i``."""
+    return [f or f"Unnamed: {i}" for i, f in enumerate(fields)]
+
+
+_SEPARATORS = {",": ("comma", ".csv"), "\t": ("tab", ".tsv"), ";": ("semicolon", None)}
+
+
+def _wrong_separator(path: Path, header: list[str], sep: str) -> str | None:
+    """A hint when a one-field header holds another separator (a TSV named .csv)."""
+    if len(header) != 1:
+        return None
+    for other, (word, suffix) in _SEPARATORS.items():
+        if other != sep and other in header[0]:
+            fix = (
+                f"rename it {path.stem}{suffix}"
+                if suffix
+                else "save it comma-separated (.csv) or tab-separated (.tsv)"
+            )
+            return (
+                f"{path}: line 1 has no {_SEPARATORS[sep][0]} but holds {word}s "
+                f"({quote(header[0], 60)}): the file looks {word}-separated; {fix}."
+            )
+    return None
+
+
+def _check_rows(
+    path: Path,
+    sep: str,
+    wanted: Callable[[list[str]], list[str] | None],
+    picked: list[tuple[str, ...]],
+) -> tuple[list[str], list[str] | None]:
+    """Check every row (see :func:`read_text_table`); append the ``wanted(header)`` fields of
+    each to ``picked`` (all fields for None) and return the header's names and those."""
+    # utf-8-sig: a byte order mark (Excel writes one) is not part of the first name.
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        header = next(reader, None)
+        if not header:
+            raise PerturbscoreError(
+                f"{path}: the variant table is empty; it needs a header row and one row per "
+                "prediction row."
+            )
+        hint = _wrong_separator(path, header, sep)
+        if hint:
+            raise PerturbscoreError(hint)
+        repeated = [c for c, n in Counter(header).items() if n > 1]
+        if repeated:
+            raise PerturbscoreError(
+                f"{path}: line 1: the header names the column{'s' if len(repeated) > 1 else ''} "
+                f"{listing(repeated, quoted=True)} more than once; give every column its own "
+                "name."
+            )
+        names = _header_names(header)
+        keep = wanted(names)
+        index = [names.index(c) for c in keep] if keep is not None else list(range(len(names)))
+        pick = itemgetter(*index) if len(index) > 1 else None
+        blank = 0  # first blank line not yet followed by a row (blank lines at the end are fine)
+        end = reader.line_num
+        last_open: tuple[int, int] | None = None
+        for row in reader:
+            start, end = end + 1, reader.line_num
+            if not row:
+                blank = blank or start
+                continue
+            if blank:
+                raise PerturbscoreError(
+                    f"{path}: line {blank} is blank, but rows follow it; every line after the "
+                    "header is one prediction row, in order, so delete the blank line (or "
+                    "write the row that belongs there)."
+                )
+            # A field holding a line break ran on past its line: maybe a quote left open.
+            # The reader counts every line it consumes, so a row read from more than one
+            # line holds one; on the last line only the last field can (a quote opened
+            # there runs to the end of the file), which spares a look at every field.
+            multi = end > start or "\n" in row[-1] or "\r" in row[-1]
+            last_open = (start, end) if multi else None
+            if multi and len(row) != len(header):
+                raise _open_quote(path, start, end)
+            if len(row) != len(header):
+                fields = f"{len(row)} field" + ("" if len(row) == 1 else "s")
+                raise PerturbscoreError(
+                    f"{path}: line {start}: {fields}, but the header has "
+                    f"{len(header)}; fix the row (a separator inside a value must be quoted)."
+                )
+            if pick is not None:
+                picked.append(pick(row))
+            elif index:
+                picked.append((row[index[0]],))
+    # The last row holds a line break: a quote still open at the end of the file
+    # swallowed them (the lenient reader above returns that row without a word).
+    if last_open and _unclosed_at_end(path, sep):
+        raise _open_quote(path, *last_open)
+    # A quote opened on the last line of a file that ends without a line break leaves
+    # no line break to see: read that line again, strictly.
+    if not last_open and _last_line_unclosed(path, sep):
+        raise _open_quote(path, end, end)
+    return names, keep
+
+
+def _open_quote(path: Path, start: int, end: int) -> PerturbscoreError:
+    spans = f", so lines {start} to {end} were read as one row" if end > start else ""
+    return PerturbscoreError(
+        f'{path}: line {start}: a quote (") opened on line {start} is not closed{spans}; '
+        'close the quote, or remove it (a quote inside a quoted value is written twice, "").'
+    )
+
+
+def _unclosed_at_end(path: Path, sep: str) -> bool:
+    with path.open(newline="", encoding="utf-8") as fh:
+        try:
+            for _ in csv.reader(fh, delimiter=sep, strict=True):
+                pass
+        except csv.Error as exc:
+            return "end of data" in str(exc)
+    return False
+
+
+def _last_line_unclosed(path: Path, sep: str) -> bool:
+    """Whether the file ends without a line break inside a quote opened on its last line."""
+    with path.open("rb") as fh:
+        size = fh.seek(0, 2)
+        fh.seek(max(0, size - 65536))
+        tail = fh.read()
+    if tail.endswith((b"\n", b"\r")):
+        return False
+    cut = max(tail.rfind(b"\n"), tail.rfind(b"\r"))
+    if cut < 0 and len(tail) < size:  # a last line longer than the tail: read it all
+        return _unclosed_at_end(path, sep)
+    line = tail[cut + 1 :].decode("utf-8", "replace")
+    try:
+        for _ in csv.reader([line], delimiter=sep, strict=True):
+            pass
+    except csv.Error as exc:
+        return "end of data" in str(exc)
+    return False
