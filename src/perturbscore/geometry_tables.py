@@ -102,11 +102,13 @@ def parse_geometry_section(table: Mapping[str, Any], where: str = "run file") ->
     any of those keys is refused, so a custom geometry is never mistaken for a preset.
     """
     w = f"{where} [geometry]"
-    unknown = set(table) - GEOMETRY_KEYS
+    unknown = sorted(set(table) - GEOMETRY_KEYS)
     if unknown:
+        close = closest(str(unknown[0]), sorted(GEOMETRY_KEYS))
+        hint = f"did you mean {close}? " if close else ""
         raise PerturbscoreError(
-            f"{w}: unknown key(s) {', '.join(sorted(unknown))}; allowed: "
-            f"{', '.join(sorted(GEOMETRY_KEYS - {'center_bin'}))}."
+            f"{w}: unknown key {unknown[0]}; {hint}the keys here are "
+            f"{listing(sorted(GEOMETRY_KEYS - {'center_bin'}))}."
         )
     if "centre_bin" in table and "center_bin" in table:
         raise PerturbscoreError(f"{w}: give centre_bin or center_bin, not both.")
