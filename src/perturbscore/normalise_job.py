@@ -1,17 +1,20 @@
 """Checking a ``perturbscore normalise`` job before any work, and sizing its blocks.
 
-:meth:`NormaliseJob.check` runs every check that needs no table rows (options, the
-run's manifest and tables, output names, the background group or file, each table's
-columns, outputs already there) and sizes the blocks for the budget
-(:meth:`NormaliseJob.block_rows`): blocks of ``# n S`` scores (rows, selected
-tracks), each normalised into one block per statistic.
+:meth:`NormaliseJob.check` runs every check before any work (options, the run's
+manifest and tables, output names, the background group or file, each table's columns,
+outputs already there), sizes the blocks for the budget (:meth:`NormaliseJob.block_rows`):
+blocks of ``# n S`` scores (rows, selected tracks), each normalised into one block per
+statistic, and reads the tables whose values and row count only reading shows
+(:meth:`NormaliseJob.check_tables`: CSV and R files; Parquet footers hold the row
+count), so a damaged or edited table is named before any background is built or any
+warning printed, as ``compare`` does.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +25,38 @@ from .names import check_name, is_safe_name
 from .normalise import DEFAULT_GRID, DEFAULT_K, NORMALISED, Background
 from .normalise_files import check_tracks, load_backgrounds
 from .outputs import refuse_existing_outputs
-from .runtables import MANIFEST, Table, check_columns, read_run, table_columns
+from .runtables import (
+    MANIFEST,
+    Block,
+    Table,
+    blocks,
+    check_columns,
+    read_run,
+    table_columns,
+    table_errors,
+)
 from .writers import FORMATS, check_format, footer_bytes, table_group_rows, writer_bytes
 
 log = logging.getLogger("perturbscore")
 
 #: Most rows per block: beyond this, blocks only cost memory.
 MAX_BLOCK_ROWS = 65536
+
+
+def checked_blocks(
+    t: Table, tracks: Sequence[str], rows: int, read_rows: int = 0, ids: bool = True
+) -> Iterator[Block]:
+    """:func:`perturbscore.runtables.blocks`, with what the readers raise on a damaged or
+    edited table (text in a score column, a cut-off file) turned into one sentence naming
+    the file (:func:`perturbscore.runtables.table_errors`, as ``compare`` words it)."""
+    it = blocks(t, tracks, rows, read_rows, ids)
+    while True:
+        with table_errors(t.path):
+            try:
+                item = next(it)
+            except StopIteration:  # inside: table_errors would take it for damage
+                return
+        yield item
 
 
 def output_stem(group: str, aggregation: str, statistic: str, normalised: str) -> str:
@@ -82,7 +110,7 @@ class NormaliseJob:
         memory_bytes: int,
         block_rows: int | None,
     ) -> NormaliseJob:
-        """Every check that needs no table rows; raises PerturbscoreError, writes nothing."""
+        """Every check before any work; raises PerturbscoreError, writes nothing."""
         stats = _check_arguments(statistics, background, background_file, block_rows)
         manifest, tables, tracks = read_run(run)
         if manifest.get("source") == "normalise":
@@ -123,7 +151,23 @@ class NormaliseJob:
         job.refuse_existing(overwrite)
         job.read_rows = job.block_rows()
         job.rows = block_rows or job.read_rows
+        job.check_tables()
         return job
+
+    def check_tables(self) -> None:
+        """Read the CSV and R tables through once: values, row count and tracks.
+
+        The background group's tables are left to the build of the background, which
+        reads them first of all and prints nothing until every one is built
+        (:func:`perturbscore.normalise_run.normalise_run`); Parquet tables' row counts
+        were checked from their footers.
+        """
+        building = {id(t) for t in self.sources.values()}
+        for t in self.tables:
+            if t.kind == "parquet" or id(t) in building:
+                continue
+            for _ in checked_blocks(t, self.tracks, self.rows, self.read_rows, ids=False):
+                pass
 
     def block_rows(self) -> int:
         """Rows per block within the budget: what stays held (writers' buffers, R tables,

@@ -57,10 +57,10 @@ from .manifest import build_manifest, manifest_text
 from .memory import DEFAULT_MEMORY_BYTES
 from .normalise import NORMALISED, Background
 from .normalise_files import save_backgrounds
-from .normalise_job import NormaliseJob
+from .normalise_job import NormaliseJob, checked_blocks
 from .normalise_sketch import BackgroundBuilder
 from .outputs import Commit, output_folder, sweep, temp_path
-from .runtables import MANIFEST, Table, blocks
+from .runtables import MANIFEST, Table
 from .streaming import prefetch
 from .writers import (
     TableWriter,
@@ -106,7 +106,7 @@ def build_background(
     b = _builder(tracks, t.aggregation, t.statistic)
     counts = {"outside_input": 0, "all_zero": 0, "non_finite": 0}
     use_class = class_column is not None and class_column in (t.id_columns or [class_column])
-    for scores, ids in blocks(t, tracks, rows, read_rows, ids=use_class):
+    for scores, ids in checked_blocks(t, tracks, rows, read_rows, ids=use_class):
         out = np.zeros(len(scores), bool)
         if use_class and ids is not None and class_column in ids.columns:
             out = (ids[class_column] == OUTSIDE).to_numpy()
@@ -203,12 +203,17 @@ def normalise_run(
 
 
 def _build_backgrounds(job: NormaliseJob) -> None:
-    """Build each background from its group's table, counting the rows left out."""
+    """Build each background from its group's table, counting the rows left out.
+
+    The warnings wait until every background is built: reading the group's tables is
+    their check (:meth:`NormaliseJob.check_tables`), and a damaged one is named alone.
+    """
     for k, t in job.sources.items():
-        job.backgrounds[k], ex = build_background(
+        job.backgrounds[k], job.excluded[k] = build_background(
             t, job.tracks, job.rows, job.read_rows, job.class_column
         )
-        job.excluded[k] = ex
+    for k, t in job.sources.items():
+        ex = job.excluded[k]
         if ex["used"] < t.rows:
             log.warning(
                 "background %s %s/%s: %d of %d rows left out (%d outside the model's input, "
@@ -240,7 +245,7 @@ def _normalised(
     job: NormaliseJob, t: Table, bg: Background
 ) -> Iterator[tuple[list[np.ndarray], pd.DataFrame]]:
     """Each block of ``t`` as its normalised statistics (in ``job.stats`` order) and IDs."""
-    for scores, ids in blocks(t, job.tracks, job.rows, job.read_rows):
+    for scores, ids in checked_blocks(t, job.tracks, job.rows, job.read_rows):
         assert ids is not None
         yield [nz.normalise(s, scores, bg) for s in job.stats], ids
 
