@@ -8,8 +8,10 @@ nothing printed before it (no background warning).
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from .conftest import run_cli
@@ -74,3 +76,58 @@ def test_a_damaged_table_is_named_when_normalising_against_a_file(tmp_path: Path
     r = run_cli("normalise", run, "--background-file", bg, "--out", tmp_path / "b")
     _one_error(r, "top_diff_ave.csv: not a readable CSV table")
     assert not (tmp_path / "b").exists()
+
+
+# --------------------------------------------------------------------------- --save-background
+
+
+def _save(run: Path, out: Path, saved: Path, *extra: object):
+    return run_cli(
+        "normalise", run, "--background", "stab", "--out", out, "--save-background", saved,
+        *extra,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["text", "npz"])
+def test_overwrite_replaces_only_a_background_file(tmp_path: Path, kind: str) -> None:
+    run = make_run(tmp_path / "run", synthetic(n_bg=8, n_top=5))
+    notes = tmp_path / "notes.npz"
+    if kind == "text":
+        notes.write_text("my own notes\n")
+    else:  # an .npz of the user's own arrays
+        np.savez(notes, x=np.arange(3))
+    before = _snapshot(tmp_path)
+    r = _save(run, tmp_path / "out", notes, "--overwrite")
+    _one_error(r, f"--save-background {notes}", "not a background file", "another name")
+    assert _snapshot(tmp_path) == before and not (tmp_path / "out").exists()
+
+
+def test_overwrite_replaces_a_background_file_saved_earlier(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", synthetic(n_bg=8, n_top=5))
+    bg = tmp_path / "bg.npz"
+    assert _save(run, tmp_path / "a", bg).returncode == 0
+    first = bg.read_bytes()
+    r = run_cli("normalise", run, "--background", "top", "--out", tmp_path / "b",
+                "--save-background", bg, "--overwrite")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert bg.read_bytes() != first
+    meta = json.loads(str(np.load(bg)["meta"]))
+    assert meta["format"] == "perturbscore-background"
+
+
+@pytest.mark.parametrize("inside", ["run", "out"])
+def test_the_background_is_never_saved_into_the_run_or_out_folder(
+    tmp_path: Path, inside: str
+) -> None:
+    run = make_run(tmp_path / "run", synthetic(n_bg=8, n_top=5))
+    out = tmp_path / "out"
+    if inside == "out":
+        out.mkdir()
+    folder = run if inside == "run" else out
+    before = _snapshot(tmp_path)
+    r = _save(run, out, folder / "bg.npz")
+    word = "run folder" if inside == "run" else "--out folder"
+    _one_error(r, f"inside the {word} {folder}", "save it beside")
+    assert _snapshot(tmp_path) == before and not (folder / "bg.npz").exists()
+    if inside == "out":
+        assert not list(out.iterdir())

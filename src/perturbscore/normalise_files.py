@@ -62,6 +62,19 @@ def save_backgrounds(path: str | Path, backgrounds: Iterable[Background]) -> Pat
     return p
 
 
+def is_background_file(path: str | Path) -> bool:
+    """Whether ``path`` is a background file :func:`save_backgrounds` wrote (an ``.npz``
+    whose ``meta`` names the format), the only kind ``--overwrite`` may replace."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as z:
+            if not hasattr(z, "files") or "meta" not in z.files:
+                return False
+            meta = json.loads(str(z["meta"]))
+    except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
 def load_backgrounds(path: str | Path) -> dict[tuple[str, str], Background]:
     """Read a background file: ``{(aggregation, statistic): Background}``."""
     p = Path(path)

@@ -23,7 +23,7 @@ from .errors import PerturbscoreError
 from .messages import overwrite_hint
 from .names import check_name, is_safe_name
 from .normalise import DEFAULT_GRID, DEFAULT_K, NORMALISED, Background
-from .normalise_files import check_tracks, load_backgrounds
+from .normalise_files import check_tracks, is_background_file, load_backgrounds
 from .outputs import refuse_existing_outputs
 from .runtables import (
     MANIFEST,
@@ -126,7 +126,7 @@ class NormaliseJob:
         plan = _plan_outputs(run, out, tables, stats, fmt)
         saved = Path(save_background) if save_background is not None else None
         if saved is not None:
-            _check_save(saved, background, overwrite)
+            check_save(saved, background, overwrite, run, out)
         sources, backgrounds = _backgrounds(run, tables, tracks, background, background_file)
         for t in tables:
             cols = table_columns(t)
@@ -305,7 +305,14 @@ def _raw_tables(manifest: dict[str, Any], tables: list[Table]) -> list[Table]:
     return kept
 
 
-def _check_save(saved: Path, background: str | None, overwrite: bool) -> None:
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (resolved, links followed) lies in ``folder`` or below it."""
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def check_save(saved: Path, background: str | None, overwrite: bool, run: Path, out: Path) -> None:
+    """``--save-background``: a new ``.npz`` outside the run and ``--out`` folders, or,
+    with ``overwrite``, a background file saved earlier (never another file)."""
     if background is None:
         raise PerturbscoreError(
             "--save-background saves a background built from --background GROUP; with "
@@ -315,7 +322,20 @@ def _check_save(saved: Path, background: str | None, overwrite: bool) -> None:
         raise PerturbscoreError(f"--save-background {saved}: a background file ends in .npz.")
     if not saved.parent.is_dir():
         raise PerturbscoreError(f"--save-background {saved}: folder {saved.parent} not found.")
+    # The run folder belongs to the run, and --out to what its manifest lists; a file
+    # of neither would be unlisted there, and could be taken or swept as theirs.
+    for folder, what in ((run, "run folder"), (out, "--out folder")):
+        if _inside(saved, folder):
+            raise PerturbscoreError(
+                f"--save-background {saved} is inside the {what} {folder}; save it beside "
+                f"that folder instead, e.g. --save-background {folder.parent / saved.name}."
+            )
     if saved.is_dir() or (saved.exists() and not overwrite):
         raise PerturbscoreError(
             f"--save-background {saved} already exists; {overwrite_hint()} or choose another name."
+        )
+    if saved.exists() and not is_background_file(saved):
+        raise PerturbscoreError(
+            f"--save-background {saved} exists and is not a background file perturbscore "
+            "saved, so --overwrite does not replace it; choose another name."
         )

@@ -57,7 +57,7 @@ from .manifest import build_manifest, manifest_text
 from .memory import DEFAULT_MEMORY_BYTES
 from .normalise import NORMALISED, Background
 from .normalise_files import save_backgrounds
-from .normalise_job import NormaliseJob, checked_blocks
+from .normalise_job import NormaliseJob, check_save, checked_blocks
 from .normalise_sketch import BackgroundBuilder
 from .outputs import Commit, output_folder, sweep, temp_path
 from .runtables import MANIFEST, Table
@@ -191,6 +191,8 @@ def normalise_run(
     _check_spread(job)
     with output_folder(job.out):
         job.refuse_existing(overwrite)  # again: the folder may have changed meanwhile
+        if job.saved is not None:  # and so may the file a background replaces
+            check_save(job.saved, job.background, overwrite, job.run, job.out)
         _write(job, started)
     return NormaliseResult(
         [p for _, _, p in job.plan],
