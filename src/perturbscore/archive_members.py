@@ -174,7 +174,7 @@ def _read_directory(p: Path, label: str, size: int) -> tuple[list[zipfile.ZipInf
         if head == b"\x93NUMPY":
             raise PerturbscoreError(
                 f"{label}: this is a plain .npy array, not a zip or npz archive; drop the "
-                'batch\'s format setting (or set format = "npy").'
+                "batch's format setting (or set format = \"npy\")."
             ) from exc
         if not head.startswith(b"PK"):
             raise PerturbscoreError(

@@ -98,7 +98,8 @@ class ScoreSet:
         else:
             if not _r_signature(self.path):  # a foreign file: no need to read it all
                 raise PerturbscoreError(
-                    f"{self.path}: not a readable R data file (no R serialization header); {RERUN}."
+                    f"{self.path}: not a readable R data file (no R serialization header); "
+                    f"{RERUN}."
                 )
             self._full(tracks)  # checks the tracks and the row count
             if not keep:

@@ -62,17 +62,8 @@ from .tracks import TrackSelection, read_targets, select_tracks
 from .windows import Plan, Variants, check_against_genome, load_variants, plan_windows
 
 # Job, build_jobs and job_sequence live in predict_jobs and are re-exported here
-__all__ = [
-    "OUTPUTS",
-    "STATE_DIR",
-    "ZARR_OUTPUTS",
-    "Job",
-    "PredictOptions",
-    "PredictResult",
-    "build_jobs",
-    "job_sequence",
-    "run_predict",
-]
+__all__ = ["OUTPUTS", "STATE_DIR", "ZARR_OUTPUTS", "Job", "PredictOptions", "PredictResult",
+           "build_jobs", "job_sequence", "run_predict"]
 
 log = logging.getLogger("perturbscore")
 
@@ -176,14 +167,9 @@ def run_predict(opts: PredictOptions, predictor: Predictor | None = None) -> Pre
         )
     if opts.out.exists() and not opts.out.is_dir():
         raise PerturbscoreError(f"{opts.out} exists and is not a folder; choose another --out.")
-    v = load_variants(
-        opts.variants,
-        chrom_column=opts.chrom_column,
-        pos_column=opts.pos_column,
-        ref_column=opts.ref_column,
-        alt_column=opts.alt_column,
-        centre_column=opts.centre_column,
-    )
+    v = load_variants(opts.variants, chrom_column=opts.chrom_column, pos_column=opts.pos_column,
+                      ref_column=opts.ref_column, alt_column=opts.alt_column,
+                      centre_column=opts.centre_column)
     genome = Genome(opts.genome)
     try:
         work = _prepare(opts, v, genome, predictor)
@@ -211,22 +197,18 @@ class Work:
     batches: list[list[Job]]
 
 
-def _prepare(
-    opts: PredictOptions, v: Variants, genome: Genome, predictor: Predictor | None
-) -> Work:
+def _prepare(opts: PredictOptions, v: Variants, genome: Genome,
+             predictor: Predictor | None) -> Work:
     """Every check that needs the genome, the tracks or the model; the plan. Writes nothing."""
     v = check_against_genome(v, genome, opts.skip_ref_mismatch)
     if v.table.empty:
-        raise PerturbscoreError(
-            f"{opts.variants}: no variant is left after skipping REF "
-            "mismatches; check the genome build."
-        )
+        raise PerturbscoreError(f"{opts.variants}: no variant is left after skipping REF "
+                                "mismatches; check the genome build.")
     targets = read_targets(opts.targets)
     chosen = select_tracks(targets, opts.selection)
     if predictor is None:
-        predictor = load_enformer(
-            opts.model, opts.head, opts.device, opts.precision, opts.input_length, opts.centre_bin
-        )
+        predictor = load_enformer(opts.model, opts.head, opts.device, opts.precision,
+                                  opts.input_length, opts.centre_bin)
     if len(targets) != predictor.n_tracks:
         raise PerturbscoreError(
             f"{opts.targets}: {len(targets)} tracks, but the model's {opts.head!r} head has "
@@ -243,44 +225,22 @@ def _prepare(
     shape = (plan.n_variants, int(bins.size), int(tracks.size))
     # the output format is left out: the partial files are the same for npy and zarr
     fingerprint = {
-        "variants": _file_id(opts.variants),
-        "genome": _file_id(opts.genome),
-        "targets": _file_id(opts.targets),
-        "model": predictor.describe(),
-        "tracks": tracks.tolist(),
-        "bins": bins.tolist(),
-        "shape": list(shape),
-        "geometry": geo.describe(),
-        "batch_size": opts.batch_size,
-        "dtype": opts.dtype,
-        "reverse_complement": opts.reverse_complement,
-        "ref_cache": opts.ref_cache,
-        "skip_out_of_field": opts.skip_out_of_field,
-        "skip_ref_mismatch": opts.skip_ref_mismatch,
-        "columns": v.columns,
+        "variants": _file_id(opts.variants), "genome": _file_id(opts.genome),
+        "targets": _file_id(opts.targets), "model": predictor.describe(),
+        "tracks": tracks.tolist(), "bins": bins.tolist(), "shape": list(shape),
+        "geometry": geo.describe(), "batch_size": opts.batch_size,
+        "dtype": opts.dtype, "reverse_complement": opts.reverse_complement,
+        "ref_cache": opts.ref_cache, "skip_out_of_field": opts.skip_out_of_field,
+        "skip_ref_mismatch": opts.skip_ref_mismatch, "columns": v.columns,
     }
     jobs = build_jobs(plan, opts.ref_cache, opts.skip_out_of_field)
-    batches = [jobs[i : i + opts.batch_size] for i in range(0, len(jobs), opts.batch_size)]
-    return Work(
-        v,
-        predictor,
-        chosen,
-        geo,
-        bins,
-        centre,
-        tracks,
-        plan,
-        padded,
-        shape,
-        fingerprint,
-        jobs,
-        batches,
-    )
+    batches = [jobs[i: i + opts.batch_size] for i in range(0, len(jobs), opts.batch_size)]
+    return Work(v, predictor, chosen, geo, bins, centre, tracks, plan, padded, shape,
+                fingerprint, jobs, batches)
 
 
-def _predict(
-    opts: PredictOptions, w: Work, genome: Genome, finals: dict[str, Path], resumable: bool
-) -> PredictResult:
+def _predict(opts: PredictOptions, w: Work, genome: Genome, finals: dict[str, Path],
+             resumable: bool) -> PredictResult:
     """Compute (or resume) every batch into the partial files, then publish the outputs."""
     created_out = not opts.out.exists()
     state = ResumeLog(opts.out / STATE_DIR)
@@ -304,73 +264,36 @@ def _predict(
             for a in arrays:
                 a.close()
             arrays.clear()
-            summary = summarise(
-                w.plan, w.padded, w.jobs, w.v, opts, w.geo, w.bins, w.centre, len(done)
-            )
-            write_tables(
-                w.v,
-                w.plan,
-                w.padded,
-                w.chosen,
-                tmp,
-                w.geo,
-                all_bins=opts.bins is None,
-                group=opts.group,
-                fmt=opts.format,
-            )
+            summary = summarise(w.plan, w.padded, w.jobs, w.v, opts, w.geo, w.bins, w.centre,
+                                len(done))
+            write_tables(w.v, w.plan, w.padded, w.chosen, tmp, w.geo, all_bins=opts.bins is None,
+                         group=opts.group, fmt=opts.format)
             commit = _stage_arrays(opts, w, part, tmp, finals)
             committing = True
-            commit.run(
-                finals["manifest"], json.dumps(_manifest(opts, w, summary, finals), indent=1)
-            )
+            commit.run(finals["manifest"], json.dumps(_manifest(opts, w, summary, finals),
+                                                      indent=1))
             shutil.rmtree(state.folder)
     except (KeyboardInterrupt, Interrupted) as exc:
-        cleanup(
-            arrays,
-            {} if committing else tmp,
-            state,
-            opts.resume or not locked,
-            opts.out if created_out else None,
-        )
+        cleanup(arrays, {} if committing else tmp, state, opts.resume or not locked,
+                opts.out if created_out else None)
         raise interrupted(exc, state, opts.resume, len(w.batches)) from None
     except BaseException:
         # a commit stopped halfway is finished by the next command in the folder (recover)
-        cleanup(
-            arrays,
-            {} if committing else tmp,
-            state,
-            opts.resume or not locked,
-            opts.out if created_out else None,
-        )
+        cleanup(arrays, {} if committing else tmp, state, opts.resume or not locked,
+                opts.out if created_out else None)
         raise
-    return PredictResult(
-        [finals[k] for k in finals if k != "manifest"], finals["manifest"], summary
-    )
+    return PredictResult([finals[k] for k in finals if k != "manifest"], finals["manifest"],
+                         summary)
 
 
-def _stage_arrays(
-    opts: PredictOptions,
-    w: Work,
-    part: dict[str, Path],
-    tmp: dict[str, Path],
-    finals: dict[str, Path],
-) -> Commit:
+def _stage_arrays(opts: PredictOptions, w: Work, part: dict[str, Path], tmp: dict[str, Path],
+                  finals: dict[str, Path]) -> Commit:
     """Put the finished arrays under their temporary names; the commit that publishes all."""
     if opts.format == "zarr":
         rows = chunk_rows(w.shape, opts.dtype, opts.zarr_chunk_rows)
-        write_zarr(
-            part,
-            tmp["predictions"],
-            w.shape,
-            opts.dtype,
-            rows,
-            {
-                "perturbscore_version": __version__,
-                "layout": "N B T",
-                "kept_bins": w.bins.tolist(),
-                "source_tracks": w.tracks.tolist(),
-            },
-        )
+        write_zarr(part, tmp["predictions"], w.shape, opts.dtype, rows,
+                   {"perturbscore_version": __version__, "layout": "N B T",
+                    "kept_bins": w.bins.tolist(), "source_tracks": w.tracks.tolist()})
     commit = Commit(opts.out)
     for k, t in tmp.items():
         if k in part:
@@ -383,20 +306,14 @@ def _stage_arrays(
     return commit
 
 
-def _manifest(
-    opts: PredictOptions, w: Work, summary: dict[str, Any], finals: dict[str, Path]
-) -> dict[str, Any]:
+def _manifest(opts: PredictOptions, w: Work, summary: dict[str, Any],
+              finals: dict[str, Path]) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "perturbscore_version": __version__,
-        "command": "predict",
-        **summary,
+        "perturbscore_version": __version__, "command": "predict", **summary,
         "model": w.predictor.describe(),
         "inputs": {k: w.fingerprint[k] for k in ("variants", "genome", "targets")},
-        "tracks": {
-            "count": int(w.tracks.size),
-            "source_index": w.tracks.tolist(),
-            "identifier": w.chosen["identifier"].astype(str).tolist(),
-        },
+        "tracks": {"count": int(w.tracks.size), "source_index": w.tracks.tolist(),
+                   "identifier": w.chosen["identifier"].astype(str).tolist()},
         "format": opts.format,
         "outputs": {k: str(p) for k, p in finals.items()},
     }
@@ -412,32 +329,19 @@ def _link(src: Path, dst: Path) -> None:
         os.replace(src, dst)
 
 
-def _compute(
-    w: Work,
-    first: int,
-    genome: Genome,
-    opts: PredictOptions,
-    ref: NpyRows,
-    alt: NpyRows,
-    state: ResumeLog,
-) -> None:
+def _compute(w: Work, first: int, genome: Genome, opts: PredictOptions, ref: NpyRows,
+             alt: NpyRows, state: ResumeLog) -> None:
     from tqdm import tqdm
 
     cache: dict[int, bytes] = {}
     # closed on the way out, interrupted or not, so the bar never prints after the message
-    with tqdm(
-        total=len(w.batches),
-        initial=first,
-        desc="predict",
-        unit="batch",
-        disable=not opts.progress,
-        file=sys.stderr,
-    ) as bar:
+    with tqdm(total=len(w.batches), initial=first, desc="predict", unit="batch",
+              disable=not opts.progress, file=sys.stderr) as bar:
         for k in range(first, len(w.batches)):
-            x = np.stack(
-                [one_hot(job_sequence(genome, w.plan, w.v, j, cache)) for j in w.batches[k]]
-            )
-            y = predict_batch(w.predictor, x, w.bins, w.tracks, opts.reverse_complement)  # b K T
+            x = np.stack([one_hot(job_sequence(genome, w.plan, w.v, j, cache))
+                          for j in w.batches[k]])
+            y = predict_batch(w.predictor, x, w.bins, w.tracks,
+                              opts.reverse_complement)  # b K T
             chunks = []
             for job, row in zip(w.batches[k], y, strict=True):
                 chunks += [ref.write(r, row) for r in job.ref_rows]

@@ -53,9 +53,8 @@ def build_jobs(plan: Plan, ref_cache: bool, skip_out_of_field: bool) -> list[Job
     return jobs
 
 
-def job_sequence(
-    genome: Genome, plan: Plan, v: Variants, job: Job, cache: dict[int, bytes]
-) -> bytes:
+def job_sequence(genome: Genome, plan: Plan, v: Variants, job: Job,
+                 cache: dict[int, bytes]) -> bytes:
     """Bases fed to the model for ``job``: the part of the window the model reads
     (``geometry.input`` bases from offset ``geometry.input_start``), with the ALT allele
     for ALT jobs."""
@@ -74,5 +73,5 @@ def job_sequence(
     if hi <= lo:
         return seq
     out = bytearray(seq)
-    out[lo:hi] = alt[lo - off : hi - off]
+    out[lo:hi] = alt[lo - off: hi - off]
     return bytes(out)

@@ -141,16 +141,16 @@ def load_enformer(
     heads = dict(model.config.output_heads)
     if head not in heads:
         raise PerturbscoreError(
-            f"model {source!r} has no output head {head!r}; its heads are {', '.join(heads)}."
+            f"model {source!r} has no output head {head!r}; its heads are "
+            f"{', '.join(heads)}."
         )
     geometry = geometry_from_config(model.config, input_length, centre_bin)
     model = model.to(device=device, dtype=getattr(torch, precision)).eval()
     return EnformerPredictor(model, head, geometry, int(heads[head]), device, precision, source)
 
 
-def geometry_from_config(
-    config: Any, input_length: int | None = None, centre_bin: int | None = None
-) -> Geometry:
+def geometry_from_config(config: Any, input_length: int | None = None,
+                         centre_bin: int | None = None) -> Geometry:
     """Geometry of an enformer-pytorch model from its config (``EnformerConfig``).
 
     The model reads ``input`` bases (``input_length``, else the config's
@@ -178,12 +178,8 @@ def geometry_from_config(
     if dims == (ENFORMER.window, ENFORMER.input, ENFORMER.bins, ENFORMER.bin_size):
         geo = ENFORMER
     else:
-        geo = Geometry(
-            "custom",
-            *dims,
-            centre_bin=bins // 2,
-            source="enformer-pytorch config; window = 2 x input, as Enformer's",
-        )
+        geo = Geometry("custom", *dims, centre_bin=bins // 2,
+                       source="enformer-pytorch config; window = 2 x input, as Enformer's")
     return recentre(geo, centre_bin)
 
 
@@ -200,9 +196,8 @@ def recentre(geo: Geometry, centre_bin: int | None) -> Geometry:
     return geo.with_centre_bin(centre_bin)
 
 
-def plan_geometry(
-    model: str | None = None, input_length: int | None = None, centre_bin: int | None = None
-) -> Geometry:
+def plan_geometry(model: str | None = None, input_length: int | None = None,
+                  centre_bin: int | None = None) -> Geometry:
     """Geometry for ``--plan-only``: from a saved model's ``config.json``, else Enformer's.
 
     Reads the JSON only, so planning needs neither torch nor the weights.  A model that
@@ -213,9 +208,8 @@ def plan_geometry(
 
     if model is None or not Path(model).exists():
         if model is not None:
-            log.info(
-                "--plan-only: %s is not a local folder; planning with Enformer's geometry", model
-            )
+            log.info("--plan-only: %s is not a local folder; planning with Enformer's geometry",
+                     model)
         return geometry_from_config(SimpleNamespace(), input_length, centre_bin)
     config = Path(model) / "config.json"
     if not config.is_file():
@@ -223,9 +217,8 @@ def plan_geometry(
             f"{config} not found: the model {model} is a folder but not one written by "
             "save_pretrained; name the saved model's folder, or a hub id for Enformer."
         )
-    return geometry_from_config(
-        SimpleNamespace(**json.loads(config.read_text())), input_length, centre_bin
-    )
+    return geometry_from_config(SimpleNamespace(**json.loads(config.read_text())),
+                                input_length, centre_bin)
 
 
 def predict_batch(
@@ -255,7 +248,7 @@ def predict_batch(
     if reverse_complement:
         rc = x[:, ::-1, ::-1]  # reverse the positions; reversing A C G T complements
         both = predictor(np.concatenate([x, rc]))
-        fwd, back = both[: len(x)], both[len(x) :, ::-1]
+        fwd, back = both[: len(x)], both[len(x):, ::-1]
         y = (fwd.astype(np.float32) + back.astype(np.float32)) / np.float32(2)
     else:
         y = predictor(x)

@@ -45,10 +45,8 @@ OUTPUTS = {
 }
 ZARR_STORE = "predictions.zarr"
 #: Output files of the ``zarr`` layout: one store instead of the two ``.npy`` files.
-ZARR_OUTPUTS = {
-    "predictions": ZARR_STORE,
-    **{k: v for k, v in OUTPUTS.items() if k not in ("ref", "alt")},
-}
+ZARR_OUTPUTS = {"predictions": ZARR_STORE,
+                **{k: v for k, v in OUTPUTS.items() if k not in ("ref", "alt")}}
 FORMATS = ("npy", "zarr")
 #: Uncompressed bytes of one Zarr chunk aimed at when the chunk rows are not given.
 CHUNK_BYTES = 8 << 20
@@ -85,14 +83,8 @@ def check_zarr_options(fmt: str, rows: int | None) -> None:
         require("zarr", "--format zarr", extra="stores")
 
 
-def write_zarr(
-    parts: dict[str, Path],
-    dest: Path,
-    shape: tuple[int, int, int],
-    dtype: str,
-    rows: int | None,
-    attributes: dict[str, Any],
-) -> None:
+def write_zarr(parts: dict[str, Path], dest: Path, shape: tuple[int, int, int], dtype: str,
+               rows: int | None, attributes: dict[str, Any]) -> None:
     """Copy the finished partial ``.npy`` files into a new Zarr store ``dest``.
 
     Parameters
@@ -112,15 +104,10 @@ def write_zarr(
     root.attrs.update(attributes)
     for name, src in parts.items():
         data = np.load(src, mmap_mode="r")  # N B T, read one chunk of rows at a time
-        arr = root.create_array(
-            name,
-            shape=shape,
-            dtype=dtype,
-            chunks=(step, *shape[1:]),
-            dimension_names=("variant", "bin", "track"),
-        )
+        arr = root.create_array(name, shape=shape, dtype=dtype, chunks=(step, *shape[1:]),
+                                dimension_names=("variant", "bin", "track"))
         for a in range(0, shape[0], step):  # chunk-aligned: each chunk written once
-            arr[a : a + step] = np.asarray(data[a : a + step])
+            arr[a: a + step] = np.asarray(data[a: a + step])
         del data  # unmaps the file
 
 
@@ -129,24 +116,13 @@ def geometry_toml(geo: Geometry) -> str:
     if geo.window == ENFORMER.window and geo.name == "enformer":
         extra = "" if geo.centre_bin == ENFORMER.centre_bin else f"centre_bin = {geo.centre_bin}\n"
         return f'[geometry]\nmodel = "enformer"\n{extra}'
-    return (
-        f'[geometry]\nmodel = "custom"\nwindow = {geo.window}\ninput = {geo.input}\n'
-        f"bins = {geo.bins}\nbin_size = {geo.bin_size}\ncentre_bin = {geo.centre_bin}\n"
-    )
+    return (f'[geometry]\nmodel = "custom"\nwindow = {geo.window}\ninput = {geo.input}\n'
+            f"bins = {geo.bins}\nbin_size = {geo.bin_size}\ncentre_bin = {geo.centre_bin}\n")
 
 
-def write_tables(
-    v: Variants,
-    plan: Plan,
-    padded: np.ndarray,
-    chosen: Any,
-    tmp: dict[str, Path],
-    geo: Geometry,
-    *,
-    all_bins: bool,
-    group: str,
-    fmt: str,
-) -> None:
+def write_tables(v: Variants, plan: Plan, padded: np.ndarray, chosen: Any,
+                 tmp: dict[str, Path], geo: Geometry, *, all_bins: bool, group: str,
+                 fmt: str) -> None:
     """Write the variant table, the track table and the run file under their ``tmp`` names."""
     table = v.table.copy()
     start1 = plan.start + 1  # 1-based, like the study's enformer_start
@@ -171,7 +147,7 @@ def write_tables(
         f'statistics = ["abs_diff"]\n{centre_line}\n[output]\nformat = "parquet"\n'
         'name = "{group}_diff_{aggregation}"\nid_columns = "all"\n\n'
         f"{geometry_toml(geo)}\n[variants]\n"
-        "# 0-based offset of the variant in its window (= position - predict_window_start)\n"
+        '# 0-based offset of the variant in its window (= position - predict_window_start)\n'
         'position = "predict_variant_pos_in_window"\n\n[[groups]]\n'
         f'name = "{group}"\nbatches = [\n  {{ ref = "{ref}", alt = '
         f'"{alt}", variants = "{OUTPUTS["variants"]}" }},\n]\n',
@@ -179,17 +155,9 @@ def write_tables(
     )
 
 
-def summarise(
-    plan: Plan,
-    padded: np.ndarray,
-    jobs: Sized,
-    v: Variants,
-    opts: PredictOptions,
-    geo: Geometry,
-    bins: np.ndarray,
-    centre: int,
-    replayed: int,
-) -> dict[str, Any]:
+def summarise(plan: Plan, padded: np.ndarray, jobs: Sized, v: Variants,
+              opts: PredictOptions, geo: Geometry, bins: np.ndarray, centre: int,
+              replayed: int) -> dict[str, Any]:
     """The manifest's counts, geometry and options (``jobs``: the forward passes)."""
     strands = 2 if opts.reverse_complement else 1
     padded_windows = len({plan.window[i] for i in np.flatnonzero(padded)})
@@ -200,37 +168,26 @@ def summarise(
         "padded_windows": padded_windows,
         "padding": "windows past a chromosome end are filled with N (one-hot all zeros)",
         "geometry": {
-            **geo.describe(),
-            "kept_bins": bins.tolist(),
+            **geo.describe(), "kept_bins": bins.tolist(),
             "window_rule": (
                 f"window_start = centre - {geo.centre_offset} (1-based; the centre is the "
                 "variant, or --centre-column); the model is fed the bases at offsets "
                 f"[{geo.input_start}, {geo.input_start + geo.input}); the centre base falls "
                 f"in bin {centre} of {geo.bins}"
-                + (
-                    " (Enformer: window_start = TSS - 196,608, the study's enformer_start)"
-                    if geo.window == ENFORMER.window
-                    else ""
-                )
-            ),
+                + (" (Enformer: window_start = TSS - 196,608, the study's enformer_start)"
+                   if geo.window == ENFORMER.window else "")),
         },
-        "classes": {
-            c: int((classes == c).sum()) for c in ("outside_input", "input_only", "output")
-        },
+        "classes": {c: int((classes == c).sum()) for c in ("outside_input", "input_only",
+                                                            "output")},
         "forward_passes": len(jobs) * strands,
         "forward_passes_naive": 2 * plan.n_variants * strands,
         "ref_cache": opts.ref_cache,
         "out_of_field": int((~plan.in_field).sum()),
         "out_of_field_skipped": int((~plan.in_field).sum()) if opts.skip_out_of_field else 0,
-        "out_of_field_rule": (
-            "class outside_input (no base in the input the model reads): "
-            "ALT row := REF row by construction"
-        ),
+        "out_of_field_rule": ("class outside_input (no base in the input the model reads): "
+                              "ALT row := REF row by construction"),
         "ref_mismatches_skipped": v.ref_mismatches,
         "reverse_complement": opts.reverse_complement,
-        "device": opts.device,
-        "precision": opts.precision,
-        "dtype": opts.dtype,
-        "batch_size": opts.batch_size,
-        "resumed_batches": replayed,
+        "device": opts.device, "precision": opts.precision, "dtype": opts.dtype,
+        "batch_size": opts.batch_size, "resumed_batches": replayed,
     }

@@ -83,12 +83,8 @@ def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
 
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(
-        buf,
-        {
-            "descr": np.lib.format.dtype_to_descr(dtype),
-            "fortran_order": False,
-            "shape": tuple(int(s) for s in shape),
-        },
+        buf, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+              "shape": tuple(int(s) for s in shape)}
     )
     return buf.getvalue()
 
@@ -133,7 +129,8 @@ class ResumeLog:
             parts = line.split()
             if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) != n:
                 raise PerturbscoreError(
-                    f"{self.log}: line {n + 1} is not a batch record; run again without --resume."
+                    f"{self.log}: line {n + 1} is not a batch record; run again without "
+                    "--resume."
                 )
             crcs.append(int(parts[1], 16))
         return crcs
@@ -169,9 +166,8 @@ def batch_crc(chunks: Sequence[bytes]) -> int:
 
 
 # --- the run's state around a failure ----------------------------------------------------
-def open_state(
-    state: ResumeLog, fingerprint: dict[str, Any], resumable: bool, n_batches: int
-) -> list[int]:
+def open_state(state: ResumeLog, fingerprint: dict[str, Any], resumable: bool,
+               n_batches: int) -> list[int]:
     """The CRCs of the batches a resumed run already logged (empty for a fresh run)."""
     if not resumable:
         if state.folder.exists():
@@ -181,9 +177,8 @@ def open_state(
     state.check(fingerprint)
     done = state.done()
     if len(done) > n_batches:
-        raise PerturbscoreError(
-            f"{state.log}: more batches logged than the run has; run again without --resume."
-        )
+        raise PerturbscoreError(f"{state.log}: more batches logged than the run has; "
+                                "run again without --resume.")
     state.truncate(len(done))
     return done
 
@@ -195,21 +190,12 @@ class RowJob(Protocol):
     alt_rows: tuple[int, ...]
 
 
-def verify(
-    done: list[int],
-    batches: Sequence[Sequence[RowJob]],
-    ref: NpyRows,
-    alt: NpyRows,
-    state: ResumeLog,
-) -> None:
+def verify(done: list[int], batches: Sequence[Sequence[RowJob]], ref: NpyRows, alt: NpyRows,
+           state: ResumeLog) -> None:
     """Re-read every logged batch and check its CRC before trusting it."""
     for k, crc in enumerate(done):
-        chunks = [
-            a.read(r)
-            for job in batches[k]
-            for a, rows in ((ref, job.ref_rows), (alt, job.alt_rows))
-            for r in rows
-        ]
+        chunks = [a.read(r) for job in batches[k]
+                  for a, rows in ((ref, job.ref_rows), (alt, job.alt_rows)) for r in rows]
         if batch_crc(chunks) != crc:
             raise PerturbscoreError(
                 f"{state.folder}: batch {k} of the interrupted run does not match its log "
@@ -219,13 +205,8 @@ def verify(
         log.info("resuming after %d of %d batches (verified)", len(done), len(batches))
 
 
-def cleanup(
-    arrays: list[NpyRows],
-    tmp: dict[str, Path],
-    state: ResumeLog,
-    keep_state: bool,
-    created: Path | None,
-) -> None:
+def cleanup(arrays: list[NpyRows], tmp: dict[str, Path], state: ResumeLog, keep_state: bool,
+            created: Path | None) -> None:
     """After a failure: our temporary files and folders go; the state stays if asked.
 
     ``keep_state``: with ``--resume``, or when another process holds the folder (then
@@ -254,19 +235,9 @@ def interrupted(exc: BaseException, state: ResumeLog, resume: bool, total: int) 
     if resume and state.log.is_file():
         with contextlib.suppress(PerturbscoreError, OSError):
             done = len(state.done())
-            return Interrupted(
-                name,
-                code,
-                (
-                    f"interrupted by {name}: {done} of {total} batches are recorded in "
-                    f"{state.folder}; run the same command again (with --resume) to continue."
-                ),
-            )
-    return Interrupted(
-        name,
-        code,
-        (
-            f"interrupted by {name}: nothing was written. Start long runs with --resume so "
-            "that an interrupted run can continue where it stopped."
-        ),
-    )
+            return Interrupted(name, code, (
+                f"interrupted by {name}: {done} of {total} batches are recorded in "
+                f"{state.folder}; run the same command again (with --resume) to continue."))
+    return Interrupted(name, code, (
+        f"interrupted by {name}: nothing was written. Start long runs with --resume so "
+        "that an interrupted run can continue where it stopped."))

@@ -124,7 +124,7 @@ def _same_as_pandas(path: Path, sep: str, df: pd.DataFrame) -> None:
         row = int(np.flatnonzero((other.to_numpy() != df.to_numpy()).any(axis=1))[0]) + 1
     where = f"row {row:,} after the header" if row else "its quotes"
     raise PerturbscoreError(
-        f'{path}: the variant table can be read two ways at {where}: its quotes (") are '
+        f"{path}: the variant table can be read two ways at {where}: its quotes (\") are "
         "outside CSV's rules (inside a value that does not start with one, or text after a "
         "closing quote), which tools read differently; quote each such value whole and "
         'write each quote inside it twice ("5""" for 5"), or remove the quotes.'

@@ -69,9 +69,8 @@ def read_variant_input(path: str | Path) -> tuple[pd.DataFrame, np.ndarray, str]
     return table, np.arange(2, len(table) + 2, dtype=np.int64), "line"  # after the header
 
 
-def _pick(
-    table: pd.DataFrame, given: str | None, candidates: Sequence[str], what: str, where: str
-) -> str:
+def _pick(table: pd.DataFrame, given: str | None, candidates: Sequence[str], what: str,
+          where: str) -> str:
     if given is not None:
         if given not in table.columns:
             columns = [str(c) for c in table.columns]
@@ -169,7 +168,7 @@ def load_variants(
     ref = table[cols["ref"]].str.upper().to_numpy(dtype=object)
     alt = table[cols["alt"]].str.upper().to_numpy(dtype=object)
     valid = np.array([bool(a) and set(a) <= set("ACGT") for a in np.concatenate([ref, alt])])
-    bad = np.flatnonzero(~(valid[: len(ref)] & valid[len(ref) :]))
+    bad = np.flatnonzero(~(valid[: len(ref)] & valid[len(ref):]))
     if bad.size:
         listed = "; ".join(f"{word} {lines[i]} {ref[i]}>{alt[i]}" for i in bad[:MAX_LISTED])
         raise PerturbscoreError(
@@ -232,11 +231,9 @@ def check_against_genome(v: Variants, genome: Genome, skip_ref_mismatch: bool) -
             found[i] = seq.decode()
     if bad and not skip_ref_mismatch:
         ids = [c for c in ("rsID", "ID", "Variant") if c in v.table.columns]
-
         def label(i: int) -> str:
             name = f"{v.table[ids[0]].iloc[i]} " if ids else ""
             return f"{name}({v.line_word} {v.lines[i]}) expected {v.ref[i]}, found {found[i]}"
-
         listed = "; ".join(label(i) for i in bad[:MAX_LISTED])
         raise PerturbscoreError(
             f"{where}: {_count(len(bad), 'REF allele differs', 'REF alleles differ')} from "
@@ -312,13 +309,8 @@ class Plan:
         }
 
 
-def plan_windows(
-    chrom: np.ndarray,
-    pos0: np.ndarray,
-    ref_len: np.ndarray,
-    centre0: np.ndarray,
-    geometry: Geometry,
-) -> Plan:
+def plan_windows(chrom: np.ndarray, pos0: np.ndarray, ref_len: np.ndarray,
+                 centre0: np.ndarray, geometry: Geometry) -> Plan:
     """Assign each variant its window and its class.
 
     Parameters
@@ -342,9 +334,8 @@ def plan_windows(
     return Plan(list(ids), window, start, offset, cls, geometry)
 
 
-def plan_tables(
-    paths: Sequence[str | Path], geometry: Geometry = ENFORMER, **columns: str | None
-) -> dict[str, dict[str, int]]:
+def plan_tables(paths: Sequence[str | Path], geometry: Geometry = ENFORMER,
+                **columns: str | None) -> dict[str, dict[str, int]]:
     """Forward passes a set of variant tables needs, without genome or model.
 
     Returns per table and for ``"all"`` (windows shared across tables counted once) the
