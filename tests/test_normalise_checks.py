@@ -131,3 +131,45 @@ def test_the_background_is_never_saved_into_the_run_or_out_folder(
     assert _snapshot(tmp_path) == before and not (folder / "bg.npz").exists()
     if inside == "out":
         assert not list(out.iterdir())
+
+
+# --------------------------------------------------------------------------- out-of-field rows
+
+
+@pytest.mark.parametrize("setup", ["keep", "keep+class", "na"])
+def test_kept_out_of_field_rows_are_named_once(tmp_path: Path, setup: str) -> None:
+    """A run with --out-of-field keep: its out-of-field zeros get normalised values as if
+    measured; named once per run, per group, on stderr and in the manifest."""
+    from .test_run_geometry import ROWS, _oracle_classes, write_geometry_study
+
+    run_file = write_geometry_study(tmp_path / "g")
+    if "class" in setup:
+        run_file.write_text(
+            run_file.read_text().replace(
+                '[output]\nformat = "parquet"\n',
+                '[output]\nformat = "parquet"\nclass_column = "field"\n',
+            )
+        )
+    policy = "na" if setup == "na" else "keep"
+    r = run_cli("-q", "run", run_file, "--out", tmp_path / "o", "--out-of-field", policy)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("normalise", tmp_path / "o", "--background", "stab", "--out", tmp_path / "n")
+    assert r.returncode == 0, r.stderr
+    warnings = json.loads((tmp_path / "n" / "manifest.json").read_text())["warnings"]
+    mine = [w for w in warnings if w.startswith("out-of-field zeros normalised")]
+    lines = [ln for ln in r.stderr.splitlines() if "out-of-field zeros normalised" in ln]
+    if policy == "na":
+        assert not mine and not lines, r.stderr
+        return
+    parts = []
+    for g, n in ROWS.items():
+        k = int((_oracle_classes(run_file.parent, g) == 0).sum())
+        assert k > 0
+        parts.append(f"{g} {k} of {n} rows ({100 * k / n:.1f}%)")
+    assert len(mine) == 1 and len(lines) == 1, r.stderr
+    assert " and ".join(parts) in mine[0], mine[0]
+    assert "--out-of-field na" in mine[0]
+    if "class" in setup:
+        assert "compare --out-of-field exclude" in mine[0]
+    else:
+        assert 'class_column = "field"' in mine[0]

@@ -189,6 +189,7 @@ def normalise_run(
     _build_backgrounds(job)
     job.timings["background"] = time.perf_counter() - started - job.timings["validate"]
     _check_spread(job)
+    _out_of_field(job)
     with output_folder(job.out):
         job.refuse_existing(overwrite)  # again: the folder may have changed meanwhile
         if job.saved is not None:  # and so may the file a background replaces
@@ -241,6 +242,58 @@ def _check_spread(job: NormaliseJob) -> None:
         if note:
             log.warning("%s", note)
             job.warnings.append(note)
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row" if n == 1 else f"{n:,} rows"
+
+
+def kept_out_of_field_warning(manifest: dict[str, Any], groups: Sequence[str]) -> str | None:
+    """The warning for a run's out-of-field zeros normalised as if measured, or None.
+
+    A run with ``--out-of-field keep`` (the default) wrote the variants outside the
+    model's input as exact zeros ('not measured'); they are left out of a background
+    built here, but every table's own rows are normalised, so they get a quantile and
+    robust_z like a measured score (a robust_z below 0, a low quantile).  Counted per
+    group from the run's manifest, as ``compare`` counts them
+    (:func:`perturbscore.compare_tables.out_of_field_rows`).
+    """
+    from .compare_tables import CLASS_COLUMN_SETTING, out_of_field_rows
+
+    counts = out_of_field_rows(manifest, groups)
+    if not counts:
+        return None
+    geo = manifest.get("geometry") or {}
+    per_group = (geo.get("classes") or {}).get("per_group") or {}
+    parts = []
+    for g, n in counts.items():
+        total = sum(v for v in (per_group.get(g) or {}).values() if isinstance(v, int))
+        share = f" ({100 * n / total:.1f}%)" if total else ""
+        parts.append(f"{g} {n:,} of {_rows(total)}{share}" if total else f"{g} {_rows(n)}")
+    fix = (
+        "run compare --out-of-field exclude on this folder to leave them out (its class "
+        "column is kept here), or rerun 'perturbscore run' with --out-of-field na (NaN, which "
+        "stays NaN here)"
+        if geo.get("class_column")
+        else "rerun 'perturbscore run' with --out-of-field na (NaN, which stays NaN here), "
+        f"or with {CLASS_COLUMN_SETTING} so that compare --out-of-field exclude can leave "
+        "them out"
+    )
+    return (
+        f"out-of-field zeros normalised: {' and '.join(parts)} are variants outside the "
+        "model's input, scored exactly 0 ('not measured') by the run's --out-of-field keep; "
+        "they are left out of the background but get a quantile and robust_z like measured "
+        f"scores (a robust_z below 0, a low quantile); {fix}"
+    )
+
+
+def _out_of_field(job: NormaliseJob) -> None:
+    """Warn once (stderr and manifest) about the run's kept out-of-field zeros."""
+    groups = list(dict.fromkeys(t.group for t in job.tables))
+    note = kept_out_of_field_warning(job.manifest, groups)
+    if note:
+        log.warning("%s", note)
+        job.warnings.append(note)
 
 
 def _normalised(
