@@ -173,3 +173,108 @@ def test_kept_out_of_field_rows_are_named_once(tmp_path: Path, setup: str) -> No
         assert "compare --out-of-field exclude" in mine[0]
     else:
         assert 'class_column = "field"' in mine[0]
+
+
+# --------------------------------------------------------------------------- what values depend on
+
+
+def _tiny_study(folder: Path, scores: str) -> Path:
+    """A two-group run file on synthetic predictions (# n B T = 12 3 3) with ``scores``
+    (TOML lines of [scores])."""
+    from .conftest import write_targets
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_targets(folder / "t.txt", ["A", "B", "C"], "DNASE:x")
+    rng = np.random.default_rng(2)
+    for g in ("bg", "q"):
+        ref = rng.random((12, 3, 3)).astype("f4")
+        np.save(folder / f"{g}_ref.npy", ref)
+        np.save(folder / f"{g}_alt.npy", ref + rng.random((12, 3, 3)).astype("f4"))
+        (folder / f"{g}.csv").write_text(
+            "GENE,rsID,REF,ALT\n" + "".join(f"G{i},rs{g}{i},A,C\n" for i in range(12))
+        )
+    groups = "".join(
+        f'[[groups]]\nname = "{g}"\nbatches = [{{ ref = "{g}_ref.npy", alt = "{g}_alt.npy", '
+        f'variants = "{g}.csv" }}]\n'
+        for g in ("bg", "q")
+    )
+    path = folder / "r.toml"
+    path.write_text(f'targets = "t.txt"\n[scores]\n{scores}\n{groups}')
+    return path
+
+
+def _run(folder: Path, name: str, scores: str, normalise: str = "") -> Path:
+    toml = _tiny_study(folder, scores)
+    if normalise:
+        toml.write_text(toml.read_text() + f"[normalise]\n{normalise}\n")
+    r = run_cli("-q", "run", toml, "--out", folder / name)
+    assert r.returncode == 0, r.stderr
+    return folder / name
+
+
+LOG2FC = 'statistics = ["log2fc"]\naggregations = ["ave", "tss"]'
+
+
+@pytest.fixture()
+def saved_pc1(tmp_path: Path) -> Path:
+    run = _run(tmp_path / "s", "run", LOG2FC)
+    bg = tmp_path / "bg_pc1.npz"
+    r = run_cli("-q", "normalise", run, "--background", "bg", "--out", tmp_path / "n",
+                "--save-background", bg)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(str(np.load(bg)["meta"]))
+    got = {
+        (e["aggregation"], e["basis"]["pseudocount"], tuple(e["basis"]["bins"]))
+        for e in meta["entries"]
+    }
+    assert got == {("ave", 1.0, (0, 3)), ("tss", 1.0, (1, 2))}
+    return bg
+
+
+def test_a_background_of_another_pseudocount_is_refused(tmp_path: Path, saved_pc1: Path) -> None:
+    run = _run(tmp_path / "p2", "run", LOG2FC + "\npseudocount = 0.01")
+    before = _snapshot(tmp_path)
+    r = run_cli("normalise", run, "--background-file", saved_pc1, "--out", tmp_path / "x")
+    _one_error(r, str(saved_pc1), "pseudocount 1.0", "pseudocount 0.01", "ave/log2fc")
+    assert _snapshot(tmp_path) == before
+    # and in-run: the run file's [normalise] background
+    toml = _tiny_study(tmp_path / "p3", LOG2FC + "\npseudocount = 0.01")
+    toml.write_text(toml.read_text() + f'[normalise]\nbackground = "{saved_pc1}"\n')
+    r = run_cli("-q", "run", toml, "--out", tmp_path / "p3" / "o")
+    _one_error(r, "[normalise] background", "pseudocount 1.0", "pseudocount 0.01")
+    assert not (tmp_path / "p3" / "o").exists()
+
+
+def test_a_background_of_other_bins_is_refused(tmp_path: Path, saved_pc1: Path) -> None:
+    # centre bin 0: tss reads bin 0, not the background's 1..2
+    run = _run(tmp_path / "c", "run", LOG2FC + "\ncenter_bin = 0")
+    r = run_cli("normalise", run, "--background-file", saved_pc1, "--out", tmp_path / "x")
+    _one_error(r, "tss/log2fc", "reads bin 1 (mean)", "reads bin 0 (mean)")
+    toml = _tiny_study(tmp_path / "c2", LOG2FC + "\ncenter_bin = 0")
+    toml.write_text(toml.read_text() + f'[normalise]\nbackground = "{saved_pc1}"\n')
+    r = run_cli("-q", "run", toml, "--out", tmp_path / "c2" / "o")
+    _one_error(r, "tss/log2fc", "reads bin 1 (mean)", "reads bin 0 (mean)")
+    assert not (tmp_path / "c2" / "o").exists()
+
+
+def test_the_same_basis_is_accepted_and_an_old_file_warned_about(
+    tmp_path: Path, saved_pc1: Path
+) -> None:
+    run = _run(tmp_path / "same", "run", LOG2FC)
+    r = run_cli("normalise", run, "--background-file", saved_pc1, "--out", tmp_path / "a")
+    assert r.returncode == 0 and "WARNING" not in r.stderr, r.stderr
+    # a file saved before backgrounds recorded their basis: accepted, with a warning
+    old = tmp_path / "old.npz"
+    with np.load(saved_pc1) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    for e in meta["entries"]:
+        del e["basis"]
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(old, **arrays)
+    r = run_cli("normalise", run, "--background-file", old, "--out", tmp_path / "b")
+    assert r.returncode == 0, r.stderr
+    note = [ln for ln in r.stderr.splitlines() if "records no basis" in ln]
+    assert len(note) == 1 and str(old) in note[0] and "--save-background" in note[0], r.stderr
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert [w for w in m["warnings"] if "records no basis" in w]

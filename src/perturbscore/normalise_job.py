@@ -23,7 +23,13 @@ from .errors import PerturbscoreError
 from .messages import overwrite_hint
 from .names import check_name, is_safe_name
 from .normalise import DEFAULT_GRID, DEFAULT_K, NORMALISED, Background
-from .normalise_files import check_tracks, is_background_file, load_backgrounds
+from .normalise_files import (
+    check_bases,
+    check_tracks,
+    is_background_file,
+    load_backgrounds,
+    run_basis,
+)
 from .outputs import refuse_existing_outputs
 from .runtables import (
     MANIFEST,
@@ -148,6 +154,12 @@ class NormaliseJob:
             backgrounds,
             memory_bytes,
         )
+        if background_file is not None:
+            parameters = manifest.get("parameters") or {}
+            bases = {k: run_basis(parameters, *k) for k in backgrounds}
+            note = check_bases(backgrounds, bases, str(background_file))
+            if note:  # printed once the tables are checked (normalise_run)
+                job.warnings.append(note)
         job.refuse_existing(overwrite)
         job.read_rows = job.block_rows()
         job.rows = block_rows or job.read_rows

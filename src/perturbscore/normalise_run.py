@@ -56,7 +56,7 @@ from .geometry import CLASS_LABELS, OUTSIDE_INPUT
 from .manifest import build_manifest, manifest_text
 from .memory import DEFAULT_MEMORY_BYTES
 from .normalise import NORMALISED, Background
-from .normalise_files import save_backgrounds
+from .normalise_files import run_basis, save_backgrounds
 from .normalise_job import NormaliseJob, check_save, checked_blocks
 from .normalise_sketch import BackgroundBuilder
 from .outputs import Commit, output_folder, sweep, temp_path
@@ -96,12 +96,19 @@ def _builder(tracks: Sequence[str], aggregation: str, statistic: str) -> Backgro
 
 
 def build_background(
-    t: Table, tracks: Sequence[str], rows: int, read_rows: int = 0, class_column: str | None = None
+    t: Table,
+    tracks: Sequence[str],
+    rows: int,
+    read_rows: int = 0,
+    class_column: str | None = None,
+    basis: dict[str, Any] | None = None,
 ) -> tuple[Background, dict[str, int]]:
     """Stream table ``t`` into a background; rows left out as the module docstring says.
 
     ``class_column``: the ID column with each row's receptive-field class (a run with
     ``class_column`` in its ``[output]``); its ``outside_input`` rows are left out.
+    ``basis``: what the values depend on (:func:`perturbscore.normalise_files.basis`),
+    recorded in the background.
     """
     b = _builder(tracks, t.aggregation, t.statistic)
     counts = {"outside_input": 0, "all_zero": 0, "non_finite": 0}
@@ -122,7 +129,7 @@ def build_background(
             f"{t.path}: no row is inside the model's field with finite, not all-zero scores, "
             "so it cannot serve as a background; choose another --background group."
         ) from None
-    bg = dataclasses.replace(bg, statistic=t.statistic)
+    bg = dataclasses.replace(bg, statistic=t.statistic, basis=basis)
     return bg, {"rows": t.rows, "used": bg.n, **counts}
 
 
@@ -211,10 +218,13 @@ def _build_backgrounds(job: NormaliseJob) -> None:
     The warnings wait until every background is built: reading the group's tables is
     their check (:meth:`NormaliseJob.check_tables`), and a damaged one is named alone.
     """
+    parameters = job.manifest.get("parameters") or {}
     for k, t in job.sources.items():
         job.backgrounds[k], job.excluded[k] = build_background(
-            t, job.tracks, job.rows, job.read_rows, job.class_column
+            t, job.tracks, job.rows, job.read_rows, job.class_column, run_basis(parameters, *k)
         )
+    for note in job.warnings:  # the checks' (a background file that records no basis)
+        log.warning("%s", note)
     for k, t in job.sources.items():
         ex = job.excluded[k]
         if ex["used"] < t.rows:
