@@ -278,3 +278,57 @@ def test_the_same_basis_is_accepted_and_an_old_file_warned_about(
     assert len(note) == 1 and str(old) in note[0] and "--save-background" in note[0], r.stderr
     m = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert [w for w in m["warnings"] if "records no basis" in w]
+    # in-run too: accepted, the warning on stderr and in the run's manifest
+    toml = _tiny_study(tmp_path / "inrun", LOG2FC)
+    toml.write_text(toml.read_text() + f'[normalise]\nbackground = "{old}"\n')
+    r = run_cli("-q", "run", toml, "--out", tmp_path / "inrun" / "o")
+    assert r.returncode == 0, r.stderr
+    assert sum("records no basis" in ln for ln in r.stderr.splitlines()) == 1, r.stderr
+    m = json.loads((tmp_path / "inrun" / "o" / "manifest.json").read_text())
+    assert [w for w in m["warnings"] if "records no basis" in w]
+
+
+# --------------------------------------------------------------------------- small messages
+
+
+def _bg_of(path: Path, tracks: list[str]) -> Path:
+    from perturbscore.normalise_files import save_backgrounds
+    from perturbscore.normalise_sketch import BackgroundBuilder
+
+    items = []
+    for key in ("abs_diff", "diff"):
+        b = BackgroundBuilder(tracks, "ave", key)
+        b.update(np.arange(10.0 * len(tracks)).reshape(10, -1))
+        items.append(b.finish())
+    return save_backgrounds(path, items)
+
+
+@pytest.mark.parametrize(
+    ("tracks", "hint"),
+    [
+        (["T0", "T1", "T2", "U0", "U1", "U2"], "(it has 3 tracks the run did not select)"),
+        (["T0", "T1", "T2", "U0"], "(it has 1 track the run did not select)"),
+        (["T0", "T1", "U0"], "(1 selected track is not in it)"),
+        (["T2", "T1", "T0"], "(the same tracks in another order)"),
+    ],
+)
+def test_a_background_of_other_tracks_says_how_they_differ(
+    tmp_path: Path, tracks: list[str], hint: str
+) -> None:
+    run = make_run(tmp_path / "run", synthetic(n_bg=5, n_top=4))
+    bg = _bg_of(tmp_path / "bg.npz", tracks)
+    r = run_cli("normalise", run, "--background-file", bg, "--out", tmp_path / "out")
+    _one_error(r, f"the background's {len(tracks)} tracks are not the run's 3 selected", hint)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_repeated_statistic_counts_once(tmp_path: Path) -> None:
+    # as compare's repeated --design: each choice once, in the order first given
+    run = make_run(tmp_path / "run", synthetic(n_bg=5, n_top=4))
+    out = tmp_path / "out"
+    stats = ["--statistic", "robust_z", "--statistic", "quantile", "--statistic", "robust_z"]
+    r = run_cli("normalise", run, "--background", "stab", "--out", out, *stats)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["parameters"]["normalised"] == ["robust_z", "quantile"]
+    assert len(m["outputs"]) == 8 == len({o["path"] for o in m["outputs"]})

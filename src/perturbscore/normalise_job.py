@@ -313,7 +313,8 @@ def _raw_tables(manifest: dict[str, Any], tables: list[Table]) -> list[Table]:
     names = {f"{s}_{n}" for s in raw for n in done.get("statistics", [])}
     kept = [t for t in tables if t.statistic not in names]
     if len(kept) < len(tables):
-        log.info("%d tables of the run are normalised already; left out", len(tables) - len(kept))
+        n = len(tables) - len(kept)
+        log.info("%d table%s of the run normalised already: left out", n, "s" if n > 1 else "")
     return kept
 
 

@@ -92,7 +92,8 @@ class BackgroundBuilder:
         if not np.isfinite(x).all():
             bad = int((~np.isfinite(x)).sum())
             raise PerturbscoreError(
-                f"background {self.aggregation}/{self.statistic}: {bad} non-finite scores; "
+                f"background {self.aggregation}/{self.statistic}: {bad} non-finite "
+                f"score{'s' if bad > 1 else ''}; "
                 "a background needs finite values (leave those rows out of it)."
             )
         if not x.shape[0]:
