@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from .conftest import run_cli
@@ -332,3 +333,33 @@ def test_a_repeated_statistic_counts_once(tmp_path: Path) -> None:
     m = json.loads((out / "manifest.json").read_text())
     assert m["parameters"]["normalised"] == ["robust_z", "quantile"]
     assert len(m["outputs"]) == 8 == len({o["path"] for o in m["outputs"]})
+
+
+# --------------------------------------------------------------------------- exact robust_z
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_robust_z_is_exact_for_a_compacted_background(tmp_path: Path, ties: bool) -> None:
+    """9,000 background rows: past 2 k = 8,192 the sketch compacts, yet robust_z uses
+    the background's exact median and MAD (numpy's), for every block size."""
+    from .test_normalise_run import TRACKS, oracle_robust_z
+
+    rng = np.random.default_rng(11)
+    bg = np.abs(rng.normal(0, 1, (9000, 3)) * [1.0, 3.0, 0.2])
+    if ties:
+        bg = bg.round(1)  # many values equal to the median and to median +- MAD
+    top = np.abs(rng.normal(0.5, 2, (40, 3)))
+    top[0] = np.median(bg, axis=0)  # a score at the median: z 0
+    run = make_run(tmp_path / "run", {"stab": {"ave/abs_diff": bg}, "top": {"ave/abs_diff": top}})
+    want = oracle_robust_z(top, bg)
+    got = {}
+    for rows in ("1000", "4093"):
+        out = tmp_path / f"o{rows}"
+        r = run_cli("-q", "normalise", run, "--background", "stab", "--out", out,
+                    "--statistic", "robust_z", "--chunk-rows", rows)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        m = json.loads((out / "manifest.json").read_text())
+        assert m["parameters"]["background"]["entries"][0]["mode"] == "grid"
+        got[rows] = pd.read_parquet(out / "top_abs_diff_robust_z_ave.parquet")[TRACKS].to_numpy()
+        np.testing.assert_allclose(got[rows], want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(got["1000"], got["4093"])

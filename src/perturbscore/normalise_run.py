@@ -95,6 +95,29 @@ def _builder(tracks: Sequence[str], aggregation: str, statistic: str) -> Backgro
     return BackgroundBuilder(tracks, aggregation, statistic if statistic in nz.SIGNED else "diff")
 
 
+def _kept_rows(
+    t: Table,
+    tracks: Sequence[str],
+    rows: int,
+    read_rows: int,
+    class_column: str | None,
+    counts: dict[str, int] | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Blocks of ``t`` (``# n S``) with the rows a background keeps (``bool # n``),
+    counting those left out in ``counts`` (see the module docstring)."""
+    use_class = class_column is not None and class_column in (t.id_columns or [class_column])
+    for scores, ids in checked_blocks(t, tracks, rows, read_rows, ids=use_class):
+        out = np.zeros(len(scores), bool)
+        if use_class and ids is not None and class_column in ids.columns:
+            out = (ids[class_column] == OUTSIDE).to_numpy()
+        zeros = (scores == 0).all(axis=1) & ~out
+        bad = ~np.isfinite(scores).all(axis=1) & ~out
+        if counts is not None:
+            for k, m in (("outside_input", out), ("all_zero", zeros), ("non_finite", bad)):
+                counts[k] += int(m.sum())
+        yield scores, ~(out | zeros | bad)
+
+
 def build_background(
     t: Table,
     tracks: Sequence[str],
@@ -112,23 +135,18 @@ def build_background(
     """
     b = _builder(tracks, t.aggregation, t.statistic)
     counts = {"outside_input": 0, "all_zero": 0, "non_finite": 0}
-    use_class = class_column is not None and class_column in (t.id_columns or [class_column])
-    for scores, ids in checked_blocks(t, tracks, rows, read_rows, ids=use_class):
-        out = np.zeros(len(scores), bool)
-        if use_class and ids is not None and class_column in ids.columns:
-            out = (ids[class_column] == OUTSIDE).to_numpy()
-        zeros = (scores == 0).all(axis=1) & ~out
-        bad = ~np.isfinite(scores).all(axis=1) & ~out
-        for k, m in (("outside_input", out), ("all_zero", zeros), ("non_finite", bad)):
-            counts[k] += int(m.sum())
-        b.update(scores, ~(out | zeros | bad))
-    try:
-        bg = b.finish()
-    except PerturbscoreError:
+    for scores, keep in _kept_rows(t, tracks, rows, read_rows, class_column, counts):
+        b.update(scores, keep)
+
+    def again() -> Iterator[np.ndarray]:  # the same rows once more, for exact median/MAD
+        return (s[k] for s, k in _kept_rows(t, tracks, rows, read_rows, class_column))
+
+    if not b.n:
         raise PerturbscoreError(
             f"{t.path}: no row is inside the model's field with finite, not all-zero scores, "
             "so it cannot serve as a background; choose another --background group."
-        ) from None
+        )
+    bg = b.finish(again)
     bg = dataclasses.replace(bg, statistic=t.statistic, basis=basis)
     return bg, {"rows": t.rows, "used": bg.n, **counts}
 
