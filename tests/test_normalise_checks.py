@@ -67,6 +67,15 @@ def test_a_short_csv_table_is_named_before_any_background(tmp_path: Path) -> Non
     assert not (tmp_path / "out").exists()
 
 
+def test_a_cut_off_r_table_is_named_before_any_background(tmp_path: Path) -> None:
+    run = _zeros_run(tmp_path / "run", fmt="rds")
+    table = run / "top_abs_diff_ave.rds"
+    table.write_bytes(table.read_bytes()[: table.stat().st_size // 2])
+    r = run_cli("normalise", run, "--background", "stab", "--out", tmp_path / "out")
+    _one_error(r, f"{table}: not a readable R data file")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_damaged_table_is_named_when_normalising_against_a_file(tmp_path: Path) -> None:
     run = _zeros_run(tmp_path / "run")
     bg = tmp_path / "bg.npz"
