@@ -21,7 +21,9 @@ Background rows
     class_column`` in its manifest), rows whose scores are exactly 0 on every selected
     track (REF and ALT identical: a variant outside the model's input, which measures
     nothing), and rows with a NaN or infinite score.  Such rows are still normalised in
-    the output tables like any other (NaN stays NaN).
+    the output tables like any other (NaN stays NaN); a run's out-of-field zeros kept
+    by its ``--out-of-field keep`` are named in one warning
+    (:func:`kept_out_of_field_warning`), since they get values as if measured.
 Statistics perturbscore does not compute (``SAD`` of a scores file)
     are treated as signed: ``sign(x) * q(|x|)`` among the background's ``|b|``, the
     same as the unsigned quantile for non-negative scores except that 0 stays 0.
