@@ -271,4 +271,8 @@ def normalise_cmd(
         click.echo(str(path))
     if result.background_file is not None:
         click.echo(str(result.background_file))
-    log.info("%d tables normalised (%d rows per block)", len(result.tables), result.block_rows)
+    n, rows = len(result.tables), result.block_rows
+    log.info(
+        "%d table%s normalised (%d row%s per block)",
+        *(n, "s" if n != 1 else "", rows, "s" if rows != 1 else ""),
+    )

@@ -67,6 +67,12 @@ class Background:
         ``# S`` float64 (``mad`` unscaled: multiply by :data:`MAD_SCALE`).
     max_rank_error : float
         Stated bound on ``|quantile - exact quantile|``.
+    basis : dict, optional
+        What the values depend on beyond the aggregation and statistic names
+        (:func:`perturbscore.normalise_files.basis`): ``bins`` ``[start, stop)`` and
+        ``reduce`` of the aggregation, and for ``log2fc`` the ``pseudocount``; a value
+        None where the source run did not record it.  None: not recorded at all (a file
+        saved before backgrounds recorded it).
     """
 
     aggregation: str
@@ -81,6 +87,7 @@ class Background:
     max_rank_error: float
     k: int = DEFAULT_K
     grid: int = DEFAULT_GRID
+    basis: dict[str, Any] | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -214,6 +221,7 @@ class Background:
             "max_rank_error": self.max_rank_error,
             "k": self.k,
             "grid": self.grid,
+            "basis": self.basis,
         }
 
 

@@ -18,8 +18,11 @@ engine, ``--resume`` and every block size give the values that ``perturbscore no
 applies to them as to the raw scores.
 
 Validated before any work (:func:`prepare_normaliser`): the file exists and is a
-background file, its tracks are the run's selected tracks in order, and it has a
-background for every aggregation and raw statistic of the run.
+background file, its tracks are the run's selected tracks in order, it has a background
+for every aggregation and raw statistic of the run, and what their values depend on
+(:func:`perturbscore.normalise_files.check_bases`: log2fc's pseudocount, then, once the
+predictions' bins are known, :meth:`RunNormaliser.check_bins`: each aggregation's bins)
+is the run's.
 """
 
 from __future__ import annotations
@@ -27,13 +30,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import normalise as nz
 from .errors import PerturbscoreError
-from .normalise_files import check_tracks, load_backgrounds
+from .normalise_files import basis, check_bases, check_tracks, load_backgrounds
+
+if TYPE_CHECKING:
+    from .scoring import Aggregation
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,21 @@ class RunNormaliser:
 
     config: NormaliseConfig
     backgrounds: dict[tuple[str, str], nz.Background]
+    #: Prefix of messages (the run file's ``[normalise] background`` and the path).
+    label: str = ""
+    #: Warnings of the checks (a file that records no basis).
+    notes: tuple[str, ...] = ()
+
+    def check_bins(self, aggregations: Sequence[Aggregation]) -> None:
+        """Refuse a background built from other bins than the run's aggregations read
+        (known once the predictions' bin count is); raises PerturbscoreError."""
+        bases = {
+            (a.spec, stat): basis(stat, (a.start, a.stop), "mean" if a.mean else "sum", None)
+            for a in aggregations
+            for agg, stat in self.backgrounds
+            if agg == a.spec
+        }
+        check_bases(self.backgrounds, bases, self.label)
 
     def apply(
         self, scores: Mapping[tuple[str, str], np.ndarray]
@@ -85,12 +106,12 @@ class RunNormaliser:
         """Warnings about the backgrounds for the statistics asked for (a MAD that may be
         rounding, when ``robust_z`` is one)."""
         if "robust_z" not in self.config.statistics:
-            return []
+            return list(self.notes)
         found = (
             nz.unresolved_mad(bg, f"background {agg}/{stat} ({self.config.background.name})")
             for (agg, stat), bg in self.backgrounds.items()
         )
-        return [w for w in found if w]
+        return [*self.notes, *(w for w in found if w)]
 
     @property
     def nbytes(self) -> int:
@@ -118,6 +139,7 @@ def prepare_normaliser(
     statistics: Sequence[str],
     tracks: Sequence[str],
     where: str,
+    pseudocount: float | None = None,
 ) -> RunNormaliser:
     """Load and check the background file of a run's ``[normalise]`` section.
 
@@ -132,12 +154,14 @@ def prepare_normaliser(
         The run's selected track identifiers, in output order.
     where : str
         Prefix of messages (``stablefm.toml [normalise] background``).
+    pseudocount : float, optional
+        The run's log2fc pseudocount, checked against the backgrounds'.
 
     Raises
     ------
     PerturbscoreError
-        A missing or unreadable file, other tracks, or no background for one of the
-        run's (aggregation, statistic) pairs.
+        A missing or unreadable file, other tracks, no background for one of the run's
+        (aggregation, statistic) pairs, or one computed with another pseudocount.
     """
     path = config.background
     label = f"{where} {path}"
@@ -164,4 +188,6 @@ def prepare_normaliser(
     backgrounds = {k: loaded[k] for k in pairs}
     for b in backgrounds.values():
         check_tracks(b, tracks, label)
-    return RunNormaliser(config, backgrounds)
+    bases = {(a, s): basis(s, None, None, pseudocount) for a, s in pairs}
+    note = check_bases(backgrounds, bases, label)
+    return RunNormaliser(config, backgrounds, label, (note,) if note else ())

@@ -1,17 +1,20 @@
 """Checking a ``perturbscore normalise`` job before any work, and sizing its blocks.
 
-:meth:`NormaliseJob.check` runs every check that needs no table rows (options, the
-run's manifest and tables, output names, the background group or file, each table's
-columns, outputs already there) and sizes the blocks for the budget
-(:meth:`NormaliseJob.block_rows`): blocks of ``# n S`` scores (rows, selected
-tracks), each normalised into one block per statistic.
+:meth:`NormaliseJob.check` runs every check before any work (options, the run's
+manifest and tables, output names, the background group or file, each table's columns,
+outputs already there), sizes the blocks for the budget (:meth:`NormaliseJob.block_rows`):
+blocks of ``# n S`` scores (rows, selected tracks), each normalised into one block per
+statistic, and reads the tables whose values and row count only reading shows
+(:meth:`NormaliseJob.check_tables`: CSV and R files; Parquet footers hold the row
+count), so a damaged or edited table is named before any background is built or any
+warning printed, as ``compare`` does.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,15 +23,46 @@ from .errors import PerturbscoreError
 from .messages import overwrite_hint
 from .names import check_name, is_safe_name
 from .normalise import DEFAULT_GRID, DEFAULT_K, NORMALISED, Background
-from .normalise_files import check_tracks, load_backgrounds
+from .normalise_files import (
+    check_bases,
+    check_tracks,
+    is_background_file,
+    load_backgrounds,
+    run_basis,
+)
 from .outputs_earlier import refuse_existing_outputs, stale_outputs
-from .runtables import MANIFEST, Table, check_columns, read_run, table_columns
+from .runtables import (
+    MANIFEST,
+    Block,
+    Table,
+    blocks,
+    check_columns,
+    read_run,
+    table_columns,
+    table_errors,
+)
 from .writers import FORMATS, check_format, footer_bytes, table_group_rows, writer_bytes
 
 log = logging.getLogger("perturbscore")
 
 #: Most rows per block: beyond this, blocks only cost memory.
 MAX_BLOCK_ROWS = 65536
+
+
+def checked_blocks(
+    t: Table, tracks: Sequence[str], rows: int, read_rows: int = 0, ids: bool = True
+) -> Iterator[Block]:
+    """:func:`perturbscore.runtables.blocks`, with what the readers raise on a damaged or
+    edited table (text in a score column, a cut-off file) turned into one sentence naming
+    the file (:func:`perturbscore.runtables.table_errors`, as ``compare`` words it)."""
+    it = blocks(t, tracks, rows, read_rows, ids)
+    while True:
+        with table_errors(t.path):
+            try:
+                item = next(it)
+            except StopIteration:  # inside: table_errors would take it for damage
+                return
+        yield item
 
 
 def output_stem(group: str, aggregation: str, statistic: str, normalised: str) -> str:
@@ -82,7 +116,7 @@ class NormaliseJob:
         memory_bytes: int,
         block_rows: int | None,
     ) -> NormaliseJob:
-        """Every check that needs no table rows; raises PerturbscoreError, writes nothing."""
+        """Every check before any work; raises PerturbscoreError, writes nothing."""
         stats = _check_arguments(statistics, background, background_file, block_rows)
         manifest, tables, tracks = read_run(run)
         if manifest.get("source") == "normalise":
@@ -98,7 +132,7 @@ class NormaliseJob:
         plan = _plan_outputs(run, out, tables, stats, fmt)
         saved = Path(save_background) if save_background is not None else None
         if saved is not None:
-            _check_save(saved, background, overwrite)
+            check_save(saved, background, overwrite, run, out)
         sources, backgrounds = _backgrounds(run, tables, tracks, background, background_file)
         for t in tables:
             cols = table_columns(t)
@@ -120,10 +154,32 @@ class NormaliseJob:
             backgrounds,
             memory_bytes,
         )
+        if background_file is not None:
+            parameters = manifest.get("parameters") or {}
+            bases = {k: run_basis(parameters, *k) for k in backgrounds}
+            note = check_bases(backgrounds, bases, str(background_file))
+            if note:  # printed once the tables are checked (normalise_run)
+                job.warnings.append(note)
         job.refuse_existing(overwrite)
         job.read_rows = job.block_rows()
         job.rows = block_rows or job.read_rows
+        job.check_tables()
         return job
+
+    def check_tables(self) -> None:
+        """Read the CSV and R tables through once: values, row count and tracks.
+
+        The background group's tables are left to the build of the background, which
+        reads them first of all and prints nothing until every one is built
+        (:func:`perturbscore.normalise_run.normalise_run`); Parquet tables' row counts
+        were checked from their footers.
+        """
+        building = {id(t) for t in self.sources.values()}
+        for t in self.tables:
+            if t.kind == "parquet" or id(t) in building:
+                continue
+            for _ in checked_blocks(t, self.tracks, self.rows, self.read_rows, ids=False):
+                pass
 
     def block_rows(self) -> int:
         """Rows per block within the budget: what stays held (writers' buffers, R tables,
@@ -265,11 +321,19 @@ def _raw_tables(manifest: dict[str, Any], tables: list[Table]) -> list[Table]:
     names = {f"{s}_{n}" for s in raw for n in done.get("statistics", [])}
     kept = [t for t in tables if t.statistic not in names]
     if len(kept) < len(tables):
-        log.info("%d tables of the run are normalised already; left out", len(tables) - len(kept))
+        n = len(tables) - len(kept)
+        log.info("%d table%s of the run normalised already: left out", n, "s" if n > 1 else "")
     return kept
 
 
-def _check_save(saved: Path, background: str | None, overwrite: bool) -> None:
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (resolved, links followed) lies in ``folder`` or below it."""
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def check_save(saved: Path, background: str | None, overwrite: bool, run: Path, out: Path) -> None:
+    """``--save-background``: a new ``.npz`` outside the run and ``--out`` folders, or,
+    with ``overwrite``, a background file saved earlier (never another file)."""
     if background is None:
         raise PerturbscoreError(
             "--save-background saves a background built from --background GROUP; with "
@@ -279,7 +343,20 @@ def _check_save(saved: Path, background: str | None, overwrite: bool) -> None:
         raise PerturbscoreError(f"--save-background {saved}: a background file ends in .npz.")
     if not saved.parent.is_dir():
         raise PerturbscoreError(f"--save-background {saved}: folder {saved.parent} not found.")
+    # The run folder belongs to the run, and --out to what its manifest lists; a file
+    # of neither would be unlisted there, and could be taken or swept as theirs.
+    for folder, what in ((run, "run folder"), (out, "--out folder")):
+        if _inside(saved, folder):
+            raise PerturbscoreError(
+                f"--save-background {saved} is inside the {what} {folder}; save it beside "
+                f"that folder instead, e.g. --save-background {folder.parent / saved.name}."
+            )
     if saved.is_dir() or (saved.exists() and not overwrite):
         raise PerturbscoreError(
             f"--save-background {saved} already exists; {overwrite_hint()} or choose another name."
+        )
+    if saved.exists() and not is_background_file(saved):
+        raise PerturbscoreError(
+            f"--save-background {saved} exists and is not a background file perturbscore "
+            "saved, so --overwrite does not replace it; choose another name."
         )

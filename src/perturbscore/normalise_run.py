@@ -21,7 +21,9 @@ Background rows
     class_column`` in its manifest), rows whose scores are exactly 0 on every selected
     track (REF and ALT identical: a variant outside the model's input, which measures
     nothing), and rows with a NaN or infinite score.  Such rows are still normalised in
-    the output tables like any other (NaN stays NaN).
+    the output tables like any other (NaN stays NaN); a run's out-of-field zeros kept
+    by its ``--out-of-field keep`` are named in one warning
+    (:func:`.normalise_background.kept_out_of_field_warning`), since they get values as if measured.
 Statistics perturbscore does not compute (``SAD`` of a scores file)
     are treated as signed: ``sign(x) * q(|x|)`` among the background's ``|b|``, the
     same as the unsigned quantile for non-negative scores except that 0 stays 0.
@@ -38,7 +40,6 @@ Checks and block sizing
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -51,16 +52,14 @@ import numpy as np
 import pandas as pd
 
 from . import normalise as nz
-from .errors import PerturbscoreError
-from .geometry import CLASS_LABELS, OUTSIDE_INPUT
 from .manifest import build_manifest, manifest_text
 from .memory import DEFAULT_MEMORY_BYTES
 from .normalise import NORMALISED, Background
+from .normalise_background import EXCLUSION_RULE, build_backgrounds, warn_about_backgrounds
 from .normalise_files import save_backgrounds
-from .normalise_job import NormaliseJob
-from .normalise_sketch import BackgroundBuilder
+from .normalise_job import NormaliseJob, check_save, checked_blocks
 from .outputs import Commit, output_folder, sweep, temp_path
-from .runtables import MANIFEST, Table, blocks
+from .runtables import MANIFEST, Table
 from .streaming import prefetch
 from .writers import (
     TableWriter,
@@ -68,14 +67,6 @@ from .writers import (
 )
 
 log = logging.getLogger("perturbscore")
-
-EXCLUSION_RULE = (
-    "background rows left out: class outside_input in the run's class column (when it has "
-    "one), every selected score exactly 0 (REF == ALT, e.g. a variant outside the model's "
-    "input), or any score NaN or infinite"
-)
-OUTSIDE = CLASS_LABELS[OUTSIDE_INPUT]
-
 
 @dataclass
 class NormaliseResult:
@@ -87,43 +78,6 @@ class NormaliseResult:
     backgrounds: dict[tuple[str, str], Background]
     excluded: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     block_rows: int = 0
-
-
-def _builder(tracks: Sequence[str], aggregation: str, statistic: str) -> BackgroundBuilder:
-    # A statistic perturbscore does not compute (SAD of a scores file) is built as a
-    # signed one (see the module docstring) and renamed when finished.
-    return BackgroundBuilder(tracks, aggregation, statistic if statistic in nz.SIGNED else "diff")
-
-
-def build_background(
-    t: Table, tracks: Sequence[str], rows: int, read_rows: int = 0, class_column: str | None = None
-) -> tuple[Background, dict[str, int]]:
-    """Stream table ``t`` into a background; rows left out as the module docstring says.
-
-    ``class_column``: the ID column with each row's receptive-field class (a run with
-    ``class_column`` in its ``[output]``); its ``outside_input`` rows are left out.
-    """
-    b = _builder(tracks, t.aggregation, t.statistic)
-    counts = {"outside_input": 0, "all_zero": 0, "non_finite": 0}
-    use_class = class_column is not None and class_column in (t.id_columns or [class_column])
-    for scores, ids in blocks(t, tracks, rows, read_rows, ids=use_class):
-        out = np.zeros(len(scores), bool)
-        if use_class and ids is not None and class_column in ids.columns:
-            out = (ids[class_column] == OUTSIDE).to_numpy()
-        zeros = (scores == 0).all(axis=1) & ~out
-        bad = ~np.isfinite(scores).all(axis=1) & ~out
-        for k, m in (("outside_input", out), ("all_zero", zeros), ("non_finite", bad)):
-            counts[k] += int(m.sum())
-        b.update(scores, ~(out | zeros | bad))
-    try:
-        bg = b.finish()
-    except PerturbscoreError:
-        raise PerturbscoreError(
-            f"{t.path}: no row is inside the model's field with finite, not all-zero scores, "
-            "so it cannot serve as a background; choose another --background group."
-        ) from None
-    bg = dataclasses.replace(bg, statistic=t.statistic)
-    return bg, {"rows": t.rows, "used": bg.n, **counts}
 
 
 def normalise_run(
@@ -186,11 +140,13 @@ def normalise_run(
         block_rows,
     )
     job.timings["validate"] = time.perf_counter() - started
-    _build_backgrounds(job)
+    build_backgrounds(job)
     job.timings["background"] = time.perf_counter() - started - job.timings["validate"]
-    _check_spread(job)
+    warn_about_backgrounds(job)
     with output_folder(job.out):
         job.refuse_existing(overwrite)  # again: the folder may have changed meanwhile
+        if job.saved is not None:  # and so may the file a background replaces
+            check_save(job.saved, job.background, overwrite, job.run, job.out)
         _write(job, started, job.stale() if overwrite else [])
     return NormaliseResult(
         [p for _, _, p in job.plan],
@@ -202,45 +158,11 @@ def normalise_run(
     )
 
 
-def _build_backgrounds(job: NormaliseJob) -> None:
-    """Build each background from its group's table, counting the rows left out."""
-    for k, t in job.sources.items():
-        job.backgrounds[k], ex = build_background(
-            t, job.tracks, job.rows, job.read_rows, job.class_column
-        )
-        job.excluded[k] = ex
-        if ex["used"] < t.rows:
-            log.warning(
-                "background %s %s/%s: %d of %d rows left out (%d outside the model's input, "
-                "%d all exactly 0, %d not finite)",
-                job.background,
-                k[0],
-                k[1],
-                t.rows - ex["used"],
-                t.rows,
-                ex["outside_input"],
-                ex["all_zero"],
-                ex["non_finite"],
-            )
-
-
-def _check_spread(job: NormaliseJob) -> None:
-    """Warn (stderr and manifest) where a robust_z would divide by rounding."""
-    if "robust_z" not in job.stats:
-        return
-    source = job.background or (job.background_file.name if job.background_file else "")
-    for (agg, stat), bg in job.backgrounds.items():
-        note = nz.unresolved_mad(bg, f"background {source} {agg}/{stat}")
-        if note:
-            log.warning("%s", note)
-            job.warnings.append(note)
-
-
 def _normalised(
     job: NormaliseJob, t: Table, bg: Background
 ) -> Iterator[tuple[list[np.ndarray], pd.DataFrame]]:
     """Each block of ``t`` as its normalised statistics (in ``job.stats`` order) and IDs."""
-    for scores, ids in blocks(t, job.tracks, job.rows, job.read_rows):
+    for scores, ids in checked_blocks(t, job.tracks, job.rows, job.read_rows):
         assert ids is not None
         yield [nz.normalise(s, scores, bg) for s in job.stats], ids
 

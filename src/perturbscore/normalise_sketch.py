@@ -15,16 +15,25 @@ exact sorted values when ``n <= grid`` (tiny backgrounds are exact) and otherwis
 minimum and maximum), which adds ``1 / (grid - 1)``.  The stated
 ``max_rank_error`` is the sum of both (doubled for signed statistics, whose
 ``|b|`` counts come from two points of the CDF); quantiles are within it of the
-exact mid-rank quantile of the background.  The median is within that rank error;
-the MAD, a median of deviations from the sketch's median, within about three times
-it (exact in ``exact`` mode).  Memory while building:
+exact mid-rank quantile of the background.
+
+The median and the MAD (robust_z's centre and scale) are exact, ``np.median``'s
+values: while no buffer was compacted (fewer than ``2 k`` rows) the sketch holds every
+value; after compactions, :meth:`~BackgroundBuilder.finish` given the background's
+blocks again (``source``) brackets each track's middle ranks by the sketch's rank
+bound (every value's count is within ``sum(compactions * 2**h)`` rows of the true
+one) and reads the blocks twice more: once to count the values below the bracket and
+keep those inside it (a few per track), giving the exact median, and once more so for
+the deviations from it (whose counts are within twice that), giving the exact MAD.
+Without ``source`` they are the sketch's (the median within the rank error, the MAD
+within about three times it).  Memory while building:
 ``(levels + 2) * k * S * 8`` bytes (``levels ~ log2(n / k)``); saved: ``grid * S``
 float64 values per background.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,7 +101,8 @@ class BackgroundBuilder:
         if not np.isfinite(x).all():
             bad = int((~np.isfinite(x)).sum())
             raise PerturbscoreError(
-                f"background {self.aggregation}/{self.statistic}: {bad} non-finite scores; "
+                f"background {self.aggregation}/{self.statistic}: {bad} non-finite "
+                f"score{'s' if bad > 1 else ''}; "
                 "a background needs finite values (leave those rows out of it)."
             )
         if not x.shape[0]:
@@ -142,8 +152,14 @@ class BackgroundBuilder:
                 weights.append(np.full(b.shape[1], float(2**h)))
         return np.concatenate(parts, axis=1), np.concatenate(weights)
 
-    def finish(self) -> Background:
-        """The background: exact values (``n <= grid``) or the rank grid, median and MAD."""
+    def finish(self, source: Callable[[], Iterable[np.ndarray]] | None = None) -> Background:
+        """The background: exact values (``n <= grid``) or the rank grid, median and MAD.
+
+        ``source``: called for a fresh pass over the same rows given to :meth:`update`
+        (``# n S`` float64 blocks, the left-out rows already dropped); with it the median
+        and MAD are exact (see the module docstring), read in two more passes only where
+        the sketch compacted.
+        """
         if self._n == 0:
             raise PerturbscoreError(
                 f"background {self.aggregation}/{self.statistic} has no rows; choose a "
@@ -164,8 +180,19 @@ class BackgroundBuilder:
             found = _weighted_quantiles(values, weights, np.append(ranks, self._n / 2))
             stored, median = np.ascontiguousarray(found[:, :-1]), found[:, -1]
             stored[:, 0], stored[:, -1] = self._min, self._max
-            dev = np.abs(values - median[:, None])
-            mad = _weighted_quantiles(dev, weights, np.array([self._n / 2]))[:, 0]
+            slack = float(sum(c * 2**h for h, c in enumerate(self._compactions)))
+            if not slack:  # every value is in the sketch, with weight 1
+                median = np.median(values, axis=1)
+                mad = np.median(np.abs(values - median[:, None]), axis=1)
+            else:
+                dev = np.abs(values - median[:, None])
+                mad = _weighted_quantiles(dev, weights, np.array([self._n / 2]))[:, 0]
+                if source is not None:
+                    median = _exact_median(values, weights, self._n, slack, source(), median)
+                    dev = np.abs(values - median[:, None])
+                    mad = _exact_median(
+                        dev, weights, self._n, 2 * slack, source(), mad, centre=median
+                    )
             err = sketch_err + 1.0 / (self.grid - 1)
             err = 2 * err if signed else err
         return Background(
@@ -182,6 +209,74 @@ class BackgroundBuilder:
             self.k,
             self.grid,
         )
+
+
+def _exact_median(
+    items: np.ndarray,
+    weights: np.ndarray,
+    n: int,
+    slack: float,
+    blocks: Iterable[np.ndarray],
+    estimate: np.ndarray,
+    centre: np.ndarray | None = None,
+) -> np.ndarray:
+    """``np.median`` per track of the ``n`` values in ``blocks`` (``# n S``; with
+    ``centre`` ``# S``: of ``|x - centre|``), from one pass.
+
+    ``items``/``weights``: the sketch of those values (``# S m``, ``# m``), whose
+    cumulative weight at any value is within ``slack`` of the true count.  The middle
+    order statistics (1-based ranks ``(n + 1) // 2`` and ``n // 2 + 1``) lie between the
+    sketch's quantiles at ``slack + 1`` ranks below and above them; the pass counts the
+    values below that bracket, ties with its ends, and keeps those inside.  A track
+    whose bracket misses (never, by the bound) keeps ``estimate``.
+    """
+    r1, r2 = (n + 1) // 2, n // 2 + 1
+    order = np.argsort(items, axis=1)
+    sv = np.take_along_axis(items, order, axis=1)
+    cw = np.cumsum(weights[order], axis=1)
+    s = sv.shape[0]
+    lo, hi = np.full(s, -np.inf), np.full(s, np.inf)
+    for t in range(s):  # smallest item whose cumulative weight reaches each end's rank
+        a, b = r1 - slack - 1, r2 + slack + 1
+        if a > 0:
+            lo[t] = sv[t, min(int(np.searchsorted(cw[t], a, side="left")), sv.shape[1] - 1)]
+        if b <= cw[t, -1]:
+            hi[t] = sv[t, min(int(np.searchsorted(cw[t], b, side="left")), sv.shape[1] - 1)]
+    below = np.zeros(s, np.int64)
+    at_lo = np.zeros(s, np.int64)
+    at_hi = np.zeros(s, np.int64)
+    inside: list[list[np.ndarray]] = [[] for _ in range(s)]
+    seen = 0
+    for block in blocks:
+        v = np.abs(block - centre) if centre is not None else np.asarray(block, np.float64)
+        seen += v.shape[0]
+        below += (v < lo).sum(axis=0)
+        at_lo += (v == lo).sum(axis=0)
+        at_hi += ((v == hi) & (hi > lo)).sum(axis=0)
+        mid = (v > lo) & (v < hi)
+        for j in np.flatnonzero(mid.any(axis=0)):
+            inside[j].append(v[mid[:, j], j])
+    out = np.array(estimate, np.float64, copy=True)
+    if seen != n:  # not the rows the sketch saw: keep the sketch's values
+        return out
+    for t in range(s):
+        mids = np.sort(np.concatenate(inside[t])) if inside[t] else np.empty(0)
+
+        def at(r: int, t: int = t, mids: np.ndarray = mids) -> float | None:
+            p = r - int(below[t])  # 1-based position in [lo] * at_lo + mids + [hi] * at_hi
+            if p < 1:
+                return None
+            if p <= at_lo[t]:
+                return float(lo[t])
+            p -= int(at_lo[t])
+            if p <= mids.size:
+                return float(mids[p - 1])
+            return float(hi[t]) if p - mids.size <= at_hi[t] else None
+
+        x1, x2 = at(r1), at(r2)
+        if x1 is not None and x2 is not None:
+            out[t] = (x1 + x2) / 2 if r1 != r2 else x1
+    return out
 
 
 def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, ranks: np.ndarray) -> np.ndarray:

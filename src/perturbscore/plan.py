@@ -228,6 +228,7 @@ def _normaliser(config: RunConfig, track_names: list[str]) -> RunNormaliser | No
         config.statistics,
         track_names,
         f"{config.source or 'run file'} [normalise] background",
+        config.pseudocount,
     )
 
 
@@ -295,6 +296,8 @@ def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepare
         warnings.extend(normaliser.warnings())
     classes = _check_fields(config, opts, counter, warnings, id_cols, track_names)
     aggs = _aggregations(config, batches[0].shape[1])
+    if normaliser is not None:
+        normaliser.check_bins(aggs)  # the bins the backgrounds were built from
     outputs = _plan_outputs(config, aggs, fmt, out)
     threads = reader_threads(opts.threads)
     group_rows = table_group_rows(len(tracks), max(group_sizes(batches).values()))
