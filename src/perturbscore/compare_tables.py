@@ -98,14 +98,25 @@ class ScoreSet:
         else:
             if not _r_signature(self.path):  # a foreign file: no need to read it all
                 raise PerturbscoreError(
-                    f"{self.path}: not a readable R data file (no R serialization header); "
-                    f"{RERUN}."
+                    f"{self.path}: not a readable R data file (no R serialization header); {RERUN}."
                 )
             self._full(tracks)  # checks the tracks and the row count
             if not keep:
                 self.release()
             return
         _check_tracks(self.path, names, tracks)
+
+    def verify(self, tracks: Sequence[str]) -> None:
+        """:meth:`check`, and for a CSV table its row count too (the table is read whole,
+        then let go): what ``perturbscore check RUN_DIR`` asks of every table."""
+        if self.path.suffix.lower() == ".csv":
+            try:
+                self._full(tracks)  # the header's tracks and the manifest's row count
+            finally:
+                self.release()
+            return
+        self.check(tracks)
+        self.release()
 
     def read(self, columns: Sequence[str], score_columns: Sequence[str]) -> pd.DataFrame:
         """These columns of the table (Parquet: only these are read)."""
