@@ -214,6 +214,19 @@ class Lookup:
             out[units] = True
         return out
 
+    def left_out(self, exclude: np.ndarray | None) -> np.ndarray:
+        """``bool # U``: units whose variant has score rows, every one of them marked in
+        ``exclude`` (``bool # N``, the table's rows left out of every test): :meth:`take`
+        gives them NaN, so no test uses them."""
+        out = np.zeros(len(self.rows), bool)
+        if exclude is None:
+            return out
+        ok = self.rows >= 0
+        out[ok] = exclude[self.rows[ok]]
+        for units, rows in self.groups:
+            out[units] = bool(exclude[rows].all())  # mean/max skip the excluded rows
+        return out
+
 
 def build_lookup(
     table_keys: pd.DataFrame,
