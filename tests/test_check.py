@@ -84,6 +84,8 @@ def test_an_intact_run_folder_is_clean(tmp_path: Path) -> None:
     assert code == 0
     assert "tables: 8 tables listed in manifest.json, every one readable" in text
     assert [t["problem"] for t in report["tables"]] == [None] * 8
+    # Its manifest.json stands for the folder.
+    assert _check(out / "manifest.json")[2]["tables"] == report["tables"]
 
 
 def test_a_deleted_and_a_truncated_csv_table_are_flagged(tmp_path: Path) -> None:

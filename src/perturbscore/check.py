@@ -439,6 +439,8 @@ def check_path(path: str | Path, positions_only: bool = False, **kwargs: Any) ->
                 f"--{name} {value} is not a tolerance; give a number of 0 or more."
             )
     p = Path(path)
+    if p.is_file() and p.name == "manifest.json":
+        p = p.parent  # a finished run's own manifest: the run folder is meant
     if p.is_dir():
         if positions_only:
             raise PerturbscoreError(

@@ -249,7 +249,9 @@ def build_lookup(
         first = hits[hits["_unit"] == multi[0]]
         example = ", ".join(f"{k}={first[k].iloc[0]}" for k in keys)
         raise PerturbscoreError(
-            f"{where}: {len(multi)} pairing variants match several score rows, e.g. "
+            f"{where}: {len(multi)} pairing "
+            f"{'variant matches' if len(multi) == 1 else 'variants match'} several score "
+            "rows, e.g. "
             f"{example} at rows {', '.join(str(r + 1) for r in first['_row'])}; add a key "
             "column (--keys) or choose --duplicates first|mean|max."
         )
