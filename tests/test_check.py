@@ -112,12 +112,16 @@ def test_damaged_parquet_tables_are_flagged(tmp_path: Path) -> None:
     pd.read_parquet(short).head(7).to_parquet(short, index=False)  # readable, 7 rows
     lacking = out / "a_abs_diff_ave.parquet"
     pd.read_parquet(lacking).drop(columns=["T3"]).to_parquet(lacking, index=False)
+    emptied = out / "b_diff_tss.parquet"
+    emptied.unlink()
+    emptied.mkdir()  # a folder of no Parquet parts (the Dask engine writes folders)
     code, text, report = _check(out)
     assert code == 3
+    assert f"FLAG {emptied}: a folder without Parquet part files, not a table" in text
     assert f"FLAG {cut}: not a readable Parquet table" in text
     assert f"FLAG {short} has 7 rows but the run's manifest.json says {ROWS['b']}" in text
     assert f"FLAG {lacking} lacks 1 of the run's selected tracks (e.g. T3)" in text
-    assert sum(t["problem"] is not None for t in report["tables"]) == 3
+    assert sum(t["problem"] is not None for t in report["tables"]) == 4
 
 
 def test_nan_passed_through_by_the_run_is_flagged_as_check_of_the_run_file_flags_it(

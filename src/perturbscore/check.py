@@ -41,6 +41,8 @@ from .runfile import RunConfig, load_run_file
 #: Manifest keys shared with the run pipeline.
 MANIFEST_GEOMETRY = "geometry"
 MANIFEST_INTEGRITY = "integrity"
+#: Suffixes of the tables a run writes (a Parquet table may be a folder of parts).
+TABLE_SUFFIXES = (".parquet", ".csv", ".rds", ".rdata")
 #: Half the memory budget the check reads predictions under (512 MiB, as a run's default).
 BLOCK_BYTES = 256 * 2**20
 
@@ -421,6 +423,17 @@ def check_tables(run_dir: Path, manifest: dict[str, Any]) -> list[dict[str, Any]
         found.append(entry)
         if not table.exists():
             entry["problem"] = f"{table}: listed in manifest.json but missing"
+            continue
+        if table.suffix.lower() not in TABLE_SUFFIXES:
+            entry["problem"] = (
+                f"{table}: not a table perturbscore writes (Parquet, CSV, RDS or RData)"
+            )
+            continue
+        if table.is_dir() and (
+            table.suffix.lower() != ".parquet" or not any(table.glob("*.parquet"))
+        ):
+            # (the Dask engine writes a table as a folder of Parquet part files)
+            entry["problem"] = f"{table}: a folder without Parquet part files, not a table"
             continue
         s = ScoreSet(str(o.get("group")), "", "", table, rows if isinstance(rows, int) else None)
         try:
