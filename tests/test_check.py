@@ -165,8 +165,24 @@ def test_rows_outside_the_window_are_one_verdict(tmp_path: Path) -> None:
     )
     code, text, got = _check(folder)
     assert code == 3
-    assert "1 row lies outside the window itself (the positions are wrong)" in got["flags"]
-    assert "clean" not in text.splitlines()[-1]
+    assert got["flags"] == [
+        "1 row lies outside the window itself (the positions are wrong)",
+        "manifest.json lists no tables of the run",  # (this manifest is only a part)
+    ]
+    assert "tables: none listed in manifest.json" in text
+
+
+def test_a_table_is_not_a_run_file(tmp_path: Path) -> None:
+    _, out = _run(tmp_path, "csv")
+    before = _listing(tmp_path)
+    done = run_cli("check", out / "a_diff_ave.csv")
+    assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (
+        f"perturbscore: error: {out / 'a_diff_ave.csv'} is a table, not a run file or a run "
+        f"folder; give the run file (.toml), or the folder that holds the run's manifest.json "
+        f"({out})."
+    )
+    assert _listing(tmp_path) == before
 
 
 def test_the_verdict_weighs_every_reason() -> None:

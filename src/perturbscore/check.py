@@ -81,6 +81,8 @@ class CheckReport:
         if outside:
             reasons.append(f"{_rows(outside)} outside the window itself (the positions are wrong)")
         bad = [t for t in self.tables or [] if t["problem"]]
+        if self.tables == []:
+            reasons.append("manifest.json lists no tables of the run")
         if bad:
             reasons.append(
                 f"{len(bad)} of {_count(len(self.tables or []), 'table')} of the run missing "
@@ -126,7 +128,9 @@ class CheckReport:
         lines += self.notes
         if self.integrity is not None:
             lines.append(format_integrity(self.integrity, verdict=False))
-        if self.tables is not None:
+        if self.tables == []:
+            lines.append("tables: none listed in manifest.json")
+        elif self.tables is not None:
             bad = [t for t in self.tables if t["problem"]]
             n = _count(len(self.tables), "table")
             lines.append(
@@ -394,7 +398,8 @@ def recorded_nonfinite(warnings: list[Any]) -> dict[str, dict[str, Any]]:
 
 
 def check_tables(run_dir: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every table ``manifest`` lists: ``{"path", "rows", "problem"}``, ``problem`` the
+    """Every table ``manifest`` lists (none: flagged by :attr:`CheckReport.flags`):
+    ``{"path", "rows", "problem"}``, ``problem`` the
     sentence of what is wrong with it (missing, unreadable, rows or tracks not those
     recorded) or None.  The checks are those ``compare`` makes
     (:meth:`.compare_tables.ScoreSet.verify`)."""
@@ -403,14 +408,8 @@ def check_tables(run_dir: Path, manifest: dict[str, Any]) -> list[dict[str, Any]
     outputs = manifest.get("outputs")
     selected = (manifest.get("tracks") or {}).get("selected") or []
     tracks = [str(t["identifier"]) for t in selected if isinstance(t, dict) and "identifier" in t]
-    if not isinstance(outputs, list) or not outputs:
-        return [
-            {
-                "path": str(run_dir / "manifest.json"),
-                "rows": None,
-                "problem": f"{run_dir / 'manifest.json'} lists no tables of the run",
-            }
-        ]
+    if not isinstance(outputs, list):
+        return []  # flagged: a finished run lists its tables
     found = []
     for o in outputs:
         rel = o.get("path") if isinstance(o, dict) else None
@@ -454,6 +453,13 @@ def check_path(path: str | Path, positions_only: bool = False, **kwargs: Any) ->
     p = Path(path)
     if p.is_file() and p.name == "manifest.json":
         p = p.parent  # a finished run's own manifest: the run folder is meant
+    elif p.is_file() and p.suffix.lower() in TABLE_SUFFIXES:
+        raise PerturbscoreError(
+            f"{p} is a table, not a run file or a run folder; give the run file (.toml), or "
+            f"the folder that holds the run's manifest.json"
+            + (f" ({p.parent})" if (p.parent / "manifest.json").is_file() else "")
+            + "."
+        )
     if p.is_dir():
         if positions_only:
             raise PerturbscoreError(
