@@ -236,3 +236,22 @@ def test_clean_run_file_has_one_verdict(tmp_path: Path) -> None:
     code, text, report = _check(make_dataset(tmp_path / "d"))
     assert code == 0 and report["flags"] == []
     assert text.splitlines()[-1] == "  clean: no misaligned rows or wrong positions found"
+
+
+def test_recorded_nonfinite_reads_every_file_of_the_warning() -> None:
+    """The run records NaN/Inf it passed through as one warning; every file is read back,
+    an ID holding "; " included, "1 value" as well as "1 values"."""
+    from perturbscore.check import recorded_nonfinite
+
+    warning = (
+        "NaN/Inf passed through (--nan propagate): /a/alt.npy: 1 values, first at variant "
+        "G1 x; y (line 2 of v.csv), bin 1, track 3 (S); /b/ref.npy: 12 value, first at "
+        "variant Q (line 5 of w.csv), bin 0, track 1 (T)"
+    )
+    assert recorded_nonfinite(["another warning", warning]) == {
+        "/a/alt.npy": {
+            "values": 1,
+            "first": "variant G1 x; y (line 2 of v.csv), bin 1, track 3 (S)",
+        },
+        "/b/ref.npy": {"values": 12, "first": "variant Q (line 5 of w.csv), bin 0, track 1 (T)"},
+    }

@@ -372,10 +372,11 @@ def check_run_dir(path: str | Path) -> CheckReport:
     return report
 
 
-#: How :meth:`.findings.Findings.conclude` words the NaN/Inf a run passed through.
+#: How :meth:`.findings.Findings.conclude` words the NaN/Inf a run passed through
+#: ("1 values" today; "1 value" read as well, should that be corrected).
 _NONFINITE_WARNING = "NaN/Inf passed through (--nan propagate): "
 _NONFINITE_ENTRY = re.compile(
-    r"(?P<path>.+?): (?P<values>\d+) values, first at (?P<first>.+)", re.S
+    r"(?P<path>.+?): (?P<values>\d+) values?, first at (?P<first>.+)", re.S
 )
 
 
@@ -388,7 +389,7 @@ def recorded_nonfinite(warnings: list[Any]) -> dict[str, dict[str, Any]]:
             continue
         detail = w[len(_NONFINITE_WARNING) :]
         # Entries are joined by "; "; split only before one that starts a new entry.
-        for entry in re.split(r"; (?=[^;]+?: \d+ values, first at )", detail):
+        for entry in re.split(r"; (?=[^;]+?: \d+ values?, first at )", detail):
             m = _NONFINITE_ENTRY.fullmatch(entry)
             if m:
                 found[m["path"]] = {"values": int(m["values"]), "first": m["first"]}
