@@ -137,3 +137,33 @@ def test_report_with_a_damaged_compare_json_exits_2(
     _refused(r, str(cpath), "is damaged", "choose a new --out folder")
     assert sorted(p.name for p in compared.rglob("*")) == before
     assert cpath.read_text(encoding="latin-1") == text
+
+
+@pytest.mark.parametrize("name", ["run.toml", "manifest.json"])
+def test_a_file_given_as_the_run_folder_is_called_a_file(
+    runs: dict[str, Path], tmp_path: Path, cli, name: str
+) -> None:
+    # An existing run file was reported as "run folder not found".
+    given = runs["csv"].parent / name if name == "run.toml" else runs["csv"] / name
+    assert given.is_file()
+    r = cli("compare", given, "--a", "a", "--b", "b", "--out", tmp_path / "c")
+    msg = _refused(r, f"{given} is a file, not a run folder; give ")
+    assert "not found" not in msg and not (tmp_path / "c").exists()
+    if name == "manifest.json":
+        assert f"give {runs['csv']}, the folder that holds it" in msg
+
+
+def test_report_takes_compare_json_for_its_folder(runs: dict[str, Path], tmp_path: Path, cli):
+    # 'report X/compare.json' said "no compare.json".
+    out = tmp_path / "cmp"
+    r = cli("-q", "compare", runs["parquet"], "--a", "a", "--b", "b", "--out", out)
+    assert r.returncode == 0, r.stderr
+    r = cli("report", out / "compare.json")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(out / "report.html") and (out / "report.html").is_file()
+    before = sorted(p.name for p in out.iterdir())
+    r = cli("report", out / "tests.csv")
+    _refused(r, f"{out / 'tests.csv'} is a file, not a comparison folder")
+    r = cli("report", tmp_path / "nope")
+    _refused(r, f"{tmp_path / 'nope'}: comparison folder not found")
+    assert sorted(p.name for p in out.iterdir()) == before and not (tmp_path / "nope").exists()

@@ -120,3 +120,87 @@ def test_figure_names_drop_the_colon_like_the_tables(
     summary = json.loads((out / "compare.json").read_text())
     assert not [f for f in summary["figures"] if ":" in f["png"] + f["svg"]]
     assert cli("-q", "report", out).returncode == 0
+
+
+def _pairs(folder: Path) -> Path:
+    """A long pairing table over noise_run: unit i pairs a's variant i with b's, ranks
+    1, 2, 3 in turn; two matching units (a's variants 0 and 150, out of field and not);
+    one unit whose b variant is in no table."""
+    n = 200
+    a = [f"rsa{i}" for i in range(n)] + ["rsa0", "rsa150", "rsa7"]
+    b = [f"rsb{i}" for i in range(n)] + ["rsa0", "rsa150", "rsb999"]
+    pair = folder / "pairs.csv"
+    pd.DataFrame(
+        {
+            "unit": [f"u{i}" for i in range(len(a))],
+            "rank": [1 + i % 3 for i in range(len(a))],
+            "a_GENE": "ENSG1",
+            "a_rsID": a,
+            "a_ALT": "C",
+            "b_GENE": "ENSG1",
+            "b_rsID": b,
+            "b_ALT": "C",
+        }
+    ).to_csv(pair, index=False)
+    return pair
+
+
+def test_excluded_units_are_counted_and_the_counts_are_what_the_tests_used(
+    noise_run: Path, tmp_path: Path, cli
+) -> None:
+    # compare.json said 200 "non-matching units with both variants scored" while the
+    # paired tests used 100: the units left out for a variant outside the model's input
+    # were counted nowhere.
+    pair = _pairs(tmp_path)
+    out = tmp_path / "cmp"
+    r = cli("-q", "compare", noise_run, "--a", "a", "--b", "b", "--design", "paired",
+            "--design", "matching", "--pairing", pair, "--per-rank", "--out-of-field",
+            "exclude", "--out", out)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    # Oracle: the pairing joined to the run's tables and their class column, in pandas.
+    units = pd.read_csv(pair, dtype=str)
+    units["rank"] = units["rank"].astype(int)
+    sides = {}
+    for side in ("a", "b"):
+        table = pd.read_csv(noise_run / f"{side}_abs_diff_ave.csv", dtype=str)
+        got = units.merge(
+            table[["GENE", "rsID", "ALT", "field"]],
+            left_on=[f"{side}_{k}" for k in ("GENE", "rsID", "ALT")],
+            right_on=["GENE", "rsID", "ALT"],
+            how="left",
+        )["field"]
+        sides[side] = (got.notna().to_numpy(), (got == "outside_input").to_numpy())
+    matching = (units["a_rsID"] == units["b_rsID"]).to_numpy()
+    both = ~matching & sides["a"][0] & sides["b"][0]
+    away = sides["a"][1] | sides["b"][1]
+    tested = pd.Series(both & ~away).groupby(units["rank"]).sum()
+    left_out = pd.Series(both & away).groupby(units["rank"]).sum()
+    assert tested.sum() == 100 and left_out.sum() == 100  # b's first 100 are out of field
+
+    tests = pd.read_csv(out / "tests.csv")
+    paired = tests[tests["design"] == "paired"]
+    n_used = paired.groupby("rank")["n_x"].agg(["min", "max"])
+    assert (n_used["min"] == n_used["max"]).all()  # no missing score on any track
+    assert n_used["min"].to_dict() == tested.to_dict()
+    summary = json.loads((out / "compare.json").read_text())
+    v, per_rank = summary["units"]["variants"], summary["units"]["per_rank"]
+    assert v["non-matching units with both variants scored"] == n_used["min"].sum()
+    assert v["non-matching units with a variant outside the model's input (left out)"] == 100
+    assert v["non-matching b variants without a score row"] == 1
+    assert v["matching units outside the model's input (left out)"] == 1  # rsa0
+    assert v["non-matching a variants outside the model's input (left out)"] == int(
+        (~matching & sides["a"][0] & sides["a"][1]).sum()
+    )
+    for rank, entry in per_rank.items():
+        assert entry["non_matching_both_scored"] == tested[int(rank)]
+        assert entry["non_matching_left_out_out_of_field"] == left_out[int(rank)]
+    # The matching design: of the two matching units only rsa150's (in field) is tested.
+    matched = tests[(tests["design"] == "matching") & (tests["x"] == "matching")]
+    want = pd.Series(matching & sides["a"][0] & ~sides["a"][1]).groupby(units["rank"]).sum()
+    assert want.sum() == 1
+    assert matched.groupby("rank")["n_x"].max().to_dict() == want.to_dict()
+    assert any("non-matching units with a variant outside" in w for w in summary["warnings"])
+    assert cli("-q", "report", out).returncode == 0
+    page = (out / "report.html").read_text()
+    assert "non-matching units with a variant outside the model&#x27;s input (left out)" in page
+    assert "non_matching_left_out_out_of_field" in page

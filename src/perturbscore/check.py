@@ -2,16 +2,25 @@
 
 ``check_run_file`` reads a run file's variant tables (classes per table, from the
 ``[geometry]`` and ``[variants]`` sections) and, when the prediction files are there,
-streams them block by block through :mod:`.integrity`.  ``check_run_dir`` prints what a
-finished run recorded in its ``manifest.json`` under the keys ``geometry`` (with
-``geometry.classes``) and ``integrity``.
+streams them block by block through :mod:`.integrity`.  ``check_run_dir`` reports what
+a finished run recorded in its ``manifest.json`` (``geometry`` with
+``geometry.classes``, ``integrity``, and the NaN/Inf a ``--nan propagate`` run passed
+through) and checks every table the manifest lists: there, readable, with the
+recorded row count and the run's track columns.
 
-Exit codes: 0 clean, 3 flagged (:data:`.integrity.EXIT_FLAGGED`), 2 user error.
+One verdict (:attr:`CheckReport.flags`) decides the exit code, the last line printed
+and the JSON's ``clean``/``exit_code`` (``integrity.clean`` and
+``integrity.exit_code`` too), so that they always agree.
+
+Exit codes: 0 clean, 3 flagged (:data:`.integrity.EXIT_FLAGGED`: rows flagged, NaN/Inf
+in the predictions, positions outside their window, a table of the run missing or
+damaged), 2 user error (nothing could be checked: a wrong path, a bad run file).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +35,14 @@ from .geometry_tables import (
 from .integrity import EXIT_CLEAN, EXIT_FLAGGED
 from .integrity_text import format_integrity
 from .outputs import refuse_unfinished_commit
-from .readers import missing_prediction_files
+from .readers import missing_prediction_files, prediction_file
 from .runfile import RunConfig, load_run_file
 
 #: Manifest keys shared with the run pipeline.
 MANIFEST_GEOMETRY = "geometry"
 MANIFEST_INTEGRITY = "integrity"
+#: Suffixes of the tables a run writes (a Parquet table may be a folder of parts).
+TABLE_SUFFIXES = (".parquet", ".csv", ".rds", ".rdata")
 #: Half the memory budget the check reads predictions under (512 MiB, as a run's default).
 BLOCK_BYTES = 256 * 2**20
 
@@ -44,29 +55,71 @@ class CheckReport:
     geometry: dict[str, Any] | None = None
     integrity: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    #: RUN_DIR only: every table the manifest lists, ``{"path", "rows", "problem"}``
+    #: (``problem`` None when the table is there, readable, with its rows and tracks).
+    tables: list[dict[str, Any]] | None = None
+
+    @property
+    def flags(self) -> list[str]:
+        """Why the check is not clean, one phrase per reason (empty: clean).
+
+        The one verdict: the exit code, the printed verdict and the JSON all follow it.
+        """
+        reasons = []
+        res = self.integrity
+        if res is not None:
+            if res.get("nonfinite"):
+                reasons.append("NaN or Inf in the predictions")
+            if any((res.get("findings") or {}).values()) or (
+                not res.get("clean", True) and not res.get("nonfinite")
+            ):
+                reasons.append(
+                    "rows may be attached to the wrong variants, or positions/windows are wrong"
+                )
+        classes = (self.geometry or {}).get("classes") or {}
+        outside = sum(int(e.get("outside_window") or 0) for e in classes.get("per_table", []))
+        if outside:
+            reasons.append(f"{_rows(outside)} outside the window itself (the positions are wrong)")
+        bad = [t for t in self.tables or [] if t["problem"]]
+        if self.tables == []:
+            reasons.append("manifest.json lists no tables of the run")
+        if bad:
+            reasons.append(
+                f"{len(bad)} of {_count(len(self.tables or []), 'table')} of the run missing "
+                "or damaged"
+            )
+        return reasons
+
+    @property
+    def clean(self) -> bool:
+        """Nothing flagged (:attr:`flags` is empty)."""
+        return not self.flags
 
     @property
     def exit_code(self) -> int:
-        """0 clean, 3 when integrity is flagged or positions fall outside their window."""
-        if self.integrity is not None and not self.integrity.get("clean", True):
-            return EXIT_FLAGGED
-        classes = (self.geometry or {}).get("classes", {})
-        if any(e.get("outside_window") for e in classes.get("per_table", [])):
-            return EXIT_FLAGGED
-        return EXIT_CLEAN
+        """0 clean, 3 when anything is flagged (:attr:`flags`)."""
+        return EXIT_CLEAN if self.clean else EXIT_FLAGGED
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-able: ``{"source", "geometry", "integrity", "notes", "exit_code"}``."""
+        """JSON-able: ``{"source", "geometry", "integrity", "tables", "notes", "clean",
+        "flags", "exit_code"}``; ``integrity.clean``/``integrity.exit_code`` are the
+        check's verdict too."""
+        integrity = self.integrity
+        if integrity is not None:
+            integrity = {**integrity, "clean": self.clean, "exit_code": self.exit_code}
         return {
             "source": self.source,
             MANIFEST_GEOMETRY: self.geometry,
-            MANIFEST_INTEGRITY: self.integrity,
+            MANIFEST_INTEGRITY: integrity,
+            "tables": self.tables,
             "notes": self.notes,
+            "clean": self.clean,
+            "flags": self.flags,
             "exit_code": self.exit_code,
         }
 
     def text(self) -> str:
-        """The short report ``perturbscore check`` prints."""
+        """The short report ``perturbscore check`` prints; its last line is the verdict."""
         lines = [f"check: {self.source}"]
         if self.geometry:
             lines.append(describe_geometry(self.geometry))
@@ -74,8 +127,38 @@ class CheckReport:
                 lines.append(format_classes(self.geometry["classes"]))
         lines += self.notes
         if self.integrity is not None:
-            lines.append(format_integrity(self.integrity))
+            lines.append(format_integrity(self.integrity, verdict=False))
+        if self.tables == []:
+            lines.append("tables: none listed in manifest.json")
+        elif self.tables is not None:
+            bad = [t for t in self.tables if t["problem"]]
+            n = _count(len(self.tables), "table")
+            lines.append(
+                f"tables: {n} listed in manifest.json, "
+                + (
+                    f"{len(self.tables) - len(bad)} readable with their recorded rows and tracks"
+                    if bad
+                    else "every one readable with its recorded rows and tracks"
+                )
+            )
+            lines += [f"  FLAG {t['problem']}" for t in bad]
+        flags = self.flags
+        if not flags:
+            checked = "" if self.integrity is not None else " (the predictions were not read)"
+            lines.append(f"  clean: no misaligned rows or wrong positions found{checked}")
+        else:
+            lines.append(f"  flagged: {'; '.join(flags)} (exit code {self.exit_code})")
         return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 table``, ``2 tables``."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _rows(n: int) -> str:
+    """``1 row lies``, ``2 rows lie``."""
+    return f"{n:,} row lies" if n == 1 else f"{n:,} rows lie"
 
 
 def describe_geometry(geo: dict[str, Any]) -> str:
@@ -166,6 +249,8 @@ def check_run_file(
     CheckReport
     """
     cfg, geo = load_check_config(path)
+    # Before any table is read: a typo among the prediction paths is a user error.
+    missing = [] if positions_only else _missing_predictions(cfg, Path(path))
     report = CheckReport(str(path))
     counter = _count_classes(cfg, geo)
     if geo is not None:
@@ -175,13 +260,6 @@ def check_run_file(
             "no [geometry] in the run file: receptive-field classes not computed (add "
             '[geometry] model = "enformer" and [variants] position = ...)'
         )
-
-    missing = [
-        str(f)
-        for f in missing_prediction_files(
-            p for g in cfg.groups for b in g.batches for p in (b.ref, b.alt)
-        )
-    ]
     if positions_only:
         report.notes.append("integrity: not checked (--positions-only)")
         return report
@@ -189,13 +267,43 @@ def check_run_file(
         shown = ", ".join(Path(m).name for m in missing[:4])
         more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
         report.notes.append(
-            f"integrity: not checked: {len(missing)} prediction files not found ({shown}{more}); "
-            "class counts come from the variant tables alone"
+            f"integrity: not checked: {_count(len(missing), 'prediction file')} not found "
+            f"({shown}{more}); class counts come from the variant tables alone"
         )
         return report
 
     report.integrity = _integrity(cfg, rtol, atol, max_examples, block_bytes)
     return report
+
+
+def _missing_predictions(cfg: RunConfig, run_file: Path) -> list[str]:
+    """The run file's prediction files when none of them is here (the variant-tables-only
+    check), else ``[]``; some here and some not is a user error (a wrong path, most
+    likely), raised naming the first missing one."""
+    named = [
+        (p, group.name, number, side)
+        for group in cfg.groups
+        for number, batch in enumerate(group.batches, start=1)
+        for side, p in (("ref", batch.ref), ("alt", batch.alt))
+    ]
+    missing = [str(f) for f in missing_prediction_files(p for p, *_ in named)]
+    files = {str(prediction_file(p)) for p, *_ in named}
+    if not missing or len(missing) == len(files):
+        return missing
+    p, group, number, side = next(n for n in named if str(prediction_file(n[0])) in missing)
+    others = (
+        f" and {_count(len(missing) - 1, 'other')} ({', '.join(missing[1:3])}"
+        f"{', ...' if len(missing) > 3 else ''})"
+        if len(missing) > 1
+        else ""
+    )
+    here = len(files) - len(missing)
+    raise PerturbscoreError(
+        f"{prediction_file(p)}: prediction file not found ({side} of group {group}, batch "
+        f"{number} in {run_file}){others}, while {here} of the run file's "
+        f"{_count(len(files), 'prediction file')} are there; fix the path, or pass "
+        "--positions-only to check the variant tables alone."
+    )
 
 
 def _count_classes(cfg: RunConfig, geo: GeometryConfig | None) -> ClassCounter:
@@ -221,7 +329,15 @@ def _count_classes(cfg: RunConfig, geo: GeometryConfig | None) -> ClassCounter:
 
 
 def check_run_dir(path: str | Path) -> CheckReport:
-    """What a finished run recorded: ``manifest.json``'s ``geometry`` and ``integrity``."""
+    """What a finished run recorded, and whether its tables are still what it wrote.
+
+    ``manifest.json``'s ``geometry`` and ``integrity``, with the NaN/Inf values a
+    ``--nan propagate`` run passed through (flagged as the run-file check flags them);
+    then every table the manifest lists: there, readable, with the run's track columns
+    and the row count the manifest recorded (Parquet: from the footers; CSV and R
+    tables are read whole).  A missing or damaged table is a finding (exit code 3),
+    not an error: the check goes on and lists every one.
+    """
     p = Path(path)
     manifest = p / "manifest.json"
     refuse_unfinished_commit(p)
@@ -231,16 +347,100 @@ def check_run_dir(path: str | Path) -> CheckReport:
         )
     try:
         data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PerturbscoreError(f"{manifest}: cannot read the run manifest ({exc}).") from exc
+    if not isinstance(data, dict):
+        raise PerturbscoreError(f"{manifest}: not a perturbscore run manifest (no fields).")
     report = CheckReport(str(p))
     report.geometry = data.get(MANIFEST_GEOMETRY)
     report.integrity = data.get(MANIFEST_INTEGRITY)
+    nonfinite = recorded_nonfinite(data.get("warnings") or [])
     if report.geometry is None:
         report.notes.append("the run recorded no geometry (no [geometry] in its run file)")
     if report.integrity is None:
         report.notes.append("the run recorded no integrity checks")
+        if nonfinite:
+            report.integrity = {}
+    if nonfinite and report.integrity is not None:
+        report.integrity = {
+            **report.integrity,
+            "nonfinite": nonfinite,
+            "clean": False,
+            "exit_code": EXIT_FLAGGED,
+        }
+    report.tables = check_tables(p, data)
     return report
+
+
+#: How :meth:`.findings.Findings.conclude` words the NaN/Inf a run passed through
+#: ("1 values" today; "1 value" read as well, should that be corrected).
+_NONFINITE_WARNING = "NaN/Inf passed through (--nan propagate): "
+_NONFINITE_ENTRY = re.compile(
+    r"(?P<path>.+?): (?P<values>\d+) values?, first at (?P<first>.+)", re.S
+)
+
+
+def recorded_nonfinite(warnings: list[Any]) -> dict[str, dict[str, Any]]:
+    """The NaN/Inf values a ``--nan propagate`` run recorded among its manifest's
+    ``warnings``, as the run-file check reports them: ``{path: {"values", "first"}}``."""
+    found: dict[str, dict[str, Any]] = {}
+    for w in warnings:
+        if not isinstance(w, str) or not w.startswith(_NONFINITE_WARNING):
+            continue
+        detail = w[len(_NONFINITE_WARNING) :]
+        # Entries are joined by "; "; split only before one that starts a new entry.
+        for entry in re.split(r"; (?=[^;]+?: \d+ values?, first at )", detail):
+            m = _NONFINITE_ENTRY.fullmatch(entry)
+            if m:
+                found[m["path"]] = {"values": int(m["values"]), "first": m["first"]}
+            else:  # worded otherwise (another version): still flagged, as written
+                found[entry] = {"values": 0, "first": "(see the run's warnings)"}
+    return found
+
+
+def check_tables(run_dir: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every table ``manifest`` lists (none: flagged by :attr:`CheckReport.flags`):
+    ``{"path", "rows", "problem"}``, ``problem`` the
+    sentence of what is wrong with it (missing, unreadable, rows or tracks not those
+    recorded) or None.  The checks are those ``compare`` makes
+    (:meth:`.compare_tables.ScoreSet.verify`)."""
+    from .compare_tables import ScoreSet
+
+    outputs = manifest.get("outputs")
+    selected = (manifest.get("tracks") or {}).get("selected") or []
+    tracks = [str(t["identifier"]) for t in selected if isinstance(t, dict) and "identifier" in t]
+    if not isinstance(outputs, list):
+        return []  # flagged: a finished run lists its tables
+    found = []
+    for o in outputs:
+        rel = o.get("path") if isinstance(o, dict) else None
+        rows = o.get("rows") if isinstance(o, dict) else None
+        if not isinstance(rel, str):
+            found.append({"path": None, "rows": None, "problem": "an output without a path"})
+            continue
+        table = run_dir / rel
+        entry: dict[str, Any] = {"path": str(table), "rows": rows, "problem": None}
+        found.append(entry)
+        if not table.exists():
+            entry["problem"] = f"{table}: listed in manifest.json but missing"
+            continue
+        if table.suffix.lower() not in TABLE_SUFFIXES:
+            entry["problem"] = (
+                f"{table}: not a table perturbscore writes (Parquet, CSV, RDS or RData)"
+            )
+            continue
+        if table.is_dir() and (
+            table.suffix.lower() != ".parquet" or not any(table.glob("*.parquet"))
+        ):
+            # (the Dask engine writes a table as a folder of Parquet part files)
+            entry["problem"] = f"{table}: a folder without Parquet part files, not a table"
+            continue
+        s = ScoreSet(str(o.get("group")), "", "", table, rows if isinstance(rows, int) else None)
+        try:
+            s.verify(tracks)
+        except PerturbscoreError as exc:
+            entry["problem"] = str(exc).rstrip(".")
+    return found
 
 
 def check_path(path: str | Path, positions_only: bool = False, **kwargs: Any) -> CheckReport:
@@ -252,6 +452,15 @@ def check_path(path: str | Path, positions_only: bool = False, **kwargs: Any) ->
                 f"--{name} {value} is not a tolerance; give a number of 0 or more."
             )
     p = Path(path)
+    if p.is_file() and p.name == "manifest.json":
+        p = p.parent  # a finished run's own manifest: the run folder is meant
+    elif p.is_file() and p.suffix.lower() in TABLE_SUFFIXES:
+        raise PerturbscoreError(
+            f"{p} is a table, not a run file or a run folder; give the run file (.toml), or "
+            f"the folder that holds the run's manifest.json"
+            + (f" ({p.parent})" if (p.parent / "manifest.json").is_file() else "")
+            + "."
+        )
     if p.is_dir():
         if positions_only:
             raise PerturbscoreError(

@@ -196,7 +196,9 @@ def report_cmd(compare_folder: Path, out: Path | None, overwrite: bool) -> None:
 def check_cmd(target: Path, positions_only: bool, rtol: float, atol: float, as_json: bool) -> None:
     """Receptive-field classes and integrity checks of a run file or a finished run.
 
-    Exit code 0: clean; 3: rows flagged (misaligned rows or wrong positions); 2: user error.
+    A finished run's tables are checked too (there, readable, with their recorded rows
+    and tracks).  Exit code 0: clean; 3: flagged (misaligned rows or wrong positions,
+    NaN/Inf in the predictions, a table of the run missing or damaged); 2: user error.
     """
     import json
 

@@ -214,6 +214,19 @@ class Lookup:
             out[units] = True
         return out
 
+    def left_out(self, exclude: np.ndarray | None) -> np.ndarray:
+        """``bool # U``: units whose variant has score rows, every one of them marked in
+        ``exclude`` (``bool # N``, the table's rows left out of every test): :meth:`take`
+        gives them NaN, so no test uses them."""
+        out = np.zeros(len(self.rows), bool)
+        if exclude is None:
+            return out
+        ok = self.rows >= 0
+        out[ok] = exclude[self.rows[ok]]
+        for units, rows in self.groups:
+            out[units] = bool(exclude[rows].all())  # mean/max skip the excluded rows
+        return out
+
 
 def build_lookup(
     table_keys: pd.DataFrame,
@@ -236,7 +249,9 @@ def build_lookup(
         first = hits[hits["_unit"] == multi[0]]
         example = ", ".join(f"{k}={first[k].iloc[0]}" for k in keys)
         raise PerturbscoreError(
-            f"{where}: {len(multi)} pairing variants match several score rows, e.g. "
+            f"{where}: {len(multi)} pairing "
+            f"{'variant matches' if len(multi) == 1 else 'variants match'} several score "
+            "rows, e.g. "
             f"{example} at rows {', '.join(str(r + 1) for r in first['_row'])}; add a key "
             "column (--keys) or choose --duplicates first|mean|max."
         )

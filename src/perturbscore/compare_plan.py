@@ -125,29 +125,75 @@ def _unit_counts(pair: Pairing) -> dict[str, Any]:
     }
 
 
+#: ``compare.json`` ``units.variants``: non-matching units the paired tests use.
+BOTH_SCORED = "non-matching units with both variants scored"
+#: ... and those left out because a variant is outside the model's input (exclude).
+PAIRS_OUT_OF_FIELD = "non-matching units with a variant outside the model's input (left out)"
+
+
 def _variant_counts(
-    units: pd.DataFrame, found: dict[str, np.ndarray], group_a: str, group_b: str
+    units: pd.DataFrame,
+    found: dict[str, np.ndarray],
+    outside: dict[str, np.ndarray] | None,
+    group_a: str,
+    group_b: str,
 ) -> dict[str, int]:
-    """Pairing variants with and without a score row (``found``: ``bool # U`` per side)."""
+    """Pairing variants with and without a score row, and (``outside``: ``bool # U`` per
+    side, with ``--out-of-field exclude``) those left out as outside the model's input.
+
+    ``found``: ``bool # U`` per side.  Every count is of units or variants the tests do
+    not use, by reason, except :data:`BOTH_SCORED`: the pairs the paired design tests
+    (fewer on a track where a score is missing).
+    """
     m = units["matching"].to_numpy()
-    return {
-        "matching units without a score row": int((m & ~found["a"] & ~found["b"]).sum()),
-        f"non-matching {group_a} variants without a score row": int((~m & ~found["a"]).sum()),
-        f"non-matching {group_b} variants without a score row": int((~m & ~found["b"]).sum()),
-        "non-matching units with both variants scored": int((~m & found["a"] & found["b"]).sum()),
+    fa, fb = found["a"], found["b"]
+    out_a, out_b = (outside["a"], outside["b"]) if outside else (np.zeros_like(fa),) * 2
+    counts = {
+        "matching units without a score row": int((m & ~fa & ~fb).sum()),
+        f"non-matching {group_a} variants without a score row": int((~m & ~fa).sum()),
+        f"non-matching {group_b} variants without a score row": int((~m & ~fb).sum()),
     }
+    if outside is not None:
+        used_a, used_b = fa & ~out_a, fb & ~out_b
+        counts.update(
+            {
+                "matching units outside the model's input (left out)": int(
+                    (m & (fa | fb) & ~used_a & ~used_b).sum()
+                ),
+                f"non-matching {group_a} variants outside the model's input (left out)": int(
+                    (~m & fa & out_a).sum()
+                ),
+                f"non-matching {group_b} variants outside the model's input (left out)": int(
+                    (~m & fb & out_b).sum()
+                ),
+                PAIRS_OUT_OF_FIELD: int((~m & fa & fb & (out_a | out_b)).sum()),
+            }
+        )
+    counts[BOTH_SCORED] = int((~m & fa & fb & ~out_a & ~out_b).sum())
+    return counts
 
 
-def _rank_counts(units: pd.DataFrame) -> dict[str, dict[str, int]]:
-    """Matching and non-matching units per pairing rank."""
+def _rank_counts(
+    units: pd.DataFrame, found: dict[str, np.ndarray], outside: dict[str, np.ndarray] | None
+) -> dict[str, dict[str, int]]:
+    """Matching and non-matching units per pairing rank, and the non-matching ones the
+    paired design tests (``non_matching_both_scored``) or, with ``--out-of-field
+    exclude``, leaves out because a variant is outside the model's input."""
     m = units["matching"].to_numpy()
-    return {
-        str(r): {
-            "matching": int((m & (units["rank"] == r)).sum()),
-            "non_matching": int((~m & (units["rank"] == r)).sum()),
+    both = ~m & found["a"] & found["b"]
+    out = (outside["a"] | outside["b"]) if outside else np.zeros_like(both)
+    per_rank = {}
+    for r in sorted(units["rank"].unique()):
+        at = (units["rank"] == r).to_numpy()
+        entry = {
+            "matching": int((m & at).sum()),
+            "non_matching": int((~m & at).sum()),
+            "non_matching_both_scored": int((both & ~out & at).sum()),
         }
-        for r in sorted(units["rank"].unique())
-    }
+        if outside is not None:
+            entry["non_matching_left_out_out_of_field"] = int((both & out & at).sum())
+        per_rank[str(r)] = entry
+    return per_rank
 
 
 def _table_lookup(
@@ -184,6 +230,7 @@ def _plan_pairing(
     keys: Sequence[str],
     duplicates: str,
     unpaired_too: bool = False,
+    out_of_field: str = "keep",
 ) -> tuple[dict[tuple[str, str, str], Lookup], dict[str, Any], list[str]]:
     """Look the pairing variants up in every compared table; returns lookups, unit counts
     and warnings (logged when the tests start, once every input is checked).
@@ -196,15 +243,18 @@ def _plan_pairing(
     unit_counts = _unit_counts(pair)
     lookups: dict[tuple[str, str, str], Lookup] = {}
     for agg, stat in combos:
-        found = {}
+        found, outside = {}, {}
         for g, side in ((group_a, "a"), (group_b, "b")):
             lk = _table_lookup(run, g, side, agg, stat, units, keys, duplicates)
             lookups[(g, agg, stat)] = lk
             found[side] = lk.found()
+            outside[side] = lk.left_out(run.get(g, agg, stat).exclude)
         if "variants" not in unit_counts:
-            unit_counts["variants"] = _variant_counts(units, found, group_a, group_b)
+            # Classes are per variant, the same in every table of a group: one table's do.
+            excluded = outside if out_of_field == "exclude" else None
+            unit_counts["variants"] = _variant_counts(units, found, excluded, group_a, group_b)
             if "rank" in units.columns:
-                unit_counts["per_rank"] = _rank_counts(units)
+                unit_counts["per_rank"] = _rank_counts(units, found, excluded)
     if not any(lk.found().any() for lk in lookups.values()):
         msg = (
             f"none of the {len(units):,} pairing units has a variant in the score tables of "
@@ -214,12 +264,21 @@ def _plan_pairing(
         if not unpaired_too:
             raise PerturbscoreError(msg + ".")
         return lookups, unit_counts, [f"{msg}; only the unpaired design tests anything."]
-    nf = {k: v for k, v in unit_counts["variants"].items() if "without" in k and v}
+    counts = unit_counts["variants"]
+    nf = {k: v for k, v in counts.items() if "without" in k and v}
     notes = []
     if nf:
         notes.append(
             "pairing variants not found in the score tables (left out): "
-            + "; ".join(f"{k.replace(' without a score row', '')}: {v}" for k, v in nf.items())
+            + "; ".join(f"{k.replace(' without a score row', '')}: {v:,}" for k, v in nf.items())
+        )
+    oof = {k: v for k, v in counts.items() if "outside the model's input" in k and v}
+    if oof:
+        notes.append(
+            "pairing units and variants outside the model's input (--out-of-field exclude, "
+            "left out): "
+            + "; ".join(f"{k.replace(' (left out)', '')}: {v:,}" for k, v in oof.items())
+            + f"; {BOTH_SCORED}: {counts[BOTH_SCORED]:,}"
         )
     return lookups, unit_counts, notes
 
@@ -277,7 +336,7 @@ def _check_tables(
         entries["left_out_out_of_field"] = left_out
         warnings.append(
             "left out of every test, as outside the model's input: "
-            + ", ".join(f"{g} {n:,} variants" for g, n in left_out.items())
+            + ", ".join(f"{g} {n:,} variant{'' if n == 1 else 's'}" for g, n in left_out.items())
         )
     elif out_of_field == "keep" and rows:
         warnings.append(kept_out_of_field_warning(run.manifest, groups, rows))
@@ -337,7 +396,15 @@ def plan_comparison(
     lookups: dict[tuple[str, str, str], Lookup] = {}
     if pair is not None:
         lookups, summary["units"], pairing_notes = _plan_pairing(
-            run, combos, group_a, group_b, pair, keys, duplicates, "unpaired" in designs
+            run,
+            combos,
+            group_a,
+            group_b,
+            pair,
+            keys,
+            duplicates,
+            "unpaired" in designs,
+            out_of_field,
         )
         warnings += pairing_notes
     return ComparisonPlan(

@@ -77,7 +77,8 @@ class ScoreSet:
         """The table must have the rows the run's manifest recorded for it."""
         if self.rows is not None and rows != self.rows:
             raise PerturbscoreError(
-                f"{self.path} has {rows} rows but the run's manifest.json says {self.rows}; "
+                f"{self.path} has {rows} row{'' if rows == 1 else 's'} but the run's "
+                f"manifest.json says {self.rows}; "
                 f"{RERUN}."
             )
 
@@ -98,14 +99,25 @@ class ScoreSet:
         else:
             if not _r_signature(self.path):  # a foreign file: no need to read it all
                 raise PerturbscoreError(
-                    f"{self.path}: not a readable R data file (no R serialization header); "
-                    f"{RERUN}."
+                    f"{self.path}: not a readable R data file (no R serialization header); {RERUN}."
                 )
             self._full(tracks)  # checks the tracks and the row count
             if not keep:
                 self.release()
             return
         _check_tracks(self.path, names, tracks)
+
+    def verify(self, tracks: Sequence[str]) -> None:
+        """:meth:`check`, and for a CSV table its row count too (the table is read whole,
+        then let go): what ``perturbscore check RUN_DIR`` asks of every table."""
+        if self.path.suffix.lower() == ".csv":
+            try:
+                self._full(tracks)  # the header's tracks and the manifest's row count
+            finally:
+                self.release()
+            return
+        self.check(tracks)
+        self.release()
 
     def read(self, columns: Sequence[str], score_columns: Sequence[str]) -> pd.DataFrame:
         """These columns of the table (Parquet: only these are read)."""
@@ -303,7 +315,11 @@ def kept_out_of_field_warning(
         n = counts.get(g, 0)
         total = sum(v for v in (per_group.get(g) or {}).values() if isinstance(v, int))
         share = f" ({100 * n / total:.1f}%)" if total else ""
-        parts.append(f"{g} {n:,} of {total:,} rows{share}" if total else f"{g} {n:,} rows")
+        parts.append(
+            f"{g} {n:,} of {total:,} rows{share}"
+            if total
+            else f"{g} {n:,} row{'' if n == 1 else 's'}"
+        )
     has_column = bool((manifest.get("geometry") or {}).get("class_column"))
     fix = (
         "pass --out-of-field exclude to leave them out"
@@ -329,6 +345,14 @@ def load_run(folder: str | Path) -> RunTables:
     """
     folder = Path(folder)
     mpath = folder / "manifest.json"
+    if folder.is_file():
+        hint = (
+            f"{folder.parent}, the folder that holds it"
+            if folder.name == "manifest.json"
+            else "the --out folder of 'perturbscore run' (or of import-scores, normalise), "
+            "not a file in it or the run file"
+        )
+        raise PerturbscoreError(f"{folder} is a file, not a run folder; give {hint}.")
     if not folder.is_dir():
         raise PerturbscoreError(
             f"{folder}: run folder not found; give the --out folder of 'perturbscore run' "

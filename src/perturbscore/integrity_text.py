@@ -20,32 +20,45 @@ _TITLES = {
 }
 
 
-def format_integrity(result: Mapping[str, Any], limit: int = 5) -> str:
-    """Short human text of a :meth:`.integrity.IntegrityChecker.finish` result."""
-    ident = result["identical_rows"]
-    parts = [f"{ident.get(lab, 0)} {lab}" for lab in CLASS_LABELS]
-    if ident.get("unclassified"):
-        parts.append(f"{ident['unclassified']} unclassified")
-    lines = [
-        f"integrity: {result['rows']} rows checked; REF == ALT in {ident['total']} "
-        f"({', '.join(parts)})"
-    ]
+def format_integrity(result: Mapping[str, Any], limit: int = 5, verdict: bool = True) -> str:
+    """Short human text of a :meth:`.integrity.IntegrityChecker.finish` result.
+
+    ``verdict``: end with the clean/flagged line of ``result`` alone; ``perturbscore
+    check`` words its own verdict (:attr:`.check.CheckReport.flags`), which weighs the
+    positions and the run's tables too.
+    """
+    lines = []
+    ident = result.get("identical_rows")
+    if ident is not None:
+        parts = [f"{ident.get(lab, 0)} {lab}" for lab in CLASS_LABELS]
+        if ident.get("unclassified"):
+            parts.append(f"{ident['unclassified']} unclassified")
+        lines.append(
+            f"integrity: {_count(result['rows'], 'row')} checked; REF == ALT in "
+            f"{ident['total']} ({', '.join(parts)})"
+        )
     for finding in FINDINGS:
-        n = result["findings"].get(finding, 0)
+        n = (result.get("findings") or {}).get(finding, 0)
         if not n:
             continue
         extra = ""
         if finding == "duplicate_vectors":
             sets = result.get("duplicate_vector_sets", 0)
             extra = f" in {sets} set{'' if sets == 1 else 's'}"
-        lines.append(f"  FLAG {n} {_TITLES[finding]}{extra}")
+        title = _TITLES[finding]
+        if n == 1:
+            title = title.replace("rows", "row", 1)
+        lines.append(f"  FLAG {n} {title}{extra}")
         for ex in result.get("examples", {}).get(finding, [])[:limit]:
             lines.append("    " + _example(finding, ex))
     for path, found in (result.get("nonfinite") or {}).items():
         lines.append(
-            f"  FLAG {found['values']} NaN or Inf values in {path}, first at {found['first']} "
-            "('perturbscore run' refuses them; --nan propagate carries them into the scores)"
+            f"  FLAG {_count(found['values'], 'NaN or Inf value')} in {path}, first at "
+            f"{found['first']} ('perturbscore run' refuses them; --nan propagate carries "
+            "them into the scores)"
         )
+    if not verdict:
+        return "\n".join(lines)
     if result["clean"]:
         lines.append("  clean: no misaligned rows or wrong positions found")
     elif not any(result["findings"].values()):
@@ -56,6 +69,11 @@ def format_integrity(result: Mapping[str, Any], limit: int = 5) -> str:
             f"wrong (exit code {result['exit_code']})"
         )
     return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 row``, ``2 rows``: counts read as words."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _example(finding: str, ex: Mapping[str, Any]) -> str:

@@ -149,6 +149,18 @@ def build_report(
     checked (``compare.json``, ``tests.parquet``, the figures) before it is written.
     """
     folder = Path(compare_dir)
+    if folder.is_file() and folder.name == "compare.json":
+        folder = folder.parent  # the comparison's own file: its folder is meant
+    elif folder.is_file():
+        raise PerturbscoreError(
+            f"{folder} is a file, not a comparison folder; give the --out folder of "
+            "'perturbscore compare' (the folder that holds compare.json)."
+        )
+    elif not folder.is_dir():
+        raise PerturbscoreError(
+            f"{folder}: comparison folder not found; give the --out folder of "
+            "'perturbscore compare'."
+        )
     cpath = folder / "compare.json"
     refuse_unfinished_commit(folder)
     if not cpath.is_file():
