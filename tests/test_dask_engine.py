@@ -159,7 +159,7 @@ def test_same_messages_as_the_local_engine(study: Path, tmp_path: Path, schedule
         messages.append(str(err.value))
         assert not (tmp_path / "n").exists()
     assert messages[0] == messages[1]
-    assert "final_alt_preds_top_snps_strand.npy: 1 values, first at variant" in messages[0]
+    assert "final_alt_preds_top_snps_strand.npy: 1 value, first at variant" in messages[0]
 
 
 def test_ctrl_c_stops_the_dask_engine_cleanly(tmp_path: Path) -> None:

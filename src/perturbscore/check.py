@@ -34,6 +34,7 @@ from .geometry_tables import (
 )
 from .integrity import EXIT_CLEAN, EXIT_FLAGGED
 from .integrity_text import format_integrity
+from .messages import count
 from .outputs import refuse_unfinished_commit
 from .readers import missing_prediction_files, prediction_file
 from .runfile import RunConfig, load_run_file
@@ -85,7 +86,7 @@ class CheckReport:
             reasons.append("manifest.json lists no tables of the run")
         if bad:
             reasons.append(
-                f"{len(bad)} of {_count(len(self.tables or []), 'table')} of the run missing "
+                f"{len(bad)} of {count(len(self.tables or []), 'table')} of the run missing "
                 "or damaged"
             )
         return reasons
@@ -132,7 +133,7 @@ class CheckReport:
             lines.append("tables: none listed in manifest.json")
         elif self.tables is not None:
             bad = [t for t in self.tables if t["problem"]]
-            n = _count(len(self.tables), "table")
+            n = count(len(self.tables), "table")
             lines.append(
                 f"tables: {n} listed in manifest.json, "
                 + (
@@ -151,9 +152,6 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _count(n: int, noun: str) -> str:
-    """``1 table``, ``2 tables``."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _rows(n: int) -> str:
@@ -267,7 +265,7 @@ def check_run_file(
         shown = ", ".join(Path(m).name for m in missing[:4])
         more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
         report.notes.append(
-            f"integrity: not checked: {_count(len(missing), 'prediction file')} not found "
+            f"integrity: not checked: {count(len(missing), 'prediction file')} not found "
             f"({shown}{more}); class counts come from the variant tables alone"
         )
         return report
@@ -292,7 +290,7 @@ def _missing_predictions(cfg: RunConfig, run_file: Path) -> list[str]:
         return missing
     p, group, number, side = next(n for n in named if str(prediction_file(n[0])) in missing)
     others = (
-        f" and {_count(len(missing) - 1, 'other')} ({', '.join(missing[1:3])}"
+        f" and {count(len(missing) - 1, 'other')} ({', '.join(missing[1:3])}"
         f"{', ...' if len(missing) > 3 else ''})"
         if len(missing) > 1
         else ""
@@ -301,7 +299,7 @@ def _missing_predictions(cfg: RunConfig, run_file: Path) -> list[str]:
     raise PerturbscoreError(
         f"{prediction_file(p)}: prediction file not found ({side} of group {group}, batch "
         f"{number} in {run_file}){others}, while {here} of the run file's "
-        f"{_count(len(files), 'prediction file')} are there; fix the path, or pass "
+        f"{count(len(files), 'prediction file')} are there; fix the path, or pass "
         "--positions-only to check the variant tables alone."
     )
 

@@ -34,6 +34,7 @@ from .compare_tests import (
     run_blocks,
     untested_warnings,
 )
+from .messages import count
 
 log = logging.getLogger("perturbscore")
 
@@ -211,10 +212,10 @@ class ComparisonPlan:
         blocks = [ids[j : j + width] for j in range(0, len(ids), width)]
         log.info(
             "%s per track x %s x %s, %s per block",
-            _count(len(specs), "test"),
-            _count(len(ids), "track"),
-            _count(len(self.combos), "table"),
-            _count(width, "track"),
+            count(len(specs), "test"),
+            count(len(ids), "track"),
+            count(len(self.combos), "table"),
+            count(width, "track"),
         )
         jobs = [(agg, stat, cols) for agg, stat in self.combos for cols in blocks]
         parts = run_blocks(jobs, specs, self.read_block, self._release, workers, progress)
@@ -223,7 +224,3 @@ class ComparisonPlan:
         warnings = list(self.warnings) + untested_warnings(out)
         return CompareResult(out, self.track_meta, self.summary, self.read_samples, warnings)
 
-
-def _count(n: int, noun: str) -> str:
-    """``1 test``, ``2 tests``: counts in log lines read as sentences."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"

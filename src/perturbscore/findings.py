@@ -14,6 +14,7 @@ from typing import Any
 from .errors import PerturbscoreError
 from .integrity import IntegrityChecker
 from .integrity_keys import keys_in_several_groups
+from .messages import count
 from .plan import Prepared
 
 
@@ -83,7 +84,7 @@ class Findings:
         return result
 
     def add(self, batch: int, found: list[tuple[str, int, tuple[int, int, int]]], bad: int) -> None:
-        for source, count, (row, b, col) in found:
+        for source, n, (row, b, col) in found:
             prev = self.nonfinite.get(source)
             tracks = self.prep.tracks
             where = (
@@ -94,14 +95,14 @@ class Findings:
                     f"{tracks['index'].iloc[col]} ({tracks['identifier'].iloc[col]})"
                 )
             )
-            self.nonfinite[source] = ((prev[0] if prev else 0) + count, where)
+            self.nonfinite[source] = ((prev[0] if prev else 0) + n, where)
         self.bad_log2 += bad
 
     def conclude(self, warnings: list[str]) -> None:
         prep = self.prep
         if self.nonfinite:
             detail = "; ".join(
-                f"{p}: {c} values, first at {w}" for p, (c, w) in self.nonfinite.items()
+                f"{p}: {count(c, 'value')}, first at {w}" for p, (c, w) in self.nonfinite.items()
             )
             if prep.opts.nan_policy == "error":
                 raise PerturbscoreError(

@@ -29,7 +29,7 @@ from .geometry import (
     offsets_from_start,
     place,
 )
-from .messages import closest, describe_value, listing, quote
+from .messages import closest, count, describe_value, listing, quote
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,7 @@ def _integer_column(df: pd.DataFrame, column: str, where: str) -> np.ndarray:
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise PerturbscoreError(
             f"{where}: column {quote(column)} must hold whole numbers; line {i + 2} has "
-            f"{quote(df[column].iloc[i])} ({int(bad.sum())} such rows)."
+            f"{quote(df[column].iloc[i])} ({count(int(bad.sum()), 'such row')})."
         )
     return values.to_numpy(dtype=np.int64)
 
@@ -354,7 +354,9 @@ def format_classes(classes: Mapping[str, Any]) -> str:
     for name, e in zip(names, tables, strict=True):
         lines.append(row(name, e["counts"]))
         if e.get("outside_window"):
-            lines.append(f"  {e['outside_window']} rows lie outside the window itself")
+            lines.append(
+                f"  {count(e['outside_window'], 'row lies', 'rows lie')} outside the window itself"
+            )
     if len(tables) > 1:
         lines.append(row("all tables", classes["total"]))
     return "\n".join(lines)

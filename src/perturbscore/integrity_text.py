@@ -11,6 +11,7 @@ from typing import Any
 
 from .geometry import CLASS_LABELS
 from .integrity import FINDINGS
+from .messages import count
 
 _TITLES = {
     "identical_in_field": "rows inside the field with REF == ALT (bitwise)",
@@ -34,7 +35,7 @@ def format_integrity(result: Mapping[str, Any], limit: int = 5, verdict: bool = 
         if ident.get("unclassified"):
             parts.append(f"{ident['unclassified']} unclassified")
         lines.append(
-            f"integrity: {_count(result['rows'], 'row')} checked; REF == ALT in "
+            f"integrity: {count(result['rows'], 'row')} checked; REF == ALT in "
             f"{ident['total']} ({', '.join(parts)})"
         )
     for finding in FINDINGS:
@@ -53,7 +54,7 @@ def format_integrity(result: Mapping[str, Any], limit: int = 5, verdict: bool = 
             lines.append("    " + _example(finding, ex))
     for path, found in (result.get("nonfinite") or {}).items():
         lines.append(
-            f"  FLAG {_count(found['values'], 'NaN or Inf value')} in {path}, first at "
+            f"  FLAG {count(found['values'], 'NaN or Inf value')} in {path}, first at "
             f"{found['first']} ('perturbscore run' refuses them; --nan propagate carries "
             "them into the scores)"
         )
@@ -71,9 +72,6 @@ def format_integrity(result: Mapping[str, Any], limit: int = 5, verdict: bool = 
     return "\n".join(lines)
 
 
-def _count(n: int, noun: str) -> str:
-    """``1 row``, ``2 rows``: counts read as words."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _example(finding: str, ex: Mapping[str, Any]) -> str:

@@ -102,6 +102,12 @@ def overwrite_hint(python: str = "overwrite=True") -> str:
     return "pass --overwrite" if _FOR_CLI else f"pass {python}"
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 row``, ``2 rows``, ``1,234 rows``: a count read as words (``plural`` when the
+    noun does not take an ``s``)."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
 def closest(word: str, known: Iterable[object], cutoff: float = 0.6) -> str | None:
     """The known name a user most likely meant by ``word``, or None (for "did you mean").
 

@@ -20,6 +20,7 @@ import numpy as np
 from . import normalise as nz
 from .errors import PerturbscoreError
 from .geometry import CLASS_LABELS, OUTSIDE_INPUT
+from .messages import count
 from .normalise import Background
 from .normalise_files import run_basis
 from .normalise_job import NormaliseJob, checked_blocks
@@ -140,10 +141,6 @@ def _check_spread(job: NormaliseJob) -> None:
             job.warnings.append(note)
 
 
-def _rows(n: int) -> str:
-    return f"{n:,} row" if n == 1 else f"{n:,} rows"
-
-
 def kept_out_of_field_warning(manifest: dict[str, Any], groups: Sequence[str]) -> str | None:
     """The warning for a run's out-of-field zeros normalised as if measured, or None.
 
@@ -165,7 +162,9 @@ def kept_out_of_field_warning(manifest: dict[str, Any], groups: Sequence[str]) -
     for g, n in counts.items():
         total = sum(v for v in (per_group.get(g) or {}).values() if isinstance(v, int))
         share = f" ({100 * n / total:.1f}%)" if total else ""
-        parts.append(f"{g} {n:,} of {_rows(total)}{share}" if total else f"{g} {_rows(n)}")
+        parts.append(
+            f"{g} {n:,} of {count(total, 'row')}{share}" if total else f"{g} {count(n, 'row')}"
+        )
     fix = (
         "run compare --out-of-field exclude on this folder to leave them out (its class "
         "column is kept here), or rerun 'perturbscore run' with --out-of-field na (NaN, which "
@@ -196,4 +195,3 @@ def warn_about_backgrounds(job: NormaliseJob) -> None:
     """Every warning about a job's backgrounds, once all are built (stderr and manifest)."""
     _check_spread(job)
     _out_of_field(job)
-

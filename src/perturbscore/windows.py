@@ -31,7 +31,7 @@ import numpy as np
 
 from .errors import PerturbscoreError
 from .geometry import ENFORMER, OUTSIDE_INPUT, Geometry, place
-from .messages import closest, listing, quote
+from .messages import closest, count, listing, quote
 from .predict_vcf import VCF_SUFFIXES, read_vcf
 from .variants import read_variants
 
@@ -99,13 +99,11 @@ def _ints(values: pd.Series, what: str, where: str, lines: np.ndarray, word: str
         i = int(bad[0])
         raise PerturbscoreError(
             f"{where}: {word} {lines[i]}: {what} {values.iloc[i]!r} is not a whole number "
-            f"({bad.size} such rows); fix the table."
+            f"({count(bad.size, 'such row')}); fix the table."
         )
     return num.to_numpy().astype(np.int64)
 
 
-def _count(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
 
 
 @dataclass
@@ -172,7 +170,7 @@ def load_variants(
     if bad.size:
         listed = "; ".join(f"{word} {lines[i]} {ref[i]}>{alt[i]}" for i in bad[:MAX_LISTED])
         raise PerturbscoreError(
-            f"{where}: {_count(bad.size, 'variant has', 'variants have')} alleles other than "
+            f"{where}: {count(bad.size, 'variant has', 'variants have')} alleles other than "
             f"A, C, G, T ({listed}); "
             "remove them or fix the alleles."
         )
@@ -180,7 +178,7 @@ def load_variants(
     if indel.size:
         listed = "; ".join(f"{word} {lines[i]} {ref[i]}>{alt[i]}" for i in indel[:MAX_LISTED])
         raise PerturbscoreError(
-            f"{where}: {_count(indel.size, 'variant is an indel', 'variants are indels')} "
+            f"{where}: {count(indel.size, 'variant is an indel', 'variants are indels')} "
             f"({listed}); perturbscore predict "
             "handles SNVs and equal-length substitutions only (an indel shifts the window), "
             "so remove them from the table."
@@ -236,7 +234,7 @@ def check_against_genome(v: Variants, genome: Genome, skip_ref_mismatch: bool) -
             return f"{name}({v.line_word} {v.lines[i]}) expected {v.ref[i]}, found {found[i]}"
         listed = "; ".join(label(i) for i in bad[:MAX_LISTED])
         raise PerturbscoreError(
-            f"{where}: {_count(len(bad), 'REF allele differs', 'REF alleles differ')} from "
+            f"{where}: {count(len(bad), 'REF allele differs', 'REF alleles differ')} from "
             f"{genome.path}: {listed}; use the "
             "genome build the variants were called on, or --skip-ref-mismatch to leave them "
             "out (counted in the manifest)."
