@@ -241,3 +241,21 @@ def test_a_background_spread_of_rounding_is_named_by_the_run(demo: Path, tmp_pat
     )
     r = run_cli("run", quantile_only, "--out", tmp_path / "q")
     assert r.returncode == 0 and "MAD below" not in r.stderr, r.stderr
+
+
+def test_kept_out_of_field_zeros_are_named_as_normalised(demo: Path, tmp_path: Path) -> None:
+    """--out-of-field keep: the run's warning says [normalise] gives those zeros values,
+    and compare of a normalise folder does not call them 'scored exactly 0'."""
+    toml = _run_file(demo, "kept", 'background = "bg.npz"')
+    r = run_cli("run", toml, "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    notes = [line for line in r.stderr.splitlines() if "lie outside the model's input" in line]
+    assert len(notes) == 1 and notes[0].endswith(
+        "; [normalise] gives those zeros a quantile and robust_z as if measured"
+    ), r.stderr
+    r = run_cli(
+        "-q", "compare", demo / "by-group", "--a", "stab", "--b", "top", "--out", tmp_path / "c"
+    )
+    assert r.returncode == 0, r.stderr
+    assert "whose raw scores were exactly 0 ('not measured'), normalised here" in r.stderr
+    assert "scored exactly 0" not in r.stderr

@@ -328,9 +328,14 @@ def kept_out_of_field_warning(
         f"'perturbscore run' with {CLASS_COLUMN_SETTING} (exclude finds them by that class "
         "column)"
     )
+    scored = (
+        "whose raw scores were exactly 0 ('not measured'), normalised here as if measured"
+        if manifest.get("source") == "normalise"
+        else "scored exactly 0 ('not measured')"
+    )
     return (
         f"out-of-field zeros in the compared groups: {' and '.join(parts)} are variants "
-        "outside the model's input, scored exactly 0 ('not measured'); with --out-of-field "
+        f"outside the model's input, {scored}; with --out-of-field "
         "keep they enter the tests as 'no effect' and can make the groups differ by their "
         f"share alone; {fix}."
     )

@@ -96,8 +96,11 @@ def cube_name(group: str) -> str:
     return f"{group}_scores.zarr"
 
 
-def _out_of_field_note(classes: dict[str, Any], policy: str) -> list[str]:
-    """The warning that a run has variants the model never saw, with what was done."""
+def _out_of_field_note(
+    classes: dict[str, Any], policy: str, normalised: bool = False
+) -> list[str]:
+    """The warning that a run has variants the model never saw, with what was done
+    (``normalised``: the run's ``[normalise]`` statistics are computed from them too)."""
     total = classes["total"]
     n_out, n = total["outside_input"], sum(total.values())
     if not n_out:
@@ -107,6 +110,8 @@ def _out_of_field_note(classes: dict[str, Any], policy: str) -> list[str]:
         "na": "written as NaN (--out-of-field na)",
         "drop": "left out of the tables (--out-of-field drop)",
     }[policy]
+    if normalised and policy == "keep":
+        done += "; [normalise] gives those zeros a quantile and robust_z as if measured"
     per_group = ", ".join(f"{g} {c['outside_input']:,}" for g, c in classes["per_group"].items())
     return [
         f"{n_out:,} of {n:,} variants ({100 * n_out / n:.1f}%; {per_group}) lie outside the "
@@ -250,7 +255,9 @@ def _check_fields(
         )
     classes = counter.describe() if config.geometry is not None else None
     if classes is not None:
-        warnings += _out_of_field_note(classes, opts.out_of_field)
+        warnings += _out_of_field_note(
+            classes, opts.out_of_field, normalised=config.normalise is not None
+        )
     own = [c for c in id_cols if c != config.class_column]
     check_ids_against_tracks(own, track_names, config.source, config.id_columns)
     if config.class_column in set(track_names):
