@@ -328,3 +328,20 @@ def test_overwrite_leaves_only_the_new_outputs(study: Path, tmp_path: Path, cli)
     listed = {o["path"] for o in json.loads((norm / "manifest.json").read_text())["outputs"]}
     assert listed and all("quantile" in name for name in listed)
     assert sorted(p.name for p in norm.iterdir()) == sorted([*listed, "manifest.json"])
+
+
+def test_a_comparison_folder_is_not_an_output_folder(study: Path, tmp_path: Path, cli) -> None:
+    """run and normalise into compare's folder would mix its report with other tables."""
+    run = tmp_path / "r"
+    assert cli("-q", "run", study / TOML, "--out", run).returncode == 0
+    comp = tmp_path / "c"
+    assert cli("-q", "compare", run, "--a", "stab", "--b", "top", "--out", comp).returncode == 0
+    before = _digests(comp)
+    for args in (
+        ["run", study / TOML, "--out", comp],
+        ["normalise", run, "--background", "stab", "--out", comp, "--overwrite"],
+    ):
+        r = cli("-q", *args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "holds the outputs of 'perturbscore compare' (compare.json)" in r.stderr
+    assert _digests(comp) == before

@@ -89,6 +89,13 @@ def refuse_existing_outputs(
     python : str
         The keyword argument to name to a library caller (:func:`.messages.overwrite_hint`).
     """
+    if (folder / "compare.json").is_file():
+        # A comparison's folder: its report and figures describe other tables, and
+        # compare refuses a run's folder likewise.
+        raise PerturbscoreError(
+            f"{folder} holds the outputs of 'perturbscore compare' (compare.json); '{what}' "
+            "writes into a folder of its own: choose another --out folder."
+        )
     existing = [p for p in planned if p.exists() or p.is_symlink()]
     if not existing:
         return
