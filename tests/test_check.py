@@ -241,7 +241,7 @@ def test_clean_run_file_has_one_verdict(tmp_path: Path) -> None:
 def test_recorded_nonfinite_reads_every_file_of_the_warning() -> None:
     """The run records NaN/Inf it passed through as one warning; every file is read back,
     an ID holding "; " included, "1 value" as well as "1 values"."""
-    from perturbscore.check import recorded_nonfinite
+    from perturbscore.check_dir import recorded_nonfinite
 
     warning = (
         "NaN/Inf passed through (--nan propagate): /a/alt.npy: 1 values, first at variant "

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from .compare_counts import BOTH_SCORED, rank_counts, unit_counts, variant_counts
 from .compare_design import ComparisonPlan
 from .compare_pairing import DEFAULT_KEYS, Lookup, Pairing, build_lookup, read_pairing
 from .compare_tables import (
@@ -112,90 +112,6 @@ def _shared_tables(run: RunTables, group_a: str, group_b: str) -> list[tuple[str
     return combos
 
 
-def _unit_counts(pair: Pairing) -> dict[str, Any]:
-    """What the pairing tables gave: units read, dropped, usable, matching."""
-    units = pair.units
-    return {
-        "files": len(pair.files),
-        "read": int(len(units) + sum(pair.dropped.values())),
-        "dropped": dict(pair.dropped),
-        "usable": int(len(units)),
-        "matching": int(units["matching"].sum()),
-        "non_matching": int((~units["matching"]).sum()),
-    }
-
-
-#: ``compare.json`` ``units.variants``: non-matching units the paired tests use.
-BOTH_SCORED = "non-matching units with both variants scored"
-#: ... and those left out because a variant is outside the model's input (exclude).
-PAIRS_OUT_OF_FIELD = "non-matching units with a variant outside the model's input (left out)"
-
-
-def _variant_counts(
-    units: pd.DataFrame,
-    found: dict[str, np.ndarray],
-    outside: dict[str, np.ndarray] | None,
-    group_a: str,
-    group_b: str,
-) -> dict[str, int]:
-    """Pairing variants with and without a score row, and (``outside``: ``bool # U`` per
-    side, with ``--out-of-field exclude``) those left out as outside the model's input.
-
-    ``found``: ``bool # U`` per side.  Every count is of units or variants the tests do
-    not use, by reason, except :data:`BOTH_SCORED`: the pairs the paired design tests
-    (fewer on a track where a score is missing).
-    """
-    m = units["matching"].to_numpy()
-    fa, fb = found["a"], found["b"]
-    out_a, out_b = (outside["a"], outside["b"]) if outside else (np.zeros_like(fa),) * 2
-    counts = {
-        "matching units without a score row": int((m & ~fa & ~fb).sum()),
-        f"non-matching {group_a} variants without a score row": int((~m & ~fa).sum()),
-        f"non-matching {group_b} variants without a score row": int((~m & ~fb).sum()),
-    }
-    if outside is not None:
-        used_a, used_b = fa & ~out_a, fb & ~out_b
-        counts.update(
-            {
-                "matching units outside the model's input (left out)": int(
-                    (m & (fa | fb) & ~used_a & ~used_b).sum()
-                ),
-                f"non-matching {group_a} variants outside the model's input (left out)": int(
-                    (~m & fa & out_a).sum()
-                ),
-                f"non-matching {group_b} variants outside the model's input (left out)": int(
-                    (~m & fb & out_b).sum()
-                ),
-                PAIRS_OUT_OF_FIELD: int((~m & fa & fb & (out_a | out_b)).sum()),
-            }
-        )
-    counts[BOTH_SCORED] = int((~m & fa & fb & ~out_a & ~out_b).sum())
-    return counts
-
-
-def _rank_counts(
-    units: pd.DataFrame, found: dict[str, np.ndarray], outside: dict[str, np.ndarray] | None
-) -> dict[str, dict[str, int]]:
-    """Matching and non-matching units per pairing rank, and the non-matching ones the
-    paired design tests (``non_matching_both_scored``) or, with ``--out-of-field
-    exclude``, leaves out because a variant is outside the model's input."""
-    m = units["matching"].to_numpy()
-    both = ~m & found["a"] & found["b"]
-    out = (outside["a"] | outside["b"]) if outside else np.zeros_like(both)
-    per_rank = {}
-    for r in sorted(units["rank"].unique()):
-        at = (units["rank"] == r).to_numpy()
-        entry = {
-            "matching": int((m & at).sum()),
-            "non_matching": int((~m & at).sum()),
-            "non_matching_both_scored": int((both & ~out & at).sum()),
-        }
-        if outside is not None:
-            entry["non_matching_left_out_out_of_field"] = int((both & out & at).sum())
-        per_rank[str(r)] = entry
-    return per_rank
-
-
 def _table_lookup(
     run: RunTables,
     group: str,
@@ -240,7 +156,7 @@ def _plan_pairing(
     the pairing designs test nothing.
     """
     units = pair.units
-    unit_counts = _unit_counts(pair)
+    summary = unit_counts(pair)
     lookups: dict[tuple[str, str, str], Lookup] = {}
     for agg, stat in combos:
         found, outside = {}, {}
@@ -249,12 +165,12 @@ def _plan_pairing(
             lookups[(g, agg, stat)] = lk
             found[side] = lk.found()
             outside[side] = lk.left_out(run.get(g, agg, stat).exclude)
-        if "variants" not in unit_counts:
+        if "variants" not in summary:
             # Classes are per variant, the same in every table of a group: one table's do.
             excluded = outside if out_of_field == "exclude" else None
-            unit_counts["variants"] = _variant_counts(units, found, excluded, group_a, group_b)
+            summary["variants"] = variant_counts(units, found, excluded, group_a, group_b)
             if "rank" in units.columns:
-                unit_counts["per_rank"] = _rank_counts(units, found, excluded)
+                summary["per_rank"] = rank_counts(units, found, excluded)
     if not any(lk.found().any() for lk in lookups.values()):
         msg = (
             f"none of the {len(units):,} pairing units has a variant in the score tables of "
@@ -263,8 +179,8 @@ def _plan_pairing(
         )
         if not unpaired_too:
             raise PerturbscoreError(msg + ".")
-        return lookups, unit_counts, [f"{msg}; only the unpaired design tests anything."]
-    counts = unit_counts["variants"]
+        return lookups, summary, [f"{msg}; only the unpaired design tests anything."]
+    counts = summary["variants"]
     nf = {k: v for k, v in counts.items() if "without" in k and v}
     notes = []
     if nf:
@@ -280,7 +196,7 @@ def _plan_pairing(
             + "; ".join(f"{k.replace(' (left out)', '')}: {v:,}" for k, v in oof.items())
             + f"; {BOTH_SCORED}: {counts[BOTH_SCORED]:,}"
         )
-    return lookups, unit_counts, notes
+    return lookups, summary, notes
 
 
 def _read_pairing_for(
