@@ -675,3 +675,14 @@ def test_missing_run_folder_is_named(tmp_path: Path, cli) -> None:
     r = cli("compare", tmp_path / "nope", "--a", "stab", "--b", "top", "--out", tmp_path / "c")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "nope: run folder not found" in r.stderr and not (tmp_path / "c").exists()
+
+
+def test_out_may_name_missing_folders(real_run: Path, tmp_path: Path, cli) -> None:
+    """As run and normalise: missing folders are created, and removed if it fails."""
+    out = tmp_path / "new" / "deeper" / "c"
+    r = cli("-q", "compare", real_run, "--a", "stab", "--b", "top", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert (out / "compare.json").is_file()
+    bad = tmp_path / "other" / "c"
+    r = cli("-q", "compare", real_run, "--a", "stab", "--b", "nope", "--out", bad)
+    assert r.returncode == 2 and not (tmp_path / "other").exists(), r.stderr

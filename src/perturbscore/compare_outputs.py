@@ -59,7 +59,8 @@ def _tag(*parts: object) -> str:
 
 
 def check_out_folder(out: Path, overwrite: bool) -> None:
-    """Refuse an ``--out`` that is a file, lacks a parent, or holds other things.
+    """Refuse an ``--out`` that is a file or holds other things (missing folders are
+    created, as by run and normalise, and removed again if the comparison fails).
 
     A commit a killed comparison left halfway there is finished first, so that what the
     folder holds is judged as the journal left it.
@@ -67,10 +68,6 @@ def check_out_folder(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise PerturbscoreError(
             f"--out {out} is an existing file; give a folder name for the comparison."
-        )
-    if not out.parent.is_dir():
-        raise PerturbscoreError(
-            f"--out {out}: folder {out.parent} does not exist; create it first."
         )
     if (out / JOURNAL).is_file():
         with output_folder(out):  # finish the commit a killed comparison left halfway
