@@ -94,7 +94,7 @@ from .memory import parse_size
     help="exclude: leave variants outside the model's input out of every test (needs the "
     "run's class column); the summary counts them.",
 )
-@out_folder_option(help="Output folder for the tests, figures and compare.json (created if missing).")
+@out_folder_option(help="Folder for the tests, figures and compare.json (created if missing).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier comparison in --out.")
 @verbosity
 @click.pass_context
