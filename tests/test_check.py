@@ -141,6 +141,10 @@ def test_nan_passed_through_by_the_run_is_flagged_as_check_of_the_run_file_flags
     assert flag in text_file and flag in text_dir
     for text in (text_file, text_dir):
         assert text.splitlines()[-1] == "  flagged: NaN or Inf in the predictions (exit code 3)"
+    # The run's manifest records them itself (not only in a warning's words).
+    recorded = json.loads((out / "manifest.json").read_text())["integrity"]
+    assert recorded["nonfinite"] == from_file["integrity"]["nonfinite"]
+    assert recorded["clean"] is False and recorded["exit_code"] == 3
 
 
 def test_flagged_integrity_recorded_by_the_run_is_one_verdict(tmp_path: Path) -> None:

@@ -204,16 +204,7 @@ def _integrity(
             findings.add(res.batch, res.nonfinite, res.bad_log2)
     finally:
         close_readers()
-    result = findings.checker.finish()
-    if findings.nonfinite:
-        # What 'perturbscore run' refuses (by default) is no clean bill of health.
-        result["nonfinite"] = {
-            path: {"values": count, "first": where}
-            for path, (count, where) in findings.nonfinite.items()
-        }
-        result["clean"] = False
-        result["exit_code"] = EXIT_FLAGGED
-    return result
+    return findings.with_nonfinite(findings.checker.finish())
 
 
 def check_run_file(

@@ -46,7 +46,9 @@ def check_run_dir(path: str | Path) -> CheckReport:
     report = CheckReport(str(p))
     report.geometry = data.get(MANIFEST_GEOMETRY)
     report.integrity = data.get(MANIFEST_INTEGRITY)
-    nonfinite = recorded_nonfinite(data.get("warnings") or [])
+    recorded = (report.integrity or {}).get("nonfinite")
+    # Runs before the manifest recorded it say so only in a warning's words.
+    nonfinite = recorded or recorded_nonfinite(data.get("warnings") or [])
     if report.geometry is None:
         report.notes.append("the run recorded no geometry (no [geometry] in its run file)")
     if report.integrity is None:
@@ -64,8 +66,8 @@ def check_run_dir(path: str | Path) -> CheckReport:
     return report
 
 
-#: How :meth:`.findings.Findings.conclude` words the NaN/Inf a run passed through
-#: ("1 values" today; "1 value" read as well, should that be corrected).
+#: How :meth:`.findings.Findings.conclude` words the NaN/Inf a run passed through, for
+#: manifests without ``integrity.nonfinite`` ("1 values" in older runs, "1 value" now).
 _NONFINITE_WARNING = "NaN/Inf passed through (--nan propagate): "
 _NONFINITE_ENTRY = re.compile(
     r"(?P<path>.+?): (?P<values>\d+) values?, first at (?P<first>.+)", re.S

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import PerturbscoreError
-from .integrity import IntegrityChecker
+from .integrity import EXIT_FLAGGED, IntegrityChecker
 from .integrity_keys import keys_in_several_groups
 from .messages import count
 from .plan import Prepared
@@ -81,6 +81,18 @@ class Findings:
                 f"wrong variants or positions are wrong; 'perturbscore check {self.prep.out}' "
                 "lists the first offenders"
             )
+        return self.with_nonfinite(result)
+
+    def with_nonfinite(self, result: dict[str, Any]) -> dict[str, Any]:
+        """``result`` (the integrity checks') with the NaN/Inf found, if any, as
+        ``nonfinite`` ``{path: {"values", "first"}}``, and then not clean: what a run
+        refuses by default (``--nan error``) is no clean bill of health."""
+        if self.nonfinite:
+            result["nonfinite"] = {
+                path: {"values": n, "first": where} for path, (n, where) in self.nonfinite.items()
+            }
+            result["clean"] = False
+            result["exit_code"] = EXIT_FLAGGED
         return result
 
     def add(self, batch: int, found: list[tuple[str, int, tuple[int, int, int]]], bad: int) -> None:
