@@ -473,3 +473,29 @@ def test_another_hosts_lock_file_is_not_taken_over(kstudy: Path, tmp_path: Path)
     assert "pid 4242 on node17.cluster" in r.stderr and "delete that file" in r.stderr
     assert (out / ".stab_abs_diff_ave.parquet.4242.partial").read_bytes() == b"node17's"
     assert (out / LOCK).read_text() == "4242 node17.cluster\n"
+
+
+def test_a_journal_never_removes_outside_its_folder(tmp_path: Path) -> None:
+    """A journal naming '..', an absolute path or a path through a linked folder (an
+    edited or foreign journal) removes nothing there; its own entries still go."""
+    import json as _json
+
+    from perturbscore.outputs import JOURNAL, recover
+
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    out.mkdir()
+    outside.mkdir()
+    (outside / "keep.txt").write_text("mine")
+    (outside / "dir").mkdir()
+    (out / "link").symlink_to(outside, target_is_directory=True)
+    (out / "old.parquet").mkdir()
+    journal = {
+        "pid": 2**22 + 12345,  # no such process
+        "remove": ["../outside/keep.txt", str(outside / "dir"), "link/keep.txt", "old.parquet"],
+        "moves": [],
+        "manifest": ["manifest.json", "{}"],
+    }
+    (out / JOURNAL).write_text(_json.dumps(journal))
+    recover(out)
+    assert (outside / "keep.txt").read_text() == "mine" and (outside / "dir").is_dir()
+    assert not (out / "old.parquet").exists() and (out / "manifest.json").is_file()

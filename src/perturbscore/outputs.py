@@ -246,6 +246,17 @@ def _fsync_tree(path: Path) -> None:
             os.fsync(fh.fileno())
 
 
+def _is_inside(folder: Path, name: str) -> bool:
+    """Whether ``name`` (relative, as journals write them) stays inside ``folder``, its
+    parent folders resolved (a linked subfolder could lead out of it)."""
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        return False
+    root = folder.resolve()
+    parent = (folder / rel).parent.resolve()
+    return parent == root or root in parent.parents
+
+
 def _apply(folder: Path, journal: dict[str, Any]) -> list[Path]:
     """Carry out a journal: removals, renames whose temporary still exists, the manifest.
 
@@ -256,6 +267,8 @@ def _apply(folder: Path, journal: dict[str, Any]) -> list[Path]:
     # The earlier manifest goes first: a folder caught between two renames holds no
     # manifest, so no reader takes a mix of old and new outputs for either.
     for rm in [*journal.get("remove", []), name]:
+        if not _is_inside(folder, str(rm)):
+            continue  # a journal only ever names paths inside its folder: never go out
         path = folder / rm
         if path.is_file() or path.is_symlink():
             path.unlink()
