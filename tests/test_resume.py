@@ -11,6 +11,7 @@ byte-identical to an uninterrupted run and leave nothing else in the output fold
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import random
 import signal
@@ -19,12 +20,14 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from perturbscore.outputs import JOURNAL, LOCK
+from perturbscore.errors import PerturbscoreError
+from perturbscore.outputs import JOURNAL, LOCK, recover
 from perturbscore.resume import STATE_DIR
 
 from .conftest import _entry_point, write_targets
@@ -422,6 +425,7 @@ def test_repeating_a_finished_resume_run_reports_it_done(kstudy: Path, tmp_path:
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
+from typing import Any
 from perturbscore.locks import folder_lock
 with folder_lock(Path(sys.argv[1])):
     print("locked", flush=True)
@@ -475,27 +479,40 @@ def test_another_hosts_lock_file_is_not_taken_over(kstudy: Path, tmp_path: Path)
     assert (out / LOCK).read_text() == "4242 node17.cluster\n"
 
 
-def test_a_journal_never_removes_outside_its_folder(tmp_path: Path) -> None:
-    """A journal naming '..', an absolute path or a path through a linked folder (an
-    edited or foreign journal) removes nothing there; its own entries still go."""
-    import json as _json
-
-    from perturbscore.outputs import JOURNAL, recover
-
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"remove": ["../outside/keep.txt"]},
+        {"remove": ["OUTSIDE/dir"]},  # an absolute path
+        {"remove": ["link/keep.txt"]},  # through a linked folder
+        {"moves": [["t.tmp", "../outside/dir"]]},
+        {"moves": [["../outside/keep.txt", "t2"]]},
+        {"manifest": ["../outside/keep.txt", "{}"]},
+    ],
+)
+def test_a_journal_naming_paths_outside_its_folder_is_refused(
+    tmp_path: Path, bad: dict[str, Any]
+) -> None:
+    """An edited or foreign journal that names a path outside the folder ('..', an
+    absolute path, a linked folder) is refused, naming it; nothing outside is touched."""
     out, outside = tmp_path / "out", tmp_path / "outside"
     out.mkdir()
     outside.mkdir()
     (outside / "keep.txt").write_text("mine")
     (outside / "dir").mkdir()
+    (outside / "dir" / "data.txt").write_text("mine")
     (out / "link").symlink_to(outside, target_is_directory=True)
-    (out / "old.parquet").mkdir()
+    (out / "t.tmp").write_text("new")
     journal = {
-        "pid": 2**22 + 12345,  # no such process
-        "remove": ["../outside/keep.txt", str(outside / "dir"), "link/keep.txt", "old.parquet"],
+        "pid": 2**22 + 12345,  # above pid_max: no such process
+        "remove": [],
         "moves": [],
         "manifest": ["manifest.json", "{}"],
     }
-    (out / JOURNAL).write_text(_json.dumps(journal))
-    recover(out)
-    assert (outside / "keep.txt").read_text() == "mine" and (outside / "dir").is_dir()
-    assert not (out / "old.parquet").exists() and (out / "manifest.json").is_file()
+    text = json.dumps({**journal, **bad}).replace("OUTSIDE", str(outside))
+    (out / JOURNAL).write_text(text)
+    with pytest.raises(PerturbscoreError, match="outside .*it is not one perturbscore wrote"):
+        recover(out)
+    assert (outside / "keep.txt").read_text() == "mine"
+    assert (outside / "dir" / "data.txt").read_text() == "mine"
+    assert (out / "t.tmp").read_text() == "new" and not (out / "manifest.json").exists()

@@ -37,6 +37,7 @@ from typing import Any
 
 from .errors import PerturbscoreError
 from .locks import LOCK, folder_lock, pid_alive
+from .messages import quote
 
 log = logging.getLogger("perturbscore")
 
@@ -318,11 +319,24 @@ def recover(folder: Path) -> dict[str, Any] | None:
     try:
         journal = json.loads(path.read_text(encoding="utf-8"))
         pid = int(journal["pid"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        names = [
+            *map(str, journal.get("remove", [])),
+            *(str(n) for move in journal["moves"] for n in move),
+            str(journal["manifest"][0]),
+        ]
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
         raise PerturbscoreError(
             f"{path}: commit journal is unreadable ({exc}); move it away and check the tables "
             "beside it."
         ) from exc
+    outside = [n for n in names if not _is_inside(folder, n)]
+    if outside:
+        # perturbscore journals name only paths inside their folder: this one was edited
+        # or written by something else, and carrying it out could touch other files.
+        raise PerturbscoreError(
+            f"{path}: commit journal names {quote(outside[0])}, outside {folder}; it is not "
+            "one perturbscore wrote: move it away and check the tables beside it."
+        )
     if pid_alive(pid):
         raise PerturbscoreError(
             f"{folder}: perturbscore process {pid} is publishing its outputs here; wait for it."
