@@ -189,6 +189,22 @@ def test_a_table_is_not_a_run_file(tmp_path: Path) -> None:
     assert _listing(tmp_path) == before
 
 
+def test_a_comparison_is_not_a_run(tmp_path: Path) -> None:
+    _, out = _run(tmp_path, "csv")
+    comp = tmp_path / "comparison"
+    done = run_cli("-q", "compare", out, "--a", "a", "--b", "b", "--out", comp)
+    assert done.returncode == 0, done.stderr
+    before = _listing(tmp_path)
+    for target in (comp, comp / "compare.json"):
+        done = run_cli("check", target)
+        assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
+        assert done.stderr.strip() == (
+            f"perturbscore: error: {comp} is a comparison's folder (compare.json), not a run; "
+            "check the run folder it compared, or its run file."
+        )
+    assert _listing(tmp_path) == before
+
+
 def test_the_verdict_weighs_every_reason() -> None:
     """:class:`CheckReport` alone: each reason makes the report flagged, in every field."""
     integrity = {"clean": True, "exit_code": 0, "rows": 3, "findings": {"x": 0}}

@@ -143,6 +143,7 @@ def test_text_tables_read_as_pandas_reads_them(
         # ... on the last line, with no line break after it to swallow
         ("v.csv", b'GENE,rsID\na,b\nc,"d', r"line 3: a quote .* opened on line 3 is not closed;"),
         ("v.csv", b'GENE,"rsID', r"line 1: a quote .* opened on line 1 is not closed;"),
+        ("v.csv", b"\nGENE,rsID\na,b\n", "line 1 is blank; the first line must be the header"),
         # a stray quote the csv module reads as a character, pandas as an open quote
         (
             "v.csv",

@@ -323,6 +323,12 @@ def check_path(path: str | Path, positions_only: bool = False, **kwargs: Any) ->
                 f"--{name} {value} is not a tolerance; give a number of 0 or more."
             )
     p = Path(path)
+    comparison = p.parent if p.name == "compare.json" else p
+    if (comparison / "compare.json").is_file() and not (comparison / "manifest.json").is_file():
+        raise PerturbscoreError(
+            f"{comparison} is a comparison's folder (compare.json), not a run; check the run "
+            "folder it compared, or its run file."
+        )
     if p.is_file() and p.name == "manifest.json":
         p = p.parent  # a finished run's own manifest: the run folder is meant
     elif p.is_file() and p.suffix.lower() in TABLE_SUFFIXES:

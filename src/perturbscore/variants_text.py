@@ -128,6 +128,11 @@ def _check_rows(
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh, delimiter=sep)
         header = next(reader, None)
+        if header == [] and next((r for r in reader if r), None) is not None:
+            raise PerturbscoreError(
+                f"{path}: line 1 is blank; the first line must be the header (the column "
+                "names), with one row per prediction row after it: delete the blank line."
+            )
         if not header:
             raise PerturbscoreError(
                 f"{path}: the variant table is empty; it needs a header row and one row per "
