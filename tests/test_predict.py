@@ -377,26 +377,26 @@ def many(world: dict, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
     return {"variants": variants, "clean": load(clean)}
 
 
-def _args(world: dict, many: dict, model: Path, out: Path, *extra: str) -> list[str]:
+def predict_argv(
+    world: dict,
+    variants: Path,
+    model: Path | str,
+    out: Path,
+    *extra: str,
+    genome: Path | None = None,
+) -> list[str]:
+    """``perturbscore predict`` on ``variants`` with the world's genome and targets."""
     return [
-        "predict",
-        str(many["variants"]),
-        "--genome",
-        str(world["fa"]),
-        "--model",
-        str(model),
-        "--targets",
-        str(world["targets"]),
-        "--out",
-        str(out),
-        "--centre-column",
-        "TSS",
-        "--bins",
-        "all",
-        "--batch-size",
-        "1",
-        *extra,
-    ]
+        "predict", str(variants), "--genome", str(genome or world["fa"]), "--model", str(model),
+        "--targets", str(world["targets"]), "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
+def _args(world: dict, many: dict, model: Path, out: Path, *extra: str) -> list[str]:
+    return predict_argv(
+        world, many["variants"], model, out,
+        "--centre-column", "TSS", "--bins", "all", "--batch-size", "1", *extra,
+    )  # fmt: skip
 
 
 def _kill_after(args: list[str], batches: int, sig: int) -> subprocess.CompletedProcess:
@@ -650,20 +650,11 @@ def _cli_error(
     world: dict, tmp_path: Path, variants: Path, *extra: str, genome: Path | None = None
 ) -> str:
     out = tmp_path / "never"
+    no_model = tmp_path / "no-model"
     r = cli(
-        "predict",
-        str(variants),
-        "--genome",
-        str(genome or world["fa"]),
-        "--model",
-        str(tmp_path / "no-model"),
-        "--targets",
-        str(world["targets"]),
-        "--out",
-        str(out),
-        "--centre-column",
-        "TSS",
-        *extra,
+        *predict_argv(
+            world, variants, no_model, out, "--centre-column", "TSS", *extra, genome=genome
+        )
     )
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
@@ -714,20 +705,7 @@ def test_existing_outputs_are_not_replaced(world: dict, tmp_path: Path) -> None:
     out = tmp_path / "o"
     out.mkdir()
     (out / "ref.npy").write_bytes(b"user's")
-    r = cli(
-        "predict",
-        str(world["variants"]),
-        "--genome",
-        str(world["fa"]),
-        "--model",
-        "x",
-        "--targets",
-        str(world["targets"]),
-        "--out",
-        str(out),
-        "--centre-column",
-        "TSS",
-    )
+    r = cli(*predict_argv(world, world["variants"], "x", out, "--centre-column", "TSS"))
     assert r.returncode == 2 and "--overwrite" in r.stderr
     assert (out / "ref.npy").read_bytes() == b"user's"
 

@@ -33,6 +33,7 @@ from .test_predict import (  # noqa: E402
     load,
     many,
     opts,
+    predict_argv,
     tiny_model,
     world,
 )
@@ -104,19 +105,7 @@ def test_bcf_without_pysam_exits_2_with_the_pip_line(world: dict, tmp_path: Path
     shim.mkdir(parents=True)  # found before the installed pysam: as if it were missing
     (shim / "__init__.py").write_text("raise ImportError(\"No module named 'pysam'\")\n")
     out = tmp_path / "never"
-    r = cli(
-        "predict",
-        str(bcf),
-        "--genome",
-        str(world["fa"]),
-        "--model",
-        "x",
-        "--targets",
-        str(world["targets"]),
-        "--out",
-        str(out),
-        env={"PYTHONPATH": str(shim.parent)},
-    )
+    r = cli(*predict_argv(world, bcf, "x", out), env={"PYTHONPATH": str(shim.parent)})
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
     assert f"reading the BCF file {bcf} needs the Python package 'pysam'" in r.stderr
