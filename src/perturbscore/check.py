@@ -77,7 +77,10 @@ class CheckReport:
         classes = (self.geometry or {}).get("classes") or {}
         outside = sum(int(e.get("outside_window") or 0) for e in classes.get("per_table", []))
         if outside:
-            reasons.append(f"{_rows(outside)} outside the window itself (the positions are wrong)")
+            reasons.append(
+                f"{count(outside, 'row lies', 'rows lie')} outside the window itself (the "
+                "positions are wrong)"
+            )
         bad = [t for t in self.tables or [] if t["problem"]]
         if self.tables == []:
             reasons.append("manifest.json lists no tables of the run")
@@ -147,13 +150,6 @@ class CheckReport:
         else:
             lines.append(f"  flagged: {'; '.join(flags)} (exit code {self.exit_code})")
         return "\n".join(lines)
-
-
-
-
-def _rows(n: int) -> str:
-    """``1 row lies``, ``2 rows lie``."""
-    return f"{n:,} row lies" if n == 1 else f"{n:,} rows lie"
 
 
 def describe_geometry(geo: dict[str, Any]) -> str:

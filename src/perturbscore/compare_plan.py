@@ -27,6 +27,7 @@ from .compare_tables import (
     out_of_field_rows,
 )
 from .errors import PerturbscoreError
+from .messages import count
 from .names import check_name
 
 log = logging.getLogger("perturbscore")
@@ -252,7 +253,7 @@ def _check_tables(
         entries["left_out_out_of_field"] = left_out
         warnings.append(
             "left out of every test, as outside the model's input: "
-            + ", ".join(f"{g} {n:,} variant{'' if n == 1 else 's'}" for g, n in left_out.items())
+            + ", ".join(f"{g} {count(n, 'variant')}" for g, n in left_out.items())
         )
     elif out_of_field == "keep" and rows:
         warnings.append(kept_out_of_field_warning(run.manifest, groups, rows))

@@ -20,7 +20,6 @@ import numpy as np
 from . import normalise as nz
 from .errors import PerturbscoreError
 from .geometry import CLASS_LABELS, OUTSIDE_INPUT
-from .messages import count
 from .normalise import Background
 from .normalise_files import run_basis
 from .normalise_job import NormaliseJob, checked_blocks
@@ -151,20 +150,12 @@ def kept_out_of_field_warning(manifest: dict[str, Any], groups: Sequence[str]) -
     group from the run's manifest, as ``compare`` counts them
     (:func:`perturbscore.compare_tables.out_of_field_rows`).
     """
-    from .compare_tables import CLASS_COLUMN_SETTING, out_of_field_rows
+    from .compare_tables import CLASS_COLUMN_SETTING, out_of_field_rows, out_of_field_shares
 
     counts = out_of_field_rows(manifest, groups)
     if not counts:
         return None
     geo = manifest.get("geometry") or {}
-    per_group = (geo.get("classes") or {}).get("per_group") or {}
-    parts = []
-    for g, n in counts.items():
-        total = sum(v for v in (per_group.get(g) or {}).values() if isinstance(v, int))
-        share = f" ({100 * n / total:.1f}%)" if total else ""
-        parts.append(
-            f"{g} {n:,} of {count(total, 'row')}{share}" if total else f"{g} {count(n, 'row')}"
-        )
     fix = (
         "run compare --out-of-field exclude on this folder to leave them out (its class "
         "column is kept here), or rerun 'perturbscore run' with --out-of-field na (NaN, which "
@@ -174,8 +165,9 @@ def kept_out_of_field_warning(manifest: dict[str, Any], groups: Sequence[str]) -
         f"or with {CLASS_COLUMN_SETTING} so that compare --out-of-field exclude can leave "
         "them out"
     )
+    shares = out_of_field_shares(manifest, list(counts), counts)
     return (
-        f"out-of-field zeros normalised: {' and '.join(parts)} are variants outside the "
+        f"out-of-field zeros normalised: {shares} are variants outside the "
         "model's input, scored exactly 0 ('not measured') by the run's --out-of-field keep; "
         "they are left out of the background but get a quantile and robust_z like measured "
         f"scores (a robust_z below 0, a low quantile); {fix}"
