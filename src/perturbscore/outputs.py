@@ -247,7 +247,7 @@ def _fsync_tree(path: Path) -> None:
             os.fsync(fh.fileno())
 
 
-def _is_inside(folder: Path, name: str) -> bool:
+def inside_folder(folder: Path, name: str) -> bool:
     """Whether ``name`` (relative, as journals write them) stays inside ``folder``, its
     parent folders resolved (a linked subfolder could lead out of it)."""
     rel = Path(name)
@@ -267,9 +267,9 @@ def _apply(folder: Path, journal: dict[str, Any]) -> list[Path]:
     name, text = journal["manifest"]
     # The earlier manifest goes first: a folder caught between two renames holds no
     # manifest, so no reader takes a mix of old and new outputs for either.
+    # Every name is inside the folder: Commit.run writes them relative to it, and
+    # recover() refuses a journal naming anything else (inside_folder).
     for rm in [*journal.get("remove", []), name]:
-        if not _is_inside(folder, str(rm)):
-            continue  # a journal only ever names paths inside its folder: never go out
         path = folder / rm
         if path.is_file() or path.is_symlink():
             path.unlink()
@@ -329,7 +329,7 @@ def recover(folder: Path) -> dict[str, Any] | None:
             f"{path}: commit journal is unreadable ({exc}); move it away and check the tables "
             "beside it."
         ) from exc
-    outside = [n for n in names if not _is_inside(folder, n)]
+    outside = [n for n in names if not inside_folder(folder, n)]
     if outside:
         # perturbscore journals name only paths inside their folder: this one was edited
         # or written by something else, and carrying it out could touch other files.

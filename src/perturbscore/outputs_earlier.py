@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import PerturbscoreError
 from .messages import listing, overwrite_hint
-from .outputs import JOURNAL
+from .outputs import JOURNAL, inside_folder
 
 
 def earlier_outputs(folder: Path, source: str) -> tuple[set[str], str]:
@@ -58,7 +58,8 @@ def stale_outputs(folder: Path, source: str, planned: Sequence[Path]) -> list[Pa
     stale = []
     for name in sorted(ours - again):
         path = folder / name
-        inside = ".." not in Path(name).parts and root in path.resolve().parents
+        # Not a link leading out either: an output replaced by one is the user's.
+        inside = inside_folder(folder, name) and root in path.resolve().parents
         if inside and (path.exists() or path.is_symlink()):
             stale.append(path)
     return stale
