@@ -236,8 +236,8 @@ def _exact_median(
     cw = np.cumsum(weights[order], axis=1)
     s = sv.shape[0]
     lo, hi = np.full(s, -np.inf), np.full(s, np.inf)
+    a, b = r1 - slack - 1, r2 + slack + 1  # the ranks just outside the bracket
     for t in range(s):  # smallest item whose cumulative weight reaches each end's rank
-        a, b = r1 - slack - 1, r2 + slack + 1
         if a > 0:
             lo[t] = sv[t, min(int(np.searchsorted(cw[t], a, side="left")), sv.shape[1] - 1)]
         if b <= cw[t, -1]:
