@@ -165,8 +165,9 @@ class ComparisonPlan:
         the next pair's first block is read ahead meanwhile, so two pairs meet.  With a
         pairing every table is kept from the checks on (the unit lookups read them).
         """
-        pairs = [sum(b for b, _ in self._table_bytes(a, s)) for a, s in self.combos]
-        largest = max((b for a, s in self.combos for b, _ in self._table_bytes(a, s)), default=0)
+        tables = [self._table_bytes(a, s) for a, s in self.combos]
+        pairs = [sum(b for b, _ in pair) for pair in tables]
+        largest = max((b for pair in tables for b, _ in pair), default=0)
         kept = sum(pairs) if self.pairing is not None else sum(sorted(pairs)[-2:])
         return int(WHOLE_TABLE_KEPT * kept + WHOLE_TABLE_READING * largest)
 
