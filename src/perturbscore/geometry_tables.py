@@ -30,6 +30,7 @@ from .geometry import (
     place,
 )
 from .messages import closest, count, describe_value, listing, quote
+from .runfile_sections import refuse_unknown_keys
 
 
 @dataclass(frozen=True)
@@ -102,14 +103,9 @@ def parse_geometry_section(table: Mapping[str, Any], where: str = "run file") ->
     any of those keys is refused, so a custom geometry is never mistaken for a preset.
     """
     w = f"{where} [geometry]"
-    unknown = sorted(set(table) - GEOMETRY_KEYS)
-    if unknown:
-        close = closest(str(unknown[0]), sorted(GEOMETRY_KEYS))
-        hint = f"did you mean {close}? " if close else ""
-        raise PerturbscoreError(
-            f"{w}: unknown key {unknown[0]}; {hint}the keys here are "
-            f"{listing(sorted(GEOMETRY_KEYS - {'center_bin'}))}."
-        )
+    refuse_unknown_keys(
+        table, sorted(GEOMETRY_KEYS), w, shown=sorted(GEOMETRY_KEYS - {"center_bin"})
+    )
     if "centre_bin" in table and "center_bin" in table:
         raise PerturbscoreError(f"{w}: give centre_bin or center_bin, not both.")
     centre_key = "centre_bin" if "centre_bin" in table else "center_bin"

@@ -27,14 +27,18 @@ def missing_key(where: str, name: str, key: Key) -> PerturbscoreError:
     )
 
 
-def refuse_unknown_keys(table: Any, keys: Any, where: str, limit: int = 10) -> None:
-    """A key of ``table`` not among ``keys``: the first, the closest known one, the list."""
+def refuse_unknown_keys(
+    table: Any, keys: Any, where: str, limit: int = 10, shown: Any = None
+) -> None:
+    """A key of ``table`` not among ``keys``: the first, the closest known one, the list
+    (``shown``, when some keys are aliases not worth listing)."""
     unknown = [k for k in table if k not in keys]
     if unknown:
         close = closest(str(unknown[0]), keys)
         hint = f"did you mean {close}? " if close else ""
+        listed = listing(keys if shown is None else shown, limit)
         raise PerturbscoreError(
-            f"{where}: unknown key {unknown[0]}; {hint}the keys here are {listing(keys, limit)}."
+            f"{where}: unknown key {unknown[0]}; {hint}the keys here are {listed}."
         )
 
 
