@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from operator import itemgetter
 from pathlib import Path
 
@@ -203,14 +203,19 @@ def _open_quote(path: Path, start: int, end: int) -> PerturbscoreError:
     )
 
 
+def _open_at_end(lines: Iterable[str], sep: str) -> bool:
+    """Whether a strict csv reader of ``lines`` meets their end inside a quote."""
+    try:
+        for _ in csv.reader(lines, delimiter=sep, strict=True):
+            pass
+    except csv.Error as exc:
+        return "end of data" in str(exc)
+    return False
+
+
 def _unclosed_at_end(path: Path, sep: str) -> bool:
     with path.open(newline="", encoding="utf-8") as fh:
-        try:
-            for _ in csv.reader(fh, delimiter=sep, strict=True):
-                pass
-        except csv.Error as exc:
-            return "end of data" in str(exc)
-    return False
+        return _open_at_end(fh, sep)
 
 
 def _last_line_unclosed(path: Path, sep: str) -> bool:
@@ -224,10 +229,4 @@ def _last_line_unclosed(path: Path, sep: str) -> bool:
     cut = max(tail.rfind(b"\n"), tail.rfind(b"\r"))
     if cut < 0 and len(tail) < size:  # a last line longer than the tail: read it all
         return _unclosed_at_end(path, sep)
-    line = tail[cut + 1 :].decode("utf-8", "replace")
-    try:
-        for _ in csv.reader([line], delimiter=sep, strict=True):
-            pass
-    except csv.Error as exc:
-        return "end of data" in str(exc)
-    return False
+    return _open_at_end([tail[cut + 1 :].decode("utf-8", "replace")], sep)
