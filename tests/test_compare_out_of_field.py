@@ -99,7 +99,7 @@ def test_warning_names_the_class_column_setting(tmp_path: Path, cli) -> None:
 )
 def test_only_zeros_kept_by_the_run_count(geometry: object, want: dict) -> None:
     """NaN (run --out-of-field na) drops out of every test and drop leaves no row."""
-    from perturbscore.compare_tables import out_of_field_rows
+    from perturbscore.compare_out_of_field import out_of_field_rows
 
     assert out_of_field_rows({"geometry": geometry}, ("a", "b")) == want
 

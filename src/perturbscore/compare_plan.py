@@ -18,14 +18,13 @@ import pandas as pd
 
 from .compare_counts import BOTH_SCORED, rank_counts, unit_counts, variant_counts
 from .compare_design import ComparisonPlan
-from .compare_pairing import DEFAULT_KEYS, Lookup, Pairing, build_lookup, read_pairing
-from .compare_tables import (
-    RunTables,
+from .compare_out_of_field import (
     exclude_out_of_field,
     kept_out_of_field_warning,
-    load_run,
     out_of_field_rows,
 )
+from .compare_pairing import DEFAULT_KEYS, Lookup, Pairing, build_lookup, read_pairing
+from .compare_tables import RunTables, load_run
 from .errors import PerturbscoreError
 from .messages import count
 from .names import check_name

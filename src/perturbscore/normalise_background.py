@@ -148,9 +148,13 @@ def kept_out_of_field_warning(manifest: dict[str, Any], groups: Sequence[str]) -
     built here, but every table's own rows are normalised, so they get a quantile and
     robust_z like a measured score (a robust_z below 0, a low quantile).  Counted per
     group from the run's manifest, as ``compare`` counts them
-    (:func:`perturbscore.compare_tables.out_of_field_rows`).
+    (:func:`perturbscore.compare_out_of_field.out_of_field_rows`).
     """
-    from .compare_tables import CLASS_COLUMN_SETTING, out_of_field_rows, out_of_field_shares
+    from .compare_out_of_field import (
+        CLASS_COLUMN_SETTING,
+        out_of_field_rows,
+        out_of_field_shares,
+    )
 
     counts = out_of_field_rows(manifest, groups)
     if not counts:
