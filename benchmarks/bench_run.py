@@ -250,7 +250,7 @@ def peak_rss_bytes() -> int:
 
 #: Runs the real console entry point and prints its VmHWM afterwards (as JSON).
 CLI_HARNESS = """
-import json, sys
+import json, os, sys
 from perturbscore.cli import main
 sys.argv = ["perturbscore", *sys.argv[1:]]
 try:
@@ -261,6 +261,9 @@ except SystemExit as exc:
 for line in open("/proc/self/status"):
     if line.startswith("VmHWM:"):
         print(json.dumps({"peak_rss_bytes": int(line.split()[1]) * 1024}))
+# As the console script (perturbscore.cli.console) ends: no interpreter teardown.
+sys.stdout.flush()
+os._exit(0)
 """
 
 

@@ -1,5 +1,5 @@
 """``python -m perturbscore`` runs the command-line interface."""
 
-from .cli import main
+from .cli import console
 
-main()
+console()

@@ -11,6 +11,8 @@ Exit codes: 0 success, 2 user error (bad input or options; nothing written),
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -333,6 +335,34 @@ def main() -> None:
     except (Interrupted, KeyboardInterrupt) as exc:  # a signal while the options are parsed
         report_interrupt(exc)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def console() -> None:
+    """The ``perturbscore`` program: :func:`main`, then an exit without Python's teardown.
+
+    Once a command has returned, every output is committed and fsynced and every worker
+    joined; what is left is the interpreter's teardown (freeing each module's objects,
+    pandas' and pyarrow's among them), measured at 0.10-0.12 s of a 1.7 s study-sized
+    run and of no use to anyone.  So the streams are flushed and the process exits at
+    once with the command's status.  An unexpected exception is left to Python, which
+    prints its traceback and exits 1 as usual.  Tests call :func:`main`, which exits
+    through ``SystemExit``.
+    """
+    try:
+        main()
+        status: object = 0
+    except SystemExit as exc:
+        status = exc.code
+    if status is not None and not isinstance(status, int):
+        print(status, file=sys.stderr)  # what SystemExit("text") does
+        status = 1
+    logging.shutdown()  # flushes and closes the handlers
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (| head): nothing more to say
+            pass
+    os._exit(status or 0)
 
 
 # The command modules register on ``cli`` above, so they are imported once it exists.

@@ -19,12 +19,14 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
 
 from . import rserialize
 from .constants import OUTPUT_FORMATS
@@ -145,6 +147,10 @@ class ParquetTableWriter(TableWriter):
         fields = [pa.field(c, pa.float64()) for c in self.score_columns]
         fields += [pa.field(c, pa.string()) for c in self.id_columns]
         self.schema = pa.schema(fields)
+        # Imported here: pyarrow.parquet (and the filesystems and ssl it loads) costs
+        # ~20 ms that a run writing R or CSV tables does not need.
+        import pyarrow.parquet as pq
+
         # Dictionary encoding and column statistics only pay for the text ID columns;
         # for thousands of float score columns they only grow the footer.
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
