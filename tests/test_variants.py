@@ -226,3 +226,28 @@ def test_a_table_is_read_as_pandas_reads_it_or_refused(
         return
     expected = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
     pd.testing.assert_frame_equal(got, expected, check_index_type=False)
+
+
+def test_a_long_allele_is_read_as_pandas_reads_it(tmp_path: Path) -> None:
+    """A field longer than the csv module's default limit (131,072 characters)."""
+    allele = "ACGT" * 50_000  # 200,000 bases: a long deletion written out
+    path = tmp_path / "v.csv"
+    path.write_text(f"GENE,rsID,REF,ALT\nG1,rs1,{allele},A\nG2,rs2,C,{allele}\n")
+    expected = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    pd.testing.assert_frame_equal(read_variants(path), expected, check_index_type=False)
+
+
+@pytest.mark.parametrize("quoted", [False, True])
+def test_a_nameless_column_beside_its_stand_in_name_is_refused(
+    tmp_path: Path, quoted: bool
+) -> None:
+    """``a,,Unnamed: 1``: both columns would be called "Unnamed: 1" (quotes or not)."""
+    path = tmp_path / "v.csv"
+    row = '"x",y,z' if quoted else "x,y,z"
+    path.write_text(f"GENE,,Unnamed: 1\n{row}\n")
+    for columns in (None, ["GENE"]):
+        with pytest.raises(
+            PerturbscoreError,
+            match=r'line 1: column 2 has no name, and column 3 is named "Unnamed: 1"',
+        ):
+            read_variants(path, columns)

@@ -95,6 +95,10 @@ def _header_names(fields: list[str]) -> list[str]:
     return [f or f"Unnamed: {i}" for i, f in enumerate(fields)]
 
 
+#: Longest field the csv module reads (its default, 131,072 characters, is less than an
+#: allele a variant table can hold); the largest value the module accepts on every platform.
+_FIELD_LIMIT = 2**31 - 1
+
 _SEPARATORS = {",": ("comma", ".csv"), "\t": ("tab", ".tsv"), ";": ("semicolon", None)}
 
 
@@ -124,6 +128,9 @@ def _check_rows(
 ) -> tuple[list[str], list[str] | None]:
     """Check every row (see :func:`read_text_table`); append the ``wanted(header)`` fields of
     each to ``picked`` (all fields for None) and return the header's names and those."""
+    # The csv module refuses fields over 128 KiB by default, which a long indel's allele
+    # can exceed; pandas reads them. The limit is the process's: raised once, for all.
+    csv.field_size_limit(_FIELD_LIMIT)
     # utf-8-sig: a byte order mark (Excel writes one) is not part of the first name.
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh, delimiter=sep)
@@ -149,6 +156,7 @@ def _check_rows(
                 "name."
             )
         names = _header_names(header)
+        _refuse_unnamed_clash(path, header, names)
         keep = wanted(names)
         index = [names.index(c) for c in keep] if keep is not None else list(range(len(names)))
         pick = itemgetter(*index) if len(index) > 1 else None
@@ -193,6 +201,17 @@ def _check_rows(
     if not last_open and _last_line_unclosed(path, sep):
         raise _open_quote(path, end, end)
     return names, keep
+
+
+def _refuse_unnamed_clash(path: Path, header: list[str], names: list[str]) -> None:
+    """Refuse a nameless column whose stand-in name (``Unnamed: i``) another column has."""
+    for i, field in enumerate(header):
+        if not field and names[i] in header:
+            raise PerturbscoreError(
+                f"{path}: line 1: column {i + 1} has no name, and column "
+                f"{header.index(names[i]) + 1} is named {quote(names[i])}, the name a column "
+                "without one is given; give every column a name of its own."
+            )
 
 
 def _open_quote(path: Path, start: int, end: int) -> PerturbscoreError:
