@@ -167,3 +167,24 @@ def test_report_takes_compare_json_for_its_folder(runs: dict[str, Path], tmp_pat
     r = cli("report", tmp_path / "nope")
     _refused(r, f"{tmp_path / 'nope'}: comparison folder not found")
     assert sorted(p.name for p in out.iterdir()) == before and not (tmp_path / "nope").exists()
+
+
+def test_an_earlier_comparison_removes_only_its_own_files(tmp_path: Path) -> None:
+    """compare --overwrite removes what compare.json lists, inside the folder, files only."""
+    from perturbscore.outputs_earlier import stale_outputs
+
+    out, outside = tmp_path / "cmp", tmp_path / "outside.txt"
+    (out / "figures" / "sub").mkdir(parents=True)
+    outside.write_text("mine\n")
+    for name in ("tests.csv", "figures/old.png", "figures/sub/x.png", "notes.txt"):
+        (out / name).write_text("x\n")
+    (out / "figures" / "link.png").symlink_to(outside)
+    listed = ["figures/old.png", "../outside.txt", "figures/link.png", "figures/sub/../sub/x.png"]
+    (out / "compare.json").write_text(
+        json.dumps({"figures": [{"png": p} for p in listed], "files": ["tests.csv", "figures"]})
+    )
+    stale = stale_outputs(out, "compare", [out / "tests.csv"])
+    # Not the file outside, nor the link leading there, nor anything named with "..";
+    # the folder "figures" is listed and returned, and compare's commit skips folders.
+    assert sorted(p.relative_to(out).as_posix() for p in stale) == ["figures", "figures/old.png"]
+    assert outside.read_text() == "mine\n"

@@ -28,6 +28,7 @@ from .compare_tests import DEFAULT_MEMORY, CompareResult, by_significance, rank_
 from .errors import PerturbscoreError
 from .messages import overwrite_hint
 from .outputs import JOURNAL, Commit, is_own_leftover, output_folder, temp_path, write_text_atomic
+from .outputs_earlier import compare_listing, stale_outputs
 from .report import is_own_report
 
 log = logging.getLogger("perturbscore")
@@ -83,23 +84,7 @@ def check_out_folder(out: Path, overwrite: bool) -> None:
                 f"{out}/compare.json already exists; {overwrite_hint()} to replace it, or "
                 "choose another --out folder."
             )
-        _earlier_files(out)  # what --overwrite would remove must be known first
-
-
-def _earlier_files(out: Path) -> list[str]:
-    """The files (relative to ``out``) the comparison in ``out`` wrote, from its
-    ``compare.json``; refuses a damaged one, whose files cannot be told from the user's."""
-    cpath = out / "compare.json"
-    try:
-        prev = json.loads(cpath.read_text(encoding="utf-8"))
-        figures = prev.get("figures", [])
-        stale = [str(f[k]) for f in figures for k in ("png", "svg") if k in f]
-        return stale + [str(f) for f in prev.get("files", [])]
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError) as exc:
-        raise PerturbscoreError(
-            f"{cpath} is damaged ({exc}), so the files of the earlier comparison cannot be "
-            "told from yours; choose a new --out folder."
-        ) from None
+        compare_listing(out)  # what --overwrite would remove must be known first
 
 
 def run_comparison(
@@ -186,11 +171,12 @@ def _commit(staged: Path, out: Path) -> None:
     """
     commit = Commit(out)
     old = out / "compare.json"
+    files = [p for p in sorted(staged.rglob("*")) if p.is_file() and p.name != "compare.json"]
     if old.is_file():
         # (compare.json itself goes first, as every commit's manifest does.)
-        for rel in _earlier_files(out):
-            p = out / rel
-            if p.is_file() and p.resolve().is_relative_to(out.resolve()):
+        planned = [out / p.relative_to(staged) for p in files]
+        for p in stale_outputs(out, "compare", planned):
+            if p.is_file():  # compare writes files only: a listed folder is not its own
                 commit.remove(p)
         page = out / "report.html"
         if page.is_file() and is_own_report(page):
@@ -201,9 +187,8 @@ def _commit(staged: Path, out: Path) -> None:
                 page,
                 out,
             )
-    for p in sorted(staged.rglob("*")):
-        if p.is_file() and p.name != "compare.json":
-            commit.add(p, out / p.relative_to(staged))
+    for p in files:
+        commit.add(p, out / p.relative_to(staged))
     commit.run(old, (staged / "compare.json").read_text(encoding="utf-8"))
 
 

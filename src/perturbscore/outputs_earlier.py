@@ -1,10 +1,10 @@
 """Earlier outputs in a folder: which a command may replace, and which it removes.
 
 An output folder may hold what an earlier command of the same kind published there
-(listed by its ``manifest.json`` or a commit journal).  :func:`refuse_existing_outputs`
-lets ``--overwrite`` replace exactly those and refuses anything else;
-:func:`stale_outputs` names those the new command does not write again, which its
-commit removes.
+(listed by its ``manifest.json``, a comparison's ``compare.json``, or a commit
+journal).  :func:`refuse_existing_outputs` lets ``--overwrite`` replace exactly those
+and refuses anything else; :func:`stale_outputs` names those the new command does not
+write again, which its commit removes.
 """
 
 from __future__ import annotations
@@ -21,14 +21,17 @@ from .outputs import JOURNAL, inside_folder
 
 def earlier_outputs(folder: Path, source: str) -> tuple[set[str], str]:
     """Names that an earlier command of this kind published in ``folder``: what its
-    ``manifest.json`` (``"source": source``) lists, the manifest itself, and what a
-    commit journal left there promises.  Also, when there are none, why (for messages).
+    ``manifest.json`` (``"source": source``) lists, or for ``source="compare"`` its
+    ``compare.json`` (:func:`compare_listing`), the listing itself, and what a commit
+    journal left there promises.  Also, when there are none, why (for messages).
     """
     names: set[str] = set()
     why = "there is no perturbscore manifest.json there"
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         journal = json.loads((folder / JOURNAL).read_text(encoding="utf-8"))
         names |= {str(final) for _, final in journal["moves"]} | {str(journal["manifest"][0])}
+    if source == "compare":
+        return names | compare_listing(folder), "there is no compare.json there"
     try:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -44,6 +47,29 @@ def earlier_outputs(folder: Path, source: str) -> tuple[set[str], str]:
     return names | {"manifest.json"}, why
 
 
+def compare_listing(folder: Path) -> set[str]:
+    """The files (relative to ``folder``) the comparison there wrote, from its
+    ``compare.json`` (its figures and files, and itself); empty without one.
+
+    Raises
+    ------
+    PerturbscoreError
+        A damaged ``compare.json``: its files cannot be told from the user's.
+    """
+    path = folder / "compare.json"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        figures = [str(f[k]) for f in summary.get("figures", []) for k in ("png", "svg") if k in f]
+        return {*figures, *(str(f) for f in summary.get("files", [])), "compare.json"}
+    except FileNotFoundError:
+        return set()
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError) as exc:
+        raise PerturbscoreError(
+            f"{path} is damaged ({exc}), so the files of the earlier comparison cannot be "
+            "told from yours; choose a new --out folder."
+        ) from None
+
+
 def stale_outputs(folder: Path, source: str, planned: Sequence[Path]) -> list[Path]:
     """Earlier outputs of this command in ``folder`` that it does not write again.
 
@@ -53,7 +79,8 @@ def stale_outputs(folder: Path, source: str, planned: Sequence[Path]) -> list[Pa
     commit journal names, inside ``folder``, is ever returned.
     """
     ours, _ = earlier_outputs(folder, source)
-    again = {p.relative_to(folder).as_posix() for p in planned} | {"manifest.json"}
+    listing_name = "compare.json" if source == "compare" else "manifest.json"
+    again = {p.relative_to(folder).as_posix() for p in planned} | {listing_name}
     root = folder.resolve()
     stale = []
     for name in sorted(ours - again):

@@ -40,6 +40,9 @@ def read_text_table(
     tools (R's ``read.csv`` opens a quoted section at ``5"``), and such a table is
     refused rather than read one way of two.
     """
+    # The csv module refuses fields over 128 KiB by default, which a long indel's allele
+    # can exceed; pandas reads them. The limit is the process's: raised once, for all.
+    csv.field_size_limit(_FIELD_LIMIT)
     picked: list[tuple[str, ...]] = []
     try:
         header, keep = _check_rows(path, sep, wanted, picked)
@@ -128,9 +131,6 @@ def _check_rows(
 ) -> tuple[list[str], list[str] | None]:
     """Check every row (see :func:`read_text_table`); append the ``wanted(header)`` fields of
     each to ``picked`` (all fields for None) and return the header's names and those."""
-    # The csv module refuses fields over 128 KiB by default, which a long indel's allele
-    # can exceed; pandas reads them. The limit is the process's: raised once, for all.
-    csv.field_size_limit(_FIELD_LIMIT)
     # utf-8-sig: a byte order mark (Excel writes one) is not part of the first name.
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh, delimiter=sep)
