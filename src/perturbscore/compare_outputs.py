@@ -27,7 +27,14 @@ import pandas as pd
 from .compare_tests import DEFAULT_MEMORY, CompareResult, by_significance, rank_of
 from .errors import PerturbscoreError
 from .messages import overwrite_hint
-from .outputs import JOURNAL, Commit, is_own_leftover, output_folder, temp_path, write_text_atomic
+from .outputs import (
+    Commit,
+    finish_commit,
+    is_own_leftover,
+    output_folder,
+    temp_path,
+    write_text_atomic,
+)
 from .outputs_earlier import compare_listing, stale_outputs
 from .report import is_own_report
 
@@ -70,9 +77,7 @@ def check_out_folder(out: Path, overwrite: bool) -> None:
         raise PerturbscoreError(
             f"--out {out} is an existing file; give a folder name for the comparison."
         )
-    if (out / JOURNAL).is_file():
-        with output_folder(out):  # finish the commit a killed comparison left halfway
-            pass
+    finish_commit(out)  # a killed comparison's commit: judge the folder as it promised
     if out.is_dir() and any(not is_own_leftover(p) for p in out.iterdir()):
         if not (out / "compare.json").is_file():
             raise PerturbscoreError(

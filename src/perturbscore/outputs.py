@@ -177,6 +177,18 @@ def output_folder(path: Path, option: str = "--out") -> Iterator[dict[str, Any] 
         raise
 
 
+def finish_commit(folder: Path) -> None:
+    """Finish a commit a killed command left halfway in ``folder``, if it holds one.
+
+    Commands that judge what a folder holds before they write (``--overwrite`` or not)
+    call this first, so that they judge it as the journal promised to leave it; the
+    same happens under :func:`output_folder` for those that judge it there.
+    """
+    if (folder / JOURNAL).is_file():
+        with output_folder(folder):
+            pass
+
+
 def _replace(tmp: Path, final: Path) -> None:
     """Rename ``tmp`` to ``final``, replacing a file or a folder of the same name."""
     if final.is_dir() and not final.is_symlink():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import PerturbscoreError
 from .messages import listing, overwrite_hint
-from .outputs import JOURNAL, inside_folder
+from .outputs import JOURNAL, finish_commit, inside_folder
 
 
 def earlier_outputs(folder: Path, source: str) -> tuple[set[str], str]:
@@ -124,6 +124,7 @@ def refuse_existing_outputs(
             f"{folder} holds the outputs of 'perturbscore compare' (compare.json); '{what}' "
             "writes into a folder of its own: choose another --out folder."
         )
+    finish_commit(folder)  # a killed command's commit: judge the folder as it promised
     existing = [p for p in planned if p.exists() or p.is_symlink()]
     if not existing:
         return
