@@ -118,3 +118,38 @@ def test_cli_import_then_compare(study: Path, tmp_path: Path, scores: dict, cli)
     r = cli("compare", tmp_path / "o", "--a", "stab", "--b", "top", "--out", tmp_path / "c")
     assert r.returncode == 0, r.stderr
     assert len(pd.read_csv(tmp_path / "c" / "tests.csv")) == 2
+
+
+@pytest.mark.parametrize("renames", [1, 2])
+def test_import_killed_while_replacing_an_earlier_one(
+    study: Path, tmp_path: Path, scores: dict, cli, renames: int
+) -> None:
+    """SIGKILL between two renames of the commit (the harness of tests.test_resume: no
+    cleanup runs): no reader mixes the two imports, and the next command finishes it."""
+    import signal
+
+    from perturbscore.outputs import JOURNAL
+
+    from .test_resume import kill_in_commit
+
+    def args(out: Path, statistic: str, *extra: str) -> list[str]:
+        return ["import-scores", f"stab={tmp_path / 'stab.h5'}", f"top={tmp_path / 'top.h5'}",
+                "--statistic", statistic, "--targets", str(study / "targets_human.txt"),
+                "--index", "0", "--index", "3", "--out", str(out), *extra]  # fmt: skip
+
+    def tables(out: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.suffix == ".parquet"}
+
+    clean = tmp_path / "clean"
+    assert cli(*args(clean, "SAD")).returncode == 0
+    out = tmp_path / "o"
+    assert cli(*args(out, "logSAD")).returncode == 0
+    killed = kill_in_commit(args(out, "SAD", "--overwrite"), renames)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (out / JOURNAL).is_file() and not (out / "manifest.json").exists()
+    r = cli("compare", out, "--a", "stab", "--b", "top", "--out", tmp_path / "c")
+    assert r.returncode == 2 and "killed while it published" in r.stderr, r.stderr
+    again = cli(*args(out, "SAD"))
+    assert again.returncode == 2 and "finished the commit of an interrupted run" in again.stderr
+    assert tables(out) == tables(clean)  # the new import whole, none of the earlier one
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
