@@ -534,7 +534,7 @@ def test_demo_pairing_tries_every_design(demo_run: Path, tmp_path: Path, cli) ->
     assert r.returncode == 0, r.stderr
     t = pd.read_csv(out / "tests.csv")
     assert t.groupby(["design", "rank"], dropna=False)["p_two_sided"].count().min() > 0
-    assert not list(out.parent.glob(".cmp.partial*"))
+    assert not list(out.parent.glob(".cmp.*partial"))
 
 
 @pytest.mark.parametrize(
@@ -603,6 +603,19 @@ def test_bad_output_paths_exit_2(demo_run: Path, tmp_path: Path, cli) -> None:
     assert r.returncode == 0, r.stderr
     assert (out / "report.html").read_text() == "<html>my notes</html>\n"
     assert {p.name.split("_")[2] for p in (out / "figures").glob("ecdf_*")} == {"SYNTH0000"}
+    # A figure of the user's under the name of one drawn now, which the earlier
+    # comparison did not write (its compare.json does not list it), is not replaced.
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    mine = out / "figures" / "ecdf_unpaired_SYNTH0004_ave_abs_diff.png"
+    mine.write_bytes(b"my own figure")
+    r = cli("compare", demo_run / "results", "--a", "stab", "--b", "top",
+            "--track", "SYNTH0004", "--out", out, "--overwrite")  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "figures/ecdf_unpaired_SYNTH0004_ave_abs_diff.png, which the earlier comparison" in (
+        r.stderr
+    )
+    assert mine.read_bytes() == b"my own figure"
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p != mine} == before
 
 
 def test_missing_extra_gives_the_install_line(demo_run: Path, tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ def _signal_while_drawing(args: list[str], out: Path, sig: int) -> subprocess.Co
     proc = subprocess.Popen(
         [*_entry_point(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    staged = out / f".compare.{proc.pid}.partial" / "figures"
+    staged = out / f".compare.perturbscore-{proc.pid}.partial" / "figures"
     deadline = time.monotonic() + 120
     while not (staged.is_dir() and any(staged.iterdir())):
         assert proc.poll() is None, "compare ended before its first figure"

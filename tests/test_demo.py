@@ -174,7 +174,7 @@ def test_sigkill_while_staging_then_the_same_command(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    staging = folder / f".perturbscore-demo.{proc.pid}.partial"
+    staging = folder / f".perturbscore-demo.perturbscore-{proc.pid}.partial"
     deadline = time.monotonic() + 60
     while not staging.is_dir():
         assert proc.poll() is None and time.monotonic() < deadline

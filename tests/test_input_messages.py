@@ -386,11 +386,11 @@ def test_a_table_name_too_long_for_a_file_is_refused_first(study: Path, tmp_path
         study,
         tmp_path,
         re.escape(f"{study / TOML} [output] name: the template "),
-        r"table name \"stab_x+\.\.\.\" of 239 characters, but table names may have at most 226",
+        r"table name \"stab_x+\.\.\.\" of 239 characters, but table names may have at most 213",
         "shorten the template",
     )
     # The longest name that fits is written, with its temporary name beside it first.
-    _edit_run_file(study, "x" * 230, "x" * (226 - len("stab__ave")))
+    _edit_run_file(study, "x" * 230, "x" * (213 - len("stab__ave")))
     r = run_cli("run", study / TOML, "--out", tmp_path / "ok", "--format", "parquet", "-q")
     assert r.returncode == 0, r.stderr
-    assert max(len(p.name) for p in (tmp_path / "ok").iterdir()) == 226 + len(".parquet")
+    assert max(len(p.name) for p in (tmp_path / "ok").iterdir()) == 213 + len(".parquet")

@@ -268,10 +268,10 @@ def test_a_killed_save_of_the_background_is_swept_by_the_next(tmp_path: Path) ->
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     ).stdout.strip()
-    left = tmp_path / f".bg.npz.{dead}.partial"
+    left = tmp_path / f".bg.npz.perturbscore-{dead}.partial"
     left.mkdir()
     (left / "bg.npz").write_bytes(b"half a background")
-    other = tmp_path / f".mine.npz.{dead}.partial"  # another file's: not this save's
+    other = tmp_path / f".mine.npz.perturbscore-{dead}.partial"  # another file's: not this save's
     other.write_text("keep")
     r = run_cli(
         "normalise", run, "--background", "stab", "--out", tmp_path / "a",
@@ -426,9 +426,12 @@ def test_existing_outputs_and_files_are_not_touched(tmp_path: Path) -> None:
     (out / "top_diff_quantile_ave.parquet").write_text("mine")
     saved = tmp_path / "bg.npz"
     saved.write_text("mine")
-    for extra in ([], ["--save-background", saved]):
+    # The user's table: no earlier normalise wrote it (so --overwrite is not advised);
+    # the user's background file: it exists (refused first).
+    for extra, said in (([], "which no earlier 'perturbscore normalise' wrote there"),
+                        (["--save-background", saved], "already")):  # fmt: skip
         r = run_cli("normalise", run, "--background", "stab", "--out", out, *extra)
-        assert r.returncode == 2 and "already" in r.stderr, r.stderr
+        assert r.returncode == 2 and said in r.stderr, r.stderr
         assert sorted(os.listdir(out)) == ["top_diff_quantile_ave.parquet"]
         assert (out / "top_diff_quantile_ave.parquet").read_text() == "mine"
         assert saved.read_text() == "mine"

@@ -308,18 +308,24 @@ def test_sweep_removes_only_dead_processes_partials(kstudy: Path, tmp_path: Path
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     ).stdout.strip()
-    (out / f".stab_abs_diff_ave.parquet.{dead}.partial").write_bytes(b"x" * 100)
-    (out / f".stab_scores.zarr.{dead}.partial").mkdir()
-    (out / f".stab_scores.zarr.{dead}.partial" / "chunk").write_bytes(b"y")
-    mine = out / f".notes.txt.{os.getpid()}.partial"  # a live process's: kept
+    (out / f".stab_abs_diff_ave.parquet.perturbscore-{dead}.partial").write_bytes(b"x" * 100)
+    (out / f".stab_scores.zarr.perturbscore-{dead}.partial").mkdir()
+    (out / f".stab_scores.zarr.perturbscore-{dead}.partial" / "chunk").write_bytes(b"y")
+    mine = out / f".notes.txt.perturbscore-{os.getpid()}.partial"  # a live process's: kept
     mine.write_text("keep")
     (out / "notes.txt").write_text("the user's")
+    # The user's own files of a form other programs use for temporaries are not ours
+    # (a bare .{name}.{pid}.partial was swept), nor a folder moved aside by another tool.
+    users = [f".mydata.{dead}.partial", f".stab_abs_diff_ave.parquet.{dead}.partial"]
+    for name in users:
+        (out / name).write_text("the user's")
     (out / LOCK).write_text(f"{dead}\n")  # a dead process's lock is taken over
     r = _cli(*_args(kstudy, out))
     assert r.returncode == 0, r.stderr
     names = {p.name for p in out.iterdir()}
     assert mine.name in names and (out / "notes.txt").read_text() == "the user's"
-    assert not any(dead in n for n in names) and LOCK not in names
+    assert all((out / name).read_text() == "the user's" for name in users)
+    assert not any(dead in n for n in names - set(users)) and LOCK not in names
 
 
 def test_a_killed_but_unreaped_process_does_not_hold_the_folder(
@@ -339,7 +345,7 @@ def test_a_killed_but_unreaped_process_does_not_hold_the_folder(
             time.sleep(0.01)
         assert state == "Z"
         (out / LOCK).write_text(f"{child.pid}\n")
-        (out / f".stab_abs_diff_ave.parquet.{child.pid}.partial").write_bytes(b"x")
+        (out / f".stab_abs_diff_ave.parquet.perturbscore-{child.pid}.partial").write_bytes(b"x")
         r = _cli(*_args(kstudy, out))
         assert r.returncode == 0, r.stderr
         names = {p.name for p in out.iterdir()}
@@ -471,11 +477,12 @@ def test_another_hosts_lock_file_is_not_taken_over(kstudy: Path, tmp_path: Path)
     out = tmp_path / "out"
     out.mkdir()
     (out / LOCK).write_text("4242 node17.cluster\n")
-    (out / ".stab_abs_diff_ave.parquet.4242.partial").write_bytes(b"node17's")
+    theirs = out / ".stab_abs_diff_ave.parquet.perturbscore-4242.partial"
+    theirs.write_bytes(b"node17's")
     r = _cli(*_args(kstudy, out))
     assert r.returncode == 2
     assert "pid 4242 on node17.cluster" in r.stderr and "delete that file" in r.stderr
-    assert (out / ".stab_abs_diff_ave.parquet.4242.partial").read_bytes() == b"node17's"
+    assert theirs.read_bytes() == b"node17's"
     assert (out / LOCK).read_text() == "4242 node17.cluster\n"
 
 

@@ -284,6 +284,11 @@ def test_overwrite_replaces_only_earlier_outputs(study: Path, tmp_path: Path, cl
     r = cli("run", study / "stablefm.toml", "--out", out, "--overwrite")
     assert r.returncode == 2 and "stab_diff_ave_relevant_comb.RData" in r.stderr
     assert mine.read_bytes() == b"the user's own table"
+    # Without --overwrite the refusal says the same, rather than advise --overwrite,
+    # which would only lead to the refusal above.
+    r = cli("run", study / "stablefm.toml", "--out", out)
+    assert r.returncode == 2 and "which no earlier 'perturbscore run' wrote there" in r.stderr
+    assert "pass --overwrite" not in r.stderr and mine.read_bytes() == b"the user's own table"
     mine.unlink()
     assert cli("-q", "run", study / "stablefm.toml", "--out", out).returncode == 0
     again = cli("-q", "run", study / "stablefm.toml", "--out", out, "--overwrite")
@@ -291,6 +296,16 @@ def test_overwrite_replaces_only_earlier_outputs(study: Path, tmp_path: Path, cl
     # normalise --overwrite into that run's folder would replace its manifest.
     n = cli("normalise", out, "--background", "stab", "--out", tmp_path / "n")
     assert n.returncode == 0, n.stderr
+    # A user's file under an output name in an earlier normalise's folder: the reason
+    # given is the true one (that manifest.json is there, but does not list the file).
+    theirs = tmp_path / "n" / "stab_abs_diff_quantile_ave.RData"
+    kept = theirs.read_bytes()
+    (tmp_path / "n" / "manifest.json").write_text(
+        (tmp_path / "n" / "manifest.json").read_text().replace(theirs.name, "gone.RData")
+    )
+    r = cli("normalise", out, "--background", "stab", "--out", tmp_path / "n", "--overwrite")
+    assert r.returncode == 2 and "(not listed in its manifest.json)" in r.stderr, r.stderr
+    assert theirs.read_bytes() == kept
     into_run = cli("normalise", tmp_path / "n", "--background", "stab", "--out", out)
     assert into_run.returncode == 2  # (normalised tables are not a run to normalise)
     other = tmp_path / "other"

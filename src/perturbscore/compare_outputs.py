@@ -26,7 +26,7 @@ import pandas as pd
 
 from .compare_tests import DEFAULT_MEMORY, CompareResult, by_significance, rank_of
 from .errors import PerturbscoreError
-from .messages import overwrite_hint
+from .messages import listing, overwrite_hint
 from .outputs import (
     Commit,
     finish_commit,
@@ -157,7 +157,7 @@ def write_comparison(
     out = Path(out_dir)
     check_out_folder(out, overwrite)
     with output_folder(out):
-        staged = temp_path(out / "compare")  # .compare.{pid}.partial: swept if we die
+        staged = temp_path(out / "compare")  # .compare.perturbscore-{pid}.partial: swept if we die
         try:
             (staged / "figures").mkdir(parents=True)
             summary = _write_into(result, staged, plot_tracks, n_top, xlim, manifest or {})
@@ -177,9 +177,10 @@ def _commit(staged: Path, out: Path) -> None:
     commit = Commit(out)
     old = out / "compare.json"
     files = [p for p in sorted(staged.rglob("*")) if p.is_file() and p.name != "compare.json"]
+    planned = [out / p.relative_to(staged) for p in files]
+    _refuse_others(out, planned)
     if old.is_file():
         # (compare.json itself goes first, as every commit's manifest does.)
-        planned = [out / p.relative_to(staged) for p in files]
         for p in stale_outputs(out, "compare", planned):
             if p.is_file():  # compare writes files only: a listed folder is not its own
                 commit.remove(p)
@@ -195,6 +196,23 @@ def _commit(staged: Path, out: Path) -> None:
     for p in files:
         commit.add(p, out / p.relative_to(staged))
     commit.run(old, (staged / "compare.json").read_text(encoding="utf-8"))
+
+
+def _refuse_others(out: Path, planned: list[Path]) -> None:
+    """Refuse to replace a file the earlier comparison did not write (a figure of the
+    user's under the name of one drawn now): its compare.json does not list it."""
+    ours = compare_listing(out)
+    others = [
+        p.relative_to(out).as_posix()
+        for p in planned
+        if (p.exists() or p.is_symlink()) and p.relative_to(out).as_posix() not in ours
+    ]
+    if others:
+        raise PerturbscoreError(
+            f"{out} holds {listing(others, 4)}, which the earlier comparison there did not "
+            "write (its compare.json does not list them); --overwrite replaces only its "
+            "files: move those away or choose another --out folder."
+        )
 
 
 def _chosen_tracks(

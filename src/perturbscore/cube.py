@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .outputs import temp_path
+
 DIMS = ("variant", "track", "aggregation", "statistic")
 #: Zarr format 2: its text arrays have a settled specification that every Zarr and
 #: xarray version reads (format 3 has none for fixed-length strings yet).
@@ -70,7 +72,7 @@ class CubeWriter:
         import zarr
 
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        self.tmp = temp_path(path)
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.keys = [(a, s) for a in aggregations for s in statistics]
         shape = (len(ids), len(tracks), len(aggregations), len(statistics))

@@ -1,10 +1,12 @@
 """Output files: one temporary-name rule, all-or-nothing commits, recovery and sweeping.
 
 Every file or folder perturbscore writes first exists under a hidden temporary name
-beside its final one, ``.{name}.{pid}.partial``, and is renamed into place only when
-everything of the command succeeded.  The pid in the name is what makes leftovers of
-dead processes recognisable: :func:`sweep` removes partials whose process no longer
-runs (a ``kill -9`` leaves them behind; nothing else can).
+beside its final one, ``.{name}.perturbscore-{pid}.partial``, and is renamed into place
+only when everything of the command succeeded.  The name is what makes leftovers of
+dead processes recognisable: :func:`sweep` removes those whose process no longer runs
+(a ``kill -9`` leaves them behind; nothing else can).  The word ``perturbscore`` in it
+keeps a user's own file out of reach: a bare ``.{name}.{pid}.partial`` is a form other
+programs use too.
 
 Renaming several tables is not atomic, so a commit is journalled: before the first
 rename, ``OUT/.perturbscore-commit.json`` lists the earlier outputs to remove (files an
@@ -42,12 +44,17 @@ from .messages import quote
 log = logging.getLogger("perturbscore")
 
 JOURNAL = ".perturbscore-commit.json"
-_PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.partial$")
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.perturbscore-(?P<pid>\d+)\.partial$")
 
 
-def temp_path(path: Path) -> Path:
-    """Hidden sibling of ``path`` used until commit: ``.{name}.{pid}.partial``."""
-    return path.with_name(f".{path.name}.{os.getpid()}.partial")
+def temp_path(path: Path, role: str = "") -> Path:
+    """Hidden sibling of ``path`` used until commit: ``.{name}.perturbscore-{pid}.partial``.
+
+    ``role`` tells apart two temporaries of one name (``old``: the earlier output moved
+    aside while a folder is replaced); its leftovers are swept all the same.
+    """
+    name = f"{path.name}.{role}" if role else path.name
+    return path.with_name(f".{name}.perturbscore-{os.getpid()}.partial")
 
 
 def _remove(path: Path) -> None:
@@ -59,7 +66,7 @@ def _remove(path: Path) -> None:
 
 
 def _dead_partial(name: str) -> re.Match[str] | None:
-    """The match of a ``.{name}.{pid}.partial`` file name whose process no longer runs."""
+    """The match of a temporary's name (:func:`temp_path`) whose process no longer runs."""
     m = _PARTIAL.match(name)
     return m if m is not None and not pid_alive(int(m["pid"])) else None
 
@@ -71,11 +78,11 @@ def is_own_leftover(path: Path) -> bool:
 
 
 def sweep(folder: Path, name: str | None = None) -> list[Path]:
-    """Remove ``.*.{pid}.partial`` leftovers of processes that no longer run.
+    """Remove ``.*.perturbscore-{pid}.partial`` leftovers of processes that no longer run.
 
     Only names of exactly that form are touched, so a user's files never are; with
-    ``name``, only the leftovers of that one output (``.{name}.{pid}.partial``), for a
-    file written into a folder that is not the command's output folder.
+    ``name``, only the leftovers of that one output (``.{name}.perturbscore-{pid}.partial``),
+    for a file written into a folder that is not the command's output folder.
 
     Returns
     -------
@@ -193,7 +200,7 @@ def _replace(tmp: Path, final: Path) -> None:
     """Rename ``tmp`` to ``final``, replacing a file or a folder of the same name."""
     if final.is_dir() and not final.is_symlink():
         # A folder under a table's name: a Dask run's partitioned table or an older cube.
-        old = final.with_name(f".{final.name}.{os.getpid()}.old.partial")
+        old = temp_path(final, "old")
         os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)

@@ -44,7 +44,7 @@ def earlier_outputs(folder: Path, source: str) -> tuple[set[str], str]:
         return names, f"its manifest.json is that of a {manifest.get('source')} output"
     for entry in [*manifest.get("outputs", []), *manifest.get("zarr_cubes", [])]:
         names.add(str(entry.get("path") if isinstance(entry, dict) else entry))
-    return names | {"manifest.json"}, why
+    return names | {"manifest.json"}, "not listed in its manifest.json"
 
 
 def compare_listing(folder: Path) -> set[str]:
@@ -128,17 +128,18 @@ def refuse_existing_outputs(
     existing = [p for p in planned if p.exists() or p.is_symlink()]
     if not existing:
         return
-    if not overwrite:
-        raise PerturbscoreError(
-            f"{folder} already holds {listing([p.name for p in existing], 4)}; "
-            f"{overwrite_hint(python)} to replace them, or choose another --out folder."
-        )
     ours, why = earlier_outputs(folder, source)
     relative = [p.relative_to(folder).as_posix() for p in existing]
     others = [r for r in relative if r not in ours]
     if others:
+        # With or without --overwrite: advising it would only lead to this refusal.
         raise PerturbscoreError(
             f"{folder} holds {listing(others, 4)}, "
             f"which no earlier '{what}' wrote there ({why}); --overwrite replaces only earlier "
             "outputs: move those away or choose another --out folder."
+        )
+    if not overwrite:
+        raise PerturbscoreError(
+            f"{folder} already holds {listing([p.name for p in existing], 4)}; "
+            f"{overwrite_hint(python)} to replace them, or choose another --out folder."
         )

@@ -162,8 +162,8 @@ def _check_batches(where: str, groups: list[tuple[str, list[Batch]]]) -> None:
 
 #: Longest table name (template filled in) that still fits a file name of 255 bytes with
 #: the longest extension (``.parquet``) and the temporary name written first,
-#: ``.{name}.{pid}.old.partial`` (a pid has at most 7 digits on Linux).
-MAX_TABLE_NAME = 255 - len(".") - len(".parquet") - len(".4194304.old.partial")
+#: ``.{name}.old.perturbscore-{pid}.partial`` (a pid has at most 7 digits on Linux).
+MAX_TABLE_NAME = 255 - len(".") - len(".parquet") - len(".old.perturbscore-4194304.partial")
 
 
 def _check_output_names(where: str, cfg: RunConfig) -> None:
