@@ -7,6 +7,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -77,3 +79,30 @@ def run_cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProce
 @pytest.fixture()
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="module")
+def demo_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of ``perturbscore demo`` (through the console script, once per module)."""
+    folder = tmp_path_factory.mktemp("demo-cli") / "demo"
+    r = run_cli("-q", "demo", folder)
+    assert r.returncode == 0, r.stderr
+    return folder / "results"
+
+
+def signal_when(
+    args: list[str], ready: Callable[[], bool], sig: int, what: str
+) -> subprocess.CompletedProcess[str]:
+    """Start ``perturbscore ARGS`` and send it ``sig`` (from outside, as the world does) once
+    ``ready()`` holds; ``what`` names that moment for a failure message."""
+    proc = subprocess.Popen(
+        [*_entry_point(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not ready():
+        assert proc.poll() is None, f"perturbscore {args[0]} ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} within 120 s"
+        time.sleep(0.002)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)

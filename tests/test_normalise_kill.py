@@ -13,29 +13,12 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from perturbscore.outputs import JOURNAL
-
-from .conftest import _entry_point
-from .test_resume import kill_in_commit
-
-
-def _cli(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*_entry_point(), *map(str, args)], capture_output=True, text=True, timeout=300
-    )
-
-
-@pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("nkill-demo") / "demo"
-    r = _cli("-q", "demo", folder)
-    assert r.returncode == 0, r.stderr
-    return folder / "results"
+from .conftest import run_cli, signal_when
+from .test_resume import kill_while_replacing
 
 
 def _normalise(results: Path, out: Path, *extra: object) -> list[str]:
@@ -54,39 +37,33 @@ def _tables(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def clean(results: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+def clean(demo_results: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     out = tmp_path_factory.mktemp("nkill-clean") / "norm"
-    r = _cli(*_normalise(results, out))
+    r = run_cli(*_normalise(demo_results, out))
     assert r.returncode == 0, r.stderr
     return _tables(out)
 
 
 def _signal_while_writing(args: list[str], out: Path, sig: int) -> subprocess.CompletedProcess:
-    """Start ``perturbscore ARGS``; send ``sig`` once a temporary table is in ``out``."""
-    proc = subprocess.Popen(
-        [*_entry_point(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 120
-    while not (out.is_dir() and any(p.name.endswith(".partial") for p in out.iterdir())):
-        assert proc.poll() is None, "normalise ended before its first table was staged"
-        assert time.monotonic() < deadline
-        time.sleep(0.002)
-    proc.send_signal(sig)
-    stdout, stderr = proc.communicate(timeout=120)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    """Send ``sig`` to ``perturbscore ARGS`` once a temporary table is in ``out``."""
+
+    def staged() -> bool:
+        return out.is_dir() and any(p.name.endswith(".partial") for p in out.iterdir())
+
+    return signal_when(args, staged, sig, "its first table was staged")
 
 
 def test_sigkill_while_writing_then_the_same_command(
-    results: Path, clean: dict[str, bytes], tmp_path: Path
+    demo_results: Path, clean: dict[str, bytes], tmp_path: Path
 ) -> None:
     out = tmp_path / "norm"
-    killed = _signal_while_writing(_normalise(results, out), out, signal.SIGKILL)
+    killed = _signal_while_writing(_normalise(demo_results, out), out, signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
     # Only the dead process's temporary files are there, and no reader takes them for
     # an output.
     assert all(p.name.startswith(".") for p in out.iterdir())
-    assert _cli("check", out).returncode == 2
-    again = _cli(*_normalise(results, out))  # no --overwrite: nothing was published
+    assert run_cli("check", out).returncode == 2
+    again = run_cli(*_normalise(demo_results, out))  # no --overwrite: nothing was published
     assert again.returncode == 0, again.stderr
     assert _tables(out) == clean
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
@@ -94,11 +71,11 @@ def test_sigkill_while_writing_then_the_same_command(
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_sigterm_or_sigint_while_writing_leaves_nothing(
-    results: Path, tmp_path: Path, sig: int, code: int
+    demo_results: Path, tmp_path: Path, sig: int, code: int
 ) -> None:
     out = tmp_path / "norm"
     saved = tmp_path / "background.npz"
-    args = _normalise(results, out, "--save-background", saved)
+    args = _normalise(demo_results, out, "--save-background", saved)
     stopped = _signal_while_writing(args, out, sig)
     assert stopped.returncode == code, stopped.stderr
     assert "Traceback" not in stopped.stderr and stopped.stdout == ""
@@ -109,21 +86,12 @@ def test_sigterm_or_sigint_while_writing_leaves_nothing(
 
 @pytest.mark.parametrize("renames", [1, 5])
 def test_sigkill_while_replacing_an_earlier_output(
-    results: Path, clean: dict[str, bytes], tmp_path: Path, renames: int
+    demo_results: Path, clean: dict[str, bytes], tmp_path: Path, renames: int
 ) -> None:
     out = tmp_path / "norm"
-    first = _cli(*_normalise(results, out, "--statistic", "robust_z"))
-    assert first.returncode == 0, first.stderr
-    killed = kill_in_commit(_normalise(results, out, "--overwrite"), renames)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    # Mid-commit the earlier manifest is already gone: no reader mixes the two outputs.
-    assert (out / JOURNAL).is_file() and not (out / "manifest.json").exists()
-    check = _cli("check", out)
-    assert check.returncode == 2 and "killed while it published" in check.stderr
-    # The next command there first finishes the commit the journal promised.
-    plain = _cli(*_normalise(results, out))
-    assert plain.returncode == 2 and "already holds" in plain.stderr, plain.stderr
-    assert "finished the commit of an interrupted run" in plain.stderr
+    first = _normalise(demo_results, out, "--statistic", "robust_z")
+    plain = kill_while_replacing(first, _normalise(demo_results, out), out, "manifest.json",
+                                 "check", renames)  # fmt: skip
+    assert "already holds" in plain.stderr
     assert _tables(out) == clean  # the new output, and no table of the earlier one
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
-    assert _cli("check", out).returncode in (0, 3)
+    assert run_cli("check", out).returncode in (0, 3)

@@ -252,6 +252,33 @@ def kill_in_commit(args: list[str], renames: int) -> subprocess.CompletedProcess
     )
 
 
+def kill_while_replacing(
+    first: list[str], second: list[str], out: Path, listing: str, reader: str, renames: int
+) -> subprocess.CompletedProcess[str]:
+    """``perturbscore FIRST`` into ``out``, then ``SECOND --overwrite`` killed after
+    ``renames`` renames of its commit; checks what every command owes such a folder.
+
+    Mid-commit the earlier ``listing`` (its manifest) is already gone, so the
+    ``reader`` command (its first argument after the command: ``out``) refuses the
+    folder rather than mix the two outputs; the next ``SECOND`` there (without
+    --overwrite) first finishes the commit the journal promised and leaves nothing
+    hidden.  Returns that last call, for the caller's own checks.
+    """
+    from .conftest import run_cli
+
+    done = run_cli(*first)
+    assert done.returncode == 0, done.stderr
+    killed = kill_in_commit([*second, "--overwrite"], renames)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (out / JOURNAL).is_file() and not (out / listing).exists()
+    refused = run_cli(reader, out)
+    assert refused.returncode == 2 and "killed while it published" in refused.stderr
+    plain = run_cli(*second)
+    assert plain.returncode == 2 and "finished the commit of an interrupted run" in plain.stderr
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    return plain
+
+
 @pytest.mark.parametrize("renames", [1, 3])
 def test_killed_during_commit_is_finished_by_the_next_run(
     kstudy: Path, tmp_path: Path, renames: int
