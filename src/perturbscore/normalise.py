@@ -39,6 +39,8 @@ NORMALISED = ("quantile", "robust_z")
 #: Statistics whose sign carries meaning (quantiles mapped to [-1, 1]).
 SIGNED = {"abs_diff": False, "diff": True, "log2fc": True}
 MAD_SCALE = 1.4826
+#: Blocks with at least this many rows of zeros place them once (:meth:`Background.quantile`).
+SHARED_ZERO_ROWS = 8
 DEFAULT_K = 4096
 DEFAULT_GRID = 2049
 FORMAT = "perturbscore-background"
@@ -176,6 +178,21 @@ class Background:
         xt = x.T
         if xt.strides[1] != xt.itemsize:
             xt = np.ascontiguousarray(xt)
+        # Rows of zeros (variants outside the model's field: a third of the study's rows)
+        # share one quantile per track, computed once: every value's quantile depends on
+        # that value and its track's background only, so the bits are the same.
+        zero = ~xt.any(axis=0)
+        n_zero = int(np.count_nonzero(zero))
+        if n_zero < SHARED_ZERO_ROWS:
+            return self._quantile_t(xt).T
+        q = np.empty_like(xt)
+        q[:, zero] = self._quantile_t(np.zeros((xt.shape[0], 1)))
+        if n_zero < xt.shape[1]:
+            q[:, ~zero] = self._quantile_t(np.ascontiguousarray(xt[:, ~zero]))
+        return q.T
+
+    def _quantile_t(self, xt: np.ndarray) -> np.ndarray:
+        """:meth:`quantile` of ``xt`` (``# S n``, rows contiguous) -> ``# S n``."""
         if self.signed:
             a = np.abs(xt)
             below_a, ties_a, at_a = self._midrank(a)
@@ -200,7 +217,7 @@ class Background:
         nan = np.isnan(xt)
         if nan.any():
             q[nan] = np.nan
-        return q.T
+        return q
 
     def robust_z(self, scores: np.ndarray) -> np.ndarray:
         """``(x - median) / (1.4826 * MAD)`` per track, ``# n S`` float64 (NaN where MAD = 0)."""
