@@ -78,29 +78,78 @@ def is_own_report(path: Path) -> bool:
 
 
 def check_report_out(folder: Path, out: Path | None, overwrite: bool = False) -> Path:
-    """The report's path; refuse a folder, a missing parent folder, or an existing file
-    without ``overwrite``: it may be anything of the user's.  The default
-    ``folder/report.html`` is replaced without ``overwrite`` only when it is a page
-    perturbscore wrote (the rule ``compare --overwrite`` follows)."""
+    """The report's path; refuse a folder, a missing parent folder, or an existing file.
+
+    An existing file (``folder/report.html`` or the ``out`` given) is replaced only with
+    ``overwrite``, and only when it is a page this module wrote (:func:`is_own_report`):
+    anything else there (the comparison's ``compare.json``, a run's table, a page of the
+    user's own) is never replaced, with or without ``overwrite``.
+    """
     target = Path(out) if out else folder / "report.html"
+    option = f"--out {target}" if out is not None else str(target)
     if target.is_dir():
         raise PerturbscoreError(f"--out {target} is a folder; give a file name like report.html.")
-    if target.exists() and not overwrite:
-        if out is not None:
-            raise PerturbscoreError(
-                f"--out {target} already exists; {overwrite_hint()} to replace it or name a "
-                "new file, e.g. report.html."
-            )
+    if target.is_symlink():
+        raise PerturbscoreError(
+            f"{option} is a symbolic link, which a report never replaces; give --out another "
+            "file name, e.g. report.html."
+        )
+    if target.exists():
         if not is_own_report(target):
             raise PerturbscoreError(
-                f"{target} already exists and is not a page perturbscore wrote; "
-                f"{overwrite_hint()} to replace it, or give --out another file name."
+                f"{option} already exists and is not a report perturbscore wrote, so it is "
+                "never replaced; give --out another file name, e.g. report.html."
+            )
+        if not overwrite:
+            raise PerturbscoreError(
+                f"{option} already exists; {overwrite_hint()} to replace it, or give --out "
+                "another file name."
             )
     if not target.parent.is_dir():
         raise PerturbscoreError(
             f"--out {target}: folder {target.parent} does not exist; create it first."
         )
     return target
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: The last chunk of every PNG: length 0, type IEND, its CRC.
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def _png_damage(path: Path) -> str | None:
+    """Why ``path`` is not a whole PNG (no signature, or cut before its IEND chunk), or
+    None.  Only the first and last bytes are read: a figure is not decoded."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(_PNG_SIGNATURE))
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - len(_PNG_IEND)))
+            tail = fh.read()
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if head != _PNG_SIGNATURE:
+        return "it does not start with the PNG signature"
+    if tail != _PNG_IEND:
+        return "it does not end with the PNG IEND chunk: cut short"
+    return None
+
+
+def _svg_damage(path: Path) -> str | None:
+    """Why ``path`` is not an SVG image (not XML, or a root other than ``svg``), or None."""
+    import xml.etree.ElementTree as ET  # only here: report alone needs it
+
+    try:
+        root = ET.parse(path).getroot()
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    except ET.ParseError as exc:
+        line, column = exc.position
+        return f"not XML: the parser stops at line {line}, column {column + 1}"
+    tag = root.tag.rsplit("}", 1)[-1]
+    if tag != "svg":
+        return f"its root element is {tag}, not svg"
+    return None
 
 
 #: Keys of ``compare.json`` the page needs.
@@ -129,13 +178,21 @@ def read_summary(folder: Path) -> dict[str, Any]:
             f"'perturbscore compare' wrote; {redo}."
         )
     for f in summary["figures"]:
-        rel = f.get("png") if isinstance(f, dict) else None
-        png = folder / str(rel)
-        if not rel or not png.is_file():
-            raise PerturbscoreError(
-                f"{png}: a figure listed in {cpath} is missing; rerun 'perturbscore compare' "
-                f"with --overwrite --out {folder} to draw it again."
+        for kind in ("png", "svg"):
+            rel = f.get(kind) if isinstance(f, dict) else None
+            if kind == "svg" and not rel:
+                continue  # an SVG copy is optional (the page embeds the PNG)
+            path = folder / str(rel)
+            redraw = (
+                f"rerun 'perturbscore compare' with --overwrite --out {folder} to draw it again"
             )
+            if not rel or not path.is_file():
+                raise PerturbscoreError(f"{path}: a figure listed in {cpath} is missing; {redraw}.")
+            damage = _png_damage(path) if kind == "png" else _svg_damage(path)
+            if damage:
+                raise PerturbscoreError(
+                    f"{path}: a figure listed in {cpath} is damaged ({damage}); {redraw}."
+                )
     return summary
 
 
@@ -144,9 +201,11 @@ def build_report(
 ) -> Path:
     """Assemble ``report.html`` from a folder written by :func:`.compare_outputs.write_comparison`.
 
-    An existing ``out`` is replaced only with ``overwrite``, except the default
-    ``COMPARE_DIR/report.html`` when perturbscore wrote it.  Everything the page needs is
-    checked (``compare.json``, ``tests.parquet``, the figures) before it is written.
+    An existing ``out`` (by default ``COMPARE_DIR/report.html``) is replaced only with
+    ``overwrite``, and only when it is a page perturbscore wrote.  Everything the page
+    needs is checked before it is written: ``compare.json``, ``tests.parquet`` and every
+    figure listed (each PNG whole, from its signature to its IEND chunk; each SVG XML
+    with an ``svg`` root).
     """
     folder = Path(compare_dir)
     if folder.is_file() and folder.name == "compare.json":
