@@ -281,3 +281,9 @@ def test_size_text() -> None:
     assert size_text(2**20) == "1 MiB" and size_text(64 * 2**20) == "64 MiB"
     assert size_text(int(2.5 * 2**20)) == "2.5 MiB" and size_text(int(12.4 * 2**20)) == "12 MiB"
     assert size_text(3 * 2**30) == "3,072 MiB"
+
+
+def test_report_help_says_what_overwrite_replaces() -> None:
+    r = run_cli("report", "--help")
+    assert r.returncode == 0
+    assert "perturbscore report wrote" in " ".join(r.stdout.split())

@@ -171,7 +171,11 @@ def compare_cmd(
     default=None,
     help="HTML file (default COMPARE_FOLDER/report.html).",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing --out page that perturbscore report wrote (never another file).",
+)
 @verbosity
 @user_errors
 def report_cmd(compare_folder: Path, out: Path | None, overwrite: bool) -> None:
