@@ -123,6 +123,15 @@ def test_report_never_replaces_a_page_of_the_users_own(compared: Path, tmp_path:
         r = run_cli("report", cmp, *extra)
         _refused(r, f"{page} already exists and is not a report perturbscore wrote")
         assert _snapshot(tmp_path) == before
+    # A link, even to a page perturbscore wrote, is the user's: not replaced by a file.
+    own = tmp_path / "own.html"
+    assert run_cli("-q", "report", cmp, "--out", own).returncode == 0
+    link = tmp_path / "link.html"
+    link.symlink_to(own)
+    before = _snapshot(tmp_path)
+    r = run_cli("report", cmp, "--out", link, "--overwrite")
+    _refused(r, f"--out {link} already exists and is not a report perturbscore wrote")
+    assert link.is_symlink() and _snapshot(tmp_path) == before
 
 
 # --- damaged figures ----------------------------------------------------------------

@@ -78,33 +78,24 @@ def is_own_report(path: Path) -> bool:
 
 
 def check_report_out(folder: Path, out: Path | None, overwrite: bool = False) -> Path:
-    """The report's path; refuse a folder, a missing parent folder, or an existing file.
-
-    An existing file (``folder/report.html`` or the ``out`` given) is replaced only with
-    ``overwrite``, and only when it is a page this module wrote (:func:`is_own_report`):
-    anything else there (the comparison's ``compare.json``, a run's table, a page of the
-    user's own) is never replaced, with or without ``overwrite``.
-    """
+    """The report's path: ``out`` or ``folder/report.html``.  A folder or a missing parent
+    folder is refused; an existing file is replaced only with ``overwrite`` and only when
+    it is a page this module wrote (:func:`is_own_report`), never anything else there
+    (``compare.json``, a run's table, a page or link of the user's own)."""
     target = Path(out) if out else folder / "report.html"
     option = f"--out {target}" if out is not None else str(target)
     if target.is_dir():
         raise PerturbscoreError(f"--out {target} is a folder; give a file name like report.html.")
-    if target.is_symlink():
+    if target.is_symlink() or (target.exists() and not is_own_report(target)):
         raise PerturbscoreError(
-            f"{option} is a symbolic link, which a report never replaces; give --out another "
-            "file name, e.g. report.html."
+            f"{option} already exists and is not a report perturbscore wrote, so it is "
+            "never replaced; give --out another file name, e.g. report.html."
         )
-    if target.exists():
-        if not is_own_report(target):
-            raise PerturbscoreError(
-                f"{option} already exists and is not a report perturbscore wrote, so it is "
-                "never replaced; give --out another file name, e.g. report.html."
-            )
-        if not overwrite:
-            raise PerturbscoreError(
-                f"{option} already exists; {overwrite_hint()} to replace it, or give --out "
-                "another file name."
-            )
+    if target.exists() and not overwrite:
+        raise PerturbscoreError(
+            f"{option} already exists; {overwrite_hint()} to replace it, or give --out "
+            "another file name."
+        )
     if not target.parent.is_dir():
         raise PerturbscoreError(
             f"--out {target}: folder {target.parent} does not exist; create it first."
@@ -112,44 +103,31 @@ def check_report_out(folder: Path, out: Path | None, overwrite: bool = False) ->
     return target
 
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-#: The last chunk of every PNG: length 0, type IEND, its CRC.
-_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+#: A whole PNG starts with its signature and ends with the IEND chunk (length 0, CRC).
+_PNG_ENDS = (b"\x89PNG\r\n\x1a\n", b"\x00\x00\x00\x00IEND\xaeB`\x82")
 
 
-def _png_damage(path: Path) -> str | None:
-    """Why ``path`` is not a whole PNG (no signature, or cut before its IEND chunk), or
-    None.  Only the first and last bytes are read: a figure is not decoded."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(len(_PNG_SIGNATURE))
-            size = fh.seek(0, 2)
-            fh.seek(max(0, size - len(_PNG_IEND)))
-            tail = fh.read()
-    except OSError as exc:
-        return f"cannot be read: {exc.strerror or exc}"
-    if head != _PNG_SIGNATURE:
-        return "it does not start with the PNG signature"
-    if tail != _PNG_IEND:
-        return "it does not end with the PNG IEND chunk: cut short"
-    return None
-
-
-def _svg_damage(path: Path) -> str | None:
-    """Why ``path`` is not an SVG image (not XML, or a root other than ``svg``), or None."""
+def _figure_damage(path: Path) -> str | None:
+    """Why ``path`` is not a whole figure, or None: a PNG (only its first and last bytes
+    are read) needs the signature and the IEND chunk, an SVG to be XML with an ``svg``
+    root element."""
     import xml.etree.ElementTree as ET  # only here: report alone needs it
 
     try:
-        root = ET.parse(path).getroot()
+        if path.suffix == ".svg":
+            tag = ET.parse(path).getroot().tag.rsplit("}", 1)[-1]
+            return None if tag == "svg" else f"its root element is {tag}, not svg"
+        with open(path, "rb") as fh:
+            head = fh.read(len(_PNG_ENDS[0]))
+            fh.seek(max(0, fh.seek(0, 2) - len(_PNG_ENDS[1])))
+            tail = fh.read()
     except OSError as exc:
         return f"cannot be read: {exc.strerror or exc}"
     except ET.ParseError as exc:
-        line, column = exc.position
-        return f"not XML: the parser stops at line {line}, column {column + 1}"
-    tag = root.tag.rsplit("}", 1)[-1]
-    if tag != "svg":
-        return f"its root element is {tag}, not svg"
-    return None
+        return f"not XML: the parser stops at line {exc.position[0]}, column {exc.position[1] + 1}"
+    if head != _PNG_ENDS[0]:
+        return "it does not start with the PNG signature"
+    return None if tail == _PNG_ENDS[1] else "it does not end with the PNG IEND chunk: cut short"
 
 
 #: Keys of ``compare.json`` the page needs.
@@ -177,18 +155,15 @@ def read_summary(folder: Path) -> dict[str, Any]:
             f"{cpath} lacks {', '.join(missing) or 'a list of figures'}, so it is not what "
             f"'perturbscore compare' wrote; {redo}."
         )
-    for f in summary["figures"]:
-        for kind in ("png", "svg"):
-            rel = f.get(kind) if isinstance(f, dict) else None
-            if kind == "svg" and not rel:
-                continue  # an SVG copy is optional (the page embeds the PNG)
+    redraw = f"rerun 'perturbscore compare' with --overwrite --out {folder} to draw it again"
+    for entry in summary["figures"]:
+        f = entry if isinstance(entry, dict) else {}
+        # The page embeds the PNG; an SVG listed beside it is checked too (none: older).
+        for rel in [f.get("png"), *([f["svg"]] if f.get("svg") else [])]:
             path = folder / str(rel)
-            redraw = (
-                f"rerun 'perturbscore compare' with --overwrite --out {folder} to draw it again"
-            )
             if not rel or not path.is_file():
                 raise PerturbscoreError(f"{path}: a figure listed in {cpath} is missing; {redraw}.")
-            damage = _png_damage(path) if kind == "png" else _svg_damage(path)
+            damage = _figure_damage(path)
             if damage:
                 raise PerturbscoreError(
                     f"{path}: a figure listed in {cpath} is damaged ({damage}); {redraw}."
@@ -251,25 +226,10 @@ def build_report(
 
 
 def _top_tables(tests: pd.DataFrame) -> str:
-    cols = [
-        "identifier",
-        "assay",
-        "target",
-        "biosample",
-        "aggregation",
-        "statistic",
-        "x",
-        "y",
-        "n_x",
-        "n_y",
-        "p_greater",
-        "p_less",
-        "p_two_sided",
-        "p_adj_two_sided",
-        "rank_biserial",
-        "median_difference",
-        "note",
-    ]
+    cols = (
+        "identifier assay target biosample aggregation statistic x y n_x n_y p_greater p_less "
+        "p_two_sided p_adj_two_sided rank_biserial median_difference note"
+    ).split()
     parts = []
     for key, part in tests.groupby(["design", "rank"], sort=False, dropna=False):
         design, rank = str(key[0]), rank_of(key[1])
