@@ -149,7 +149,8 @@ def test_duplicates_need_a_rule(real_run: Path, shared: Path) -> None:
         (dict(designs=["paired"]), "need --pairing tables"),
         (
             dict(designs=["paired"], keys=["GENE", "Variant"], pairing="PAIR"),
-            r"pairing tables give no value for key\(s\) Variant;",
+            "the fine-mapping pairing table gives no value for --keys Variant: this shape "
+            "gives only GENE, rsID, REF and ALT",
         ),
         (
             dict(designs=["paired"], keys=["GENE", "VAR"], pairing="PAIR"),

@@ -27,16 +27,24 @@ def test_report_keeps_a_users_own_report_html(small_run: Path, tmp_path: Path, c
     r = cli("report", out)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and r.stderr.startswith("perturbscore: error: ")
-    assert f"{page} already exists and is not a page perturbscore wrote" in r.stderr
-    assert "--overwrite" in r.stderr and r.stdout == ""
+    assert f"{page} already exists and is not a report perturbscore wrote" in r.stderr
+    assert "never replaced" in r.stderr and r.stdout == ""
     assert page.read_text() == mine
     assert not list(out.glob(".report*"))
-    # --overwrite replaces it; a page perturbscore wrote is replaced without asking.
+    # --overwrite does not replace it either: only a page perturbscore wrote is replaced.
     r = cli("report", out, "--overwrite")
+    assert r.returncode == 2 and "is not a report perturbscore wrote" in r.stderr
+    assert page.read_text() == mine
+    page.unlink()
+    r = cli("report", out)
     assert r.returncode == 0 and r.stdout.strip() == str(page)
     assert '<meta name="generator" content="perturbscore report">' in page.read_text()
+    # Its own page is replaced with --overwrite, and only with it.
     page.write_text(page.read_text().replace("</body>", "<p>stale</p></body>"))
     r = cli("report", out)
+    assert r.returncode == 2 and "pass --overwrite to replace it" in r.stderr
+    assert "stale" in page.read_text()
+    r = cli("report", out, "--overwrite")
     assert r.returncode == 0, r.stderr
     assert "stale" not in page.read_text()
 

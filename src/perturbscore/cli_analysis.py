@@ -126,7 +126,10 @@ def compare_cmd(
     require("scipy", "perturbscore compare")
     require("matplotlib", "perturbscore compare (figures)")
     from .compare_outputs import run_comparison
+    from .compare_plan import refuse_repeats
 
+    # Before any work: run_comparison would draw (and list) a repeated track twice.
+    refuse_repeats(plot_tracks, "--plot-track", "track")
     summary = run_comparison(
         run_folder,
         out_dir,
@@ -168,7 +171,11 @@ def compare_cmd(
     default=None,
     help="HTML file (default COMPARE_FOLDER/report.html).",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing --out page that perturbscore report wrote (never another file).",
+)
 @verbosity
 @user_errors
 def report_cmd(compare_folder: Path, out: Path | None, overwrite: bool) -> None:

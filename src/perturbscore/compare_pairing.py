@@ -97,15 +97,10 @@ def read_pairing(
             df = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False)
         except (ValueError, UnicodeDecodeError) as exc:
             raise PerturbscoreError(f"{p}: cannot be read as a table ({exc}).") from exc
-        frames.append(_pairing_units(df, p, a_prefix, b_prefix))
+        part = _pairing_units(df, p, a_prefix, b_prefix)
+        _check_key_columns(part, p, "unit" in df.columns, keys, a_prefix, b_prefix)
+        frames.append(part)
     units = pd.concat(frames, ignore_index=True)
-    absent = [k for k in keys if f"a_{k}" not in units or f"b_{k}" not in units]
-    if absent:
-        have = sorted(c[2:] for c in units.columns if c.startswith("a_"))
-        raise PerturbscoreError(
-            f"pairing tables give no value for key(s) {', '.join(absent)}; they give "
-            f"{', '.join(have)}. Choose --keys among those."
-        )
     if units["unit"].duplicated().any():
         dup = units.loc[units["unit"].duplicated(), "unit"].iloc[0]
         raise PerturbscoreError(
@@ -128,6 +123,48 @@ def read_pairing(
         same &= (units[f"a_{k}"] == units[f"b_{k}"]).to_numpy()
     units["matching"] = same
     return Pairing(units, dropped, [str(f) for f in files])
+
+
+def _check_key_columns(
+    units: pd.DataFrame,
+    path: Path,
+    long_shape: bool,
+    keys: Sequence[str],
+    a_prefix: str,
+    b_prefix: str,
+) -> None:
+    """Refuse a pairing table that lacks the columns some ``--keys`` key needs: a long
+    table an ``a_<key>`` or ``b_<key>`` column, the fine-mapping shape the
+    ``<PREFIX>_k_VAR_HG19`` columns (REF, ALT) or any way to give the key at all."""
+    lacking = [f"{s}_{k}" for k in keys for s in ("a", "b") if f"{s}_{k}" not in units]
+    if not lacking:
+        return
+    usable = [c[2:] for c in units.columns if c.startswith("a_") and f"b_{c[2:]}" in units]
+    usable = [k for k in usable if k != "VAR"] if not long_shape else usable
+    choose = f"or choose --keys among {', '.join(usable)}" if usable else "or give other tables"
+    if long_shape:
+        raise PerturbscoreError(
+            f"{path}: the pairing table lacks the column(s) {', '.join(lacking)}; --keys "
+            f"{','.join(keys)} needs an a_<key> and a b_<key> column for every key (add "
+            f"them, {choose})."
+        )
+    prefix = {"a": a_prefix, "b": b_prefix}
+    var = sorted({f"{prefix[c[0]]}_k_VAR_HG19" for c in lacking if c[2:] in _ALLELE_KEYS})
+    other = sorted({c[2:] for c in lacking if c[2:] not in _ALLELE_KEYS})
+    needs = []
+    if var:
+        needs.append(f"REF and ALT come from the column(s) {', '.join(var)}, which it lacks")
+    if other:
+        needs.append(
+            "this shape gives only GENE, rsID, REF and ALT (a long table with unit, "
+            "a_<key> and b_<key> columns gives any key)"
+        )
+    missing = sorted({c[2:] for c in lacking}, key=list(keys).index)
+    raise PerturbscoreError(
+        f"{path}: the fine-mapping pairing table gives no value for --keys "
+        f"{', '.join(missing)}: {'; '.join(needs)}; "
+        f"{choose.removeprefix('or ')}."
+    )
 
 
 def _pairing_units(df: pd.DataFrame, path: Path, a_prefix: str, b_prefix: str) -> pd.DataFrame:

@@ -38,6 +38,30 @@ FAMILIES = ("all", "design", "table", "rank")
 OUT_OF_FIELD_RULES = ("keep", "exclude")
 
 
+def refuse_repeats(values: Sequence[str], option: str, what: str) -> None:
+    """Refuse a value given more than once for ``option`` (``--track``, ``--plot-track``):
+    a slip that would test or draw it twice.  ``what`` names one value (``track``)."""
+    seen: set[str] = set()
+    for v in values:
+        if v in seen:
+            n = list(values).count(v)
+            times = "twice" if n == 2 else f"{n} times"
+            raise PerturbscoreError(f"{option} {v} is given {times}; give each {what} once.")
+        seen.add(v)
+
+
+def _refuse_repeated_keys(keys: Sequence[str]) -> None:
+    """A key named twice in ``--keys`` (pandas cannot merge on it): the list to give instead
+    keeps the user's order, each key at its first place."""
+    repeated = [k for k in dict.fromkeys(keys) if list(keys).count(k) > 1]
+    if repeated:
+        once = ",".join(dict.fromkeys(keys))
+        raise PerturbscoreError(
+            f"--keys {','.join(keys)} names {' and '.join(repeated)} more than once; give "
+            f"each key once: --keys {once}."
+        )
+
+
 def _check_options(
     designs: Sequence[str],
     group_a: str,
@@ -46,6 +70,7 @@ def _check_options(
     duplicates: str,
     family: str,
     out_of_field: str,
+    tracks: Sequence[str] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Check the options that need no input; returns the designs and keys to use."""
     designs = list(dict.fromkeys(designs))
@@ -67,6 +92,8 @@ def _check_options(
     keys = [k for k in keys if k]
     if not keys:
         raise PerturbscoreError("--keys is empty; name score-table columns, e.g. GENE,rsID,ALT.")
+    _refuse_repeated_keys(keys)
+    refuse_repeats(tracks or (), "--track", "track")
     if out_of_field not in OUT_OF_FIELD_RULES:
         raise PerturbscoreError(
             f"--out-of-field must be one of {', '.join(OUT_OF_FIELD_RULES)}, not {out_of_field}."
@@ -280,7 +307,7 @@ def plan_comparison(
     The parameters are those of :func:`perturbscore.compare.compare_groups`.
     """
     designs, keys = _check_options(
-        designs, group_a, group_b, keys, duplicates, family, out_of_field
+        designs, group_a, group_b, keys, duplicates, family, out_of_field, tracks
     )
     run = load_run(run_folder)
     _check_groups(run, group_a, group_b)

@@ -78,29 +78,56 @@ def is_own_report(path: Path) -> bool:
 
 
 def check_report_out(folder: Path, out: Path | None, overwrite: bool = False) -> Path:
-    """The report's path; refuse a folder, a missing parent folder, or an existing file
-    without ``overwrite``: it may be anything of the user's.  The default
-    ``folder/report.html`` is replaced without ``overwrite`` only when it is a page
-    perturbscore wrote (the rule ``compare --overwrite`` follows)."""
+    """The report's path: ``out`` or ``folder/report.html``.  A folder or a missing parent
+    folder is refused; an existing file is replaced only with ``overwrite`` and only when
+    it is a page this module wrote (:func:`is_own_report`), never anything else there
+    (``compare.json``, a run's table, a page or link of the user's own)."""
     target = Path(out) if out else folder / "report.html"
+    option = f"--out {target}" if out is not None else str(target)
     if target.is_dir():
         raise PerturbscoreError(f"--out {target} is a folder; give a file name like report.html.")
+    if target.is_symlink() or (target.exists() and not is_own_report(target)):
+        raise PerturbscoreError(
+            f"{option} already exists and is not a report perturbscore wrote, so it is "
+            "never replaced; give --out another file name, e.g. report.html."
+        )
     if target.exists() and not overwrite:
-        if out is not None:
-            raise PerturbscoreError(
-                f"--out {target} already exists; {overwrite_hint()} to replace it or name a "
-                "new file, e.g. report.html."
-            )
-        if not is_own_report(target):
-            raise PerturbscoreError(
-                f"{target} already exists and is not a page perturbscore wrote; "
-                f"{overwrite_hint()} to replace it, or give --out another file name."
-            )
+        raise PerturbscoreError(
+            f"{option} already exists; {overwrite_hint()} to replace it, or give --out "
+            "another file name."
+        )
     if not target.parent.is_dir():
         raise PerturbscoreError(
             f"--out {target}: folder {target.parent} does not exist; create it first."
         )
     return target
+
+
+#: A whole PNG starts with its signature and ends with the IEND chunk (length 0, CRC).
+_PNG_ENDS = (b"\x89PNG\r\n\x1a\n", b"\x00\x00\x00\x00IEND\xaeB`\x82")
+
+
+def _figure_damage(path: Path) -> str | None:
+    """Why ``path`` is not a whole figure, or None: a PNG (only its first and last bytes
+    are read) needs the signature and the IEND chunk, an SVG to be XML with an ``svg``
+    root element."""
+    import xml.etree.ElementTree as ET  # only here: report alone needs it
+
+    try:
+        if path.suffix == ".svg":
+            tag = ET.parse(path).getroot().tag.rsplit("}", 1)[-1]
+            return None if tag == "svg" else f"its root element is {tag}, not svg"
+        with open(path, "rb") as fh:
+            head = fh.read(len(_PNG_ENDS[0]))
+            fh.seek(max(0, fh.seek(0, 2) - len(_PNG_ENDS[1])))
+            tail = fh.read()
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    except ET.ParseError as exc:
+        return f"not XML: the parser stops at line {exc.position[0]}, column {exc.position[1] + 1}"
+    if head != _PNG_ENDS[0]:
+        return "it does not start with the PNG signature"
+    return None if tail == _PNG_ENDS[1] else "it does not end with the PNG IEND chunk: cut short"
 
 
 #: Keys of ``compare.json`` the page needs.
@@ -128,14 +155,19 @@ def read_summary(folder: Path) -> dict[str, Any]:
             f"{cpath} lacks {', '.join(missing) or 'a list of figures'}, so it is not what "
             f"'perturbscore compare' wrote; {redo}."
         )
-    for f in summary["figures"]:
-        rel = f.get("png") if isinstance(f, dict) else None
-        png = folder / str(rel)
-        if not rel or not png.is_file():
-            raise PerturbscoreError(
-                f"{png}: a figure listed in {cpath} is missing; rerun 'perturbscore compare' "
-                f"with --overwrite --out {folder} to draw it again."
-            )
+    redraw = f"rerun 'perturbscore compare' with --overwrite --out {folder} to draw it again"
+    for entry in summary["figures"]:
+        f = entry if isinstance(entry, dict) else {}
+        # The page embeds the PNG; an SVG listed beside it is checked too (none: older).
+        for rel in [f.get("png"), *([f["svg"]] if f.get("svg") else [])]:
+            path = folder / str(rel)
+            if not rel or not path.is_file():
+                raise PerturbscoreError(f"{path}: a figure listed in {cpath} is missing; {redraw}.")
+            damage = _figure_damage(path)
+            if damage:
+                raise PerturbscoreError(
+                    f"{path}: a figure listed in {cpath} is damaged ({damage}); {redraw}."
+                )
     return summary
 
 
@@ -144,9 +176,11 @@ def build_report(
 ) -> Path:
     """Assemble ``report.html`` from a folder written by :func:`.compare_outputs.write_comparison`.
 
-    An existing ``out`` is replaced only with ``overwrite``, except the default
-    ``COMPARE_DIR/report.html`` when perturbscore wrote it.  Everything the page needs is
-    checked (``compare.json``, ``tests.parquet``, the figures) before it is written.
+    An existing ``out`` (by default ``COMPARE_DIR/report.html``) is replaced only with
+    ``overwrite``, and only when it is a page perturbscore wrote.  Everything the page
+    needs is checked before it is written: ``compare.json``, ``tests.parquet`` and every
+    figure listed (each PNG whole, from its signature to its IEND chunk; each SVG XML
+    with an ``svg`` root).
     """
     folder = Path(compare_dir)
     if folder.is_file() and folder.name == "compare.json":
@@ -192,25 +226,10 @@ def build_report(
 
 
 def _top_tables(tests: pd.DataFrame) -> str:
-    cols = [
-        "identifier",
-        "assay",
-        "target",
-        "biosample",
-        "aggregation",
-        "statistic",
-        "x",
-        "y",
-        "n_x",
-        "n_y",
-        "p_greater",
-        "p_less",
-        "p_two_sided",
-        "p_adj_two_sided",
-        "rank_biserial",
-        "median_difference",
-        "note",
-    ]
+    cols = (
+        "identifier assay target biosample aggregation statistic x y n_x n_y p_greater p_less "
+        "p_two_sided p_adj_two_sided rank_biserial median_difference note"
+    ).split()
     parts = []
     for key, part in tests.groupby(["design", "rank"], sort=False, dropna=False):
         design, rank = str(key[0]), rank_of(key[1])
