@@ -231,6 +231,16 @@ def test_a_repeated_option_value_is_refused_before_any_work(
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_a_repeated_plot_track_is_refused_through_python(demo: Path, tmp_path: Path) -> None:
+    from perturbscore.compare_outputs import run_comparison
+    from perturbscore.errors import PerturbscoreError
+
+    with pytest.raises(PerturbscoreError, match="--plot-track SYNTH0004 is given twice"):
+        run_comparison(demo / "results", tmp_path / "cmp", a="stab", b="top",
+                       plot_tracks=["SYNTH0004", "SYNTH0004"])  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- messages -------------------------------------------------------------------------
 
 

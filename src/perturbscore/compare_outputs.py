@@ -109,8 +109,10 @@ def run_comparison(
     ``options`` are those of :func:`~perturbscore.compare_plan.plan_comparison`.  Every
     user error is raised before any test runs, and nothing is written then.
     """
-    from .compare_plan import plan_comparison
+    from .compare_plan import plan_comparison, refuse_repeats
     from .extras import require
+
+    refuse_repeats(plot_tracks, "--plot-track", "track")  # a library caller's too
 
     require("scipy", "perturbscore compare")
     require("matplotlib", "perturbscore compare (figures)")
