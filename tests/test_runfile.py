@@ -86,6 +86,19 @@ BAD = [
     (SHORTLIST, "identifiers = []", r"\[tracks\] identifiers: .*got an empty list"),
     (SHORTLIST, "where = [1]", r"\[tracks\] where: .*got the list \[1\]"),
     (SHORTLIST, 'where = ["biosample"]', r'\[tracks\] where: track query "biosample": write'),
+    # Trial 7, repro 12: an empty value selected 12 of the demo's 42 tracks, silently.
+    CLI(
+        SHORTLIST,
+        'where = ["biosample="]',
+        r'\[tracks\] where: track query "biosample=" gives no value after =; write '
+        r"biosample=VALUE",
+    ),
+    # Trial 7, repro 10: the two places of a repeated track by their positions.
+    CLI(
+        SHORTLIST,
+        "indices = [3, 5, 3]",
+        r"selected more than once, by \S*stablefm.toml \[tracks\] indices entries 1 and 3;",
+    ),
     (
         re.compile(r"\[tracks\]\n#.*\n" + re.escape(SHORTLIST)),
         "tracks = 5",

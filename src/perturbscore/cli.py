@@ -202,6 +202,7 @@ def tracks_cmd(
         indices=indices,
         where=where,
         columns=columns,
+        command_line=True,
     )
     table.to_csv(sys.stdout, sep="\t" if sep == "tab" else ",", index=False)
     log.info("%d track%s", len(table), "" if len(table) == 1 else "s")
@@ -287,7 +288,9 @@ def import_scores_cmd(
         statistic,
         targets,
         out_dir,
-        selection_from_options(shortlist, list(identifiers), list(indices), list(where)),
+        selection_from_options(
+            shortlist, list(identifiers), list(indices), list(where), command_line=True
+        ),
         normalise=normalise,
         fmt=fmt,
         overwrite=overwrite,
