@@ -65,6 +65,7 @@ class Recorded:
     nonfinite: list[tuple[str, int, tuple[int, int, int]]]
     bad_log2: int
     identical: str = ""  # hex of numpy.packbits of the block's REF == ALT flags
+    bad_log2_inputs: int = 0  # of bad_log2, those from NaN/Inf inputs (SpanResult)
 
     def identical_rows(self) -> np.ndarray:
         """The block's ``bool # n`` REF == ALT flags."""
@@ -242,6 +243,7 @@ class ResumeState:
                     [(p, c, (f[0], f[1], f[2])) for p, c, f in rec["nonfinite"]],
                     rec["bad_log2"],
                     rec.get("identical", ""),
+                    rec.get("bad_log2_inputs", 0),
                 )
             )
 
@@ -317,6 +319,7 @@ class ResumeState:
             "stop": rec.stop,
             "nonfinite": rec.nonfinite,
             "bad_log2": rec.bad_log2,
+            "bad_log2_inputs": rec.bad_log2_inputs,
             "identical": rec.identical,
             "offset": self._end,
             "nbytes": len(raw),
