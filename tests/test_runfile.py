@@ -107,7 +107,23 @@ BAD = [
     # Silently accepted before: an empty list meant no table at all.
     CLI(AGGS, "aggregations = []", r"\[scores\] aggregations: .*got an empty list; write"),
     CLI('statistics = ["abs_diff"]', "statistics = []", r"\[scores\] statistics: .*got an empty"),
-    (AGGS, 'aggregations = ["ave", "AVE"]', r'"AVE" is listed twice\); write aggregations = '),
+    (
+        AGGS,
+        'aggregations = ["ave", "AVE"]',
+        r'"AVE" is listed twice\); write aggregations = \["ave"\]\.',
+    ),
+    # Trial 7, repro 09: the advice kept the last occurrence, reordering the user's list
+    # (identifiers are the output columns' order); first occurrences, in order, now.
+    CLI(
+        SHORTLIST,
+        'identifiers = ["SYNTH0001", "SYNTH0002", "SYNTH0001"]',
+        r'"SYNTH0001" is listed twice\); write identifiers = \["SYNTH0001", "SYNTH0002"\]\.',
+    ),
+    CLI(
+        AGGS,
+        'aggregations = ["ave", "tss", "ave"]',
+        r'"ave" is listed twice\); write aggregations = \["ave", "tss"\]\.',
+    ),
     (AGGS, 'aggregations = ["mean"]', r'\("mean" is not one of tss, ave, sum or window:K, with'),
     (
         AGGS,
