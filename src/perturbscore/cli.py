@@ -213,7 +213,11 @@ def tracks_cmd(
 @click.option(
     "--overwrite",
     is_flag=True,
-    help="Replace the files an earlier demo wrote there (only those; others are never touched).",
+    help=(
+        "Replace the files an earlier demo wrote there (only those, as its record "
+        "perturbscore-demo.json or their bytes show; a file of a demo name that is not the "
+        "demo's is refused, never touched)."
+    ),
 )
 @verbosity
 @click.pass_context
@@ -222,7 +226,8 @@ def demo_cmd(ctx: click.Context, folder: Path, overwrite: bool) -> None:
     """Write a synthetic dataset in the study's layout to FOLDER and run stablefm.toml on it.
 
     Refuses, changing nothing, if FOLDER already holds any file the demo writes
-    (its inputs or its results), unless --overwrite.
+    (its inputs or its results), unless --overwrite; even then, if one of them is not
+    the demo's own (the user's, or a demo file the user edited).
     """
     from .demo import run_demo
 
