@@ -9,20 +9,17 @@ can run the study's run file end to end in a second.
 from __future__ import annotations
 
 import contextlib
-import filecmp
-import hashlib
-import json
 import os
 import shutil
-import tempfile
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .demo_record import RECORD, Fresh, record_text, theirs_among
 from .errors import PerturbscoreError
 from .messages import listing, overwrite_hint
 from .outputs import check_out_folder, output_folder, temp_path
@@ -36,9 +33,6 @@ from .writers import FORMATS as OUTPUT_FORMATS
 DEMO_BATCHES = (("stab", "", 40), ("stab", "_new", 17), ("top", "", 53), ("top", "_new", 23))
 DEMO_BINS = 3
 RESULTS = "results"  # run_demo's output folder, inside the demo folder
-#: The demo's record of what it wrote (name -> SHA-256 of every version it wrote there).
-RECORD = Path("perturbscore-demo.json")
-_RECORD_FORMAT = "perturbscore demo record"
 
 _DESCRIPTIONS = [
     "DNASE:GM12878",
@@ -237,65 +231,12 @@ def demo_files() -> list[Path]:
     return [*names, Path("pairing") / "demo_pairs.csv", Path("stablefm.toml"), RECORD]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _read_record(folder: Path) -> dict[str, list[str]] | None:
-    """The hashes the demo's record in ``folder`` lists per file; None without a record
-    or when the file of that name is not one the demo wrote (then it is the user's)."""
-    path = folder / RECORD
-    if path.is_symlink() or not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        files = record["files"] if record.get("format") == _RECORD_FORMAT else None
-        if not isinstance(files, dict):
-            return None
-        return {str(k): [str(h) for h in v] for k, v in files.items() if isinstance(v, list)}
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError):
-        return None
-
-
-def _not_the_demos(folder: Path, existing: Sequence[Path], reference: Path | None) -> list[Path]:
-    """Of the ``existing`` files (relative to ``folder``), those the demo cannot show it wrote.
-
-    A file is the demo's when the demo's record lists its SHA-256, or when it is
-    byte-identical to the file the demo writes now (``reference``, a folder holding a fresh
-    demo).  Both, because each covers what the other cannot: the record survives a change
-    of the demo's data between versions (whose old files differ from today's), and byte
-    identity covers folders written before the record existed or whose record was lost.
-    Neither can be fooled into replacing the user's content: a file the user made or edited
-    has other bytes than any the demo wrote.  A link is never the demo's (it writes none).
-    """
-    record = _read_record(folder)
-    theirs = []
-    for rel in existing:
-        path = folder / rel
-        if rel == RECORD:
-            own = record is not None
-        elif path.is_symlink() or not path.is_file():
-            own = False
-        elif record is not None and _sha256(path) in record.get(rel.as_posix(), []):
-            own = True
-        else:
-            ref = None if reference is None else reference / rel
-            own = ref is not None and ref.is_file() and filecmp.cmp(path, ref, shallow=False)
-        if not own:
-            theirs.append(rel)
-    return theirs
-
-
 def _refuse_existing(
     folder: Path,
     relative: Sequence[Path],
     overwrite: bool,
     reserved: Sequence[Path],
-    fresh: Callable[[Path], object] | Path | None = None,
+    fresh: Fresh = None,
 ) -> None:
     """Refuse files (or folders) where the demo writes ``relative`` (and ``reserved``).
 
@@ -321,7 +262,7 @@ def _refuse_existing(
             "only the demo's own files, or choose a new folder."
         )
     inputs = [t.relative_to(folder) for t in existing if t in targets]
-    theirs = _theirs_with_reference(folder, inputs, fresh)
+    theirs = theirs_among(folder, inputs, fresh)
     results = folder / RESULTS
     ours, _ = earlier_outputs(results, "run")
     for t in existing:
@@ -336,38 +277,6 @@ def _refuse_existing(
             "was changed: the demo replaces only its own files, even with --overwrite, so "
             f"move {it} away or choose a new folder."
         )
-
-
-def _theirs_with_reference(
-    folder: Path, inputs: Sequence[Path], fresh: Callable[[Path], object] | Path | None
-) -> list[Path]:
-    """:func:`_not_the_demos`, writing a fresh demo to compare with (outside ``folder``, in
-    a temporary folder of the system's) only for files the record does not vouch for."""
-    theirs = _not_the_demos(folder, inputs, None)
-    if not theirs or fresh is None:
-        return theirs
-    if isinstance(fresh, Path):
-        return _not_the_demos(folder, theirs, fresh)
-    with tempfile.TemporaryDirectory(prefix="perturbscore-demo-") as tmp:
-        fresh(Path(tmp))
-        return _not_the_demos(folder, theirs, Path(tmp))
-
-
-def _record_text(folder: Path, staging: Path, relative: Sequence[Path]) -> str:
-    """The demo's record after this write: every hash an earlier record listed (a kill
-    between the renames may leave those files in place) and those of the new files."""
-    files = {k: list(v) for k, v in (_read_record(folder) or {}).items()}
-    for rel in relative:
-        hashes = files.setdefault(rel.as_posix(), [])
-        digest = _sha256(staging / rel)
-        if digest not in hashes:
-            hashes.append(digest)
-    record = {
-        "format": _RECORD_FORMAT,
-        "about": "the files 'perturbscore demo' wrote here; --overwrite replaces only these",
-        "files": files,
-    }
-    return json.dumps(record, indent=1, sort_keys=True) + "\n"
 
 
 def _write_staged(
@@ -403,7 +312,7 @@ def _write_staged(
                 # Again, for what was really staged: files may have appeared since.
                 _refuse_existing(folder, [*relative, RECORD], overwrite, reserved, staging)
                 (staging / RECORD).write_text(
-                    _record_text(folder, staging, relative), encoding="utf-8"
+                    record_text(folder, staging, relative), encoding="utf-8"
                 )
                 # The record first: killed between two renames, every file in place is
                 # one the record lists (an earlier demo's or this one's).
