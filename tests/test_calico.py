@@ -153,3 +153,46 @@ def test_import_killed_while_replacing_an_earlier_one(
     assert again.returncode == 2 and "finished the commit of an interrupted run" in again.stderr
     assert tables(out) == tables(clean)  # the new import whole, none of the earlier one
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "rdata"])
+def test_import_memory_budget_is_a_ceiling(
+    study: Path, tmp_path: Path, scores: dict, cli, fmt: str
+) -> None:
+    """Trial 7, repro 17: --memory 1KB was accepted; like run and normalise, a budget below
+    what the import needs is refused up front (exit 2, one sentence, nothing written), and
+    the minimum it names runs, writing the tables a default budget writes."""
+    import re
+
+    base = [
+        "import-scores",
+        f"stab={tmp_path / 'stab.h5'}",
+        f"top={tmp_path / 'top.h5'}",
+        "--statistic",
+        "SAD",
+        "--targets",
+        study / "targets_human.txt",
+        "--format",
+        fmt,
+    ]
+    small = tmp_path / "small"
+    r = cli(*base, "--out", small, "--memory", "1KB")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    assert r.stderr.startswith(
+        "perturbscore: error: memory budget 1,000 bytes is too small: import-scores needs at "
+        "least "
+    ) and r.stderr.count("\n") == 1, r.stderr
+    assert not small.exists()
+    found = re.search(r"at least ([\d,]+) bytes .*raise --memory to (\d+)MiB or more\.$", r.stderr)
+    assert found, r.stderr
+    need = int(found.group(1).replace(",", ""))
+    r = cli(*base, "--out", small, "--memory", str(need - 1))
+    assert r.returncode == 2 and "too small" in r.stderr and not small.exists(), r.stderr
+    r = cli(*base, "--out", small, "--memory", str(need))  # one row per block
+    assert r.returncode == 0, r.stderr
+    r = cli(*base, "--out", tmp_path / "default")
+    assert r.returncode == 0, r.stderr
+    for g in ("stab", "top"):
+        name = f"{g}_SAD{'.parquet' if fmt == 'parquet' else '.RData'}"
+        assert (small / name).read_bytes() == (tmp_path / "default" / name).read_bytes(), name

@@ -100,19 +100,62 @@ def test_results_alone_in_the_way_refuse_before_the_inputs_are_written(tmp_path:
     ]
 
 
-def test_overwrite_replaces_only_the_demos_own_files(tmp_path: Path, cli) -> None:
+def test_overwrite_refuses_the_users_files_of_demo_names(tmp_path: Path, cli) -> None:
+    # Trial 7, repro 02: a folder where no demo ever ran, holding the user's own
+    # targets_human.txt: --overwrite must not replace a file the demo never wrote.
+    folder = tmp_path / "r02"
+    folder.mkdir()
+    (folder / "targets_human.txt").write_text("my own track table\n")
+    os.utime(folder / "targets_human.txt", (OLD, OLD))
+    before = _snapshot(folder)
+    r = cli("demo", folder, "--overwrite", "-q")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert r.stderr.startswith("perturbscore: error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "targets_human.txt, which the demo did not write there" in r.stderr
+    assert "nothing was changed" in r.stderr and r.stdout == ""
+    assert _snapshot(folder) == before
+    assert [p.name for p in folder.iterdir()] == ["targets_human.txt"]
+
+
+def test_overwrite_refuses_a_study_folder_and_a_demo_file_the_user_edited(
+    tmp_path: Path, cli
+) -> None:
     folder = tmp_path / "study"
-    files = _user_folder(folder)
-    fresh = tmp_path / "fresh"
-    write_demo_dataset(fresh)
+    _user_folder(folder)
+    before = _snapshot(folder)
+    r = cli("demo", folder, "--overwrite")
+    assert r.returncode == 2 and "which the demo did not write there" in r.stderr, r.stderr
+    assert _snapshot(folder) == before
+    # The demo's own file, edited by the user, holds the user's work: refused as well.
+    demo_dir = tmp_path / "d"
+    assert cli("demo", demo_dir).returncode == 0
+    with (demo_dir / "stablefm.toml").open("a") as f:
+        f.write("# my edit\n")
+    before = _snapshot(demo_dir)
+    r = cli("demo", demo_dir, "--overwrite")
+    assert r.returncode == 2 and "holds stablefm.toml, which the demo" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    assert _snapshot(demo_dir) == before
+
+
+def test_overwrite_replaces_an_earlier_demos_files(tmp_path: Path, cli) -> None:
+    # An earlier demo (here another seed: other bytes, as a demo of another version would
+    # write) is vouched for by its record; the user's other file is untouched.
+    folder = tmp_path / "study"
+    folder.mkdir()
+    (folder / "notes.txt").write_bytes(b"keep me\n")
+    os.utime(folder / "notes.txt", (OLD, OLD))
+    write_demo_dataset(folder, seed=8)
+    assert cli("demo", folder).returncode == 2  # no --overwrite: refused as before
     r = cli("demo", folder, "--overwrite")
     assert r.returncode == 0, r.stderr
-    # The user's other file is untouched...
-    assert (folder / "notes.txt").read_bytes() == files["notes.txt"]
+    fresh = tmp_path / "fresh"
+    write_demo_dataset(fresh)
+    assert (folder / "notes.txt").read_bytes() == b"keep me\n"
     assert (folder / "notes.txt").stat().st_mtime == OLD
-    # ...and every demo file is the demo's (same seed: same bytes as a fresh demo).
     for p in fresh.rglob("*"):
-        if p.is_file():
+        if p.is_file() and p.name != "perturbscore-demo.json":
             rel = p.relative_to(fresh)
             assert (folder / rel).read_bytes() == p.read_bytes(), rel
     assert {p.name for p in folder.iterdir()} == {p.name for p in fresh.iterdir()} | {
@@ -120,6 +163,24 @@ def test_overwrite_replaces_only_the_demos_own_files(tmp_path: Path, cli) -> Non
         "results",
     }
     assert all(p.is_file() for p in demo_results(folder))
+    # Again (what make demo does), and without a record: a file byte-identical to the
+    # demo's holds nothing of the user's, so it is the demo's.
+    assert cli("demo", folder, "--overwrite").returncode == 0
+    (folder / "perturbscore-demo.json").unlink()
+    r = cli("demo", folder, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert (folder / "perturbscore-demo.json").is_file()
+
+
+def test_overwrite_refuses_a_users_file_among_the_results(tmp_path: Path, cli) -> None:
+    folder = tmp_path / "d"
+    (folder / "results").mkdir(parents=True)
+    (folder / "results" / "stab_diff_ave_relevant_comb.RData").write_text("mine")
+    before = _snapshot(folder)
+    r = cli("demo", folder, "--overwrite")
+    assert r.returncode == 2, r.stderr
+    assert "holds results/stab_diff_ave_relevant_comb.RData, which the demo" in r.stderr
+    assert _snapshot(folder) == before
 
 
 def test_demo_into_a_file_is_refused(tmp_path: Path, cli) -> None:

@@ -200,7 +200,7 @@ def test_an_unknown_identifier_names_the_key_and_the_closest(study: Path, tmp_pa
         (  # a shortlist and indices naming one track: both places
             SHORTLIST + "\nindices = [1, 4]",
             "track 4 (SYNTH0004) is selected more than once, by {shortlist} line 3 and by "
-            "{toml} [tracks] indices entry 4; list each track once",
+            "{toml} [tracks] indices entry 2 (4); list each track once",
         ),
         (  # a misspelt query column: the closest one
             'where = ["biosampel=GM12878"]',

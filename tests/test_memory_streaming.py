@@ -50,10 +50,24 @@ def test_plan_by_hand() -> None:
     r_format = plan_memory(budget=2**30, blocks_in_flight=3, in_memory_rows=1000, **kw)
     assert r_format.fixed_bytes == 2 * scratch + 1000 * 2 * 177 * 8
     assert plan_memory(budget=2**30, max_rows=7, **kw).chunk_rows == 7
-    with pytest.raises(PerturbscoreError, match="--chunk-rows 101 needs about"):
+    with pytest.raises(PerturbscoreError) as err:
         plan_memory(
             budget=2 * scratch + 100 * per_row, blocks_in_flight=3, chunk_rows=101, **kw
         )
+    # Byte counts with thousands separators and units, never raw (trial 7, repro 15).
+    need, budget = 2 * scratch + 101 * per_row, 2 * scratch + 100 * per_row
+    assert (
+        f"--chunk-rows 101 needs about {need:,} bytes ({need / 2**20:.0f} MiB), over the budget "
+        f"of {budget:,} bytes ({budget / 2**20:.0f} MiB) (at most 100 rows fit)"
+    ) in str(err.value)
+    # More rows than the largest batch holds: clamped to it before the check, so a budget
+    # that fits the batch is enough (trial 7, repro 15: refused as needing ~689 MB).
+    for forced in (101, 10**5, 10**12):
+        clamped = plan_memory(
+            budget=2 * scratch + 100 * per_row, blocks_in_flight=3, chunk_rows=forced,
+            max_rows=57, **kw,
+        )  # fmt: skip
+        assert clamped.chunk_rows == 57
     with pytest.raises(PerturbscoreError, match="rdata format keeps whole tables in memory"):
         plan_memory(budget=2**24, in_memory_rows=10**6, fmt="rdata", **kw)
 

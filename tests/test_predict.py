@@ -771,6 +771,23 @@ def test_plan_only_with_a_hub_id_or_a_wrong_folder(shared: Path, tmp_path: Path)
     assert "Traceback" not in bad.stderr
 
 
+@pytest.mark.parametrize("bins", ["4", "0", "abc", "-1"])
+def test_plan_only_checks_bins_by_the_run_files_rule(shared: Path, bins: str) -> None:
+    """Trial 7, repro 07: --plan-only accepted --bins 4 and 0 (exit 0), which --help and
+    the run file's [predict] bins refuse; one rule for both now, one message."""
+    table = shared / "stab_snps_new_strand_final_variants.csv"
+    r = cli("predict", "--plan-only", str(table), "--bins", bins)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr == (
+        f'perturbscore: error: --bins {bins}: expected an odd number of central bins, or "all" '
+        "(1, 3, 5, ...); write e.g. --bins 3.\n"
+    )
+    assert r.stdout == ""
+    ok = cli("predict", "--plan-only", str(table), "--bins", "5")
+    assert ok.returncode == 0, ok.stderr
+
+
 def test_study_windows_are_reproduced_from_their_tss(shared: Path) -> None:
     from perturbscore.predict_model import plan_geometry
     from perturbscore.windows import load_variants, plan_windows

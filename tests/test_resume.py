@@ -550,3 +550,24 @@ def test_a_journal_naming_paths_outside_its_folder_is_refused(
     assert (outside / "keep.txt").read_text() == "mine"
     assert (outside / "dir" / "data.txt").read_text() == "mine"
     assert (out / "t.tmp").read_text() == "new" and not (out / "manifest.json").exists()
+
+
+def test_a_finished_run_names_the_option_that_changed(kstudy: Path, tmp_path: Path) -> None:
+    """Trial 7, repro 16 (b, c): --center-bin given on the command line was reported as
+    "the run file's settings differ (center_bin)", and a changed --zarr as "--out-of-field
+    or --zarr differs"; the option is named, with its values."""
+    out = tmp_path / "out"
+    first = _cli(*_args(kstudy, out, "--resume", "--center-bin", "1"))
+    assert first.returncode == 0, first.stderr
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    for extra, said in (
+        (("--center-bin", "0"), "(--center-bin or the run file's center_bin was 1, now 0)"),
+        (("--center-bin", "1", "--zarr"), "(--zarr was not given, now given)"),
+    ):
+        r = _cli(*_args(kstudy, out, "--resume", *extra))
+        assert r.returncode == 2, r.stderr
+        errors = [line for line in r.stderr.splitlines() if "error" in line]
+        assert "Traceback" not in r.stderr and len(errors) == 1, r.stderr
+        assert f"holds a finished run with other inputs or options {said}, so" in errors[0]
+        assert "settings differ" not in r.stderr and "or --zarr differs" not in r.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before

@@ -229,3 +229,49 @@ def test_messages_of_a_refused_write() -> None:
         "cannot write /data/run1/.lock: the file system is read-only; choose another --out folder."
     )
     assert "/data/run1: the disk is full" in write_refused(OSError(errno.ENOSPC, "x"), out)
+
+
+_NAN_CAUSE = (
+    "1 score is NaN or infinite because the REF or ALT aggregate is (NaN/Inf in the "
+    "predictions, passed through by --nan propagate)"
+)
+_PC_CAUSE = "1 score is NaN or infinite because agg + pseudocount <= 0 (pseudocount 1.0)"
+
+
+@pytest.mark.parametrize(
+    ("nan", "non_positive", "expected"),
+    [
+        (True, False, f"log2fc: {_NAN_CAUSE}"),
+        (False, True, f"log2fc: {_PC_CAUSE}"),
+        (True, True, f"log2fc: {_NAN_CAUSE}; {_PC_CAUSE}"),
+    ],
+)
+def test_the_log2fc_warning_names_its_cause(
+    tmp_path: Path, cli, nan: bool, non_positive: bool, expected: str
+) -> None:
+    """Trial 7, repro 05: one NaN in the predictions (--nan propagate) was blamed on
+    "agg + pseudocount <= 0", with "1 scores are"; each cause is now counted apart."""
+    demo = tmp_path / "demo"
+    write_demo_dataset(demo)
+    work = tmp_path / "w"
+    work.mkdir()
+    shutil.copy(demo / "targets_human.txt", work)
+    lines = (demo / "stab_snps_strand_final_variants.csv").read_text().splitlines()[:6]
+    (work / "v.csv").write_text("\n".join(lines) + "\n")
+    ref = np.random.default_rng(0).random((5, 3, 42), dtype=np.float32)
+    alt = ref + np.float32(0.5)
+    if nan:
+        ref[3, 1, 5] = np.nan
+    if non_positive:  # ave + pseudocount 1 is 0 for REF and ALT: log2(0 / 0)
+        ref[0, :, 0] = alt[0, :, 0] = -1.0
+    np.save(work / "ref.npy", ref)
+    np.save(work / "alt.npy", alt)
+    (work / "r.toml").write_text(
+        'targets = "targets_human.txt"\n[scores]\naggregations = ["ave"]\n'
+        'statistics = ["log2fc"]\n[output]\nformat = "csv"\n[[groups]]\nname = "g"\n'
+        'batches = [ { ref = "ref.npy", alt = "alt.npy", variants = "v.csv" } ]\n'
+    )
+    r = cli("run", work / "r.toml", "--out", work / "o", "--nan", "propagate")
+    assert r.returncode == 0, r.stderr
+    warned = [line for line in r.stderr.splitlines() if "log2fc:" in line]
+    assert len(warned) == 1 and warned[0].endswith(expected), r.stderr

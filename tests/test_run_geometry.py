@@ -349,7 +349,7 @@ def test_a_finished_run_is_not_done_under_another_out_of_field(geo: Path, tmp_pa
     before = _tables(out)
     other = _cli(*_geo_args(geo, out, "--out-of-field", "na"))
     assert other.returncode == 2, other.stderr
-    assert "--out-of-field or --zarr differs" in other.stderr
+    assert "(--out-of-field was keep, now na)" in other.stderr
     assert _tables(out) == before
 
 

@@ -86,6 +86,19 @@ BAD = [
     (SHORTLIST, "identifiers = []", r"\[tracks\] identifiers: .*got an empty list"),
     (SHORTLIST, "where = [1]", r"\[tracks\] where: .*got the list \[1\]"),
     (SHORTLIST, 'where = ["biosample"]', r'\[tracks\] where: track query "biosample": write'),
+    # Trial 7, repro 12: an empty value selected 12 of the demo's 42 tracks, silently.
+    CLI(
+        SHORTLIST,
+        'where = ["biosample="]',
+        r'\[tracks\] where: track query "biosample=" gives no value after =; write '
+        r"biosample=VALUE",
+    ),
+    # Trial 7, repro 10: the two places of a repeated track by their positions.
+    CLI(
+        SHORTLIST,
+        "indices = [3, 5, 3]",
+        r"selected more than once, by \S*stablefm.toml \[tracks\] indices entries 1 and 3;",
+    ),
     (
         re.compile(r"\[tracks\]\n#.*\n" + re.escape(SHORTLIST)),
         "tracks = 5",
@@ -94,7 +107,23 @@ BAD = [
     # Silently accepted before: an empty list meant no table at all.
     CLI(AGGS, "aggregations = []", r"\[scores\] aggregations: .*got an empty list; write"),
     CLI('statistics = ["abs_diff"]', "statistics = []", r"\[scores\] statistics: .*got an empty"),
-    (AGGS, 'aggregations = ["ave", "AVE"]', r'"AVE" is listed twice\); write aggregations = '),
+    (
+        AGGS,
+        'aggregations = ["ave", "AVE"]',
+        r'"AVE" is listed twice\); write aggregations = \["ave"\]\.',
+    ),
+    # Trial 7, repro 09: the advice kept the last occurrence, reordering the user's list
+    # (identifiers are the output columns' order); first occurrences, in order, now.
+    CLI(
+        SHORTLIST,
+        'identifiers = ["SYNTH0001", "SYNTH0002", "SYNTH0001"]',
+        r'"SYNTH0001" is listed twice\); write identifiers = \["SYNTH0001", "SYNTH0002"\]\.',
+    ),
+    CLI(
+        AGGS,
+        'aggregations = ["ave", "tss", "ave"]',
+        r'"ave" is listed twice\); write aggregations = \["ave", "tss"\]\.',
+    ),
     (AGGS, 'aggregations = ["mean"]', r'\("mean" is not one of tss, ave, sum or window:K, with'),
     (
         AGGS,

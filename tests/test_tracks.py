@@ -162,11 +162,14 @@ def test_messages_name_where_the_selection_was_written(
         select_tracks(damaged, selection_from_options(indices=[7, 12, 7, 12], origin=where))
     assert str(err.value).startswith(
         f"track 7 ({damaged['identifier'][7]}) is selected more than once, by run.toml "
-        "[tracks] indices entry 7 and by run.toml [tracks] indices entry 7 (and 1 more track "
-        "listed twice); list each track once"
+        "[tracks] indices entries 1 and 3 (and 1 more track listed twice); list each track once"
     )
     ident = damaged["identifier"][12]
-    with pytest.raises(PerturbscoreError, match=f'identifiers entry "{ident}" and by run.toml'):
+    with pytest.raises(
+        PerturbscoreError,
+        match=f'identifiers entry 1 \\("{ident}"\\) and by run.toml \\[tracks\\] indices entry 1 '
+        r"\(12\);",
+    ):
         select_tracks(
             damaged, selection_from_options(identifiers=[ident], indices=[12], origin=where)
         )
@@ -291,6 +294,20 @@ def test_the_known_damage_in_canonical_records_is_repaired(tmp_path: Path) -> No
         (["latin1.txt"], "latin1.txt: not a UTF-8 text file"),
         (["good.txt", "--where", "biosample"], 'track query "biosample": write field=value'),
         (["good.txt", "--where", "organ=x"], "track query column organ does not exist"),
+        # Trial 7, repro 12: an empty value matched an arbitrary-looking subset.
+        *[
+            (
+                ["good.txt", "--where", f"biosample{op}"],
+                f'"biosample{op}" gives no value after {op}',
+            )
+            for op in ("=", "==", "~")
+        ],
+        # Trial 7, repro 10: a repeated track by the positions of the options, not the value.
+        (["good.txt", "--index", "1", "--index", "1"], "by the 1st and 2nd --index;"),
+        (
+            ["good.txt", "--identifier", "B", "--index", "0", "--index", "1"],
+            r'by the 1st --identifier \("B"\) and by the 2nd --index \(1\);',
+        ),
         (["good.txt", "--where", "description~(("], r'"\(\(" is not a valid regular expression'),
         (["good.txt", "--index", "7"], "track indices out of range 0..1: 7;"),
         (["good.txt", "--identifier", "Z"], 'track identifiers not in the track table: "Z";'),

@@ -23,12 +23,20 @@ import pandas as pd
 from .errors import PerturbscoreError
 from .extras import require
 from .manifest import build_manifest, file_facts, manifest_text
-from .memory import DEFAULT_MEMORY_BYTES
+from .memory import DEFAULT_MEMORY_BYTES, byte_count
 from .names import check_name
 from .outputs import Commit, check_out_folder, output_folder
 from .outputs_earlier import refuse_existing_outputs, stale_outputs
 from .tracks import TrackSelection, read_targets, select_tracks
-from .writers import FORMATS, TableWriter, check_format, open_writer
+from .writers import (
+    FORMATS,
+    TableWriter,
+    check_format,
+    holds_in_memory,
+    open_writer,
+    row_group_rows,
+    writer_bytes,
+)
 
 #: Metadata datasets and the ID columns they become.
 METADATA = {"snp": "rsID", "chr": "chr", "pos": "pos", "ref_allele": "REF", "alt_allele": "ALT"}
@@ -110,16 +118,40 @@ class ImportResult:
 BLOCK_BYTES = 8 * 2**20
 
 
-def _block_rows(n_tracks: int, itemsize: int, n_selected: int, budget: int) -> int:
-    """Rows per block: about :data:`BLOCK_BYTES` read, and the block's copies within budget."""
+def _held_bytes(fmt: str, n_selected: int, n_ids: int, group_rows: Mapping[str, int]) -> int:
+    """What the open table writer holds besides the blocks: groups are written one after
+    another (each writer is finished before the next opens), so the largest group's."""
+    most = max(group_rows.values(), default=0)
+    if holds_in_memory(fmt):
+        return most * n_selected * 8  # R formats: the whole table of scores until commit
+    # A Parquet writer buffers one row group: never more rows than the table has.
+    group = max(1, min(row_group_rows(n_selected), most))
+    return writer_bytes(fmt, n_selected, n_ids, most, group)
+
+
+def _block_rows(
+    n_tracks: int, itemsize: int, n_selected: int, budget: int, resident: int = 0
+) -> int:
+    """Rows per block: about :data:`BLOCK_BYTES` read, and every copy within ``budget``.
+
+    ``resident``: bytes held whatever the block size (the variants' ID tables, the
+    writer's buffers).  Each block row costs its read (``T itemsize``), its float64
+    conversion (``T 8``), the selected tracks and their z-scores (``3 S 8``).
+
+    Raises
+    ------
+    PerturbscoreError
+        Not even one row fits beside ``resident``, with the budget that would.
+    """
     per_row = n_tracks * (itemsize + 8) + 3 * n_selected * 8  # raw, float64, selected, z
-    rows = max(1, min(BLOCK_BYTES, budget // 4) // per_row)
-    if per_row > budget:
+    need = resident + per_row
+    if need > budget:
         raise PerturbscoreError(
-            f"memory budget {budget} bytes is too small for one row of {n_tracks} tracks "
-            f"({per_row} bytes); raise --memory."
+            f"memory budget {byte_count(budget)} is too small: import-scores needs at least "
+            f"{need:,} bytes ({resident:,} resident plus {per_row:,} per block row of "
+            f"{n_tracks:,} tracks); raise --memory to {-(-need // 2**20)}MiB or more."
         )
-    return int(rows)
+    return int(max(1, min(BLOCK_BYTES, budget - resident) // per_row))
 
 
 def _blocks(ds: Any, columns: np.ndarray, rows: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -235,8 +267,16 @@ class _Job:
                     f"{targets} has {table_rows} rows; use the targets file of that model."
                 )
         self.paths = {g: out / f"{g}_{statistic}{FORMATS[fmt]}" for g in files}
+        # Planned here, before the output folder is touched: a budget too small is refused
+        # up front, as run and normalise refuse theirs.
+        ids = [f.variants for f in files.values()]
+        resident = sum(int(v.memory_usage(deep=True).sum()) for v in ids) + _held_bytes(
+            fmt, len(self.names), len(METADATA), {g: len(f.variants) for g, f in files.items()}
+        )
         self.rows = {
-            g: _block_rows(ds.shape[1], np.dtype(ds.dtype).itemsize, len(self.names), memory_bytes)
+            g: _block_rows(
+                ds.shape[1], np.dtype(ds.dtype).itemsize, len(self.names), memory_bytes, resident
+            )
             for g, ds in self.data.items()
         }
         self.mean, self.scale = np.zeros(len(self.names)), np.ones(len(self.names))

@@ -197,7 +197,7 @@ def _integrity(
             grp = prep.batches[res.batch].group
             values = {(grp, a, st): v for (a, st), v in res.scores.items()}
             findings.block(res.batch, res.start, res.identical, values)
-            findings.add(res.batch, res.nonfinite, res.bad_log2)
+            findings.add(res.batch, res.nonfinite, res.bad_log2, res.bad_log2_inputs)
     finally:
         close_readers()
     return findings.with_nonfinite(findings.checker.finish())

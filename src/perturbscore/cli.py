@@ -202,6 +202,7 @@ def tracks_cmd(
         indices=indices,
         where=where,
         columns=columns,
+        command_line=True,
     )
     table.to_csv(sys.stdout, sep="\t" if sep == "tab" else ",", index=False)
     log.info("%d track%s", len(table), "" if len(table) == 1 else "s")
@@ -212,7 +213,11 @@ def tracks_cmd(
 @click.option(
     "--overwrite",
     is_flag=True,
-    help="Replace the files an earlier demo wrote there (only those; others are never touched).",
+    help=(
+        "Replace the files an earlier demo wrote there (only those, as its record "
+        "perturbscore-demo.json or their bytes show; a file of a demo name that is not the "
+        "demo's is refused, never touched)."
+    ),
 )
 @verbosity
 @click.pass_context
@@ -221,7 +226,8 @@ def demo_cmd(ctx: click.Context, folder: Path, overwrite: bool) -> None:
     """Write a synthetic dataset in the study's layout to FOLDER and run stablefm.toml on it.
 
     Refuses, changing nothing, if FOLDER already holds any file the demo writes
-    (its inputs or its results), unless --overwrite.
+    (its inputs or its results), unless --overwrite; even then, if one of them is not
+    the demo's own (the user's, or a demo file the user edited).
     """
     from .demo import run_demo
 
@@ -287,7 +293,9 @@ def import_scores_cmd(
         statistic,
         targets,
         out_dir,
-        selection_from_options(shortlist, list(identifiers), list(indices), list(where)),
+        selection_from_options(
+            shortlist, list(identifiers), list(indices), list(where), command_line=True
+        ),
         normalise=normalise,
         fmt=fmt,
         overwrite=overwrite,

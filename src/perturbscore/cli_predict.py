@@ -182,9 +182,9 @@ def _values(ctx: click.Context, kw: dict[str, Any], only_given: bool) -> dict[st
         if name in _NEGATED:
             out[_NEGATED[name]] = not value
         elif name == "bins":
-            if value != "all" and not value.isdigit():
-                raise PerturbscoreError(f"--bins {value!r}: give an odd number or 'all'.")
-            out["bins"] = None if value == "all" else int(value)
+            from .predict_config import bins_option  # the run file's rule: one rule
+
+            out["bins"] = bins_option(value)
         else:
             out[_RENAMED.get(name, name)] = value
     return out

@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .demo_record import RECORD, Fresh, record_text, theirs_among
 from .errors import PerturbscoreError
 from .messages import listing, overwrite_hint
 from .outputs import check_out_folder, output_folder, temp_path
+from .outputs_earlier import earlier_outputs
 from .pipeline import MANIFEST, RunOptions, RunResult, run_path
 from .runfile import parse_run_config
 from .scoring import parse_aggregation
@@ -219,19 +221,29 @@ def _demo_pairing(variants: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
 
 
 def demo_files() -> list[Path]:
-    """The demo dataset's files, relative to its folder (what :func:`_write_files` writes),
-    known without writing anything, so that a refusal leaves the folder untouched."""
+    """The demo dataset's files, relative to its folder (what :func:`_write_files` writes,
+    and the demo's record), known without writing anything, so that a refusal leaves the
+    folder untouched."""
     names = [Path("targets_human.txt"), Path("basenji_relevant_metadata.csv")]
     for group, suffix, _ in DEMO_BATCHES:
         names += [Path(f"final_{k}_preds_{group}_snps{suffix}_strand.npy") for k in ("ref", "alt")]
         names.append(Path(f"{group}_snps{suffix}_strand_final_variants.csv"))
-    return [*names, Path("pairing") / "demo_pairs.csv", Path("stablefm.toml")]
+    return [*names, Path("pairing") / "demo_pairs.csv", Path("stablefm.toml"), RECORD]
 
 
 def _refuse_existing(
-    folder: Path, relative: Sequence[Path], overwrite: bool, reserved: Sequence[Path]
+    folder: Path,
+    relative: Sequence[Path],
+    overwrite: bool,
+    reserved: Sequence[Path],
+    fresh: Fresh = None,
 ) -> None:
-    """Refuse files (or folders) where the demo writes ``relative`` (and ``reserved``)."""
+    """Refuse files (or folders) where the demo writes ``relative`` (and ``reserved``).
+
+    With ``overwrite``, existing files must be the demo's own (:func:`_not_the_demos`;
+    ``fresh`` is a folder holding the demo's files, or a function writing them into a
+    folder, called only when needed) and existing ``reserved`` results an earlier run's.
+    """
     targets = [folder / r for r in relative]
     in_the_way = [t for t in targets if t.is_dir() and not t.is_symlink()]
     if in_the_way:
@@ -239,15 +251,32 @@ def _refuse_existing(
             f"{folder}: the demo writes the file {in_the_way[0].relative_to(folder)}, but "
             "a folder of that name is there; move it or choose another folder."
         )
+    existing = [t for t in [*targets, *reserved] if t.exists() or t.is_symlink()]
+    if not existing:
+        return
     if not overwrite:
-        existing = [t for t in [*targets, *reserved] if t.exists() or t.is_symlink()]
-        if existing:
-            names = [str(e.relative_to(folder)) for e in existing]
-            raise PerturbscoreError(
-                f"{folder} already holds {len(existing)} of the files the demo writes "
-                f"({listing(names, 4)}); nothing was changed: {overwrite_hint()} to replace "
-                "only the demo's own files, or choose a new folder."
-            )
+        names = [str(e.relative_to(folder)) for e in existing]
+        raise PerturbscoreError(
+            f"{folder} already holds {len(existing)} of the files the demo writes "
+            f"({listing(names, 4)}); nothing was changed: {overwrite_hint()} to replace "
+            "only the demo's own files, or choose a new folder."
+        )
+    inputs = [t.relative_to(folder) for t in existing if t in targets]
+    theirs = theirs_among(folder, inputs, fresh)
+    results = folder / RESULTS
+    ours, _ = earlier_outputs(results, "run")
+    for t in existing:
+        if t not in targets and t.relative_to(results).as_posix() not in ours:
+            theirs.append(t.relative_to(folder))
+    if theirs:
+        names = [r.as_posix() for r in theirs]
+        it, they = ("it", "it differs") if len(names) == 1 else ("them", "they differ")
+        raise PerturbscoreError(
+            f"{folder} holds {listing(names, 4)}, which the demo did not write there "
+            f"({they} from the demo's files and no record of the demo's lists {it}); nothing "
+            "was changed: the demo replaces only its own files, even with --overwrite, so "
+            f"move {it} away or choose a new folder."
+        )
 
 
 def _write_staged(
@@ -265,7 +294,12 @@ def _write_staged(
     # Folders this call creates (innermost first), removed again if it fails.
     created = [d for d in (folder, *folder.parents) if not d.exists()]
     check_out_folder(folder, "demo folder")
-    _refuse_existing(folder, demo_files(), overwrite, reserved)  # before anything is written
+
+    def fresh(out: Path) -> None:
+        _write_files(out, n_tracks, seed)
+
+    # Before anything is written in ``folder``.
+    _refuse_existing(folder, demo_files(), overwrite, reserved, fresh)
     # The folder lock and sweep every writing command shares: a killed demo's staging
     # folder (.perturbscore-demo.{pid}.partial) is removed by the next command there.
     staging = temp_path(folder / "perturbscore-demo")
@@ -275,9 +309,15 @@ def _write_staged(
                 staging.mkdir()
                 staged = _write_files(staging, n_tracks, seed)
                 relative = [p.relative_to(staging) for p in staged]
-                targets = [folder / r for r in relative]
                 # Again, for what was really staged: files may have appeared since.
-                _refuse_existing(folder, relative, overwrite, reserved)
+                _refuse_existing(folder, [*relative, RECORD], overwrite, reserved, staging)
+                (staging / RECORD).write_text(
+                    record_text(folder, staging, relative), encoding="utf-8"
+                )
+                # The record first: killed between two renames, every file in place is
+                # one the record lists (an earlier demo's or this one's).
+                relative = [RECORD, *relative]
+                targets = [folder / r for r in relative]
                 for r in relative:
                     (folder / r).parent.mkdir(parents=True, exist_ok=True)
                     os.replace(staging / r, folder / r)

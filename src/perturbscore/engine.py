@@ -118,7 +118,7 @@ def _replay(
         values = {sink.order[n]: v for n, v in recorded.items()}
         findings.block(rec.batch, rec.start, rec.identical_rows(), values)
         sink.emit(rec.batch, rec.start, rec.stop, values)
-        findings.add(rec.batch, rec.nonfinite, rec.bad_log2)
+        findings.add(rec.batch, rec.nonfinite, rec.bad_log2, rec.bad_log2_inputs)
         bar.update(rec.stop - rec.start)
         done += 1
     if done:
@@ -134,7 +134,7 @@ def _live(
     values = {(grp, a, st): v for (a, st), v in res.scores.items()}
     findings.block(res.batch, res.start, res.identical, values)
     sink.emit(res.batch, res.start, res.stop, values)
-    findings.add(res.batch, res.nonfinite, res.bad_log2)
+    findings.add(res.batch, res.nonfinite, res.bad_log2, res.bad_log2_inputs)
     if state is not None:
         rec = Recorded(
             res.batch,
@@ -143,6 +143,7 @@ def _live(
             res.nonfinite,
             res.bad_log2,
             Recorded.pack(res.identical),
+            res.bad_log2_inputs,
         )
         state.record(rec, [values[sink.order[n]] for n in sink.group_tables[grp]])
     return grp

@@ -36,6 +36,7 @@ class Findings:
         self.prep = prep
         self.nonfinite: dict[str, tuple[int, str]] = {}
         self.bad_log2 = 0
+        self.bad_log2_inputs = 0  # of bad_log2, those from NaN/Inf inputs
         keys = {(b.group, b.number): b.keys for b in prep.batches}
         by_group: dict[str, list[str]] = {}
         for b in prep.batches:
@@ -95,7 +96,13 @@ class Findings:
             result["exit_code"] = EXIT_FLAGGED
         return result
 
-    def add(self, batch: int, found: list[tuple[str, int, tuple[int, int, int]]], bad: int) -> None:
+    def add(
+        self,
+        batch: int,
+        found: list[tuple[str, int, tuple[int, int, int]]],
+        bad: int,
+        bad_inputs: int = 0,
+    ) -> None:
         for source, n, (row, b, col) in found:
             prev = self.nonfinite.get(source)
             tracks = self.prep.tracks
@@ -109,6 +116,7 @@ class Findings:
             )
             self.nonfinite[source] = ((prev[0] if prev else 0) + n, where)
         self.bad_log2 += bad
+        self.bad_log2_inputs += bad_inputs
 
     def conclude(self, warnings: list[str]) -> None:
         prep = self.prep
@@ -123,7 +131,24 @@ class Findings:
                 )
             warnings.append(f"NaN/Inf passed through (--nan propagate): {detail}")
         if self.bad_log2:
-            warnings.append(
-                f"log2fc: {self.bad_log2} scores are NaN or infinite because agg + pseudocount "
-                f"<= 0 (pseudocount {prep.config.pseudocount})"
+            warnings.append(self.log2fc_warning())
+
+    def log2fc_warning(self) -> str:
+        """The log2fc scores that are NaN or infinite, by cause: NaN/Inf in the predictions
+        (their aggregate is NaN or infinite), or agg + pseudocount <= 0."""
+        inputs = self.bad_log2_inputs
+        non_positive = self.bad_log2 - inputs
+        causes = []
+        if inputs:
+            causes.append(
+                f"{count(inputs, 'score')} {'is' if inputs == 1 else 'are'} NaN or infinite "
+                "because the REF or ALT aggregate is (NaN/Inf in the predictions, passed "
+                "through by --nan propagate)"
             )
+        if non_positive:
+            causes.append(
+                f"{count(non_positive, 'score')} {'is' if non_positive == 1 else 'are'} NaN or "
+                "infinite because agg + pseudocount <= 0 (pseudocount "
+                f"{self.prep.config.pseudocount})"
+            )
+        return "log2fc: " + "; ".join(causes)

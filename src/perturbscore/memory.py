@@ -54,6 +54,16 @@ def parse_size(text: str | int) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
+def byte_count(n: int) -> str:
+    """A byte count read as words: ``1,000 bytes``, ``688,830,348 bytes (657 MiB)``."""
+    words = f"{n:,} byte{'' if n == 1 else 's'}"
+    if n >= 2**30:
+        return f"{words} ({n / 2**30:.1f} GiB)"
+    if n >= 2**20:
+        return f"{words} ({n / 2**20:.0f} MiB)"
+    return words
+
+
 @dataclass(frozen=True)
 class MemoryPlan:
     """Block size chosen for a budget, with the estimate that justified it.
@@ -241,10 +251,18 @@ def _block_rows(
     else:
         if chunk_rows < 1:
             raise PerturbscoreError(f"--chunk-rows must be at least 1, not {chunk_rows}.")
+        if max_rows is not None:
+            # Clamped before the memory check: a block never holds more rows than the
+            # largest batch, so a larger --chunk-rows (all rows in one block) costs what
+            # that batch costs, not what the number asked for would.  Spans are cut at
+            # batch ends either way, so the blocks, and the results, are the same.
+            chunk_rows = min(chunk_rows, max(1, max_rows))
         if chunk_rows > fit:
             raise PerturbscoreError(
-                f"--chunk-rows {chunk_rows} needs about {fixed + chunk_rows * per_row} bytes, "
-                f"over the {budget}-byte budget (at most {fit} rows fit); raise --memory."
+                f"--chunk-rows {chunk_rows:,} needs about "
+                f"{byte_count(fixed + chunk_rows * per_row)}, over the budget of "
+                f"{byte_count(budget)} (at most {fit:,} rows fit); raise "
+                "--memory or give fewer --chunk-rows."
             )
         fit = chunk_rows
     if max_rows is not None:

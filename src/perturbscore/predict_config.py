@@ -89,11 +89,32 @@ def _ints(v: Any) -> tuple[int, ...]:
 
 
 def _bins(v: Any) -> int | None:
+    """The one rule for the bins kept, of ``[predict] bins`` and ``--bins`` alike."""
     if v == "all":
         return None
     if is_int(v) and v >= 1 and v % 2 == 1:
         return int(v)
     raise Reject()
+
+
+#: How messages state :func:`_bins`'s rule.
+BINS_RULE = 'an odd number of central bins, or "all"'
+
+
+def bins_option(text: str) -> int | None:
+    """``--bins`` as typed on the command line, checked by the run file's rule (:func:`_bins`).
+
+    Raises
+    ------
+    PerturbscoreError
+        Not an odd number ≥ 1 or ``all`` (``4``, ``0``, ``abc``).
+    """
+    try:
+        return _bins(int(text) if text.strip().isdigit() else text.strip())
+    except Reject:
+        raise PerturbscoreError(
+            f"--bins {text}: expected {BINS_RULE} (1, 3, 5, ...); write e.g. --bins 3."
+        ) from None
 
 
 def _keys() -> dict[str, Key]:
@@ -113,7 +134,7 @@ def _keys() -> dict[str, Key]:
         "indices": Key("a non-empty list of 0-based track numbers", _ints, "[12, 69]"),
         "where": Key("a non-empty list of queries field=value", strings, '["biosample=GM12878"]'),
         "head": text,
-        "bins": Key('an odd number of central bins, or "all"', _bins, "3"),
+        "bins": Key(BINS_RULE, _bins, "3"),
         "center_bin": Key("an integer ≥ 0 naming a bin", _int(0), "447"),
         "input_length": Key("an integer ≥ 1 (bases the model reads)", _int(1), "196608"),
         "centre_column": text,

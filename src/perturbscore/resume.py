@@ -65,6 +65,7 @@ class Recorded:
     nonfinite: list[tuple[str, int, tuple[int, int, int]]]
     bad_log2: int
     identical: str = ""  # hex of numpy.packbits of the block's REF == ALT flags
+    bad_log2_inputs: int = 0  # of bad_log2, those from NaN/Inf inputs (SpanResult)
 
     def identical_rows(self) -> np.ndarray:
         """The block's ``bool # n`` REF == ALT flags."""
@@ -115,6 +116,23 @@ _WHAT = {
     "perturbscore_version": "the perturbscore version",
 }
 
+#: Settings of the run file that a command-line option overrides, as messages name them.
+_SETTING_OPTIONS = {"center_bin": "--center-bin or the run file's center_bin"}
+
+
+def _said(value: Any) -> str:
+    return "not set" if value is None else str(value)
+
+
+def _output_change(key: str, was: Any, now: Any) -> str:
+    """One option of how tables are written from the blocks (``outputs``), changed."""
+    if key == "zarr":
+        return f"--zarr was {'given' if was else 'not given'}, now {'given' if now else 'not'}"
+    if key == "out_of_field":
+        return f"--out-of-field was {_said(was)}, now {_said(now)}"
+    return f"{key.replace('_', ' ')} was {_said(was)}, now {_said(now)}"
+
+
 #: What the stored blocks of a resumed run do not depend on (applied when tables are
 #: written), so that an interrupted run may resume with another value.
 BLOCK_INDEPENDENT = ("outputs",)
@@ -152,7 +170,21 @@ def describe_change(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         elif key == "settings":
             a, b = old.get(key) or {}, new.get(key) or {}
             keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-            notes.append(f"the run file's settings differ ({', '.join(keys)})")
+            # A setting an option overrides may have changed on the command line or in
+            # the run file: both are named, with the values, which tell the two apart.
+            notes += [
+                f"{_SETTING_OPTIONS[k]} was {_said(a.get(k))}, now {_said(b.get(k))}"
+                for k in keys
+                if k in _SETTING_OPTIONS
+            ]
+            plain = [k for k in keys if k not in _SETTING_OPTIONS]
+            if plain:
+                notes.append(f"the run file's settings differ ({', '.join(plain)})")
+        elif key == "outputs" and isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
+            a, b = old[key], new[key]
+            for k in sorted(set(a) | set(b)):
+                if a.get(k) != b.get(k):
+                    notes.append(_output_change(k, a.get(k), b.get(k)))
         else:
             notes.append(f"{_WHAT.get(key, key.replace('_', ' '))} differs")
     return notes
@@ -242,6 +274,7 @@ class ResumeState:
                     [(p, c, (f[0], f[1], f[2])) for p, c, f in rec["nonfinite"]],
                     rec["bad_log2"],
                     rec.get("identical", ""),
+                    rec.get("bad_log2_inputs", 0),
                 )
             )
 
@@ -317,6 +350,7 @@ class ResumeState:
             "stop": rec.stop,
             "nonfinite": rec.nonfinite,
             "bad_log2": rec.bad_log2,
+            "bad_log2_inputs": rec.bad_log2_inputs,
             "identical": rec.identical,
             "offset": self._end,
             "nbytes": len(raw),

@@ -92,7 +92,12 @@ def _no_repeats(values: tuple[str, ...], norm: Callable[[str], str] = str) -> tu
     for value in values:
         key = norm(value)
         if key in seen:
-            unique = list({norm(v): v for v in reversed(values)}.values())[::-1]
+            # The advice keeps each value's first occurrence, in the user's order (the
+            # order of identifiers is that of the output columns).
+            first: dict[str, str] = {}
+            for v in values:
+                first.setdefault(norm(v), v)
+            unique = list(first.values())
             raise Reject(toml_value(unique), detail=f"{quote(value)} is listed twice")
         seen[key] = value
     return values

@@ -89,7 +89,10 @@ class SpanResult:
         ``(path, count, (row, bin, selected track))`` for REF and ALT blocks holding
         NaN/Inf; ``row`` is the batch row.
     bad_log2 : int
-        log2fc scores that are NaN or infinite (agg + pseudocount <= 0).
+        log2fc scores that are NaN or infinite: agg + pseudocount <= 0, or NaN/Inf inputs.
+    bad_log2_inputs : int
+        Of those, the scores whose REF or ALT aggregate is NaN or infinite (NaN/Inf in the
+        predictions, carried by ``--nan propagate``), so that the warning names the cause.
     identical : numpy.ndarray
         ``bool # n``: rows whose REF and ALT are bitwise identical over the selected
         tracks (for the integrity checks of :mod:`perturbscore.integrity`).
@@ -102,6 +105,7 @@ class SpanResult:
     nonfinite: list[tuple[str, int, tuple[int, int, int]]] = field(default_factory=list)
     bad_log2: int = 0
     identical: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    bad_log2_inputs: int = 0
 
 
 _lock = threading.Lock()
@@ -173,6 +177,8 @@ def score_span(plan: SpanPlan, batch: int, start: int, stop: int) -> SpanResult:
         blocks.append(block)
     scores = score_block(blocks[0], blocks[1], plan.aggregations, plan.statistics, plan.pseudocount)
     bad = sum(int((~np.isfinite(v)).sum()) for (_, st), v in scores.items() if st == "log2fc")
+    # Only a block with NaN/Inf inputs (rare: --nan propagate) pays for the aggregates again.
+    bad_inputs = _log2fc_from_nonfinite(plan, blocks, scores) if bad and found else 0
     if plan.normaliser is not None:
         scores.update(plan.normaliser.apply(scores))
     if blocks[0].dtype == blocks[1].dtype:
@@ -180,7 +186,21 @@ def score_span(plan: SpanPlan, batch: int, start: int, stop: int) -> SpanResult:
     else:  # REF and ALT saved in different dtypes: equal values
         n = stop - start
         same = np.asarray((blocks[0].astype(np.float64) == blocks[1]).reshape(n, -1).all(axis=1))
-    return SpanResult(batch, start, stop, scores, found, bad, same)
+    return SpanResult(batch, start, stop, scores, found, bad, same, bad_inputs)
+
+
+def _log2fc_from_nonfinite(
+    plan: SpanPlan, blocks: list[np.ndarray], scores: dict[tuple[str, str], np.ndarray]
+) -> int:
+    """The NaN/Inf log2fc scores whose REF or ALT aggregate is NaN or infinite (``# n S``)."""
+    n = 0
+    for agg in plan.aggregations:
+        score = scores.get((agg.spec, "log2fc"))
+        if score is None:
+            continue
+        inputs_bad = ~(np.isfinite(agg.apply(blocks[0])) & np.isfinite(agg.apply(blocks[1])))
+        n += int((~np.isfinite(score) & inputs_bad).sum())
+    return n
 
 
 def spans(plan: SpanPlan, chunk_rows: int) -> list[tuple[int, int, int]]:

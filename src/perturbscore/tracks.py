@@ -11,7 +11,6 @@ empty otherwise) and ``biosample``, split from ``description``.  The file's text
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,8 +21,43 @@ import pandas as pd
 from .errors import PerturbscoreError
 from .messages import closest, listing, quote
 from .targets_file import TARGET_COLUMNS, read_records, shortlist_order
+from .tracks_query import match_condition, parse_where
 
 PARSED_COLUMNS = ["assay", "target", "biosample"]
+#: The command line's option for each key of a selection (one entry per use).
+_OPTIONS = {"identifiers": "--identifier", "indices": "--index"}
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where a listed track was named: the ``entry``-th (1-based) value of a key."""
+
+    key: str  # as messages name it: run.toml [tracks] indices, --index, track indices
+    entry: int
+    value: str  # the entry as written: "ENCFF093VXI", 7
+    option: bool  # ``key`` is a repeatable command-line option: "the 2nd --index"
+
+    def words(self) -> str:
+        if self.option:
+            return f"the {_ordinal(self.entry)} {self.key} ({self.value})"
+        return f"{self.key} entry {self.entry} ({self.value})"
+
+
+def _ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st..."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _two_places(a: _Place | str, b: _Place | str) -> str:
+    """``by X and by Y``; two entries of one key by their positions, since their values
+    (the same track) read alike."""
+    if isinstance(a, _Place) and isinstance(b, _Place) and a.key == b.key:
+        if a.option:
+            return f"by the {_ordinal(a.entry)} and {_ordinal(b.entry)} {a.key}"
+        return f"by {a.key} entries {a.entry} and {b.entry}"
+    words = [p.words() if isinstance(p, _Place) else p for p in (a, b)]
+    return f"by {words[0]} and by {words[1]}"
 
 
 def split_description(description: str) -> tuple[str, str, str]:
@@ -119,12 +153,33 @@ class TrackSelection:
         indices``.  Not a field: it selects nothing, so it stays out of comparisons and
         of the settings a resumed run checks (``dataclasses.asdict``).
         """
+        return self._marked("_origin", origin)
+
+    def _marked(self, name: str, value: object) -> TrackSelection:
+        """A copy with the message attribute ``name`` set (and the other one kept)."""
         copy = replace(self)
-        object.__setattr__(copy, "_origin", origin)  # frozen: set once, on the new copy
+        for kept in ("_origin", "_options"):
+            if kept in self.__dict__:
+                object.__setattr__(copy, kept, self.__dict__[kept])
+        object.__setattr__(copy, name, value)  # frozen: set once, on the new copy
         return copy
+
+    @property
+    def from_options(self) -> bool:
+        """Whether the selection came from the command line's options (:meth:`on_command_line`)."""
+        return bool(self.__dict__.get("_options", False))
+
+    def on_command_line(self) -> TrackSelection:
+        """This selection, its messages naming the command line's options (``--index``).
+
+        Not a field either, like :meth:`with_origin`.
+        """
+        return self._marked("_options", True)
 
     def key(self, name: str) -> str:
         """How messages name one of the selection's keys (``identifiers``, ``indices``...)."""
+        if self.from_options and name in _OPTIONS:
+            return _OPTIONS[name]
         return f"{self.origin} {name}" if self.origin else f"track {name}"
 
     def summary(self) -> str:
@@ -153,52 +208,6 @@ class TrackSelection:
             "indices": list(self.indices) if self.indices else None,
             "where": dict(self.where),
         }
-
-
-def match_condition(values: pd.Series, condition: str) -> pd.Series:
-    """Evaluate one ``where`` condition on a column; case-insensitive throughout.
-
-    ``value`` matches a whole word or phrase in the field (``GM12878`` matches
-    ``B lymphoblastoid cell line: GM12878 ENCODE, biol_`` but not ``GM128780``);
-    ``=value`` (written ``field==value``) requires the whole field to equal it;
-    ``~regex`` searches with a regular expression.
-    """
-    text = values.astype(str)
-    if condition.startswith("="):
-        return text.str.casefold() == condition[1:].casefold()
-    if condition.startswith("~"):
-        try:
-            rx = re.compile(condition[1:], re.IGNORECASE)
-        except re.error as exc:
-            raise PerturbscoreError(
-                f"track query: {quote(condition[1:])} is not a valid regular expression ({exc}); "
-                "fix the pattern after ~."
-            ) from exc
-    else:
-        rx = re.compile(
-            r"(?<![A-Za-z0-9_])" + re.escape(condition) + r"(?![A-Za-z0-9_])", re.IGNORECASE
-        )
-    return text.map(lambda s: rx.search(s) is not None).astype(bool)
-
-
-def parse_where(items: Iterable[str]) -> dict[str, str]:
-    """Parse ``field=value``, ``field==value`` and ``field~regex`` strings into conditions."""
-    out: dict[str, str] = {}
-    for item in items:
-        m = re.match(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(==|=|~)(.*)$", item)
-        if not m:
-            raise PerturbscoreError(
-                f"track query {quote(item)}: write field=value (word match), field==value "
-                "(exact) or field~regex, e.g. biosample=GM12878."
-            )
-        name, op, value = m.groups()
-        cond = {"=": "", "==": "=", "~": "~"}[op] + value.strip()
-        if name in out:
-            raise PerturbscoreError(
-                f"track queries name the field {name} twice; use {name}~a|b for either."
-            )
-        out[name] = cond
-    return out
 
 
 def select_tracks(table: pd.DataFrame, selection: TrackSelection | None = None) -> pd.DataFrame:
@@ -247,7 +256,7 @@ def select_tracks(table: pd.DataFrame, selection: TrackSelection | None = None) 
 
 
 def _refuse_repeats(
-    table: pd.DataFrame, sel: TrackSelection, listed: list[tuple[int, str]]
+    table: pd.DataFrame, sel: TrackSelection, listed: list[tuple[int, _Place | str]]
 ) -> None:
     """Refuse a track listed twice, naming both places (shortlist line, key and entry)."""
     counts = Counter(i for i, _ in listed)
@@ -259,8 +268,8 @@ def _refuse_repeats(
     more = len(dupes) - 1
     also = f" (and {more} more track{'s' if more > 1 else ''} listed twice)" if more else ""
     raise PerturbscoreError(
-        f"track {first} ({table['identifier'].iloc[first]}) is selected more than once, by "
-        f"{places[0]} and by {places[1]}{also}; list each track once, since each output "
+        f"track {first} ({table['identifier'].iloc[first]}) is selected more than once, "
+        f"{_two_places(places[0], places[1])}{also}; list each track once, since each output "
         "column must be a distinct track."
     )
 
@@ -276,16 +285,18 @@ def _did_you_mean(wrong: Sequence[str], known: Iterable[object]) -> str:
     return ""
 
 
-def _listed_order(table: pd.DataFrame, sel: TrackSelection) -> list[tuple[int, str]] | None:
+def _listed_order(
+    table: pd.DataFrame, sel: TrackSelection
+) -> list[tuple[int, _Place | str]] | None:
     """Track numbers the shortlist, identifiers and indices name, in that order.
 
     Each comes with where it was named, for messages (``short.csv line 4``).  None when
     the selection lists no track (every track, before ``where``).
     """
     n = len(table)
-    order: list[tuple[int, str]] | None = None
+    order: list[tuple[int, _Place | str]] | None = None
     if sel.shortlist is not None:
-        order = shortlist_order(table, sel.shortlist)
+        order = list(shortlist_order(table, sel.shortlist))
     if sel.identifiers:
         pos = {ident: i for i, ident in enumerate(table["identifier"])}
         missing = [i for i in sel.identifiers if i not in pos]
@@ -297,8 +308,10 @@ def _listed_order(table: pd.DataFrame, sel: TrackSelection) -> list[tuple[int, s
                 f"{'them' if len(missing) > 1 else 'it'} ('perturbscore tracks TARGETS' lists "
                 "the identifiers)."
             )
-        key = sel.key("identifiers")
-        order = (order or []) + [(pos[i], f"{key} entry {quote(i)}") for i in sel.identifiers]
+        key, opt = sel.key("identifiers"), sel.from_options
+        order = (order or []) + [
+            (pos[i], _Place(key, k, quote(i), opt)) for k, i in enumerate(sel.identifiers, 1)
+        ]
     if sel.indices:
         bad = [i for i in sel.indices if not 0 <= int(i) < n]
         if bad:
@@ -308,8 +321,10 @@ def _listed_order(table: pd.DataFrame, sel: TrackSelection) -> list[tuple[int, s
                 f"0-based, so the track table's {n} tracks are 0 to {n - 1}: correct or remove "
                 f"{'them' if len(bad) > 1 else 'it'}."
             )
-        key = sel.key("indices")
-        order = (order or []) + [(int(i), f"{key} entry {int(i)}") for i in sel.indices]
+        key, opt = sel.key("indices"), sel.from_options
+        order = (order or []) + [
+            (int(i), _Place(key, k, str(int(i)), opt)) for k, i in enumerate(sel.indices, 1)
+        ]
     return order
 
 
@@ -319,10 +334,13 @@ def selection_from_options(
     indices: Sequence[int] | None = None,
     where: Iterable[str] | None = None,
     origin: str = "",
+    command_line: bool = False,
 ) -> TrackSelection:
     """Build a :class:`TrackSelection` from CLI/TOML-style values (``where``: query strings).
 
-    ``origin`` (``stablefm.toml [tracks]``) is where messages say the selection was written.
+    ``origin`` (``stablefm.toml [tracks]``) is where messages say the selection was written;
+    ``command_line``: it came from the options ``--identifier``/``--index``, which messages
+    then name (``the 2nd --index``).
     """
     conds = parse_where(where or [])
     selection = TrackSelection(
@@ -331,6 +349,8 @@ def selection_from_options(
         indices=tuple(int(i) for i in indices) if indices else None,
         where=conds,
     )
+    if command_line:
+        selection = selection.on_command_line()
     return selection.with_origin(origin) if origin else selection
 
 
@@ -342,12 +362,17 @@ def track_listing(
     indices: Sequence[int] = (),
     where: Iterable[str] = (),
     columns: str | Sequence[str] = "all",
+    command_line: bool = False,
 ) -> pd.DataFrame:
-    """Parsed track table, selected and cut to ``columns`` (``"all"`` or names / comma list)."""
+    """Parsed track table, selected and cut to ``columns`` (``"all"`` or names / comma list).
+
+    ``command_line``: the selection came from the options (:func:`selection_from_options`).
+    """
     table = read_targets(targets)
-    chosen = select_tracks(
-        table, selection_from_options(shortlist, list(identifiers), list(indices), list(where))
+    selection = selection_from_options(
+        shortlist, list(identifiers), list(indices), list(where), command_line=command_line
     )
+    chosen = select_tracks(table, selection)
     if columns == "all":
         return chosen
     cols = [c.strip() for c in columns.split(",")] if isinstance(columns, str) else list(columns)
