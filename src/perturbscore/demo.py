@@ -301,7 +301,7 @@ def _write_staged(
     # Before anything is written in ``folder``.
     _refuse_existing(folder, demo_files(), overwrite, reserved, fresh)
     # The folder lock and sweep every writing command shares: a killed demo's staging
-    # folder (.perturbscore-demo.{pid}.partial) is removed by the next command there.
+    # folder (.perturbscore-demo.perturbscore-{pid}.partial) is removed by the next command there.
     staging = temp_path(folder / "perturbscore-demo")
     try:
         with output_folder(folder, "demo folder"):
