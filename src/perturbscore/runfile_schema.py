@@ -124,7 +124,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "[12, 69]",
         ),
         "where": Key(
-            "a non-empty list of queries field=value, field==value or field~regex",
+            "a non-empty list of queries field=value, field==value or field~regex, each with a "
+            "value",
             strings,
             '["biosample=GM12878"]',
         ),
