@@ -292,14 +292,14 @@ def test_a_budget_under_one_mib_is_written_in_bytes(demo: Path, tmp_path: Path) 
     assert "Give --memory 1MiB or more" in note
 
 
-def test_size_text() -> None:
-    from perturbscore.compare_design import size_text
+def test_byte_count() -> None:
+    from perturbscore.memory import byte_count
 
-    assert size_text(0) == "0 bytes" and size_text(1) == "1 byte"
-    assert size_text(1000) == "1,000 bytes" and size_text(2**20 - 1) == "1,048,575 bytes"
-    assert size_text(2**20) == "1 MiB" and size_text(64 * 2**20) == "64 MiB"
-    assert size_text(int(2.5 * 2**20)) == "2.5 MiB" and size_text(int(12.4 * 2**20)) == "12 MiB"
-    assert size_text(3 * 2**30) == "3,072 MiB"
+    assert byte_count(0) == "0 bytes" and byte_count(1) == "1 byte"
+    assert byte_count(1000) == "1,000 bytes" and byte_count(2**20 - 1) == "1,048,575 bytes"
+    assert byte_count(64 * 2**20) == "67,108,864 bytes (64 MiB)"
+    assert byte_count(3 * 2**30) == "3,221,225,472 bytes (3.0 GiB)"
+
 
 
 def test_report_help_says_what_overwrite_replaces() -> None:

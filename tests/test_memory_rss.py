@@ -161,7 +161,8 @@ def test_compare_counts_tables_it_reads_whole_in_its_budget(tmp_path: Path) -> N
     notes = [line for line in stderr.splitlines() if "cannot be kept" in line]
     assert len(notes) == 1, stderr
     assert notes[0].startswith(
-        "perturbscore: WARNING: --memory 64 MiB cannot be kept: compare reads R and CSV tables "
+        "perturbscore: WARNING: --memory 67,108,864 bytes (64 MiB) cannot be kept: compare reads "
+        "R and CSV tables "
         "whole, and these hold about "
     )
     assert "(the largest pair: stab_abs_diff_ave.RData and top_abs_diff_ave.RData)" in notes[0]

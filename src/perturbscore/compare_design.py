@@ -34,19 +34,10 @@ from .compare_tests import (
     run_blocks,
     untested_warnings,
 )
+from .memory import byte_count
 from .messages import count
 
 log = logging.getLogger("perturbscore")
-
-
-def size_text(n: int) -> str:
-    """A size for people: bytes with separators under 1 MiB (``1,000 bytes``, where MiB
-    would round to 0), MiB above (``64 MiB``, ``2.5 MiB``)."""
-    mib = 2**20
-    if n < mib:
-        return count(int(n), "byte")
-    whole = n % mib == 0 or n >= 10 * mib
-    return f"{n / mib:,.0f} MiB" if whole else f"{n / mib:,.1f} MiB"
 
 
 @dataclass
@@ -189,9 +180,9 @@ class ComparisonPlan:
         )
         need = -(-(held + per_track) // mib)
         return (
-            f"--memory {size_text(memory)} cannot be kept: compare reads R and CSV tables "
-            f"whole, and these hold about {size_text(held)} at once (the largest pair: "
-            f"{' and '.join(n for _, n in names)}), besides {size_text(per_track)} per "
+            f"--memory {byte_count(memory)} cannot be kept: compare reads R and CSV tables "
+            f"whole, and these hold about {byte_count(held)} at once (the largest pair: "
+            f"{' and '.join(n for _, n in names)}), besides {byte_count(per_track)} per "
             f"track tested at a time; it will use about {need:,} MiB. Give --memory {need:,}MiB "
             "or more, or write the run's tables as Parquet (perturbscore run --format "
             "parquet), which compare reads a block of tracks at a time."
