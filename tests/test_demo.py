@@ -118,6 +118,24 @@ def test_overwrite_refuses_the_users_files_of_demo_names(tmp_path: Path, cli) ->
     assert [p.name for p in folder.iterdir()] == ["targets_human.txt"]
 
 
+@pytest.mark.parametrize("name", ["pairing", "results"])
+@pytest.mark.parametrize("extra", [[], ["--overwrite"]])
+def test_a_file_where_the_demo_writes_a_folder_is_refused_first(
+    tmp_path: Path, cli, name: str, extra: list[str]
+) -> None:
+    # A file "pairing": a FileExistsError traceback halfway through the renames (15 demo
+    # files left behind); a file "results": refused only after the 17 inputs were written.
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / name).write_text("my notes\n")
+    r = cli("demo", folder, *extra)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("perturbscore: error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert f"the demo writes into the folder {name}, but a file of that name" in r.stderr
+    assert [p.name for p in folder.iterdir()] == [name]
+    assert (folder / name).read_text() == "my notes\n"
+
+
 def test_overwrite_refuses_a_study_folder_and_a_demo_file_the_user_edited(
     tmp_path: Path, cli
 ) -> None:

@@ -251,6 +251,14 @@ def _refuse_existing(
             f"{folder}: the demo writes the file {in_the_way[0].relative_to(folder)}, but "
             "a folder of that name is there; move it or choose another folder."
         )
+    # ... and the reverse: a file where the demo writes into a folder (pairing/, results/).
+    inner = {p for t in [*targets, *reserved] for p in t.relative_to(folder).parents[:-1]}
+    for sub in sorted(inner):
+        if (folder / sub).exists() and not (folder / sub).is_dir():
+            raise PerturbscoreError(
+                f"{folder}: the demo writes into the folder {sub}, but a file of that name "
+                "is there; nothing was changed: move it or choose another folder."
+            )
     existing = [t for t in [*targets, *reserved] if t.exists() or t.is_symlink()]
     if not existing:
         return
