@@ -275,3 +275,54 @@ def test_the_log2fc_warning_names_its_cause(
     assert r.returncode == 0, r.stderr
     warned = [line for line in r.stderr.splitlines() if "log2fc:" in line]
     assert len(warned) == 1 and warned[0].endswith(expected), r.stderr
+
+
+def test_a_resume_log_of_an_earlier_version_does_not_guess_the_log2fc_cause(
+    tmp_path: Path, cli
+) -> None:
+    """Blocks logged before the cause was recorded (no ``bad_log2_inputs``) are replayed
+    with their NaN log2fc scores counted as of unknown cause, not as agg + pseudocount."""
+    import json
+    import signal
+
+    from .test_resume import _kill_after
+
+    demo = tmp_path / "demo"
+    write_demo_dataset(demo)
+    work = tmp_path / "w"
+    work.mkdir()
+    shutil.copy(demo / "targets_human.txt", work)
+    n = 400  # blocks of one row: the kill lands mid-stream (see _kill_after)
+    pd.DataFrame(
+        {"GENE": [f"G{i}" for i in range(n)], "rsID": [f"rs{i}" for i in range(n)],
+         "REF": "A", "ALT": "C"}  # fmt: skip
+    ).to_csv(work / "v.csv", index=False)
+    ref = np.random.default_rng(0).random((n, 3, 42), dtype=np.float32)
+    alt = ref + np.float32(0.5)
+    ref[3, 1, 5] = np.nan  # in a block logged before the kill
+    np.save(work / "ref.npy", ref)
+    np.save(work / "alt.npy", alt)
+    (work / "r.toml").write_text(
+        'targets = "targets_human.txt"\n[scores]\naggregations = ["ave"]\n'
+        'statistics = ["log2fc"]\n[output]\nformat = "csv"\n[[groups]]\nname = "g"\n'
+        'batches = [ { ref = "ref.npy", alt = "alt.npy", variants = "v.csv" } ]\n'
+    )
+    args = ["run", str(work / "r.toml"), "--out", str(work / "o"), "--nan", "propagate",
+            "--resume", "--chunk-rows", "1", "--threads", "1"]  # fmt: skip
+    killed = _kill_after(args, 20, signal.SIGTERM)  # unwinds: the finished blocks are logged
+    assert killed.returncode == 143, killed.stderr
+    log = next((work / "o").glob(".perturbscore-resume/*.jsonl"))
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert any(e.get("bad_log2") for e in entries), entries[:5]  # the NaN block was logged
+    for e in entries:
+        e.pop("bad_log2_inputs", None)  # as an earlier version wrote them
+    log.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    warned = [line for line in r.stderr.splitlines() if "log2fc:" in line]
+    assert len(warned) == 1 and "agg + pseudocount" not in warned[0].split("(")[0], r.stderr
+    assert warned[0].endswith(
+        "log2fc: 1 score is NaN or infinite in blocks resumed from a log of an earlier "
+        "version, which did not record why (NaN/Inf in the predictions, or agg + "
+        "pseudocount <= 0)"
+    ), warned

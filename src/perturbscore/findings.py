@@ -37,6 +37,7 @@ class Findings:
         self.nonfinite: dict[str, tuple[int, str]] = {}
         self.bad_log2 = 0
         self.bad_log2_inputs = 0  # of bad_log2, those from NaN/Inf inputs
+        self.bad_log2_unknown = 0  # of bad_log2, those of blocks logged without a cause
         keys = {(b.group, b.number): b.keys for b in prep.batches}
         by_group: dict[str, list[str]] = {}
         for b in prep.batches:
@@ -101,8 +102,10 @@ class Findings:
         batch: int,
         found: list[tuple[str, int, tuple[int, int, int]]],
         bad: int,
-        bad_inputs: int = 0,
+        bad_inputs: int | None = 0,
     ) -> None:
+        """One block's findings; ``bad_inputs`` None: a block replayed from the resume log
+        of an earlier version, which did not record the cause of its ``bad`` scores."""
         for source, n, (row, b, col) in found:
             prev = self.nonfinite.get(source)
             tracks = self.prep.tracks
@@ -116,7 +119,10 @@ class Findings:
             )
             self.nonfinite[source] = ((prev[0] if prev else 0) + n, where)
         self.bad_log2 += bad
-        self.bad_log2_inputs += bad_inputs
+        if bad_inputs is None:
+            self.bad_log2_unknown += bad
+        else:
+            self.bad_log2_inputs += bad_inputs
 
     def conclude(self, warnings: list[str]) -> None:
         prep = self.prep
@@ -136,8 +142,8 @@ class Findings:
     def log2fc_warning(self) -> str:
         """The log2fc scores that are NaN or infinite, by cause: NaN/Inf in the predictions
         (their aggregate is NaN or infinite), or agg + pseudocount <= 0."""
-        inputs = self.bad_log2_inputs
-        non_positive = self.bad_log2 - inputs
+        inputs, unknown = self.bad_log2_inputs, self.bad_log2_unknown
+        non_positive = self.bad_log2 - inputs - unknown
         causes = []
         if inputs:
             causes.append(
@@ -150,5 +156,11 @@ class Findings:
                 f"{count(non_positive, 'score')} {'is' if non_positive == 1 else 'are'} NaN or "
                 "infinite because agg + pseudocount <= 0 (pseudocount "
                 f"{self.prep.config.pseudocount})"
+            )
+        if unknown:
+            causes.append(
+                f"{count(unknown, 'score')} {'is' if unknown == 1 else 'are'} NaN or infinite "
+                "in blocks resumed from a log of an earlier version, which did not record "
+                "why (NaN/Inf in the predictions, or agg + pseudocount <= 0)"
             )
         return "log2fc: " + "; ".join(causes)

@@ -65,7 +65,7 @@ class Recorded:
     nonfinite: list[tuple[str, int, tuple[int, int, int]]]
     bad_log2: int
     identical: str = ""  # hex of numpy.packbits of the block's REF == ALT flags
-    bad_log2_inputs: int = 0  # of bad_log2, those from NaN/Inf inputs (SpanResult)
+    bad_log2_inputs: int | None = 0  # of bad_log2, from NaN/Inf inputs; None: not logged
 
     def identical_rows(self) -> np.ndarray:
         """The block's ``bool # n`` REF == ALT flags."""
@@ -274,7 +274,8 @@ class ResumeState:
                     [(p, c, (f[0], f[1], f[2])) for p, c, f in rec["nonfinite"]],
                     rec["bad_log2"],
                     rec.get("identical", ""),
-                    rec.get("bad_log2_inputs", 0),
+                    # Logs of earlier versions did not record it: unknown, not 0.
+                    rec.get("bad_log2_inputs", None if rec["bad_log2"] else 0),
                 )
             )
 
