@@ -612,6 +612,7 @@ def test_bad_output_paths_exit_2(demo_run: Path, tmp_path: Path, cli) -> None:
     r = cli("compare", demo_run / "results", "--a", "stab", "--b", "top",
             "--track", "SYNTH0004", "--out", out, "--overwrite")  # fmt: skip
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr  # refused before any test ran
     assert "figures/ecdf_unpaired_SYNTH0004_ave_abs_diff.png, which the earlier comparison" in (
         r.stderr
     )

@@ -90,6 +90,11 @@ def check_out_folder(out: Path, overwrite: bool) -> None:
                 "choose another --out folder."
             )
         compare_listing(out)  # what --overwrite would remove must be known first
+        # A file of the user's where the comparison writes (its figures folder, its
+        # tables) is refused now, before any test runs, not at the commit.
+        figures = out / "figures"
+        mine = sorted(p for p in figures.rglob("*") if not p.is_dir()) if figures.is_dir() else []
+        _refuse_others(out, [*(out / n for n in ("tests.csv", "tests.parquet")), *mine])
 
 
 def run_comparison(
@@ -201,8 +206,9 @@ def _commit(staged: Path, out: Path) -> None:
 
 
 def _refuse_others(out: Path, planned: list[Path]) -> None:
-    """Refuse to replace a file the earlier comparison did not write (a figure of the
-    user's under the name of one drawn now): its compare.json does not list it."""
+    """Refuse a file among ``planned`` that the earlier comparison did not write (a
+    figure of the user's under the name of one drawn now): its compare.json does not
+    list it.  Checked before any test (everything in ``figures/``) and at the commit."""
     ours = compare_listing(out)
     others = [
         p.relative_to(out).as_posix()
