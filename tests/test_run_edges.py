@@ -238,6 +238,29 @@ _NAN_CAUSE = (
 _PC_CAUSE = "1 score is NaN or infinite because agg + pseudocount <= 0 (pseudocount 1.0)"
 
 
+def _log2fc_job(tmp_path: Path, ref: np.ndarray, alt: np.ndarray) -> Path:
+    """A folder with the demo's 42-track table, ``ref``/``alt`` (``# N B T``), a variant
+    table of ``N`` rows and ``r.toml``: log2fc of the 3-bin mean, CSV out."""
+    demo = tmp_path / "demo"
+    write_demo_dataset(demo)
+    work = tmp_path / "w"
+    work.mkdir()
+    shutil.copy(demo / "targets_human.txt", work)
+    n = len(ref)
+    pd.DataFrame(
+        {"GENE": [f"G{i}" for i in range(n)], "rsID": [f"rs{i}" for i in range(n)],
+         "REF": "A", "ALT": "C"}  # fmt: skip
+    ).to_csv(work / "v.csv", index=False)
+    np.save(work / "ref.npy", ref)
+    np.save(work / "alt.npy", alt)
+    (work / "r.toml").write_text(
+        'targets = "targets_human.txt"\n[scores]\naggregations = ["ave"]\n'
+        'statistics = ["log2fc"]\n[output]\nformat = "csv"\n[[groups]]\nname = "g"\n'
+        'batches = [ { ref = "ref.npy", alt = "alt.npy", variants = "v.csv" } ]\n'
+    )
+    return work
+
+
 @pytest.mark.parametrize(
     ("nan", "non_positive", "expected"),
     [
@@ -251,26 +274,13 @@ def test_the_log2fc_warning_names_its_cause(
 ) -> None:
     """Trial 7, repro 05: one NaN in the predictions (--nan propagate) was blamed on
     "agg + pseudocount <= 0", with "1 scores are"; each cause is now counted apart."""
-    demo = tmp_path / "demo"
-    write_demo_dataset(demo)
-    work = tmp_path / "w"
-    work.mkdir()
-    shutil.copy(demo / "targets_human.txt", work)
-    lines = (demo / "stab_snps_strand_final_variants.csv").read_text().splitlines()[:6]
-    (work / "v.csv").write_text("\n".join(lines) + "\n")
     ref = np.random.default_rng(0).random((5, 3, 42), dtype=np.float32)
     alt = ref + np.float32(0.5)
     if nan:
         ref[3, 1, 5] = np.nan
     if non_positive:  # ave + pseudocount 1 is 0 for REF and ALT: log2(0 / 0)
         ref[0, :, 0] = alt[0, :, 0] = -1.0
-    np.save(work / "ref.npy", ref)
-    np.save(work / "alt.npy", alt)
-    (work / "r.toml").write_text(
-        'targets = "targets_human.txt"\n[scores]\naggregations = ["ave"]\n'
-        'statistics = ["log2fc"]\n[output]\nformat = "csv"\n[[groups]]\nname = "g"\n'
-        'batches = [ { ref = "ref.npy", alt = "alt.npy", variants = "v.csv" } ]\n'
-    )
+    work = _log2fc_job(tmp_path, ref, alt)
     r = cli("run", work / "r.toml", "--out", work / "o", "--nan", "propagate")
     assert r.returncode == 0, r.stderr
     warned = [line for line in r.stderr.splitlines() if "log2fc:" in line]
@@ -287,26 +297,11 @@ def test_a_resume_log_of_an_earlier_version_does_not_guess_the_log2fc_cause(
 
     from .test_resume import _kill_after
 
-    demo = tmp_path / "demo"
-    write_demo_dataset(demo)
-    work = tmp_path / "w"
-    work.mkdir()
-    shutil.copy(demo / "targets_human.txt", work)
-    n = 400  # blocks of one row: the kill lands mid-stream (see _kill_after)
-    pd.DataFrame(
-        {"GENE": [f"G{i}" for i in range(n)], "rsID": [f"rs{i}" for i in range(n)],
-         "REF": "A", "ALT": "C"}  # fmt: skip
-    ).to_csv(work / "v.csv", index=False)
-    ref = np.random.default_rng(0).random((n, 3, 42), dtype=np.float32)
+    # 400 blocks of one row: the signal lands mid-stream (see _kill_after).
+    ref = np.random.default_rng(0).random((400, 3, 42), dtype=np.float32)
     alt = ref + np.float32(0.5)
-    ref[3, 1, 5] = np.nan  # in a block logged before the kill
-    np.save(work / "ref.npy", ref)
-    np.save(work / "alt.npy", alt)
-    (work / "r.toml").write_text(
-        'targets = "targets_human.txt"\n[scores]\naggregations = ["ave"]\n'
-        'statistics = ["log2fc"]\n[output]\nformat = "csv"\n[[groups]]\nname = "g"\n'
-        'batches = [ { ref = "ref.npy", alt = "alt.npy", variants = "v.csv" } ]\n'
-    )
+    ref[3, 1, 5] = np.nan  # in a block logged before the signal
+    work = _log2fc_job(tmp_path, ref, alt)
     args = ["run", str(work / "r.toml"), "--out", str(work / "o"), "--nan", "propagate",
             "--resume", "--chunk-rows", "1", "--threads", "1"]  # fmt: skip
     killed = _kill_after(args, 20, signal.SIGTERM)  # unwinds: the finished blocks are logged
