@@ -302,6 +302,10 @@ def test_the_known_damage_in_canonical_records_is_repaired(tmp_path: Path) -> No
             )
             for op in ("=", "==", "~")
         ],
+        # A word starting with ~ or = was read as the other kind: "biosample=~K5" as the
+        # regular expression K5, "biosample= =K562" as an exact match.
+        (["good.txt", "--where", "biosample=~K5"], "a word to match cannot start with ~;"),
+        (["good.txt", "--where", "biosample= =K562"], "a word to match cannot start with =;"),
         # Trial 7, repro 10: a repeated track by the positions of the options, not the value.
         (["good.txt", "--index", "1", "--index", "1"], "by the 1st and 2nd --index;"),
         (

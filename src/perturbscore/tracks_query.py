@@ -62,6 +62,14 @@ def parse_where(items: Iterable[str]) -> dict[str, str]:
                 f"{name}{op}VALUE (e.g. biosample{op}GM12878), or leave the query out to keep "
                 "every track."
             )
+        if op == "=" and value.strip()[0] in "=~":
+            # Conditions keep their kind as a first character (= exact, ~ regex), so such
+            # a word would be read as the other kind: biosample=~K5 as the regex K5.
+            raise PerturbscoreError(
+                f"track query {quote(item)}: a word to match cannot start with "
+                f"{value.strip()[0]}; write {name}~REGEX for a regular expression or "
+                f"{name}==VALUE for an exact match."
+            )
         cond = {"=": "", "==": "=", "~": "~"}[op] + value.strip()
         if name in out:
             raise PerturbscoreError(
