@@ -126,10 +126,7 @@ def compare_cmd(
     require("scipy", "perturbscore compare")
     require("matplotlib", "perturbscore compare (figures)")
     from .compare_outputs import run_comparison
-    from .compare_plan import refuse_repeats
 
-    # Before any work: run_comparison would draw (and list) a repeated track twice.
-    refuse_repeats(plot_tracks, "--plot-track", "track")
     summary = run_comparison(
         run_folder,
         out_dir,

@@ -35,7 +35,7 @@ from .outputs import (
     temp_path,
     write_text_atomic,
 )
-from .outputs_earlier import compare_listing, stale_outputs
+from .outputs_earlier import compare_listing, stale_outputs, unlisted_outputs
 from .report import is_own_report
 
 log = logging.getLogger("perturbscore")
@@ -209,12 +209,7 @@ def _refuse_others(out: Path, planned: list[Path]) -> None:
     """Refuse a file among ``planned`` that the earlier comparison did not write (a
     figure of the user's under the name of one drawn now): its compare.json does not
     list it.  Checked before any test (everything in ``figures/``) and at the commit."""
-    ours = compare_listing(out)
-    others = [
-        p.relative_to(out).as_posix()
-        for p in planned
-        if (p.exists() or p.is_symlink()) and p.relative_to(out).as_posix() not in ours
-    ]
+    others, _ = unlisted_outputs(out, planned, "compare")
     if others:
         raise PerturbscoreError(
             f"{out} holds {listing(others, 4)}, which the earlier comparison there did not "

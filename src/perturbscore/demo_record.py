@@ -55,11 +55,8 @@ def _not_the_demos(folder: Path, existing: Sequence[Path], reference: Path | Non
 
     A file is the demo's when the demo's record lists its SHA-256, or when it is
     byte-identical to the file the demo writes now (``reference``, a folder holding a fresh
-    demo).  Both, because each covers what the other cannot: the record survives a change
-    of the demo's data between versions (whose old files differ from today's), and byte
-    identity covers folders written before the record existed or whose record was lost.
-    Neither can be fooled into replacing the user's content: a file the user made or edited
-    has other bytes than any the demo wrote.  A link is never the demo's (it writes none).
+    demo); why both, the module docstring says.  A link is never the demo's (it writes
+    none).
     """
     record = _read_record(folder)
     theirs = []

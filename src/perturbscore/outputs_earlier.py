@@ -70,6 +70,17 @@ def compare_listing(folder: Path) -> set[str]:
         ) from None
 
 
+def unlisted_outputs(folder: Path, planned: Sequence[Path], source: str) -> tuple[list[str], str]:
+    """Of the ``planned`` paths that exist, those (relative to ``folder``) no earlier command
+    of this kind wrote there (:func:`earlier_outputs`), and why, for messages."""
+    existing = [p for p in planned if p.exists() or p.is_symlink()]
+    if not existing:
+        return [], ""
+    ours, why = earlier_outputs(folder, source)
+    relative = [p.relative_to(folder).as_posix() for p in existing]
+    return [r for r in relative if r not in ours], why
+
+
 def stale_outputs(folder: Path, source: str, planned: Sequence[Path]) -> list[Path]:
     """Earlier outputs of this command in ``folder`` that it does not write again.
 
@@ -128,9 +139,7 @@ def refuse_existing_outputs(
     existing = [p for p in planned if p.exists() or p.is_symlink()]
     if not existing:
         return
-    ours, why = earlier_outputs(folder, source)
-    relative = [p.relative_to(folder).as_posix() for p in existing]
-    others = [r for r in relative if r not in ours]
+    others, why = unlisted_outputs(folder, existing, source)
     if others:
         # With or without --overwrite: advising it would only lead to this refusal.
         raise PerturbscoreError(
