@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import run_cli, signal_when
-from .test_resume import kill_while_replacing
+from .test_resume import again_after_sigkill, kill_while_replacing
 
 
 def _compare(results: Path, out: Path, *extra: object) -> list[str]:
@@ -62,15 +62,9 @@ def test_sigkill_while_drawing_then_the_same_command(
     demo_results: Path, clean: dict[str, dict[str, bytes]], tmp_path: Path
 ) -> None:
     out = tmp_path / "cmp"
-    killed = _signal_while_drawing(_compare(demo_results, out), out, signal.SIGKILL)
-    assert killed.returncode == -signal.SIGKILL
-    # Only the dead process's own bookkeeping is there, and no reader takes it for a result.
-    assert all(p.name.startswith(".") for p in out.iterdir())
-    assert run_cli("report", out).returncode == 2
-    again = run_cli(*_compare(demo_results, out))  # no --overwrite needed: nothing was published
-    assert again.returncode == 0, again.stderr
+    args = _compare(demo_results, out)
+    again_after_sigkill(_signal_while_drawing(args, out, signal.SIGKILL), args, out, "report")
     assert _files(out) == clean["default"]
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

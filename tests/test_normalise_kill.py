@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import run_cli, signal_when
-from .test_resume import kill_while_replacing
+from .test_resume import again_after_sigkill, kill_while_replacing
 
 
 def _normalise(results: Path, out: Path, *extra: object) -> list[str]:
@@ -57,16 +57,9 @@ def test_sigkill_while_writing_then_the_same_command(
     demo_results: Path, clean: dict[str, bytes], tmp_path: Path
 ) -> None:
     out = tmp_path / "norm"
-    killed = _signal_while_writing(_normalise(demo_results, out), out, signal.SIGKILL)
-    assert killed.returncode == -signal.SIGKILL
-    # Only the dead process's temporary files are there, and no reader takes them for
-    # an output.
-    assert all(p.name.startswith(".") for p in out.iterdir())
-    assert run_cli("check", out).returncode == 2
-    again = run_cli(*_normalise(demo_results, out))  # no --overwrite: nothing was published
-    assert again.returncode == 0, again.stderr
+    args = _normalise(demo_results, out)
+    again_after_sigkill(_signal_while_writing(args, out, signal.SIGKILL), args, out, "check")
     assert _tables(out) == clean
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

@@ -252,6 +252,23 @@ def kill_in_commit(args: list[str], renames: int) -> subprocess.CompletedProcess
     )
 
 
+def again_after_sigkill(
+    killed: subprocess.CompletedProcess[str], args: list[str], out: Path, reader: str
+) -> None:
+    """What every command owes a folder its ``kill -9`` (``killed``) left before publishing:
+    only the dead process's hidden leftovers are there, the ``reader`` command refuses
+    ``out``, and the same command (``args``, no --overwrite: nothing was published)
+    succeeds and sweeps them.  The caller compares the outputs."""
+    from .conftest import run_cli
+
+    assert killed.returncode == -signal.SIGKILL
+    assert all(p.name.startswith(".") for p in out.iterdir())
+    assert run_cli(reader, out).returncode == 2
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
 def kill_while_replacing(
     first: list[str], second: list[str], out: Path, listing: str, reader: str, renames: int
 ) -> subprocess.CompletedProcess[str]:
