@@ -25,7 +25,7 @@ import pandas as pd
 from .errors import PerturbscoreError
 from .outputs import refuse_unfinished_commit
 from .runtables import RERUN, table_errors
-from .tracks import split_description
+from .targets_file import split_description
 
 
 @dataclass

@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from .errors import WRITE_ERRNOS, Interrupted, PerturbscoreError, full_disk
 from .findings import Findings
 from .manifest import manifest_text, run_manifest
@@ -183,6 +181,36 @@ def _publish(
     return result
 
 
+class _NoBar:
+    """The progress bar when none is shown: tqdm is then not imported (30 ms, most of it
+    its version lookup through importlib.metadata)."""
+
+    def update(self, n: int) -> None:
+        """Nothing to draw."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _progress_bar(prep: Prepared) -> Any:
+    """The scoring bar on stderr (on a terminal only: ``disable=None``), or a :class:`_NoBar`."""
+    if not prep.opts.progress:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(
+        total=sum(b.n_rows for b in prep.batches),
+        unit="variant",
+        file=sys.stderr,
+        desc="scoring",
+        disable=None,
+        leave=False,
+    )
+
+
 def execute(
     prep: Prepared,
     mapper: Mapper,
@@ -199,14 +227,7 @@ def execute(
     try:
         sink = Sink(prep)
         t_stream = time.perf_counter()
-        with tqdm(
-            total=sum(b.n_rows for b in prep.batches),
-            unit="variant",
-            file=sys.stderr,
-            desc="scoring",
-            disable=None if prep.opts.progress else True,
-            leave=False,
-        ) as bar:
+        with _progress_bar(prep) as bar:
             if state is not None:
                 done = _replay(prep, sink, state, tasks, findings, bar)
                 state.start(chunk)

@@ -21,7 +21,7 @@ from .plan import Prepared
 def variant_where(prep: Prepared, batch: int, row: int) -> str:
     """A variant for people: its ID values and its 1-based line in the variant table."""
     b = prep.batches[batch]
-    ids = " ".join(str(v) for v in b.ids.iloc[row].tolist())
+    ids = " ".join(str(v) for v in b.ids.row(row))
     line = row + 2 if b.variants_path.suffix.lower() != ".parquet" else row + 1
     kind = "line" if b.variants_path.suffix.lower() != ".parquet" else "row"
     return f"variant {ids} ({kind} {line} of {b.variants_path})"
@@ -48,7 +48,7 @@ class Findings:
             shared_keys=keys_in_several_groups(by_group) if len(by_group) > 1 else None,
             key_of=lambda g, n, r: keys[(g, n)][r],
             scores_of=f"{self.table[0]}/{self.table[1]}",
-            track_names=[str(t) for t in prep.tracks["identifier"]],
+            track_names=[str(t) for t in prep.tracks["identifier"].tolist()],
             rtol=rtol,
             atol=atol,
             max_examples=max_examples,
@@ -114,7 +114,7 @@ class Findings:
                 if prev
                 else (
                     f"{variant_where(self.prep, batch, row)}, bin {b}, track "
-                    f"{tracks['index'].iloc[col]} ({tracks['identifier'].iloc[col]})"
+                    f"{tracks['index'][col]} ({tracks['identifier'][col]})"
                 )
             )
             self.nonfinite[source] = ((prev[0] if prev else 0) + n, where)

@@ -11,14 +11,15 @@ position convention is stated once, in :mod:`.geometry`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from .errors import PerturbscoreError
+from .frame import Columns
 from .geometry import (
     CLASS_LABELS,
     PRESETS,
@@ -31,6 +32,9 @@ from .geometry import (
 )
 from .messages import closest, count, describe_value, listing, quote
 from .runfile_sections import refuse_unknown_keys
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -212,7 +216,16 @@ def parse_geometry_config(
     return GeometryConfig(parse_geometry_section(geo, where), parse_position_section(var, where))
 
 
-def _integer_column(df: pd.DataFrame, column: str, where: str) -> np.ndarray:
+def _whole_number(text: Any) -> float:
+    """A table cell as a whole number, NaN when it is not one (``12``, ``12.0``, ``1e3``)."""
+    try:
+        x = float(text)
+    except (TypeError, ValueError):
+        return math.nan
+    return x if math.isfinite(x) and x == math.floor(x) else math.nan
+
+
+def _integer_column(df: Columns | pd.DataFrame, column: str, where: str) -> np.ndarray:
     if column not in df.columns:
         # The table's whole header (read_variants reads only the columns it needs).
         header = [str(c) for c in df.attrs.get("header", df.columns)]
@@ -222,19 +235,24 @@ def _integer_column(df: pd.DataFrame, column: str, where: str) -> np.ndarray:
             f"{where}: no column {quote(column)} for the variant positions; its columns are "
             f"{listing(header, 20)}{hint}. Fix [variants] in the run file."
         )
-    values = pd.to_numeric(df[column], errors="coerce")
-    bad = values.isna() | (values != np.floor(values))
+    cells = np.asarray(df[column], dtype=object)
+    try:
+        return cells.astype(np.int64)  # the usual table: integers written as such
+    except (TypeError, ValueError, OverflowError):
+        pass
+    values = np.fromiter(map(_whole_number, cells.tolist()), np.float64, len(cells))
+    bad = np.isnan(values)
     if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
+        i = int(np.flatnonzero(bad)[0])
         raise PerturbscoreError(
             f"{where}: column {quote(column)} must hold whole numbers; line {i + 2} has "
-            f"{quote(df[column].iloc[i])} ({count(int(bad.sum()), 'such row')})."
+            f"{quote(cells[i])} ({count(int(bad.sum()), 'such row')})."
         )
-    return values.to_numpy(dtype=np.int64)
+    return values.astype(np.int64)
 
 
 def offsets_of_table(
-    df: pd.DataFrame, spec: PositionSpec, geometry: Geometry, where: str = "variant table"
+    df: Columns | pd.DataFrame, spec: PositionSpec, geometry: Geometry, where: str = "variant table"
 ) -> np.ndarray:
     """Offsets (``# n`` int64) of a variant table's rows, from the columns ``spec`` names.
 
@@ -250,7 +268,7 @@ def offsets_of_table(
 
 
 def place_table(
-    df: pd.DataFrame, config: GeometryConfig, where: str = "variant table"
+    df: Columns | pd.DataFrame, config: GeometryConfig, where: str = "variant table"
 ) -> Placement:
     """:func:`.geometry.place` applied to a variant table's position columns.
 

@@ -134,7 +134,7 @@ class IntegrityChecker:
     _rows: int = 0
     _examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _hash_parts: list[np.ndarray] = field(default_factory=list)
-    _index: Any = None  # pandas.Index of the shared keys: slot = position
+    _index: dict[str, int] | None = None  # shared key -> its slot (sorted order)
     _vectors: np.ndarray | None = None
     _owner: np.ndarray | None = None  # group number of each slot's stored vector, -1: none
     _groups: dict[str, int] = field(default_factory=dict)
@@ -143,9 +143,7 @@ class IntegrityChecker:
         self._counts = dict.fromkeys(FINDINGS, 0)
         self._examples = {f: [] for f in FINDINGS}
         if self.shared_keys is not None:
-            import pandas as pd
-
-            self._index = pd.Index(sorted(set(self.shared_keys)), dtype=object)
+            self._index = {k: i for i, k in enumerate(sorted(set(self.shared_keys)))}
             self._owner = np.full(len(self._index), -1, np.int32)
 
     def slots(self, ids: Sequence[str]) -> np.ndarray:
@@ -155,7 +153,8 @@ class IntegrityChecker:
         """
         if self._index is None:
             return np.full(len(ids), -1, np.int64)
-        return np.asarray(self._index.get_indexer(np.asarray(ids, dtype=object)), np.int64)
+        index = self._index
+        return np.fromiter((index.get(k, -1) for k in ids), np.int64, len(ids))
 
     # ------------------------------------------------------------------ feeding
 

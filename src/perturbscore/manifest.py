@@ -30,24 +30,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from . import __version__
+from .frame import Columns, as_columns
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .engine import RunResult
     from .plan import Prepared
 
 TRACK_FIELDS = ("index", "identifier", "description", "assay", "target", "biosample")
 
 
-def track_records(tracks: pd.DataFrame) -> list[dict[str, Any]]:
-    """The ``tracks.selected`` records of a manifest."""
-    cols = [c for c in TRACK_FIELDS if c in tracks.columns]
-    return [
-        {str(k): (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
-        for row in tracks[cols].to_dict("records")
-    ]
+def track_records(tracks: Columns | pd.DataFrame) -> list[dict[str, Any]]:
+    """The ``tracks.selected`` records of a manifest (Python values, JSON-ready)."""
+    table = as_columns(tracks)
+    return table.records([c for c in TRACK_FIELDS if c in table.columns])
 
 
 def file_facts(path: Path) -> dict[str, Any]:
@@ -62,7 +61,7 @@ def build_manifest(
     parameters: dict[str, Any],
     targets: dict[str, Any],
     selection: dict[str, Any],
-    tracks: pd.DataFrame,
+    tracks: Columns | pd.DataFrame,
     inputs: list[dict[str, Any]],
     outputs: list[dict[str, Any]],
     warnings: list[str],

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from . import __version__
 from .errors import PerturbscoreError
+from .frame import Columns
 from .geometry_tables import ClassCounter
 from .memory import MemoryPlan
 from .messages import quote
@@ -34,7 +34,7 @@ from .resume import input_fingerprint
 from .runfile import RunConfig
 from .scoring import Aggregation, parse_aggregation
 from .spans import SpanPlan
-from .tracks import read_targets, select_tracks
+from .tracks import choose_tracks, target_columns
 from .variants import check_ids_against_tracks
 from .writers import FORMATS, check_format, table_group_rows
 
@@ -65,7 +65,7 @@ class Prepared:
     out: Path
     batches: list[BatchInput]
     outputs: list[OutputTable]
-    tracks: pd.DataFrame  # selected rows of the track table, in output order
+    tracks: Columns  # selected rows of the track table, in output order
     table_rows: int  # rows of the whole track table
     id_cols: list[str]
     aggs: list[Aggregation]
@@ -80,7 +80,7 @@ class Prepared:
 
     @property
     def track_names(self) -> list[str]:
-        return list(self.tracks["identifier"])
+        return list(self.tracks["identifier"].tolist())
 
     def rows_per_group(self) -> dict[str, int]:
         """Rows of each group's tables (prediction rows, less those ``drop`` leaves out)."""
@@ -291,11 +291,11 @@ def prepare(config: RunConfig, out_dir: str | Path, opts: RunOptions) -> Prepare
     fmt = check_format(opts.format or config.format)
     out = Path(out_dir)
     check_options(opts, fmt, out)
-    table = read_targets(config.targets)
-    tracks = select_tracks(table, config.tracks)
-    track_idx = tracks["index"].to_numpy(dtype=np.intp)
+    table = target_columns(Path(config.targets))
+    tracks = choose_tracks(table, config.tracks)
+    track_idx = tracks["index"].astype(np.intp)
     columns = None if np.array_equal(track_idx, np.arange(len(table))) else track_idx
-    track_names = list(tracks["identifier"])
+    track_names = list(tracks["identifier"].tolist())
     normaliser = _normaliser(config, track_names)  # before any prediction is opened
     log.info("%d of %d tracks selected from %s", len(tracks), len(table), config.targets)
     batches, id_cols, warnings, counter = open_batches(config, len(table))

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from .errors import PerturbscoreError
+from .frame import Columns
 from .geometry import OUTSIDE_INPUT, Placement
 from .geometry_tables import ClassCounter, place_table
 from .integrity_keys import id_keys
@@ -27,7 +27,7 @@ from .messages import listing, quote
 from .readers import missing_prediction_files, open_predictions
 from .runfile import Batch, RunConfig
 from .spans import BatchSpec
-from .variants import duplicate_report, id_columns_of, read_variants
+from .variants import duplicate_report, id_columns_of, read_variant_columns
 
 
 @dataclass
@@ -42,7 +42,7 @@ class BatchInput:
     shape: tuple[int, int, int]
     itemsize: int  # the larger of REF's and ALT's
     variants_path: Path
-    ids: pd.DataFrame  # the ID columns written with the scores (and the class column)
+    ids: Columns  # the ID columns written with the scores (and the class column)
     classes: np.ndarray | None = None  # receptive-field class per row (int8), with geometry
     keys: Any = field(default_factory=list)  # ID key per row (# n), for integrity checks
 
@@ -127,11 +127,11 @@ def _place_batch(
     group: str,
     number: int,
     batch: Batch,
-    ids: pd.DataFrame,
-    table_ids: pd.DataFrame,
+    ids: Columns,
+    table_ids: Columns,
     placed: dict[Path, Placement],
     counter: ClassCounter,
-) -> tuple[pd.DataFrame, np.ndarray]:
+) -> tuple[Columns, np.ndarray]:
     """Receptive-field classes of one batch's rows (counted); adds the class column."""
     assert config.geometry is not None
     if batch.variants not in placed:
@@ -146,11 +146,11 @@ def _place_batch(
         int(where.outside_window.sum()),
     )
     if config.class_column:
-        table_ids = table_ids.assign(**{config.class_column: where.labels})
+        table_ids = table_ids.with_column(config.class_column, where.labels)
     return table_ids, classes
 
 
-def _refuse_class_column_clash(config: RunConfig, table: Path, ids: pd.DataFrame) -> None:
+def _refuse_class_column_clash(config: RunConfig, table: Path, ids: Columns) -> None:
     """The class column is a new column: not one of the variant table's own."""
     name = config.class_column
     if name and name in ids.attrs.get("header", list(ids.columns)):
@@ -184,6 +184,7 @@ def open_batches(
     geo = config.geometry
     counter = ClassCounter()
     placed: dict[Path, Placement] = {}
+    keys_of: dict[Path, list[str]] = {}  # ID keys of each variant table
     first_bins: list[tuple[int, str]] = []  # (bins, REF path) of the first batch
     _refuse_missing_files(config)
     tables = _read_tables(config)
@@ -208,10 +209,13 @@ def open_batches(
                     f"batch's {', '.join(id_cols)}; tables of a run share their columns. Name "
                     "id_columns in the run file's [output] section."
                 )
-            for w in duplicate_report(ids, cols, str(batch.variants)):
+            if batch.variants not in keys_of:  # a table used by several batches: once
+                keys_of[batch.variants] = id_keys(ids, cols)
+            keys = keys_of[batch.variants]
+            for w in duplicate_report(ids, cols, str(batch.variants), keys):
                 if w not in warnings:  # one file used by several batches: said once
                     warnings.append(w)
-            table_ids, classes = ids[cols], None
+            table_ids, classes = ids.pick(cols), None
             if geo is not None:
                 table_ids, classes = _place_batch(
                     config, group.name, number, batch, ids, table_ids, placed, counter
@@ -236,7 +240,7 @@ def open_batches(
                     batch.variants,
                     table_ids,
                     classes,
-                    id_keys(ids, cols),
+                    keys,
                 )
             )
     assert id_cols is not None  # a run file always has a batch
@@ -245,14 +249,14 @@ def open_batches(
     return batches, id_cols, warnings, counter
 
 
-def _read_tables(config: RunConfig) -> dict[Path, pd.DataFrame]:
+def _read_tables(config: RunConfig) -> dict[Path, Columns]:
     """Every distinct variant table of the run, in run-file order, read once.
 
     Only the ID columns and the position columns are read (a missing position column
     is reported by the geometry, naming ``[variants]``).  Reading them in parallel
-    threads was measured no faster: pandas holds the GIL while it builds the columns.
+    threads was measured no faster: the csv module holds the GIL while it parses.
     """
     wanted = None if isinstance(config.id_columns, str) else list(config.id_columns)
     optional = config.geometry.position.columns if config.geometry is not None else ()
     paths = dict.fromkeys(b.variants for g in config.groups for b in g.batches)
-    return {p: read_variants(p, wanted, optional) for p in paths}
+    return {p: read_variant_columns(p, wanted, optional) for p in paths}

@@ -59,7 +59,7 @@ def memory_plan(
         n_aggregations=len(aggs),
         n_outputs_per_group=per_group,
         in_memory_rows=sum(b.n_rows for b in batches) if holds_in_memory(fmt) else 0,
-        resident_bytes=held_bytes + sum(int(b.ids.memory_usage(deep=True).sum()) for b in batches),
+        resident_bytes=held_bytes + sum(b.ids.nbytes() for b in batches),
         chunk_rows=opts.chunk_rows,
         max_rows=max(b.n_rows for b in batches),
         # Threads' blocks, one more queued, and the one being written (a sequential

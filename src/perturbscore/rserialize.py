@@ -47,8 +47,8 @@ def _utf8_parts(values: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """UTF-8 bytes, byte lengths and NA flags of a character vector's items.
 
     An Arrow string array (what pandas holds ID columns in) gives them from its buffers
-    without touching each item in Python; any other sequence of ``str | None`` is
-    encoded item by item.
+    without touching each item in Python; any other sequence of ``str | None`` (what a
+    run holds) is encoded in one piece when it is ASCII with no NA, else item by item.
     """
     if hasattr(values, "buffers") or hasattr(values, "combine_chunks"):  # pyarrow (Chunked)Array
         import pyarrow as pa
@@ -80,8 +80,13 @@ def _utf8_parts(values: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             np.frombuffer(buffers[2], np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
         )
         return data[offsets[0] : offsets[-1]], np.diff(offsets), is_na
-    items = list(values)
+    items = values.tolist() if isinstance(values, np.ndarray) else list(values)
     n = len(items)
+    if None not in items:
+        text = "".join(items)
+        if text.isascii():  # ID columns usually are: one encode, lengths in characters
+            lengths = np.fromiter(map(len, items), dtype=np.int64, count=n)
+            return np.frombuffer(text.encode("ascii"), dtype=np.uint8), lengths, np.zeros(n, bool)
     encoded = [b"" if v is None else v.encode("utf-8") for v in items]
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
     is_na = np.array([v is None for v in items], dtype=bool) if None in items else np.zeros(n, bool)

@@ -13,7 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .geometry import apply_out_of_field
-from .outputs import Commit
+from .outputs import Commit, EarlySync
 from .plan import Prepared, cube_name
 from .writers import TableWriter, open_writer
 
@@ -41,6 +41,7 @@ class Sink:
         self.keep = [b.keep(self.policy) for b in prep.batches]  # rows written, per batch
         self.next_row = {g.name: 0 for g in prep.config.groups}  # blocks arrive in order
         self.rows = rows
+        self.syncing = EarlySync()  # finished groups' tables go to disk while others stream
         try:
             self._open(rows)
         except BaseException:
@@ -60,20 +61,19 @@ class Sink:
                 group_rows=prep.group_rows,
             )
         if prep.opts.zarr:
-            import pandas as pd
-
             from .cube import CubeWriter
+            from .frame import Columns
 
             for g in prep.config.groups:
                 mine = [
-                    b.ids if k is None else b.ids[k]
+                    b.ids if k is None else b.ids.rows(k)
                     for b, k in zip(prep.batches, self.keep, strict=True)
                     if b.group == g.name
                 ]
                 self.cubes[g.name] = CubeWriter(
                     prep.out / cube_name(g.name),
-                    pd.concat(mine, ignore_index=True),
-                    prep.tracks,
+                    Columns.concat(mine, prep.batches[0].ids.columns).to_frame(),
+                    prep.tracks.to_frame(),
                     [a.spec for a in prep.aggs],
                     list(prep.config.output_statistics),
                     prep.plan.chunk_rows,
@@ -86,7 +86,7 @@ class Sink:
         hold the raw scores) are written alike.
         """
         b = self.prep.batches[batch]
-        ids = b.ids.iloc[start:stop]
+        ids = b.ids.rows(slice(start, stop))
         if b.classes is not None and self.policy == "na":
             cls = b.classes[start:stop]
             values = {k: apply_out_of_field("na", v, cls)[0] for k, v in values.items()}
@@ -94,7 +94,7 @@ class Sink:
         if keep is not None and not keep[start:stop].all():
             sel = keep[start:stop]
             values = {k: v[sel] for k, v in values.items()}
-            ids = ids[sel]
+            ids = ids.rows(sel)
         for key, v in values.items():
             self.writers[key].write(v, ids)
         if b.group in self.cubes and len(ids):
@@ -108,6 +108,7 @@ class Sink:
             for key, w in self.writers.items():
                 if key[0] == b.group:
                     w.finish()
+                    self.syncing.start(w.tmp)
 
     def finish(self, commit: Commit) -> None:
         """Finish every table under its temporary name and hand the renames to ``commit``."""
@@ -117,6 +118,7 @@ class Sink:
             commit.add(w.tmp, w.path)
         for cube in self.cubes.values():
             commit.add(cube.tmp, cube.path)
+        self.syncing.wait()
 
     def abort(self) -> None:
         """Remove every temporary table and cube, each even if another one fails.
@@ -125,6 +127,7 @@ class Sink:
         (its temporary is removed all the same), and that must neither leave the other
         temporaries behind nor hide the error that stopped the run.
         """
+        self.syncing.wait()
         items: list[TableWriter | CubeWriter] = [*self.writers.values(), *self.cubes.values()]
         for item in items:
             try:

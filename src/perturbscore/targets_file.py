@@ -16,15 +16,16 @@ table, each with its line for messages) is read here too: :func:`shortlist_order
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
+
+import numpy as np
 
 from .errors import PerturbscoreError
+from .frame import Columns
 from .messages import listing, not_utf8, quote
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 TARGET_COLUMNS = [
     "index",
@@ -36,6 +37,8 @@ TARGET_COLUMNS = [
     "sum_stat",
     "description",
 ]
+#: Columns :func:`target_columns` adds, split from ``description``.
+PARSED_COLUMNS = ["assay", "target", "biosample"]
 #: ``sum_stat`` values basenji writes (how a track's coverage was pooled into bins).
 SUM_STATS = ("mean", "sum", "sum_sqrt", "avg", "median", "max", "peak")
 _HEADER_WORDS = " ".join(TARGET_COLUMNS)
@@ -84,6 +87,43 @@ def read_records(path: Path) -> list[list[str]]:
     if not records:
         raise PerturbscoreError(f"{path}: no track records after the header.")
     return records
+
+
+def split_description(description: str) -> tuple[str, str, str]:
+    """``CHIP:H3K27ac:GM12878`` -> (CHIP, H3K27ac, GM12878); ``DNASE:x`` -> (DNASE, '', x)."""
+    assay, sep, rest = description.partition(":")
+    if not sep:
+        return "", "", description.strip()
+    assay = assay.strip().upper()
+    if assay == "CHIP":
+        target, sep2, biosample = rest.partition(":")
+        if sep2:
+            return assay, target.strip(), biosample.strip()
+        return assay, "", rest.strip()
+    return assay, "", rest.strip()
+
+
+def target_columns(path: Path) -> Columns:
+    """The parsed track table (see :func:`perturbscore.tracks.read_targets`) as columns."""
+    records = read_records(path)
+    fields = list(zip(*records, strict=True)) if records else [() for _ in TARGET_COLUMNS]
+    data: dict[str, Any] = dict(zip(TARGET_COLUMNS, map(list, fields), strict=True))
+    for col in ("index", "genome"):
+        data[col] = np.array([int(v) for v in data[col]], dtype=np.int64)
+    for col in ("clip", "scale"):
+        data[col] = _numbers(data[col])
+    split = [split_description(d) for d in data["description"]]
+    for k, col in enumerate(PARSED_COLUMNS):
+        data[col] = [s[k] for s in split]
+    return Columns(data, len(records))
+
+
+def _numbers(texts: list[str]) -> np.ndarray:
+    """Numeric text as ``pandas.to_numeric`` reads it: int64 if every value is an integer."""
+    try:
+        return np.array([int(v) for v in texts], dtype=np.int64)
+    except ValueError:
+        return np.array([float(v) for v in texts], dtype=np.float64)
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -187,36 +227,48 @@ def _check_record(path: Path, fields: list[str], lines: list[int], expected_inde
         raise bad(7, "a description (it is empty)")
 
 
-def _read_shortlist(path: Path) -> pd.DataFrame:
-    """A track shortlist (CSV, or TSV for .tsv/.txt) as text, with an ``index`` column."""
-    import pandas as pd
+def _read_shortlist(path: Path) -> dict[str, list[str]]:
+    """A track shortlist (CSV, or TSV for .tsv/.txt) as text columns, with an ``index`` column.
 
+    Read with the csv module as ``pandas.read_csv(dtype=str, keep_default_na=False)``
+    reads it (blank lines skipped, short rows padded with empty text), without pandas.
+    """
     if not path.is_file():
         raise PerturbscoreError(f"{path}: track shortlist not found. Check the path.")
     sep = "\t" if path.suffix.lower() in {".tsv", ".txt"} else ","
-    try:
-        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    except UnicodeDecodeError:
-        raise PerturbscoreError(not_utf8(path, "the track shortlist")) from None
-    except (ValueError, pd.errors.ParserError) as exc:
-        # EmptyDataError is a ValueError; the text of each names the line.
-        kind = "tab" if sep == "\t" else "comma"
-        reason = " ".join(str(exc).split())
-        raise PerturbscoreError(
+    kind = "tab" if sep == "\t" else "comma"
+
+    def unreadable(reason: str) -> PerturbscoreError:
+        return PerturbscoreError(
             f"{path}: cannot read the track shortlist as a {kind}-separated table ({reason}); "
             "it needs an 'index' column of 0-based track numbers."
-        ) from None
-    if "index" not in df.columns:
+        )
+
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = [r for r in csv.reader(fh, delimiter=sep, strict=True) if r]
+    except UnicodeDecodeError:
+        raise PerturbscoreError(not_utf8(path, "the track shortlist")) from None
+    except csv.Error as exc:
+        raise unreadable(" ".join(str(exc).split())) from None
+    if not rows:
+        raise unreadable("the file has no header row")
+    header, body = rows[0], rows[1:]
+    for k, r in enumerate(body, start=2):
+        if len(r) > len(header):
+            raise unreadable(f"row {k} has {len(r)} fields, the header {len(header)}")
+    if "index" not in header:
         raise PerturbscoreError(
-            f"{path}: shortlist has no 'index' column (its columns: {listing(df.columns)}); add "
+            f"{path}: shortlist has no 'index' column (its columns: {listing(header)}); add "
             "the 0-based track numbers of targets_human.txt as 'index'."
         )
-    if df.empty:
+    if not body:
         raise PerturbscoreError(f"{path}: the track shortlist has no rows; list the tracks.")
-    return df
+    padded = [r + [""] * (len(header) - len(r)) for r in body]
+    return {name: [r[j] for r in padded] for j, name in enumerate(header)}
 
 
-def shortlist_order(table: pd.DataFrame, shortlist: Path) -> list[tuple[int, str]]:
+def shortlist_order(table: Columns, shortlist: Path) -> list[tuple[int, str]]:
     """The shortlist's track numbers (and lines), each checked against the track table."""
     n = len(table)
     sl = _read_shortlist(Path(shortlist))
@@ -234,9 +286,9 @@ def shortlist_order(table: pd.DataFrame, shortlist: Path) -> list[tuple[int, str
                 f"{shortlist}: line {row}: track index {idx} is outside 0..{n - 1} "
                 "of the track table; is this shortlist for another model?"
             )
-        if "identifier" in sl.columns:
-            want = sl["identifier"].iloc[row - 2]
-            have = table["identifier"].iloc[idx]
+        if "identifier" in sl:
+            want = sl["identifier"][row - 2]
+            have = table["identifier"][idx]
             if want != have:
                 raise PerturbscoreError(
                     f"{shortlist}: line {row}: index {idx} is {quote(want)} in the "

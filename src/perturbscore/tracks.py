@@ -15,15 +15,19 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+import numpy as np
 
 from .errors import PerturbscoreError
+from .frame import Columns, as_columns
 from .messages import closest, listing, quote
-from .targets_file import TARGET_COLUMNS, read_records, shortlist_order
+from .targets_file import shortlist_order, target_columns
 from .tracks_query import match_condition, parse_where
 
-PARSED_COLUMNS = ["assay", "target", "biosample"]
+if TYPE_CHECKING:
+    import pandas as pd
+
 #: The command line's option for each key of a selection (one entry per use).
 _OPTIONS = {"identifiers": "--identifier", "indices": "--index"}
 
@@ -60,20 +64,6 @@ def _two_places(a: _Place | str, b: _Place | str) -> str:
     return f"by {words[0]} and by {words[1]}"
 
 
-def split_description(description: str) -> tuple[str, str, str]:
-    """``CHIP:H3K27ac:GM12878`` -> (CHIP, H3K27ac, GM12878); ``DNASE:x`` -> (DNASE, '', x)."""
-    assay, sep, rest = description.partition(":")
-    if not sep:
-        return "", "", description.strip()
-    assay = assay.strip().upper()
-    if assay == "CHIP":
-        target, sep2, biosample = rest.partition(":")
-        if sep2:
-            return assay, target.strip(), biosample.strip()
-        return assay, "", rest.strip()
-    return assay, "", rest.strip()
-
-
 def read_targets(path: str | Path) -> pd.DataFrame:
     """Parse a targets table: the canonical form, or the known damaged copies.
 
@@ -95,7 +85,7 @@ def read_targets(path: str | Path) -> pd.DataFrame:
     -------
     pandas.DataFrame
         One row per track, in file order, ``index`` equal to the row position; columns
-        :data:`.targets_file.TARGET_COLUMNS` then :data:`PARSED_COLUMNS`.
+        :data:`.targets_file.TARGET_COLUMNS` then :data:`.targets_file.PARSED_COLUMNS`.
 
     Raises
     ------
@@ -104,16 +94,7 @@ def read_targets(path: str | Path) -> pd.DataFrame:
         nor one of the known repairs; the message names the file, the 1-based line and
         what was expected there.
     """
-    records = read_records(Path(path))
-    table = pd.DataFrame(records, columns=TARGET_COLUMNS)
-    for col in ("index", "genome"):
-        table[col] = table[col].astype("int64")
-    for col in ("clip", "scale"):
-        table[col] = pd.to_numeric(table[col])
-    split = [split_description(d) for d in table["description"]]
-    for k, col in enumerate(PARSED_COLUMNS):
-        table[col] = [s[k] for s in split]
-    return table
+    return target_columns(Path(path)).to_frame()
 
 
 @dataclass(frozen=True)
@@ -210,7 +191,9 @@ class TrackSelection:
         }
 
 
-def select_tracks(table: pd.DataFrame, selection: TrackSelection | None = None) -> pd.DataFrame:
+def select_tracks(
+    table: pd.DataFrame | Columns, selection: TrackSelection | None = None
+) -> pd.DataFrame:
     """Select tracks from a parsed track table, in output column order.
 
     Parameters
@@ -232,12 +215,17 @@ def select_tracks(table: pd.DataFrame, selection: TrackSelection | None = None) 
         Index out of range, unknown identifier, shortlist disagreeing with the table,
         duplicated track, unknown query column, or an empty result.
     """
+    return choose_tracks(as_columns(table), selection).to_frame()
+
+
+def choose_tracks(table: Columns, selection: TrackSelection | None = None) -> Columns:
+    """:func:`select_tracks` on :class:`~perturbscore.frame.Columns` (what a run does)."""
     sel = selection or TrackSelection()
     listed = _listed_order(table, sel)
     order = [i for i, _ in listed] if listed is not None else list(range(len(table)))
     if listed is not None:
         _refuse_repeats(table, sel, listed)
-    chosen = table.iloc[order]
+    chosen = table.rows(np.asarray(order, dtype=np.intp))
     prefix = f"{sel.key('where')}: " if sel.origin else ""
     for col, cond in sel.where.items():
         if col not in table.columns:
@@ -246,17 +234,17 @@ def select_tracks(table: pd.DataFrame, selection: TrackSelection | None = None) 
                 f"{prefix}track query column {col} does not exist; {near}use one of "
                 f"{listing(table.columns, 20)}."
             )
-        chosen = chosen[match_condition(chosen[col], cond).to_numpy()]
-    if chosen.empty:
+        chosen = chosen.rows(match_condition(chosen[col], cond))
+    if not len(chosen):
         raise PerturbscoreError(
             f"{sel.origin + ': ' if sel.origin else ''}the track selection ({sel.summary()}) "
             "matched no track; run 'perturbscore tracks TARGETS' to see the table."
         )
-    return chosen.reset_index(drop=True)
+    return chosen
 
 
 def _refuse_repeats(
-    table: pd.DataFrame, sel: TrackSelection, listed: list[tuple[int, _Place | str]]
+    table: Columns, sel: TrackSelection, listed: list[tuple[int, _Place | str]]
 ) -> None:
     """Refuse a track listed twice, naming both places (shortlist line, key and entry)."""
     counts = Counter(i for i, _ in listed)
@@ -268,7 +256,7 @@ def _refuse_repeats(
     more = len(dupes) - 1
     also = f" (and {more} more track{'s' if more > 1 else ''} listed twice)" if more else ""
     raise PerturbscoreError(
-        f"track {first} ({table['identifier'].iloc[first]}) is selected more than once, "
+        f"track {first} ({table['identifier'][first]}) is selected more than once, "
         f"{_two_places(places[0], places[1])}{also}; list each track once, since each output "
         "column must be a distinct track."
     )
@@ -286,7 +274,7 @@ def _did_you_mean(wrong: Sequence[str], known: Iterable[object]) -> str:
 
 
 def _listed_order(
-    table: pd.DataFrame, sel: TrackSelection
+    table: Columns, sel: TrackSelection
 ) -> list[tuple[int, _Place | str]] | None:
     """Track numbers the shortlist, identifiers and indices name, in that order.
 
@@ -298,7 +286,7 @@ def _listed_order(
     if sel.shortlist is not None:
         order = list(shortlist_order(table, sel.shortlist))
     if sel.identifiers:
-        pos = {ident: i for i, ident in enumerate(table["identifier"])}
+        pos = {ident: i for i, ident in enumerate(table["identifier"].tolist())}
         missing = [i for i in sel.identifiers if i not in pos]
         if missing:
             prefix = f"{sel.key('identifiers')}: " if sel.origin else ""

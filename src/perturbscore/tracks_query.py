@@ -8,25 +8,28 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-import pandas as pd
+import numpy as np
 
 from .errors import PerturbscoreError
 from .messages import quote
 
 
-def match_condition(values: pd.Series, condition: str) -> pd.Series:
+def match_condition(values: Sequence[Any] | np.ndarray, condition: str) -> np.ndarray:
     """Evaluate one ``where`` condition on a column; case-insensitive throughout.
 
     ``value`` matches a whole word or phrase in the field (``GM12878`` matches
     ``B lymphoblastoid cell line: GM12878 ENCODE, biol_`` but not ``GM128780``);
     ``=value`` (written ``field==value``) requires the whole field to equal it;
-    ``~regex`` searches with a regular expression.
+    ``~regex`` searches with a regular expression.  Returns which values match
+    (``bool # n``).
     """
-    text = values.astype(str)
+    text = [str(v) for v in values]
     if condition.startswith("="):
-        return text.str.casefold() == condition[1:].casefold()
+        want = condition[1:].casefold()
+        return np.array([t.casefold() == want for t in text], dtype=bool)
     if condition.startswith("~"):
         try:
             rx = re.compile(condition[1:], re.IGNORECASE)
@@ -39,7 +42,7 @@ def match_condition(values: pd.Series, condition: str) -> pd.Series:
         rx = re.compile(
             r"(?<![A-Za-z0-9_])" + re.escape(condition) + r"(?![A-Za-z0-9_])", re.IGNORECASE
         )
-    return text.map(lambda s: rx.search(s) is not None).astype(bool)
+    return np.array([rx.search(t) is not None for t in text], dtype=bool)
 
 
 def parse_where(items: Iterable[str]) -> dict[str, str]:

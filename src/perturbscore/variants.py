@@ -8,14 +8,21 @@ never become booleans, and identifiers such as ``01`` must keep their zeros.
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import numpy as np
 
 from .errors import PerturbscoreError
+from .frame import Columns, as_columns
+from .integrity_keys import id_keys
 from .messages import listing, quote
 from .variants_text import read_text_table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_ID_COLUMNS = ("GENE", "rsID", "REF", "ALT")
 
@@ -28,7 +35,18 @@ def read_variants(
     Missing values are kept as they are written (``NA`` stays the text ``NA``), so that
     nothing is reinterpreted between input and output.  ``columns`` reads only those
     (all must exist; row counting is unaffected), and the ``optional`` columns where
-    the table has them (their absence is for the caller to report).
+    the table has them (their absence is for the caller to report).  The same table
+    as :func:`read_variant_columns`, as a pandas DataFrame.
+    """
+    return read_variant_columns(path, columns, optional).to_frame()
+
+
+def read_variant_columns(
+    path: str | Path, columns: Sequence[str] | None = None, optional: Sequence[str] = ()
+) -> Columns:
+    """:func:`read_variants` as :class:`~perturbscore.frame.Columns` (what a run reads).
+
+    A CSV or TSV table is read without pandas (see :mod:`.frame`).
     """
     p = Path(path)
     if not p.is_file():
@@ -36,29 +54,37 @@ def read_variants(
     suffix = p.suffix.lower()
     try:
         if suffix == ".parquet":
-            header = pq_columns(p)
-            df = pd.read_parquet(p, columns=_present(p, columns, header, optional))
-            df = df.astype(object).where(df.notna(), "").astype(str)
-            df.attrs["header"] = header
-        elif suffix in {".csv", ".tsv", ".txt"}:
-            df = read_text_table(
+            return _read_parquet(p, columns, optional)
+        if suffix in {".csv", ".tsv", ".txt"}:
+            return read_text_table(
                 p,
                 "," if suffix == ".csv" else "\t",
                 lambda names: _present(p, columns, names, optional),
             )
-        else:
-            raise PerturbscoreError(
-                f"{p}: unknown variant table format {quote(suffix or p.name)}; use .csv, .tsv "
-                "or .parquet."
-            )
-    except (ValueError, OSError, pd.errors.ParserError, csv.Error) as exc:
-        # Parser messages name the line; keep them on one line of the sentence.
+        raise PerturbscoreError(
+            f"{p}: unknown variant table format {quote(suffix or p.name)}; use .csv, .tsv "
+            "or .parquet."
+        )
+    except (ValueError, OSError, csv.Error) as exc:
+        # Parser messages name the line; keep them on one line of the sentence (pandas'
+        # ParserError is a ValueError).
         reason = " ".join(str(exc).split())
         raise PerturbscoreError(
             f"{p}: cannot read the variant table ({reason}); it must be a .csv, .tsv or .parquet "
             "table with a header row."
         ) from exc
-    return df
+
+
+def _read_parquet(path: Path, columns: Sequence[str] | None, optional: Sequence[str]) -> Columns:
+    """A Parquet variant table's columns as text (missing values as empty text)."""
+    import pandas as pd
+
+    header = pq_columns(path)
+    df = pd.read_parquet(path, columns=_present(path, columns, header, optional))
+    df = df.astype(object).where(df.notna(), "").astype(str)
+    table = Columns.from_frame(df)
+    table.attrs["header"] = header
+    return table
 
 
 def pq_columns(path: Path) -> list[str]:
@@ -84,7 +110,7 @@ def _present(
     return [c for c in have if c in set(wanted)]
 
 
-def id_columns_of(df: pd.DataFrame, wanted: Sequence[str] | str, where: str) -> list[str]:
+def id_columns_of(df: Columns | pd.DataFrame, wanted: Sequence[str] | str, where: str) -> list[str]:
     """Resolve the ID columns to keep: a list, or ``"all"`` for every column."""
     if isinstance(wanted, str):
         if wanted != "all":
@@ -96,7 +122,12 @@ def id_columns_of(df: pd.DataFrame, wanted: Sequence[str] | str, where: str) -> 
     return list(wanted)
 
 
-def duplicate_report(df: pd.DataFrame, columns: Sequence[str], where: str) -> list[str]:
+def duplicate_report(
+    df: Columns | pd.DataFrame,
+    columns: Sequence[str],
+    where: str,
+    keys: Sequence[str] | None = None,
+) -> list[str]:
     """A warning about repeated identifiers in one variant table (kept, but worth knowing).
 
     Multi-allelic sites legitimately share an rsID (one row per ALT allele), as do
@@ -112,6 +143,9 @@ def duplicate_report(df: pd.DataFrame, columns: Sequence[str], where: str) -> li
         The ID columns kept in the output.
     where : str
         The table's path, as it should appear in the message.
+    keys : sequence of str, optional
+        Each row's ID key (:func:`.integrity_keys.id_keys` of ``columns``), when the
+        caller has them already.
 
     Returns
     -------
@@ -121,30 +155,38 @@ def duplicate_report(df: pd.DataFrame, columns: Sequence[str], where: str) -> li
         report it once (``dict.fromkeys(warnings)``).
     """
     parquet = Path(where).suffix.lower() == ".parquet"
+    table = as_columns(df)
 
-    def lines(mask: pd.Series, limit: int = 2) -> str:
+    def lines(mask: np.ndarray, limit: int = 2) -> str:
         # Row i of a CSV/TSV is line i + 2 (line 1 is the header).
-        numbers = [int(k) + (1 if parquet else 2) for k in mask.to_numpy().nonzero()[0][:limit]]
+        numbers = [int(k) + (1 if parquet else 2) for k in np.flatnonzero(mask)[:limit]]
         return ("rows " if parquet else "lines ") + " and ".join(map(str, numbers))
 
     parts: list[str] = []
     cols = list(columns)
-    full = df.duplicated(subset=cols, keep=False) if cols else None
-    if "rsID" in df.columns:
-        dup = df["rsID"].duplicated(keep=False)
+    if cols:
+        full_keys: list[str] | None = list(keys) if keys is not None else id_keys(table, cols)
+    else:
+        full_keys = None
+    full = _repeated(full_keys) if full_keys is not None else None
+    if "rsID" in table:
+        rsids = table["rsID"].tolist()
+        dup = _repeated(rsids)
         # Said once when the ID columns are no more telling than the rsID alone.
-        if dup.any() and not (full is not None and full.equals(dup)):
-            example = df.loc[dup, "rsID"].iloc[0]
+        if dup.any() and not (full is not None and np.array_equal(full, dup)):
+            example = rsids[int(np.flatnonzero(dup)[0])]
+            repeated = {r for r, d in zip(rsids, dup.tolist(), strict=True) if d}
             parts.append(
                 f"{int(dup.sum())} rows share an rsID with another row "
-                f"({df.loc[dup, 'rsID'].nunique()} rsIDs, e.g. {example} on "
-                f"{lines(df['rsID'] == example)}: multi-allelic sites or several genes per "
+                f"({len(repeated)} rsIDs, e.g. {example} on "
+                f"{lines(table['rsID'] == example)}: multi-allelic sites or several genes per "
                 "variant)"
             )
-    if full is not None and full.any():
-        first = df.loc[full, cols].iloc[0]
-        same = (df[cols] == first).all(axis=1)
-        ids = ", ".join(f"{c} {first[c]}" for c in cols)
+    if full is not None and full_keys is not None and full.any():
+        at = int(np.flatnonzero(full)[0])
+        first = full_keys[at]
+        same = np.fromiter((k == first for k in full_keys), bool, len(full_keys))
+        ids = ", ".join(f"{c} {table[c][at]}" for c in cols)
         parts.append(
             f"{int(full.sum())} rows repeat all ID columns ({listing(cols)}), e.g. {ids} on "
             f"{lines(same)}, so they cannot be told apart by ID"
@@ -152,6 +194,14 @@ def duplicate_report(df: pd.DataFrame, columns: Sequence[str], where: str) -> li
     if not parts:
         return []
     return [f"{where}: " + "; ".join(parts) + "; all rows are kept."]
+
+
+def _repeated(keys: list[Any]) -> np.ndarray:
+    """Which rows' keys occur more than once (``bool # n``; pandas' ``duplicated(keep=False)``)."""
+    counts = Counter(keys)
+    if len(counts) == len(keys):  # the usual case: nothing repeats
+        return np.zeros(len(keys), bool)
+    return np.fromiter((counts[k] > 1 for k in keys), bool, len(keys))
 
 
 def check_ids_against_tracks(

@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from .errors import PerturbscoreError
+from .frame import Columns
 from .messages import listing, not_utf8, quote
 
 
 def read_text_table(
     path: Path, sep: str, wanted: Callable[[list[str]], list[str] | None]
-) -> pd.DataFrame:
+) -> Columns:
     """A delimited table, checked row by row and kept as text, in one pass of the csv module.
 
     The checks refuse what a lenient parser would misread, naming the line: extra
@@ -53,14 +53,13 @@ def read_text_table(
         raise PerturbscoreError(not_utf8(path, "the variant table")) from None
     names = header if keep is None else keep
     values = list(zip(*picked, strict=True)) if picked else [() for _ in names]
-    df = pd.DataFrame(
-        {n: pd.Series(v, dtype=str) for n, v in zip(names, values, strict=True)},
-        columns=names,
+    # ``attrs["header"]``: every column, for messages about missing ones.
+    table = Columns(
+        dict(zip(names, map(list, values), strict=True)), len(picked), {"header": header}
     )
-    df.attrs["header"] = header  # every column, for messages about missing ones
     if quoted:
-        _same_as_pandas(path, sep, df)
-    return df
+        _same_as_pandas(path, sep, table)
+    return table
 
 
 def _holds_quote(path: Path) -> bool:
@@ -72,8 +71,12 @@ def _holds_quote(path: Path) -> bool:
     return False
 
 
-def _same_as_pandas(path: Path, sep: str, df: pd.DataFrame) -> None:
+def _same_as_pandas(path: Path, sep: str, table: Columns) -> None:
     """Refuse a table whose quotes pandas reads otherwise than the csv module did."""
+    # Only files holding a quote character pay for pandas here.
+    import pandas as pd
+
+    df = table.to_frame()
     try:
         other = pd.read_csv(
             path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
