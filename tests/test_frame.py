@@ -19,8 +19,8 @@ import pytest
 
 from perturbscore.errors import PerturbscoreError
 from perturbscore.frame import Columns
-from perturbscore.geometry_tables import offsets_of_table, parse_position_section
 from perturbscore.geometry import ENFORMER
+from perturbscore.geometry_tables import offsets_of_table, parse_position_section
 from perturbscore.targets_file import _read_shortlist
 from perturbscore.variants import duplicate_report
 from perturbscore.writers import open_writer
@@ -93,8 +93,9 @@ def _pandas_duplicates(df: pd.DataFrame, cols: list[str], where: str) -> list[st
     dup = df["rsID"].duplicated(keep=False)
     if dup.any() and not full.equals(dup):
         ex = df.loc[dup, "rsID"].iloc[0]
+        distinct = df.loc[dup, "rsID"].nunique()
         parts.append(
-            f"{int(dup.sum())} rows share an rsID with another row ({df.loc[dup, 'rsID'].nunique()} "
+            f"{int(dup.sum())} rows share an rsID with another row ({distinct} "
             f"rsIDs, e.g. {ex} on {lines(df['rsID'] == ex)}: multi-allelic sites or several "
             "genes per variant)"
         )
@@ -149,7 +150,7 @@ def test_shortlist_rows_longer_than_the_header_are_refused(tmp_path: Path) -> No
     """pandas would silently take the first column as an index."""
     path = tmp_path / "short.csv"
     path.write_text("index,identifier\n3,ENCFF1,extra\n")
-    with pytest.raises(PerturbscoreError, match=r"short.csv: cannot read the track shortlist.*row 2"):
+    with pytest.raises(PerturbscoreError, match=r"short.csv: cannot read the track .*row 2"):
         _read_shortlist(path)
 
 

@@ -137,7 +137,7 @@ def duplicate_report(
 
     Parameters
     ----------
-    df : pandas.DataFrame
+    df : Columns or pandas.DataFrame
         The variant table, in file order.
     columns : sequence of str
         The ID columns kept in the output.
@@ -201,7 +201,7 @@ def _repeated(keys: list[Any]) -> np.ndarray:
     counts = Counter(keys)
     if len(counts) == len(keys):  # the usual case: nothing repeats
         return np.zeros(len(keys), bool)
-    return np.fromiter((counts[k] > 1 for k in keys), bool, len(keys))
+    return np.fromiter(map(counts.__getitem__, keys), np.int64, len(keys)) > 1
 
 
 def check_ids_against_tracks(
