@@ -290,13 +290,13 @@ def _missing_predictions(cfg: RunConfig, run_file: Path) -> list[str]:
 
 def _count_classes(cfg: RunConfig, geo: GeometryConfig | None) -> ClassCounter:
     """Each variant table read and its ID columns checked; classes counted with a geometry."""
-    from .variants import id_columns_of, read_variants
+    from .variants import id_columns_of, read_variant_columns
 
     counter = ClassCounter()
     for group in cfg.groups:
         for number, batch in enumerate(group.batches, start=1):
             # Every column: the position columns are checked (and named) by the geometry.
-            df = read_variants(batch.variants)
+            df = read_variant_columns(batch.variants)
             id_columns_of(df, cfg.id_columns, str(batch.variants))
             if geo is not None:
                 placed = place_table(df, geo, str(batch.variants))

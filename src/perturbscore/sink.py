@@ -127,7 +127,7 @@ class Sink:
         (its temporary is removed all the same), and that must neither leave the other
         temporaries behind nor hide the error that stopped the run.
         """
-        self.syncing.wait()
+        # Flushes still running are not waited for: a file is removed under them safely.
         items: list[TableWriter | CubeWriter] = [*self.writers.values(), *self.cubes.values()]
         for item in items:
             try:
