@@ -229,3 +229,21 @@ def test_csv_tables_are_the_bytes_pandas_writes(tmp_path: Path) -> None:
     expected = pd.DataFrame(scores, columns=tracks)
     expected[["rsID", "ALT"]] = ids
     assert path.read_text(encoding="utf-8") == expected.to_csv(index=False)
+
+
+def test_nbytes_counts_held_objects_once() -> None:
+    """The memory plan's size of the ID tables: a text object held by many rows (a
+    one-letter allele, which CPython shares, or a class label) is held once, and batches
+    of one variant table share its arrays, so they are counted once."""
+    n = 5000
+    allele = "A"
+    rsids = [f"rs{i}" for i in range(n)]
+    t = Columns({"ALT": [allele] * n, "rsID": rsids})
+    per_row = 8 * n  # the object arrays' pointers
+    expected = 2 * per_row + sys.getsizeof(allele) + sum(map(sys.getsizeof, rsids))
+    assert abs(t.nbytes() - expected) <= 0.02 * expected
+    small = Columns({"ALT": [allele] * 100})
+    assert small.nbytes() == 8 * 100 + sys.getsizeof(allele)
+    seen: set[int] = set()
+    a, b = t.pick(["rsID"]), t.pick(["rsID", "ALT"])
+    assert a.nbytes(seen) + b.nbytes(seen) == t.nbytes()
