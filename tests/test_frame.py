@@ -158,6 +158,10 @@ def test_shortlist_rows_longer_than_the_header_are_refused(tmp_path: Path) -> No
     path.write_text("index,identifier\n\n3,ENCFF1\n\n1,ENCFF2,extra\n")
     with pytest.raises(PerturbscoreError, match=r"\(line 5 has 3 fields, the header 2\)"):
         _read_shortlist(path)
+    # The csv module's own errors (an unclosed quote) name the line too.
+    path.write_text('index,identifier\n3,ENCFF1\n1,"ENCFF2\n')
+    with pytest.raises(PerturbscoreError, match=r"\(line 3: unexpected end of data\)"):
+        _read_shortlist(path)
 
 
 def test_shortlist_tsv_lines_of_spaces_are_blank(tmp_path: Path) -> None:

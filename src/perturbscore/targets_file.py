@@ -245,15 +245,15 @@ def _read_shortlist(path: Path) -> dict[str, list[str]]:
             "it needs an 'index' column of 0-based track numbers."
         )
 
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh, delimiter=sep, strict=True)
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh, delimiter=sep, strict=True)
+        try:
             # (file line, fields); pandas skips a line of spaces and tabs as blank.
             lined = [(reader.line_num, r) for r in reader if not _blank_row(r)]
-    except UnicodeDecodeError:
-        raise PerturbscoreError(not_utf8(path, "the track shortlist")) from None
-    except csv.Error as exc:
-        raise unreadable(" ".join(str(exc).split())) from None
+        except UnicodeDecodeError:
+            raise PerturbscoreError(not_utf8(path, "the track shortlist")) from None
+        except csv.Error as exc:  # pandas' messages named the line; so does this one
+            raise unreadable(f"line {reader.line_num}: {' '.join(str(exc).split())}") from None
     if not lined:
         raise unreadable("the file has no header row")
     header, body = lined[0][1], [r for _, r in lined[1:]]
