@@ -135,6 +135,8 @@ def test_duplicate_report_matches_pandas(seed: int) -> None:
         "\ufeffindex,identifier\r\n3,ENCFF1\r\n\r\n1,ENCFF2\r\n",  # BOM, CRLF, a blank line
         'index,"identifier, quoted",x\n3,"a,b",\n1,"c ""d""",z\n',
         "a,index\n,0\nx,\n",  # empty cells stay empty text
+        # Lines of spaces and tabs are blank lines to pandas, skipped like empty ones.
+        "index,identifier\n   \n3,ENCFF1\n \t \n1,ENCFF2\n\t\n",
     ],
 )
 def test_shortlist_reads_as_pandas_does(tmp_path: Path, text: str) -> None:
@@ -150,8 +152,35 @@ def test_shortlist_rows_longer_than_the_header_are_refused(tmp_path: Path) -> No
     """pandas would silently take the first column as an index."""
     path = tmp_path / "short.csv"
     path.write_text("index,identifier\n3,ENCFF1,extra\n")
-    with pytest.raises(PerturbscoreError, match=r"short.csv: cannot read the track .*row 2"):
+    with pytest.raises(PerturbscoreError, match=r"short.csv: cannot read the track .*line 2 "):
         _read_shortlist(path)
+    # The line named is the file's line, blank lines counted (as pandas named it).
+    path.write_text("index,identifier\n\n3,ENCFF1\n\n1,ENCFF2,extra\n")
+    with pytest.raises(PerturbscoreError, match=r"\(line 5 has 3 fields, the header 2\)"):
+        _read_shortlist(path)
+    # The csv module's own errors (an unclosed quote) name the line too.
+    path.write_text('index,identifier\n3,ENCFF1\n1,"ENCFF2\n')
+    with pytest.raises(PerturbscoreError, match=r"\(line 3: unexpected end of data\)"):
+        _read_shortlist(path)
+
+
+def test_shortlist_tsv_lines_of_spaces_are_blank(tmp_path: Path) -> None:
+    path = tmp_path / "short.tsv"
+    path.write_text("index\tidentifier\n  \n3\tENCFF1\n \n")
+    expected = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    got = _read_shortlist(path)
+    assert {k: list(v) for k, v in got.items()} == {c: list(expected[c]) for c in expected}
+
+
+@pytest.mark.parametrize("header", ["index,index,identifier", "index,identifier,identifier"])
+def test_shortlist_repeated_column_names_read_the_first(tmp_path: Path, header: str) -> None:
+    """pandas renames a repeated name (index.1) and reads the first column of that name."""
+    path = tmp_path / "short.csv"
+    path.write_text(f"{header}\n0,5,A\n")
+    expected = pd.read_csv(path, dtype=str, keep_default_na=False)
+    got = _read_shortlist(path)
+    for name in ("index", "identifier"):
+        assert got[name] == list(expected[name])
 
 
 @pytest.mark.parametrize(
@@ -164,6 +193,11 @@ def test_shortlist_rows_longer_than_the_header_are_refused(tmp_path: Path) -> No
         (["1.5", "2"], 2),
         (["3", "inf"], 3),  # pandas read inf as a number (then an arbitrary integer)
         (["nan"], 2),
+        # Python's int() and float() read these; pandas (and a person) do not.
+        (["3", "1_000"], 3),
+        (["1_0.0"], 2),
+        (["\u0661\u0662"], 2),  # Arabic-Indic digits 12
+        (["\uff11"], 2),  # a full-width 1
     ],
 )
 def test_position_columns_hold_whole_numbers(cells: list[str], bad_line: int | None) -> None:
@@ -199,3 +233,21 @@ def test_csv_tables_are_the_bytes_pandas_writes(tmp_path: Path) -> None:
     expected = pd.DataFrame(scores, columns=tracks)
     expected[["rsID", "ALT"]] = ids
     assert path.read_text(encoding="utf-8") == expected.to_csv(index=False)
+
+
+def test_nbytes_counts_held_objects_once() -> None:
+    """The memory plan's size of the ID tables: a text object held by many rows (a
+    one-letter allele, which CPython shares, or a class label) is held once, and batches
+    of one variant table share its arrays, so they are counted once."""
+    n = 5000
+    allele = "A"
+    rsids = [f"rs{i}" for i in range(n)]
+    t = Columns({"ALT": [allele] * n, "rsID": rsids})
+    per_row = 8 * n  # the object arrays' pointers
+    expected = 2 * per_row + sys.getsizeof(allele) + sum(map(sys.getsizeof, rsids))
+    assert abs(t.nbytes() - expected) <= 0.02 * expected
+    small = Columns({"ALT": [allele] * 100})
+    assert small.nbytes() == 8 * 100 + sys.getsizeof(allele)
+    seen: set[int] = set()
+    a, b = t.pick(["rsID"]), t.pick(["rsID", "ALT"])
+    assert a.nbytes(seen) + b.nbytes(seen) == t.nbytes()

@@ -342,3 +342,20 @@ def test_tracks_command_errors(tmp_path: Path, cli, args: list[str], message: st
     assert re.search(message, r.stderr), r.stderr
     assert "['" not in r.stderr and "{'" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_clip_and_scale_beyond_int64_are_read_as_numbers(tmp_path: Path, cli) -> None:
+    """pandas.to_numeric reads 99999999999999999999 (the targets file's check accepts it);
+    the track table and the tracks command must not fail on it."""
+    (tmp_path / "t.txt").write_text(
+        HEADER + "\n0\t0\tA\tf\t99999999999999999999\t2\tmean\tDNASE:x\n"
+        "1\t0\tB\tf\t32\t-99999999999999999999\tsum\tCAGE:y\n"
+    )
+    table = read_targets(tmp_path / "t.txt")
+    raw = pd.read_csv(tmp_path / "t.txt", sep="\t", dtype=str)
+    for col in ("clip", "scale"):
+        expected = pd.to_numeric(raw[col]).astype(float).tolist()
+        assert table[col].astype(float).tolist() == expected
+    r = cli("tracks", "t.txt", "--columns", "index,clip,scale", cwd=tmp_path)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stdout.splitlines()) == 3

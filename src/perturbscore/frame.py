@@ -13,6 +13,7 @@ pandas DataFrames, converted at the boundary by :meth:`Columns.to_frame`.
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -29,6 +30,14 @@ def _column(values: Any) -> np.ndarray:
     arr = np.empty(len(values), dtype=object)
     arr[:] = values if isinstance(values, list) else list(values)
     return arr
+
+
+def _object_bytes(sample: list[Any], n: int) -> int:
+    """Bytes of a column's ``n`` objects, from an evenly spaced ``sample`` of them."""
+    times = Counter(map(id, sample))
+    once = sum(sys.getsizeof(x) for x in sample if times[id(x)] == 1)
+    again = sum(sys.getsizeof(x) for x in {id(x): x for x in sample if times[id(x)] > 1}.values())
+    return once * n // len(sample) + again
 
 
 class Columns:
@@ -84,20 +93,27 @@ class Columns:
         cols = {n: self._data[n].tolist() for n in (self.columns if names is None else names)}
         return [dict(zip(cols, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]
 
-    def nbytes(self) -> int:
+    def nbytes(self, seen: set[int] | None = None) -> int:
         """Bytes the table holds: its arrays and their text values' objects.
 
         Text is measured on at most :data:`SIZE_SAMPLE` evenly spaced values per column
         (a memory plan needs the size, not to the byte; measuring every value of a
-        study's tables took 10 ms).
+        study's tables took 10 ms).  An object met more than once in the sample (a
+        one-letter allele, which CPython shares; a class label) is held once and counted
+        once; one met once stands for as many values as the sample's step.  ``seen``:
+        ids of arrays counted already (tables sharing columns, as the batches of one
+        variant table do, count them once); the arrays counted here are added to it.
         """
         total = 0
         for v in self._data.values():
+            if seen is not None:
+                if id(v) in seen:
+                    continue
+                seen.add(id(v))
             total += v.nbytes
             if v.dtype == object and len(v):
                 step = max(1, len(v) // SIZE_SAMPLE)
-                sample = v[::step].tolist()
-                total += sum(map(sys.getsizeof, sample)) * len(v) // len(sample)
+                total += _object_bytes(v[::step].tolist(), len(v))
         return total
 
     # ------------------------------------------------------------------ new tables

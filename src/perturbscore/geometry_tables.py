@@ -216,8 +216,16 @@ def parse_geometry_config(
     return GeometryConfig(parse_geometry_section(geo, where), parse_position_section(var, where))
 
 
+def _plain(text: Any) -> bool:
+    """Not text that Python's ``int``/``float`` read but pandas refuses: ``1_000`` (digits
+    grouped by ``_``) or digits other than ASCII (``\u0661\u0662``, full-width ``\uff11``)."""
+    return not isinstance(text, str) or (text.isascii() and "_" not in text)
+
+
 def _whole_number(text: Any) -> float:
     """A table cell as a whole number, NaN when it is not one (``12``, ``12.0``, ``1e3``)."""
+    if not _plain(text):
+        return math.nan
     try:
         x = float(text)
     except (TypeError, ValueError):
@@ -237,9 +245,14 @@ def _integer_column(df: Columns | pd.DataFrame, column: str, where: str) -> np.n
         )
     cells = np.asarray(df[column], dtype=object)
     try:
-        return cells.astype(np.int64)  # the usual table: integers written as such
-    except (TypeError, ValueError, OverflowError):
-        pass
+        plain = _plain("".join(cells.tolist()))  # one check of the whole column's text
+    except TypeError:  # not all text (a DataFrame's numbers)
+        plain = all(map(_plain, cells.tolist()))
+    if plain:
+        try:
+            return cells.astype(np.int64)  # the usual table: integers written as such
+        except (TypeError, ValueError, OverflowError):
+            pass
     values = np.fromiter(map(_whole_number, cells.tolist()), np.float64, len(cells))
     bad = np.isnan(values)
     if bad.any():

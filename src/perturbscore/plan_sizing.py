@@ -50,6 +50,7 @@ def memory_plan(
     per_group = len(outputs) // len({o.group for o in outputs})
     most = max(group_sizes(batches).values())
     n_ids = len(batches[0].ids.columns)
+    shared: set[int] = set()  # batches of one variant table hold its arrays once
     return plan_memory(
         budget=opts.memory_bytes,
         n_bins=n_bins,
@@ -59,7 +60,7 @@ def memory_plan(
         n_aggregations=len(aggs),
         n_outputs_per_group=per_group,
         in_memory_rows=sum(b.n_rows for b in batches) if holds_in_memory(fmt) else 0,
-        resident_bytes=held_bytes + sum(b.ids.nbytes() for b in batches),
+        resident_bytes=held_bytes + sum(b.ids.nbytes(shared) for b in batches),
         chunk_rows=opts.chunk_rows,
         max_rows=max(b.n_rows for b in batches),
         # Threads' blocks, one more queued, and the one being written (a sequential

@@ -122,7 +122,7 @@ def _numbers(texts: list[str]) -> np.ndarray:
     """Numeric text as ``pandas.to_numeric`` reads it: int64 if every value is an integer."""
     try:
         return np.array([int(v) for v in texts], dtype=np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an integer beyond int64
         return np.array([float(v) for v in texts], dtype=np.float64)
 
 
@@ -231,7 +231,8 @@ def _read_shortlist(path: Path) -> dict[str, list[str]]:
     """A track shortlist (CSV, or TSV for .tsv/.txt) as text columns, with an ``index`` column.
 
     Read with the csv module as ``pandas.read_csv(dtype=str, keep_default_na=False)``
-    reads it (blank lines skipped, short rows padded with empty text), without pandas.
+    reads it (blank lines, and lines of spaces and tabs, skipped; short rows padded with
+    empty text; of a repeated column name, the first column), without pandas.
     """
     if not path.is_file():
         raise PerturbscoreError(f"{path}: track shortlist not found. Check the path.")
@@ -244,19 +245,21 @@ def _read_shortlist(path: Path) -> dict[str, list[str]]:
             "it needs an 'index' column of 0-based track numbers."
         )
 
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = [r for r in csv.reader(fh, delimiter=sep, strict=True) if r]
-    except UnicodeDecodeError:
-        raise PerturbscoreError(not_utf8(path, "the track shortlist")) from None
-    except csv.Error as exc:
-        raise unreadable(" ".join(str(exc).split())) from None
-    if not rows:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh, delimiter=sep, strict=True)
+        try:
+            # (file line, fields); pandas skips a line of spaces and tabs as blank.
+            lined = [(reader.line_num, r) for r in reader if not _blank_row(r)]
+        except UnicodeDecodeError:
+            raise PerturbscoreError(not_utf8(path, "the track shortlist")) from None
+        except csv.Error as exc:  # pandas' messages named the line; so does this one
+            raise unreadable(f"line {reader.line_num}: {' '.join(str(exc).split())}") from None
+    if not lined:
         raise unreadable("the file has no header row")
-    header, body = rows[0], rows[1:]
-    for k, r in enumerate(body, start=2):
+    header, body = lined[0][1], [r for _, r in lined[1:]]
+    for line, r in lined[1:]:
         if len(r) > len(header):
-            raise unreadable(f"row {k} has {len(r)} fields, the header {len(header)}")
+            raise unreadable(f"line {line} has {len(r)} fields, the header {len(header)}")
     if "index" not in header:
         raise PerturbscoreError(
             f"{path}: shortlist has no 'index' column (its columns: {listing(header)}); add "
@@ -265,7 +268,16 @@ def _read_shortlist(path: Path) -> dict[str, list[str]]:
     if not body:
         raise PerturbscoreError(f"{path}: the track shortlist has no rows; list the tracks.")
     padded = [r + [""] * (len(header) - len(r)) for r in body]
-    return {name: [r[j] for r in padded] for j, name in enumerate(header)}
+    table: dict[str, list[str]] = {}
+    for j, name in enumerate(header):  # a repeated name: pandas reads the first as it
+        table.setdefault(name, [r[j] for r in padded])
+    return table
+
+
+def _blank_row(fields: list[str]) -> bool:
+    """Whether a csv row is what pandas skips as a blank line (empty, or spaces and tabs
+    that are not the separator)."""
+    return not fields or (len(fields) == 1 and not fields[0].strip(" \t"))
 
 
 def shortlist_order(table: Columns, shortlist: Path) -> list[tuple[int, str]]:
