@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from .conftest import run_cli
+from .conftest import _entry_point, run_cli
 
 TOML = "stablefm.toml"
 
@@ -322,3 +323,69 @@ def test_a_signal_before_any_work_is_one_sentence(tmp_path: Path, sig: str, code
         f"perturbscore: interrupted by {sig}; nothing was written: run the same command again\n"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+_FULL = Path("/dev/full")
+
+
+def _to(stdout: object, *args: object) -> subprocess.CompletedProcess[str]:
+    """The console script with stdout sent to ``stdout`` (a file object or PIPE)."""
+    return subprocess.run(
+        [*_entry_point(), *map(str, args)], stdout=stdout, stderr=subprocess.PIPE, text=True,
+        timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(not _FULL.exists(), reason="no /dev/full")
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--version"], "cannot write to standard output (No space left on device)"),
+        (["--help"], "cannot write to standard output (No space left on device)"),
+        (["tracks", "TARGETS"], "cannot write the track table to standard output"),
+    ],
+)
+def test_standard_output_on_a_full_disk_is_one_sentence(
+    shared: Path, args: list[str], said: str
+) -> None:
+    """Standard output on a full disk (``> /dev/full``): exit 2 and a sentence, no traceback."""
+    args = [str(shared / "targets_human.txt") if a == "TARGETS" else a for a in args]
+    with _FULL.open("w") as full:
+        r = _to(full, *args)
+    assert r.returncode == 2, r.stderr
+    assert said in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(not _FULL.exists(), reason="no /dev/full")
+def test_a_run_listing_on_a_full_disk_says_its_tables_are_complete(
+    study: Path, tmp_path: Path
+) -> None:
+    """The tables are committed before they are listed: the message says they are complete,
+    not that the disk could not take the outputs (it did)."""
+    out = tmp_path / "res"
+    with _FULL.open("w") as full:
+        r = _to(full, "-q", "run", study / TOML, "--out", out)
+    assert r.returncode == 2, r.stderr
+    assert "cannot write the list of files written to standard output" in r.stderr
+    assert "the outputs themselves are complete" in r.stderr and "Traceback" not in r.stderr
+    again = tmp_path / "again"
+    assert run_cli("-q", "run", study / TOML, "--out", again).returncode == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(p.name for p in again.iterdir())
+    for name in names:
+        if name != "manifest.json":
+            assert (out / name).read_bytes() == (again / name).read_bytes(), name
+
+
+def test_a_closed_pipe_ends_quietly(shared: Path) -> None:
+    """``perturbscore tracks ... | head``: the reader is gone before anything is written;
+    the command ends as a program killed by SIGPIPE does (141), without a traceback."""
+    proc = subprocess.Popen(
+        [*_entry_point(), "tracks", str(shared / "targets_human.txt")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.close()  # before the table is read and printed: every write finds no reader
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 141, stderr
+    assert stderr == "", stderr

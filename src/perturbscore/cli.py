@@ -6,11 +6,13 @@ This module holds the ``perturbscore`` group and the commands that make score ta
 (user errors as exit 2, logging and -q/-v, ``--memory``).
 
 Exit codes: 0 success, 2 user error (bad input or options; nothing written),
-1 unexpected failure.
+141 standard output's reader gone (``| head``), 1 unexpected failure.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import signal
@@ -26,6 +28,7 @@ from .cli_common import (
     log,
     memory_option,
     out_folder_option,
+    print_lines,
     report_interrupt,
     setup_logging,
     show_progress,
@@ -35,7 +38,7 @@ from .cli_common import (
     verbosity,
 )
 from .constants import ENGINES, NAN_POLICIES, OUT_OF_FIELD
-from .errors import Interrupted, PerturbscoreError
+from .errors import WRITE_ERRNOS, Interrupted, PerturbscoreError
 from .memory import parse_size
 from .messages import for_cli
 
@@ -61,8 +64,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 def _report(result: RunResult) -> None:
     # Data-like output (what was written) goes to stdout, one path per line.
-    for path in result.files:
-        click.echo(str(path))
+    print_lines(map(str, result.files))
     if result.written:
         log.info("%d tables written (%d rows per block)", len(result.outputs), result.chunk_rows)
     else:
@@ -204,7 +206,8 @@ def tracks_cmd(
         columns=columns,
         command_line=True,
     )
-    table.to_csv(sys.stdout, sep="\t" if sep == "tab" else ",", index=False)
+    text = table.to_csv(sep="\t" if sep == "tab" else ",", index=False)
+    print_lines([text.removesuffix("\n")], "the track table")
     log.info("%d track%s", len(table), "" if len(table) == 1 else "s")
 
 
@@ -301,9 +304,7 @@ def import_scores_cmd(
         overwrite=overwrite,
         memory_bytes=parse_size(memory),
     )
-    for table in result.tables.values():
-        click.echo(str(table))
-    click.echo(str(result.manifest))
+    print_lines(map(str, [*result.tables.values(), result.manifest]))
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -342,6 +343,13 @@ def main() -> None:
         report_interrupt(KeyboardInterrupt())
     except (Interrupted, KeyboardInterrupt) as exc:  # a signal while the options are parsed
         report_interrupt(exc)
+    except OSError as exc:  # click's own --help/--version text on a full stdout
+        if exc.errno not in WRITE_ERRNOS | {errno.EIO}:
+            raise
+        message = f"cannot write to standard output ({exc.strerror}): free space where it goes"
+        with contextlib.suppress(OSError):
+            click.echo(f"perturbscore: error: {message}, or send it to another file.", err=True)
+        sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -17,6 +17,7 @@ from .cli_common import (
     log,
     memory_option,
     out_folder_option,
+    print_lines,
     show_progress,
     table_format_option,
     user_errors,
@@ -151,8 +152,7 @@ def compare_cmd(
     # stdout: every file this comparison wrote, one per line.
     written = [*summary["files"], "compare.json"]
     written += [f[k] for f in summary["figures"] for k in ("png", "svg") if f.get(k)]
-    for rel in written:
-        click.echo(str(out_dir / rel))
+    print_lines(str(out_dir / rel) for rel in written)
     log.info(
         "%d tests, %d with adjusted two-sided p < 0.05",
         summary["n_tests"],
@@ -182,7 +182,7 @@ def report_cmd(compare_folder: Path, out: Path | None, overwrite: bool) -> None:
     require("pandas", "perturbscore report")
     from .report import build_report
 
-    click.echo(str(build_report(compare_folder, out, overwrite)))
+    print_lines([str(build_report(compare_folder, out, overwrite))])
 
 
 @cli.command("check")
@@ -209,7 +209,8 @@ def check_cmd(target: Path, positions_only: bool, rtol: float, atol: float, as_j
     from .check import check_path
 
     report = check_path(target, positions_only=positions_only, rtol=rtol, atol=atol)
-    click.echo(json.dumps(report.as_dict(), indent=2) if as_json else report.text())
+    print_lines([json.dumps(report.as_dict(), indent=2) if as_json else report.text()],
+                "the check's report")
     sys.exit(report.exit_code)
 
 
@@ -273,10 +274,8 @@ def normalise_cmd(
         memory_bytes=parse_size(memory),
         block_rows=chunk_rows,
     )
-    for path in [*result.tables, result.manifest]:
-        click.echo(str(path))
-    if result.background_file is not None:
-        click.echo(str(result.background_file))
+    files = [*result.tables, result.manifest]
+    print_lines(map(str, files + ([result.background_file] if result.background_file else [])))
     n, rows = len(result.tables), result.block_rows
     log.info(
         "%d table%s normalised (%d row%s per block)",

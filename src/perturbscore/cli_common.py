@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import wraps
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -152,6 +153,36 @@ def report_interrupt(exc: BaseException) -> NoReturn:
         text += "; nothing was written: run the same command again"
     click.echo(f"perturbscore: {text}", err=True)
     sys.exit(code)
+
+
+#: Exit status when standard output's reader has gone (``| head``): that of a program
+#: killed by SIGPIPE (128 + 13), as the shell's own tools end.
+CLOSED_PIPE_EXIT = 141
+
+
+def print_lines(lines: Iterable[str], what: str = "the list of files written") -> None:
+    """Write ``lines`` to standard output, one each; what goes wrong there is said so.
+
+    A reader that closed the pipe early (``| head``) ends the command quietly with
+    :data:`CLOSED_PIPE_EXIT` (click would exit 1, the status of an unexpected failure).
+    Standard output on a full disk (or failing) is a user error naming ``what``; a
+    command prints the list of the files it wrote after committing them, so they are
+    complete then.
+    """
+    try:
+        for line in lines:
+            click.echo(line)
+    except BrokenPipeError:
+        # Nothing more reaches the reader; later flushes of stdout must not fail again.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
+        sys.exit(CLOSED_PIPE_EXIT)
+    except OSError as exc:
+        listing_files = what == "the list of files written"
+        done = "; the outputs themselves are complete" if listing_files else ""
+        raise PerturbscoreError(
+            f"cannot write {what} to standard output ({exc.strerror or exc}){done}: free "
+            "space where standard output goes, or send it to another file."
+        ) from None
 
 
 def write_refused(exc: OSError, out_dir: object = None) -> str:

@@ -18,6 +18,7 @@ from .cli import cli
 from .cli_common import (
     log,
     out_folder_option,
+    print_lines,
     show_progress,
     track_options,
     user_errors,
@@ -157,8 +158,7 @@ def predict_cmd(ctx: click.Context, variants: tuple[Path, ...], plan_only: bool,
     from .predict_config import predict_options
 
     result = run_predict(predict_options(values, source, progress=show_progress()))
-    for path in [*result.outputs, result.manifest]:
-        click.echo(str(path))
+    print_lines(map(str, [*result.outputs, result.manifest]))
     log.info(
         "%d variants, %d forward passes (naive: %d)",
         result.summary["variants"],
@@ -208,6 +208,5 @@ def _plan(variants: list[Any], values: dict[str, Any]) -> None:
     )
     plan = plan_tables(variants, geometry, **columns)
     keys = list(plan["all"])
-    click.echo("\t".join(["table", *keys]))
-    for name, counts in plan.items():
-        click.echo("\t".join([name, *(str(counts[k]) for k in keys)]))
+    rows = ["\t".join([name, *(str(counts[k]) for k in keys)]) for name, counts in plan.items()]
+    print_lines(["\t".join(["table", *keys]), *rows], "the plan")
