@@ -267,3 +267,47 @@ def test_sigkill_while_staging_then_the_same_command(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]
     assert (folder / "notes.txt").read_text() == "keep me\n"
+
+
+def test_sigkill_while_making_the_reference_copy_then_the_same_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``demo --overwrite`` over a demo folder whose record is gone compares its files with
+    a fresh demo written to the system's temporary folder.  A real kill while that copy is
+    made leaves it there; the next demo sweeps it (only a dead process's), and the
+    folder's files are untouched by the killed command."""
+    import signal
+    import subprocess
+    import time
+
+    from .conftest import _entry_point
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))  # the children's system temporary folder
+    folder = tmp_path / "demo"
+    write_demo_dataset(folder)
+    (folder / "perturbscore-demo.json").unlink()  # only byte identity can vouch now
+    before = _snapshot(folder)
+    proc = subprocess.Popen(
+        [*_entry_point(), "-q", "demo", str(folder), "--overwrite"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    copy = temp / f".perturbscore-demo-reference.perturbscore-{proc.pid}.partial"
+    deadline = time.monotonic() + 60
+    while not copy.is_dir():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert copy.is_dir()  # what the kill left
+    assert _snapshot(folder) == before
+    again = subprocess.run(
+        [*_entry_point(), "-q", "demo", str(folder), "--overwrite"],
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 0, again.stderr
+    assert list(temp.iterdir()) == []  # the dead copy swept, the new one removed
+    assert (folder / "results" / "manifest.json").is_file()

@@ -14,13 +14,19 @@ from __future__ import annotations
 import filecmp
 import hashlib
 import json
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .outputs import sweep, temp_path
+
 #: The demo's record of what it wrote (name -> SHA-256 of every version it wrote there).
 RECORD = Path("perturbscore-demo.json")
 _RECORD_FORMAT = "perturbscore demo record"
+#: Name of the fresh demo written to compare with (``.{REFERENCE}.perturbscore-{pid}.partial``
+#: in the system's temporary folder).
+REFERENCE = "perturbscore-demo-reference"
 
 #: A folder holding a fresh demo, a function writing one into a folder, or None.
 Fresh = Callable[[Path], object] | Path | None
@@ -80,15 +86,24 @@ def theirs_among(folder: Path, inputs: Sequence[Path], fresh: Fresh) -> list[Pat
     """Of ``inputs`` (existing files, relative to ``folder``), those the demo cannot show
     are its own (:func:`_not_the_demos`).  ``fresh`` gives the demo's files to compare
     with; a function is called (into a temporary folder of the system's, never into
-    ``folder``) only for files the record does not vouch for."""
+    ``folder``; a killed call's is swept by the next) only for files the record does not
+    vouch for."""
     theirs = _not_the_demos(folder, inputs, None)
     if not theirs or fresh is None:
         return theirs
     if isinstance(fresh, Path):
         return _not_the_demos(folder, theirs, fresh)
-    with tempfile.TemporaryDirectory(prefix="perturbscore-demo-") as tmp:
-        fresh(Path(tmp))
-        return _not_the_demos(folder, theirs, Path(tmp))
+    # In the system's temporary folder, under the one temporary-name form, so that the
+    # copy a killed demo left there is swept by the next demo (only dead processes').
+    base = Path(tempfile.gettempdir())
+    sweep(base, REFERENCE)
+    reference = temp_path(base / REFERENCE)
+    try:
+        reference.mkdir()
+        fresh(reference)
+        return _not_the_demos(folder, theirs, reference)
+    finally:
+        shutil.rmtree(reference, ignore_errors=True)
 
 
 def record_text(folder: Path, staging: Path, relative: Sequence[Path]) -> str:
