@@ -277,10 +277,8 @@ def test_sigkill_while_making_the_reference_copy_then_the_same_command(
     made leaves it there; the next demo sweeps it (only a dead process's), and the
     folder's files are untouched by the killed command."""
     import signal
-    import subprocess
-    import time
 
-    from .conftest import _entry_point
+    from .conftest import run_cli, signal_when
 
     temp = tmp_path / "tmp"
     temp.mkdir()
@@ -289,25 +287,15 @@ def test_sigkill_while_making_the_reference_copy_then_the_same_command(
     write_demo_dataset(folder)
     (folder / "perturbscore-demo.json").unlink()  # only byte identity can vouch now
     before = _snapshot(folder)
-    proc = subprocess.Popen(
-        [*_entry_point(), "-q", "demo", str(folder), "--overwrite"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    args = ["-q", "demo", str(folder), "--overwrite"]
+    copies = ".perturbscore-demo-reference.perturbscore-*.partial"
+    killed = signal_when(
+        args, lambda: any(temp.glob(copies)), signal.SIGKILL, "the reference copy"
     )
-    copy = temp / f".perturbscore-demo-reference.perturbscore-{proc.pid}.partial"
-    deadline = time.monotonic() + 60
-    while not copy.is_dir():
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.001)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
-    assert copy.is_dir()  # what the kill left
+    assert killed.returncode == -signal.SIGKILL
+    assert len(list(temp.glob(copies))) == 1  # what the kill left
     assert _snapshot(folder) == before
-    again = subprocess.run(
-        [*_entry_point(), "-q", "demo", str(folder), "--overwrite"],
-        capture_output=True,
-        text=True,
-    )
+    again = run_cli(*args)
     assert again.returncode == 0, again.stderr
     assert list(temp.iterdir()) == []  # the dead copy swept, the new one removed
     assert (folder / "results" / "manifest.json").is_file()
