@@ -143,24 +143,26 @@ class Findings:
         """The log2fc scores that are NaN or infinite, by cause: NaN/Inf in the predictions
         (their aggregate is NaN or infinite), or agg + pseudocount <= 0."""
         inputs, unknown = self.bad_log2_inputs, self.bad_log2_unknown
-        non_positive = self.bad_log2 - inputs - unknown
-        causes = []
-        if inputs:
-            causes.append(
-                f"{count(inputs, 'score')} {'is' if inputs == 1 else 'are'} NaN or infinite "
+        causes = [
+            (
+                inputs,
                 "because the REF or ALT aggregate is (NaN/Inf in the predictions, passed "
-                "through by --nan propagate)"
-            )
-        if non_positive:
-            causes.append(
-                f"{count(non_positive, 'score')} {'is' if non_positive == 1 else 'are'} NaN or "
-                "infinite because agg + pseudocount <= 0 (pseudocount "
-                f"{self.prep.config.pseudocount})"
-            )
-        if unknown:
-            causes.append(
-                f"{count(unknown, 'score')} {'is' if unknown == 1 else 'are'} NaN or infinite "
+                "through by --nan propagate)",
+            ),
+            (
+                self.bad_log2 - inputs - unknown,
+                "because agg + pseudocount <= 0 (pseudocount "
+                f"{self.prep.config.pseudocount})",
+            ),
+            (
+                unknown,
                 "in blocks resumed from a log of an earlier version, which did not record "
-                "why (NaN/Inf in the predictions, or agg + pseudocount <= 0)"
-            )
-        return "log2fc: " + "; ".join(causes)
+                "why (NaN/Inf in the predictions, or agg + pseudocount <= 0)",
+            ),
+        ]
+        said = [
+            f"{count(n, 'score')} {'is' if n == 1 else 'are'} NaN or infinite {why}"
+            for n, why in causes
+            if n
+        ]
+        return "log2fc: " + "; ".join(said)
