@@ -32,6 +32,7 @@ from .cli_common import (
     report_interrupt,
     setup_logging,
     show_progress,
+    stdout_refused,
     table_format_option,
     track_options,
     user_errors,
@@ -346,9 +347,8 @@ def main() -> None:
     except OSError as exc:  # click's own --help/--version text on a full stdout
         if exc.errno not in WRITE_ERRNOS | {errno.EIO}:
             raise
-        message = f"cannot write to standard output ({exc.strerror}): free space where it goes"
         with contextlib.suppress(OSError):
-            click.echo(f"perturbscore: error: {message}, or send it to another file.", err=True)
+            click.echo(f"perturbscore: error: {stdout_refused(exc)}", err=True)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 

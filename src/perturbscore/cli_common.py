@@ -160,14 +160,24 @@ def report_interrupt(exc: BaseException) -> NoReturn:
 CLOSED_PIPE_EXIT = 141
 
 
-def print_lines(lines: Iterable[str], what: str = "the list of files written") -> None:
+def stdout_refused(exc: OSError, what: str = "", after: str = "") -> str:
+    """One sentence for standard output that cannot be written (a full disk): ``what``
+    could not be written there; ``after`` adds what is fine all the same."""
+    subject = f"{what} " if what else ""
+    return (
+        f"cannot write {subject}to standard output ({exc.strerror or exc}){after}: free "
+        "space where standard output goes, or send it to another file."
+    )
+
+
+def print_lines(lines: Iterable[str], what: str | None = None) -> None:
     """Write ``lines`` to standard output, one each; what goes wrong there is said so.
 
-    A reader that closed the pipe early (``| head``) ends the command quietly with
-    :data:`CLOSED_PIPE_EXIT` (click would exit 1, the status of an unexpected failure).
-    Standard output on a full disk (or failing) is a user error naming ``what``; a
-    command prints the list of the files it wrote after committing them, so they are
-    complete then.
+    ``what`` names the text for messages; None: the list of the files a command wrote,
+    which it prints after committing them, so that they are complete whatever happens
+    to the list.  A reader that closed the pipe early (``| head``) ends the command
+    quietly with :data:`CLOSED_PIPE_EXIT` (click would exit 1, the status of an
+    unexpected failure); standard output on a full disk (or failing) is a user error.
     """
     try:
         for line in lines:
@@ -177,12 +187,13 @@ def print_lines(lines: Iterable[str], what: str = "the list of files written") -
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
         sys.exit(CLOSED_PIPE_EXIT)
     except OSError as exc:
-        listing_files = what == "the list of files written"
-        done = "; the outputs themselves are complete" if listing_files else ""
-        raise PerturbscoreError(
-            f"cannot write {what} to standard output ({exc.strerror or exc}){done}: free "
-            "space where standard output goes, or send it to another file."
-        ) from None
+        if what is None:
+            message = stdout_refused(
+                exc, "the list of files written", "; the outputs themselves are complete"
+            )
+        else:
+            message = stdout_refused(exc, what)
+        raise PerturbscoreError(message) from None
 
 
 def write_refused(exc: OSError, out_dir: object = None) -> str:
