@@ -150,8 +150,6 @@ class Columns:
     @classmethod
     def from_frame(cls, frame: Any) -> Columns:
         """A pandas DataFrame's columns (text as Python strings, missing values as None)."""
-        if isinstance(frame, Columns):
-            return frame
         data = {}
         for name in frame.columns:
             col = frame[name]

@@ -82,14 +82,15 @@ def _utf8_parts(values: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return data[offsets[0] : offsets[-1]], np.diff(offsets), is_na
     items = values.tolist() if isinstance(values, np.ndarray) else list(values)
     n = len(items)
-    if None not in items:
+    has_na = None in items
+    if not has_na:
         text = "".join(items)
         if text.isascii():  # ID columns usually are: one encode, lengths in characters
             lengths = np.fromiter(map(len, items), dtype=np.int64, count=n)
             return np.frombuffer(text.encode("ascii"), dtype=np.uint8), lengths, np.zeros(n, bool)
     encoded = [b"" if v is None else v.encode("utf-8") for v in items]
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
-    is_na = np.array([v is None for v in items], dtype=bool) if None in items else np.zeros(n, bool)
+    is_na = np.array([v is None for v in items], dtype=bool) if has_na else np.zeros(n, bool)
     return np.frombuffer(b"".join(encoded), dtype=np.uint8), lengths, is_na
 
 
