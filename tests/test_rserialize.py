@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -98,3 +99,71 @@ def test_an_empty_id_column_of_any_dtype_is_an_empty_character_vector(tmp_path: 
         write_rds(fh, [("SYNTH0000", np.zeros(0)), ("rsID", column)])
     got = pyreadr.read_r(tmp_path / "e.rds")[None]
     assert got.shape == (0, 2) and list(got.columns) == ["SYNTH0000", "rsID"]
+
+
+def _strsxp_by_hand(values: list[str | None]) -> bytes:
+    """R's character vector written item by item (R Internals, CHARSXP): the oracle."""
+    out = [struct.pack(">2i", 16, len(values))]
+    for v in values:
+        if v is None:
+            out.append(struct.pack(">2i", 9, -1))
+            continue
+        raw = v.encode("utf-8")
+        level = 64 if raw.isascii() else 8
+        out.append(struct.pack(">2i", 9 | (level << 12), len(raw)) + raw)
+    return b"".join(out)
+
+
+def test_character_vectors_match_an_item_by_item_writer() -> None:
+    rng = np.random.default_rng(7)
+    pieces = ["", "A", "rs1", "ENSG00000099974.7", "Δ", "é", "日本", "\x00", "x" * 300]
+    for _ in range(200):
+        n = int(rng.integers(0, 40))
+        values: list[str | None] = [
+            None if rng.random() < 0.1 else "".join(rng.choice(pieces, int(rng.integers(0, 4))))
+            for _ in range(n)
+        ]
+        assert _strsxp(values) == _strsxp_by_hand(values), values
+
+
+def test_a_groups_tables_serialise_their_id_columns_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writers sharing a SharedText write the bytes of writers that do not, and each ID
+    column is serialised once for all of them."""
+    from perturbscore import rserialize
+    from perturbscore.frame import Columns
+    from perturbscore.writers import SharedText, open_writer
+
+    calls: list[int] = []
+    real = rserialize._strsxp
+
+    def counted(values: object) -> bytes:
+        calls.append(1)
+        return real(values)
+
+    blocks = [
+        (
+            np.arange(6.0).reshape(3, 2),
+            Columns({"GENE": ["g1", "g2", None], "REF": ["A", "Δ", ""]}),
+        ),  # noqa: E501
+        (np.ones((1, 2)), Columns({"GENE": ["g4"], "REF": ["T"]})),
+    ]
+    shared = SharedText()
+    for name, text in (("alone", None), ("shared_a", shared), ("shared_b", shared)):
+        w = open_writer(
+            "rdata", tmp_path / f"{name}.RData", ["T1", "T2"], ["GENE", "REF"], "x",
+            expected_rows=4, shared=text,
+        )  # fmt: skip
+        for scores, ids in blocks:
+            w.write(scores, ids)
+        monkeypatch.setattr(rserialize, "_strsxp", counted)
+        w.commit()
+        monkeypatch.setattr(rserialize, "_strsxp", real)
+    alone = (tmp_path / "alone.RData").read_bytes()
+    assert (tmp_path / "shared_a.RData").read_bytes() == alone
+    assert (tmp_path / "shared_b.RData").read_bytes() == alone
+    # names and class of each table, and the two ID columns: once alone, once shared
+    assert len(calls) == 3 * 2 + 2 + 2
+    got = pyreadr.read_r(tmp_path / "shared_b.RData")["x"]
+    assert got["REF"].tolist() == ["A", "Δ", "", "T"]

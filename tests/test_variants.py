@@ -251,3 +251,66 @@ def test_a_nameless_column_beside_its_stand_in_name_is_refused(
             match=r'line 1: column 2 has no name, and column 3 is named "Unnamed: 1"',
         ):
             read_variants(path, columns)
+
+
+_PLAIN = ["a", "", " ", "1", "NA", "é", "#", "\\", "nan", "x y", ";", "\t", "\x00"]
+
+
+@settings(max_examples=800, deadline=None, derandomize=True)
+@given(
+    width=st.integers(2, 4),
+    rows=st.lists(st.lists(st.sampled_from(_PLAIN), min_size=1, max_size=5), max_size=5),
+    last=st.sampled_from(["", "\n", "\n\n"]),
+    bom=st.booleans(),
+)
+def test_a_plain_table_is_split_as_pandas_reads_it(
+    tmp_path_factory: pytest.TempPathFactory,
+    width: int,
+    rows: list[list[str]],
+    last: str,
+    bom: bool,
+) -> None:
+    """Quote-free tables (split with str.split when every row is as wide as the header):
+    pandas.read_csv's frame, or a ragged row refused naming its line."""
+    lines = [",".join(f"c{i}" for i in range(width))] + [",".join(r) for r in rows]
+    path = tmp_path_factory.mktemp("plain") / "v.csv"
+    path.write_bytes(("\ufeff" if bom else "").encode() + ("\n".join(lines) + last).encode())
+    try:
+        got = read_variants(path)
+    except PerturbscoreError as exc:
+        assert any(len(r) != width for r in rows) or "\n\n" in last, exc
+        assert "line" in str(exc)
+        return
+    expected = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    pd.testing.assert_frame_equal(got, expected, check_index_type=False)
+
+
+def test_plain_tables_are_split_and_large_or_crlf_ones_streamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which pass reads a quote-free table: str.split for a plain one, the csv module for
+    CRLF, a ragged row or a file over SPLIT_MAX_BYTES (the values are the same)."""
+    from perturbscore import variants_text
+
+    calls: list[str] = []
+    real = variants_text._check_rows
+
+    def csv_pass(*args: object, **kwargs: object) -> object:
+        calls.append("csv")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(variants_text, "_check_rows", csv_pass)
+    path = tmp_path / "v.csv"
+    text = "GENE,rsID,REF\nG1,rs1,A\nG2,,C\n"
+    path.write_text(text)
+    want = pd.DataFrame({"GENE": ["G1", "G2"], "rsID": ["rs1", ""], "REF": ["A", "C"]})
+    pd.testing.assert_frame_equal(read_variants(path), want, check_dtype=False)
+    assert calls == []
+    assert read_variants(path, []).shape == (0, 0) and calls == []  # as pandas' usecols=[]
+    path.write_bytes(text.replace("\n", "\r\n").encode())
+    pd.testing.assert_frame_equal(read_variants(path), want, check_dtype=False)
+    assert calls == ["csv"]
+    path.write_text(text)
+    monkeypatch.setattr(variants_text, "SPLIT_MAX_BYTES", len(text) - 1)
+    pd.testing.assert_frame_equal(read_variants(path), want, check_dtype=False)
+    assert calls == ["csv", "csv"]

@@ -105,15 +105,21 @@ class Columns:
         variant table do, count them once); the arrays counted here are added to it.
         """
         total = 0
-        for v in self._data.values():
+        for name, v in self._data.items():
             if seen is not None:
                 if id(v) in seen:
                     continue
                 seen.add(id(v))
-            total += v.nbytes
-            if v.dtype == object and len(v):
-                step = max(1, len(v) // SIZE_SAMPLE)
-                total += _object_bytes(v[::step].tolist(), len(v))
+            total += self.column_nbytes(name)
+        return total
+
+    def column_nbytes(self, name: str) -> int:
+        """Bytes of one column: its array and its text values' objects (see :meth:`nbytes`)."""
+        v = self._data[name]
+        total = int(v.nbytes)
+        if v.dtype == object and len(v):
+            step = max(1, len(v) // SIZE_SAMPLE)
+            total += _object_bytes(v[::step].tolist(), len(v))
         return total
 
     # ------------------------------------------------------------------ new tables

@@ -32,6 +32,34 @@ def reader_threads(requested: int | None) -> int:
     return threads - 1
 
 
+#: Bytes counted per ID value for its serialised head in an R file (8 bytes) and for
+#: text that the variant table holds once but the file holds in every row (alleles).
+_SERIALISED_PER_VALUE = 16
+
+
+def id_table_bytes(batches: list[BatchInput]) -> tuple[int, int]:
+    """Bytes of the batches' ID tables, and the most of one group's serialised for R.
+
+    The first counts an array that batches share (the batches of one variant table)
+    once; each array is measured once (:meth:`.frame.Columns.column_nbytes`).  The
+    second is what a group's tables share from the first table's finish to the last
+    one's (:class:`.writers.SharedText`): at most 16 bytes per value plus the text's own
+    size, which a Python string's size bounds.
+    """
+    sizes: dict[int, int] = {}
+    per_group: dict[str, int] = {}
+    for b in batches:
+        own = 0
+        for c in b.ids.columns:
+            arr = b.ids[c]
+            if id(arr) not in sizes:
+                sizes[id(arr)] = b.ids.column_nbytes(c)
+            own += sizes[id(arr)]
+        size = b.n_rows * len(b.ids.columns) * _SERIALISED_PER_VALUE + own
+        per_group[b.group] = per_group.get(b.group, 0) + size
+    return sum(sizes.values()), max(per_group.values(), default=0)
+
+
 def memory_plan(
     opts: RunOptions,
     fmt: str,
@@ -50,7 +78,7 @@ def memory_plan(
     per_group = len(outputs) // len({o.group for o in outputs})
     most = max(group_sizes(batches).values())
     n_ids = len(batches[0].ids.columns)
-    shared: set[int] = set()  # batches of one variant table hold its arrays once
+    ids, serialised = id_table_bytes(batches)
     return plan_memory(
         budget=opts.memory_bytes,
         n_bins=n_bins,
@@ -60,7 +88,7 @@ def memory_plan(
         n_aggregations=len(aggs),
         n_outputs_per_group=per_group,
         in_memory_rows=sum(b.n_rows for b in batches) if holds_in_memory(fmt) else 0,
-        resident_bytes=held_bytes + sum(b.ids.nbytes(shared) for b in batches),
+        resident_bytes=held_bytes + ids + (serialised if holds_in_memory(fmt) else 0),
         chunk_rows=opts.chunk_rows,
         max_rows=max(b.n_rows for b in batches),
         # Threads' blocks, one more queued, and the one being written (a sequential

@@ -17,7 +17,8 @@ Layout (R Internals, "Serialization formats")::
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -95,22 +96,75 @@ def _utf8_parts(values: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _strsxp(values: Iterable[str | None] | Any) -> bytes:
-    """A character vector; built with numpy scatters because ID columns are long."""
+    """A character vector; built with numpy because ID columns are long.
+
+    Each string is an 8-byte head (``CHARSXP`` with its encoding level, then its byte
+    length, or -1 for NA) followed by its bytes.  The text is placed with one boolean
+    mask (every byte that is not a head) rather than an index per byte: 2x faster on
+    the study's ID columns, the same bytes.
+    """
     text, lengths, is_na = _utf8_parts(values)
     n = lengths.size
-    first_byte = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if n else np.zeros(0, np.int64)
-    # A string is ASCII when none of its bytes has the high bit set.
-    high = np.concatenate([[0], np.cumsum(text >= 0x80)])
-    is_ascii = high[first_byte + lengths] == high[first_byte]
+    ends = np.cumsum(lengths)
+    level = np.full(n, _ASCII, dtype=np.int32)
+    high = text >= 0x80
+    if high.any():  # a string is ASCII when none of its bytes has the high bit set
+        seen = np.concatenate([[0], np.cumsum(high)])
+        level[seen[ends] != seen[ends - lengths]] = _UTF8
     heads = np.empty((n, 2), dtype=">i4")
-    heads[:, 0] = np.where(is_na, _CHARSXP, _CHARSXP | (np.where(is_ascii, _ASCII, _UTF8) << 12))
-    heads[:, 1] = np.where(is_na, -1, lengths)
-    sizes = 8 + lengths
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if n else np.zeros(0, np.int64)
-    out = np.empty(int(sizes.sum()), dtype=np.uint8)
-    out[(starts[:, None] + np.arange(8)).ravel()] = heads.view(np.uint8).ravel()
-    out[np.repeat(starts + 8 - first_byte, lengths) + np.arange(text.size)] = text
+    heads[:, 0] = _CHARSXP | (level << 12)
+    heads[:, 1] = lengths
+    if is_na.any():
+        heads[is_na] = (_CHARSXP, -1)
+    # String i's head starts after i heads and the bytes of the strings before it.
+    head_at = ((ends - lengths + 8 * np.arange(n))[:, None] + np.arange(8)).ravel()
+    is_text = np.ones(8 * n + text.size, dtype=bool)
+    is_text[head_at] = False
+    out = np.empty(is_text.size, dtype=np.uint8)
+    out[is_text] = text
+    out[head_at] = heads.view(np.uint8).ravel()
     return _int(_STRSXP, n) + out.tobytes()
+
+
+@dataclass(frozen=True)
+class CharacterVector:
+    """A character column already serialised (:func:`character_vector`): ``n`` strings."""
+
+    n: int
+    data: bytes
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def character_vector(values: Iterable[str | None] | Any) -> CharacterVector:
+    """Serialise a character column once, for several tables that hold the same column."""
+    data = _strsxp(values)
+    return CharacterVector(struct.unpack(">i", data[4:8])[0], data)
+
+
+class SharedText:
+    """ID columns serialised once for the tables of one group (R formats).
+
+    A group's tables (one per aggregation and statistic) get the same rows in the same
+    order, so their character columns are the same bytes: the first table to finish
+    serialises them and the others reuse them (a third of the time spent finishing the
+    study's R tables).  Kept per column name and row count.
+    """
+
+    def __init__(self) -> None:
+        self._vectors: dict[tuple[str, int], CharacterVector] = {}
+
+    def vector(self, name: str, rows: int, values: Callable[[], Any]) -> Any:
+        """The serialised column ``name`` of ``rows`` rows; ``values()`` gives its text."""
+        key = (name, rows)
+        if key not in self._vectors:
+            self._vectors[key] = character_vector(values())
+        return self._vectors[key]
+
+    def clear(self) -> None:
+        """Drop the serialised columns (every table of the group is written)."""
+        self._vectors.clear()
 
 
 def _symbol(name: str) -> bytes:
@@ -135,8 +189,8 @@ def _header() -> bytes:
 
 
 def _write_data_frame(fh: BinaryIO, columns: Sequence[tuple[str, Any]]) -> None:
-    """Serialise a data.frame: float arrays become numeric; sequences of ``str | None`` and
-    Arrow string arrays become character."""
+    """Serialise a data.frame: float arrays become numeric; sequences of ``str | None``,
+    Arrow string arrays and :class:`CharacterVector` become character."""
     n_rows = len(columns[0][1]) if columns else 0
     fh.write(_int(_VECSXP | _IS_OBJECT | _HAS_ATTR, len(columns)))
     for name, values in columns:
@@ -144,6 +198,8 @@ def _write_data_frame(fh: BinaryIO, columns: Sequence[tuple[str, Any]]) -> None:
             raise ValueError(f"column {name!r} has {len(values)} rows, expected {n_rows}")
         if isinstance(values, np.ndarray) and values.dtype.kind == "f":
             _write_realsxp(fh, values)
+        elif isinstance(values, CharacterVector):
+            fh.write(values.data)
         else:
             fh.write(_strsxp(values))
     fh.write(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .geometry import apply_out_of_field
 from .outputs import Commit, EarlySync
 from .plan import Prepared, cube_name
+from .rserialize import SharedText
 from .writers import TableWriter, open_writer
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class Sink:
         self.next_row = {g.name: 0 for g in prep.config.groups}  # blocks arrive in order
         self.rows = rows
         self.syncing = EarlySync()  # finished groups' tables go to disk while others stream
+        self.shared: dict[str, SharedText] = {}  # each group's serialised ID columns (R)
         try:
             self._open(rows)
         except BaseException:
@@ -50,6 +52,8 @@ class Sink:
 
     def _open(self, rows: dict[str, int]) -> None:
         prep = self.prep
+        # A group's tables get the same ID rows (emit writes one block's to each).
+        self.shared = shared = {g.name: SharedText() for g in prep.config.groups}
         for key, o in self.by_key.items():
             self.writers[key] = open_writer(
                 prep.fmt,
@@ -59,6 +63,7 @@ class Sink:
                 o.object_name,
                 expected_rows=rows[o.group],
                 group_rows=prep.group_rows,
+                shared=shared[o.group],
             )
         if prep.opts.zarr:
             from .cube import CubeWriter
@@ -109,6 +114,7 @@ class Sink:
                 if key[0] == b.group:
                     w.finish()
                     self.syncing.start(w.tmp)
+            self.shared[b.group].clear()  # every table of the group holds its text now
 
     def finish(self, commit: Commit) -> None:
         """Finish every table under its temporary name and hand the renames to ``commit``."""

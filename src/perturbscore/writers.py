@@ -19,6 +19,7 @@ import csv
 import math
 import os
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from .constants import OUTPUT_FORMATS
 from .errors import PerturbscoreError
 from .frame import Columns, as_columns
 from .outputs import temp_path
+from .rserialize import SharedText
 
 FORMATS = OUTPUT_FORMATS
 
@@ -258,10 +260,11 @@ class _InMemoryRWriter(TableWriter):
     once in memory, already in the column-major byte order R files store.
     """
 
-    def __init__(self, *args: object, expected_rows: int, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, expected_rows: int, shared: SharedText | None = None) -> None:
+        super().__init__(*args)
         self._scores = np.empty((len(self.score_columns), expected_rows), dtype=">f8")
         self._ids: list[Columns] = []
+        self._shared = shared
 
     def write(self, scores: np.ndarray, ids: Columns | pd.DataFrame) -> None:
         n = scores.shape[0]
@@ -275,15 +278,15 @@ class _InMemoryRWriter(TableWriter):
 
     def _columns(self) -> list[tuple[str, Any]]:
         scores = self._scores[:, : self.rows]
-        # A group whose batches have no rows gets no block: its table is empty, with
-        # the same columns (character ID columns in R) as any other.
-        ids = Columns.concat(self._ids, self.id_columns)
-        cols: list[tuple[str, Any]] = [
-            (name, scores[j]) for j, name in enumerate(self.score_columns)
-        ]
-        for c in self.id_columns:
-            cols.append((c, ids[c].tolist()))  # text; None is NA
-        return cols
+        cols: list[tuple[str, Any]] = [(n, scores[j]) for j, n in enumerate(self.score_columns)]
+
+        def text(c: str) -> list[Any]:
+            # A group whose batches have no rows gets no block: its table is empty, with
+            # the same columns (character ID columns in R) as any other.
+            return list(Columns.concat(self._ids, [c])[c].tolist())  # text; None is NA
+
+        shared = self._shared or SharedText()
+        return cols + [(c, shared.vector(c, self.rows, partial(text, c))) for c in self.id_columns]
 
     def _close_quietly(self) -> None:
         self._scores = np.empty((len(self.score_columns), 0), dtype=">f8")
@@ -332,16 +335,19 @@ def open_writer(
     object_name: str,
     expected_rows: int,
     group_rows: int | None = None,
+    shared: SharedText | None = None,
 ) -> TableWriter:
     """Open a writer of format ``fmt`` (see :data:`FORMATS`) for ``path``.
 
     ``expected_rows``, the rows the table will get, lets in-memory formats allocate it
-    once; ``group_rows`` sets Parquet's rows per row group (default
-    :func:`row_group_rows`).
+    once; ``group_rows`` sets Parquet's rows per row group (default :func:`row_group_rows`);
+    R formats serialise ID columns once per ``shared`` (tables given the same ID rows).
     """
     cls = WRITERS[check_format(fmt)]
     if issubclass(cls, _InMemoryRWriter):
-        return cls(path, score_columns, id_columns, object_name, expected_rows=expected_rows)
+        return cls(
+            path, score_columns, id_columns, object_name, expected_rows=expected_rows, shared=shared
+        )
     if cls is ParquetTableWriter:
         return ParquetTableWriter(
             path, score_columns, id_columns, object_name, group_rows=group_rows
