@@ -559,3 +559,42 @@ def test_a_background_spread_of_rounding_is_named_on_stderr_and_in_the_manifest(
         "normalise", run, "--background", "stab", "--statistic", "quantile", "--out", tmp_path / "q"
     )
     assert r.returncode == 0 and "MAD" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("when", ["before the commit", "after the commit"])
+def test_a_save_background_file_that_appears_meanwhile_is_not_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """Another program writes the --save-background name while normalise runs: its file
+    stays; before the commit nothing is published, after it the tables stay and the
+    message says so."""
+    from perturbscore import normalise_run as nr
+    from perturbscore.errors import PerturbscoreError
+
+    run = make_run(tmp_path / "run", synthetic(n_bg=8, n_top=5))
+    saved, out = tmp_path / "bg.npz", tmp_path / "out"
+    if when == "before the commit":
+        real_save = nr.save_backgrounds
+
+        def save(*args: object) -> None:
+            saved.write_text("theirs")
+            real_save(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(nr, "save_backgrounds", save)
+    else:
+        real_run = nr.Commit.run
+
+        def commit_run(self: object, *args: object) -> None:
+            real_run(self, *args)  # type: ignore[arg-type]
+            saved.write_text("theirs")
+
+        monkeypatch.setattr(nr.Commit, "run", commit_run)
+    with pytest.raises(PerturbscoreError, match="it appeared while normalise ran") as err:
+        normalise_run(run, out, background="stab", save_background=saved)
+    assert saved.read_text() == "theirs"
+    left = sorted(p.name for p in tmp_path.iterdir())  # no staged copy left beside it
+    if when == "before the commit":
+        assert left == ["bg.npz", "run"]
+    else:
+        assert left == ["bg.npz", "out", "run"] and "The tables in" in str(err.value)
+        assert len(list(out.glob("*.parquet"))) == 8 and (out / "manifest.json").is_file()

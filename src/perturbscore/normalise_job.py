@@ -95,6 +95,7 @@ class NormaliseJob:
     excluded: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # this job's, added to the run's
+    overwrite: bool = False  # may replace earlier outputs and a saved background file
 
     @property
     def class_column(self) -> str | None:
@@ -160,6 +161,7 @@ class NormaliseJob:
             note = check_bases(backgrounds, bases, str(background_file))
             if note:  # printed once the tables are checked (normalise_run)
                 job.warnings.append(note)
+        job.overwrite = overwrite
         job.refuse_existing(overwrite)
         job.read_rows = job.block_rows()
         job.rows = block_rows or job.read_rows
@@ -351,12 +353,19 @@ def check_save(saved: Path, background: str | None, overwrite: bool, run: Path, 
                 f"--save-background {saved} is inside the {what} {folder}; save it beside "
                 f"that folder instead, e.g. --save-background {folder.parent / saved.name}."
             )
+    refuse_saved(saved, overwrite)
+
+
+def refuse_saved(saved: Path, overwrite: bool, now: str = "") -> None:
+    """Refuse a ``--save-background`` file that exists (without ``overwrite``) or that is
+    not a background file; ``now``: how a message says it appeared while the job ran."""
     if saved.is_dir() or (saved.exists() and not overwrite):
         raise PerturbscoreError(
-            f"--save-background {saved} already exists; {overwrite_hint()} or choose another name."
+            f"--save-background {saved} already exists{now}; {overwrite_hint()} or choose "
+            "another name."
         )
     if saved.exists() and not is_background_file(saved):
         raise PerturbscoreError(
-            f"--save-background {saved} exists and is not a background file perturbscore "
+            f"--save-background {saved} exists{now} and is not a background file perturbscore "
             "saved, so --overwrite does not replace it; choose another name."
         )

@@ -52,12 +52,13 @@ import numpy as np
 import pandas as pd
 
 from . import normalise as nz
+from .errors import PerturbscoreError
 from .manifest import build_manifest, manifest_text
 from .memory import DEFAULT_MEMORY_BYTES
 from .normalise import NORMALISED, Background
 from .normalise_background import EXCLUSION_RULE, build_backgrounds, warn_about_backgrounds
 from .normalise_files import save_backgrounds
-from .normalise_job import NormaliseJob, check_save, checked_blocks
+from .normalise_job import NormaliseJob, check_save, checked_blocks, refuse_saved
 from .outputs import Commit, output_folder, sweep, temp_path
 from .runtables import MANIFEST, Table
 from .streaming import prefetch
@@ -224,9 +225,11 @@ def _write(job: NormaliseJob, started: float, stale: Sequence[Path] = ()) -> Non
             sweep(job.saved.parent, job.saved.name)  # what a killed save left there
             staged.mkdir()
             save_backgrounds(staged / job.saved.name, job.backgrounds.values())
+            # Checked at the start; a file another program wrote there since is not ours.
+            refuse_saved(job.saved, job.overwrite, " (it appeared while normalise ran)")
         commit.run(job.out / MANIFEST, manifest_text(_manifest(job)))
         if staged is not None and job.saved is not None:
-            os.replace(staged / job.saved.name, job.saved)
+            _place_saved(staged / job.saved.name, job.saved, job.overwrite, job.out)
     except BaseException:
         for w in writers:
             w.abort()
@@ -238,6 +241,27 @@ def _write(job: NormaliseJob, started: float, stale: Sequence[Path] = ()) -> Non
             for f in staged.iterdir():
                 f.unlink()
             staged.rmdir()
+
+
+def _place_saved(staged: Path, saved: Path, overwrite: bool, out: Path) -> None:
+    """Move the staged background file to ``saved``: without ``overwrite`` by a hard link,
+    which fails rather than replace a file that appeared since the last check."""
+    try:
+        if overwrite:
+            refuse_saved(saved, overwrite, " (it appeared while normalise ran)")
+            os.replace(staged, saved)
+            return
+        try:
+            os.link(staged, saved)
+        except FileExistsError:
+            raise PerturbscoreError(
+                f"--save-background {saved} already exists (it appeared while normalise "
+                "ran); choose another name."
+            ) from None
+        except OSError:  # a file system without hard links: the check just made stands
+            os.replace(staged, saved)
+    except PerturbscoreError as exc:
+        raise PerturbscoreError(f"{exc} The tables in {out} are complete.") from None
 
 
 def _manifest(job: NormaliseJob) -> dict[str, Any]:
