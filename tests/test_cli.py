@@ -247,7 +247,8 @@ def test_bad_options(study: Path, tmp_path: Path, cli, args: list[str], message:
 def test_bad_run_files(tmp_path: Path, cli) -> None:
     (tmp_path / "a.toml").write_text('targets = "t.txt"\n[scores]\naggregation = ["ave"]\n')
     r = cli("run", tmp_path / "a.toml", "--out", tmp_path / "o")
-    assert r.returncode == 2 and "unknown key aggregation; did you mean aggregations?" in r.stderr
+    said = "unknown key aggregation (did you mean aggregations?); the keys"
+    assert r.returncode == 2 and said in r.stderr
     (tmp_path / "b.toml").write_text("targets = \n")
     r = cli("run", tmp_path / "b.toml", "--out", tmp_path / "o")
     assert r.returncode == 2 and "not valid TOML" in r.stderr
@@ -389,3 +390,20 @@ def test_a_closed_pipe_ends_quietly(shared: Path) -> None:
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 141, stderr
     assert stderr == "", stderr
+
+
+def test_a_reader_that_leaves_midway_ends_the_table_quietly(shared: Path) -> None:
+    """``perturbscore tracks ... | head``: the reader takes the first lines and goes while
+    the 549 KB table is written; 141, as a program killed by SIGPIPE, not 0 (one large
+    write cut short by the reader's exit was reported by Python as nothing)."""
+    for _ in range(3):
+        proc = subprocess.Popen(
+            [*_entry_point(), "-q", "tracks", str(shared / "targets_human.txt")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.read(200).startswith(b"index\tidentifier\t")
+        proc.stdout.close()
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(timeout=300) == 141, stderr
+        assert stderr == "", stderr

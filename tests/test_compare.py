@@ -145,7 +145,7 @@ def test_duplicates_need_a_rule(real_run: Path, shared: Path) -> None:
     ("kwargs", "message"),
     [
         (dict(group_b="nope"), "group nope is not in the run"),
-        (dict(tracks=["SYNTH0009"]), r"--track: SYNTH0009 not among the run's tracks"),
+        (dict(tracks=["SYNTH0009"]), r"--track: SYNTH0009 not among the run's tracks \(did you"),
         (dict(designs=["paired"]), "need --pairing tables"),
         (
             dict(designs=["paired"], keys=["GENE", "Variant"], pairing="PAIR"),

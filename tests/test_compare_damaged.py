@@ -188,3 +188,23 @@ def test_an_earlier_comparison_removes_only_its_own_files(tmp_path: Path) -> Non
     # the folder "figures" is listed and returned, and compare's commit skips folders.
     assert sorted(p.relative_to(out).as_posix() for p in stale) == ["figures", "figures/old.png"]
     assert outside.read_text() == "mine\n"
+
+
+def test_report_of_a_run_folder_says_the_compare_command_that_works(
+    runs: dict[str, Path], tmp_path: Path, cli
+) -> None:
+    """'report RUN' said to run 'compare ... --out RUN', which compare refuses (RUN is not
+    a comparison folder). It now gives a command with the run's groups that works."""
+    run = shutil.copytree(runs["csv"], tmp_path / "results")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    msg = _refused(cli("report", run), f"{run} is a run folder (it holds manifest.json")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    command = msg.split("first: perturbscore ", 1)[1].split(", then perturbscore ")[0]
+    assert command == f"compare {run} --a a --b b --out {run}-compare"
+    r = cli("-q", *command.split())
+    assert r.returncode == 0, r.stderr
+    r = cli("-q", "report", f"{run}-compare")
+    assert r.returncode == 0 and (tmp_path / "results-compare" / "report.html").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _refused(cli("report", empty), f"{empty}: no compare.json; give the --out folder of")

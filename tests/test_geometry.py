@@ -157,7 +157,7 @@ def test_run_file_sections():
         ({"geometry": {"model": "enformer"}}, "needs the variants' positions"),
         (
             {"geometry": {"model": "enformer", "centre_bins": 447}, "variants": {"position": "p"}},
-            "[geometry]: unknown key centre_bins; did you mean centre_bin? the keys here are",
+            "[geometry]: unknown key centre_bins (did you mean centre_bin?); the keys here are",
         ),
         ({"variants": {"position": "p"}}, "no [geometry]"),
         (

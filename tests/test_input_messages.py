@@ -184,7 +184,7 @@ def test_an_unknown_identifier_names_the_key_and_the_closest(study: Path, tmp_pa
         tmp_path,
         re.escape(
             f"{study / TOML} [tracks] identifiers: track identifiers not in the track "
-            'table: "synth0003"; did you mean "SYNTH0003"? correct it'
+            'table: "synth0003" (did you mean "SYNTH0003"?); correct it'
         ),
     )
 
@@ -204,8 +204,8 @@ def test_an_unknown_identifier_names_the_key_and_the_closest(study: Path, tmp_pa
         ),
         (  # a misspelt query column: the closest one
             'where = ["biosampel=GM12878"]',
-            "{toml} [tracks] where: track query column biosampel does not exist; did you mean "
-            '"biosample"? use one of',
+            "{toml} [tracks] where: track query column biosampel does not exist (did you mean "
+            '"biosample"?); use one of',
         ),
     ],
     ids=["indices-out-of-range", "shortlist-and-indices", "misspelt-where"],

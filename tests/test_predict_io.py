@@ -268,7 +268,7 @@ def test_a_run_file_with_a_predict_section_still_runs() -> None:
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
-        ("bach_size = 2\n", "[predict]: unknown key bach_size; did you mean batch_size?"),
+        ("bach_size = 2\n", "[predict]: unknown key bach_size (did you mean batch_size?);"),
         ('device = 3\nresume = "yes"\n', "[predict] device: expected a device string"),
         (
             'reverse_complement = "true"\n',

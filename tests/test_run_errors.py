@@ -243,6 +243,31 @@ def test_every_missing_prediction_file_is_named(study: Path, tmp_path: Path, cli
     assert all(p.name in message for p in gone) and not out.exists()
 
 
+def test_a_mistyped_variant_table_names_its_batch_and_the_near_miss(
+    study: Path, tmp_path: Path, cli
+) -> None:
+    """A variant-table path one letter off: the run file, group, batch and key, and the
+    file that is there (the message named the path alone)."""
+    toml = study / "stablefm.toml"
+    text = toml.read_text()
+    name = "stab_snps_new_strand_final_variants.csv"
+    assert f'variants = "{name}"' in text
+    toml.write_text(text.replace(name, "stab_snps_new_strand_final_variant.csv", 1))
+    out = tmp_path / "o"
+    r = cli("run", toml, "--out", out)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    message = r.stderr.strip().splitlines()[-1]
+    assert message == (
+        f"perturbscore: error: {toml} group stab batch 2: variants "
+        f"{study / 'stab_snps_new_strand_final_variant.csv'} not found (did you mean "
+        f"{study / name}?). Check the paths (relative to the run file)."
+    )
+    assert not out.exists()
+    toml.write_text(text.replace("_final_variants.csv", "_final_variants.tsv"))
+    r = cli("run", toml, "--out", out)
+    assert r.returncode == 2 and "the variant tables of 3 other batches are missing too" in r.stderr
+
+
 def _digests(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 

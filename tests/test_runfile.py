@@ -135,7 +135,7 @@ BAD = [
         'statistics = ["abs_diff", "abs_diff"]',
         r'statistics: .*"abs_diff" is listed twice',
     ),
-    (SCORES, SCORES + "aggregation = 1\n", r"\[scores\]: unknown key aggregation; did you mean"),
+    (SCORES, SCORES + "aggregation = 1\n", r"\[scores\]: unknown key aggregation \(did you mean"),
     # Batches and groups.
     CLI(
         re.compile(r'name = "stab"\nbatches = \[.*?\n\]', re.S),

@@ -113,7 +113,7 @@ def test_selection_keeps_the_order_given(damaged: pd.DataFrame) -> None:
     [
         (dict(indices=[5313]), r"out of range 0..5312: 5313;"),
         (dict(indices=[-1]), "out of range"),
-        (dict(identifiers=["ENCFFNOPE"]), 'not in the track table: "ENCFFNOPE";'),
+        (dict(identifiers=["ENCFFNOPE"]), 'not in the track table: "ENCFFNOPE"'),
         (dict(indices=[3, 3]), "more than once"),
         (dict(where=["organ=liver"]), "column organ does not exist; use one of index, genome"),
         (
@@ -154,7 +154,7 @@ def test_messages_name_where_the_selection_was_written(
         select_tracks(damaged, selection_from_options(identifiers=["encff093vxi"], origin=where))
     assert str(err.value).startswith(
         "run.toml [tracks] identifiers: track identifiers not in the track table: "
-        '"encff093vxi"; did you mean "ENCFF093VXI"? correct it'
+        '"encff093vxi" (did you mean "ENCFF093VXI"?); correct it'
     )
     with pytest.raises(PerturbscoreError, match=r"^run.toml \[tracks\] indices: track indices "):
         select_tracks(damaged, selection_from_options(indices=[5313], origin=where))

@@ -24,6 +24,7 @@ import click
 
 from . import __version__
 from .cli_common import (
+    CLOSED_PIPE_EXIT,
     chunk_rows_option,
     log,
     memory_option,
@@ -208,7 +209,9 @@ def tracks_cmd(
         command_line=True,
     )
     text = table.to_csv(sep="\t" if sep == "tab" else ",", index=False)
-    print_lines([text.removesuffix("\n")], "the track table")
+    # Line by line: one large write into a pipe whose reader leaves (| head) can end as a
+    # short write that Python reports as nothing, where small ones raise BrokenPipeError.
+    print_lines(text.removesuffix("\n").split("\n"), "the track table")
     log.info("%d track%s", len(table), "" if len(table) == 1 else "s")
 
 
@@ -376,7 +379,10 @@ def console() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe (| head): nothing more to say
+        except BrokenPipeError:  # a reader gone (| head): the end of print_lines' case
+            if stream is sys.stdout and not status:
+                status = CLOSED_PIPE_EXIT
+        except (OSError, ValueError):  # nothing more to say where nothing can be said
             pass
     os._exit(status or 0)
 

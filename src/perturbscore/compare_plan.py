@@ -26,7 +26,7 @@ from .compare_out_of_field import (
 from .compare_pairing import DEFAULT_KEYS, Lookup, Pairing, build_lookup, read_pairing
 from .compare_tables import RunTables, load_run
 from .errors import PerturbscoreError
-from .messages import count
+from .messages import closest, count
 from .names import check_name
 
 log = logging.getLogger("perturbscore")
@@ -117,9 +117,11 @@ def _selected_tracks(run: RunTables, tracks: Sequence[str] | None) -> pd.DataFra
         known = set(track_meta["identifier"])
         unknown = [t for t in tracks if t not in known]
         if unknown:
+            near = closest(unknown[0], sorted(known))
+            hint = f" (did you mean {near}?)" if near else ""
             raise PerturbscoreError(
-                f"--track: {', '.join(unknown[:5])} not among the run's tracks "
-                f"(see {run.folder / 'manifest.json'})."
+                f"--track: {', '.join(unknown[:5])} not among the run's tracks{hint}; give "
+                f"identifiers listed in {run.folder / 'manifest.json'}."
             )
         track_meta = track_meta.set_index("identifier").loc[list(tracks)].reset_index()
     return track_meta

@@ -23,7 +23,7 @@ from .frame import Columns
 from .geometry import OUTSIDE_INPUT, Placement
 from .geometry_tables import ClassCounter, place_table
 from .integrity_keys import id_keys
-from .messages import listing, quote
+from .messages import closest, count, listing, quote
 from .readers import missing_prediction_files, open_predictions
 from .runfile import Batch, RunConfig
 from .spans import BatchSpec
@@ -161,6 +161,28 @@ def _refuse_class_column_clash(config: RunConfig, table: Path, ids: Columns) -> 
         )
 
 
+def _refuse_missing_tables(config: RunConfig) -> None:
+    """A variant table that is not there: named with its batch, and the near miss."""
+    missing = [
+        (g.name, n, b.variants)
+        for g in config.groups
+        for n, b in enumerate(g.batches, start=1)
+        if not b.variants.is_file()
+    ]
+    if not missing:
+        return
+    group, number, path = missing[0]
+    folder = path.parent
+    near = closest(path.name, [f.name for f in folder.iterdir()]) if folder.is_dir() else None
+    hint = f" (did you mean {folder / near}?)" if near else ""
+    rest = count(len(missing) - 1, "other batch", "other batches")
+    more = f"; the variant tables of {rest} are missing too" if len(missing) > 1 else ""
+    raise PerturbscoreError(
+        f"{config.source or 'run file'} group {group} batch {number}: variants {path} not "
+        f"found{hint}{more}. Check the paths (relative to the run file)."
+    )
+
+
 def _refuse_missing_files(config: RunConfig) -> None:
     """Every missing prediction file in one message (not only the first batch's)."""
     missing = missing_prediction_files(
@@ -187,6 +209,7 @@ def open_batches(
     keys_of: dict[Path, list[str]] = {}  # ID keys of each variant table
     first_bins: list[tuple[int, str]] = []  # (bins, REF path) of the first batch
     _refuse_missing_files(config)
+    _refuse_missing_tables(config)
     tables = _read_tables(config)
     for group in config.groups:
         for number, batch in enumerate(group.batches, start=1):

@@ -35,10 +35,10 @@ def refuse_unknown_keys(
     unknown = [k for k in table if k not in keys]
     if unknown:
         close = closest(str(unknown[0]), keys)
-        hint = f"did you mean {close}? " if close else ""
+        hint = f" (did you mean {close}?)" if close else ""
         listed = listing(keys if shown is None else shown, limit)
         raise PerturbscoreError(
-            f"{where}: unknown key {unknown[0]}; {hint}the keys here are {listed}."
+            f"{where}: unknown key {unknown[0]}{hint}; the keys here are {listed}."
         )
 
 

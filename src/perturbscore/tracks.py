@@ -231,7 +231,7 @@ def choose_tracks(table: Columns, selection: TrackSelection | None = None) -> Co
         if col not in table.columns:
             near = _did_you_mean([col], table.columns)
             raise PerturbscoreError(
-                f"{prefix}track query column {col} does not exist; {near}use one of "
+                f"{prefix}track query column {col} does not exist{near}; use one of "
                 f"{listing(table.columns, 20)}."
             )
         chosen = chosen.rows(match_condition(chosen[col], cond))
@@ -263,13 +263,13 @@ def _refuse_repeats(
 
 
 def _did_you_mean(wrong: Sequence[str], known: Iterable[object]) -> str:
-    """``did you mean "X"? `` for the first of ``wrong`` with a close match, or ``""``."""
+    """`` (did you mean "X"?)`` for the first of ``wrong`` with a close match, or ``""``."""
     names = [str(k) for k in known]
     for w in map(str, wrong):
         best = closest(w, names)
         if best is not None:
             which = f" for {quote(w)}" if len(wrong) > 1 else ""
-            return f"did you mean {quote(best)}{which}? "
+            return f" (did you mean {quote(best)}{which}?)"
     return ""
 
 
@@ -292,7 +292,7 @@ def _listed_order(
             prefix = f"{sel.key('identifiers')}: " if sel.origin else ""
             raise PerturbscoreError(
                 f"{prefix}track identifiers not in the track table: "
-                f"{listing(missing, quoted=True)}; {_did_you_mean(missing, pos)}correct "
+                f"{listing(missing, quoted=True)}{_did_you_mean(missing, pos)}; correct "
                 f"{'them' if len(missing) > 1 else 'it'} ('perturbscore tracks TARGETS' lists "
                 "the identifiers)."
             )
