@@ -21,6 +21,7 @@ from .compare_tests import by_significance, rank_of
 from .errors import PerturbscoreError
 from .messages import overwrite_hint
 from .outputs import refuse_unfinished_commit, write_text_atomic
+from .runtables import not_a_comparison
 
 #: Marks the pages this module writes, so that ``compare --overwrite`` knows a
 #: ``report.html`` it may replace from one a user put there.
@@ -29,28 +30,6 @@ REPORT_MARK = f'<meta name="generator" content="{GENERATOR}">'.encode()
 
 TOP_TRACKS = 15
 P_FLOOR = 1e-300
-
-
-def _no_comparison(folder: Path) -> str:
-    """What to do with a folder that holds no compare.json (a run folder, most often)."""
-    groups: list[str] = []
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        outputs = manifest.get("outputs") or []
-        groups = list(dict.fromkeys(str(o["group"]) for o in outputs if "group" in o))
-    except (OSError, ValueError, AttributeError, TypeError):
-        manifest = None
-    if manifest is None:
-        return (
-            f"{folder}: no compare.json; give the --out folder of 'perturbscore compare' "
-            "(the folder that holds compare.json)."
-        )
-    a, b = (groups + ["GROUP_A", "GROUP_B"])[:2] if len(groups) != 1 else (groups[0], "GROUP_B")
-    return (
-        f"{folder} is a run folder (it holds manifest.json, no compare.json); compare its "
-        f"groups into a new folder first: perturbscore compare {folder} --a {a} --b {b} "
-        f"--out {folder}-compare, then perturbscore report {folder}-compare."
-    )
 
 
 def _img(folder: Path, rel: str) -> str:
@@ -220,7 +199,7 @@ def build_report(
     cpath = folder / "compare.json"
     refuse_unfinished_commit(folder)
     if not cpath.is_file():
-        raise PerturbscoreError(_no_comparison(folder))
+        raise PerturbscoreError(not_a_comparison(folder))
     target = check_report_out(folder, Path(out) if out else None, overwrite)
     summary = read_summary(folder)
     tests_path = folder / "tests.parquet"

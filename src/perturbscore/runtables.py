@@ -262,3 +262,26 @@ def _frames(
         id_cols = check_columns(t, names, tracks)
         text = {c: _text(frame[c]) for c in id_cols if ids}
         yield names, frame[list(tracks)].to_numpy(dtype=np.float64), text
+
+
+def not_a_comparison(folder: Path) -> str:
+    """What ``report`` says of a folder without compare.json: for a run folder (the usual
+    mistake), the compare command, with the run's groups, that makes one to report on."""
+    groups: list[str] = []
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        outputs = manifest.get("outputs") or []
+        groups = list(dict.fromkeys(str(o["group"]) for o in outputs if "group" in o))
+    except (OSError, ValueError, AttributeError, TypeError):
+        manifest = None
+    if manifest is None:
+        return (
+            f"{folder}: no compare.json; give the --out folder of 'perturbscore compare' "
+            "(the folder that holds compare.json)."
+        )
+    a, b = (groups + ["GROUP_A", "GROUP_B"])[:2] if len(groups) != 1 else (groups[0], "GROUP_B")
+    return (
+        f"{folder} is a run folder (it holds manifest.json, no compare.json); compare its "
+        f"groups into a new folder first: perturbscore compare {folder} --a {a} --b {b} "
+        f"--out {folder}-compare, then perturbscore report {folder}-compare."
+    )
