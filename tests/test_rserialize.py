@@ -133,7 +133,8 @@ def test_a_groups_tables_serialise_their_id_columns_once(
     column is serialised once for all of them."""
     from perturbscore import rserialize
     from perturbscore.frame import Columns
-    from perturbscore.writers import SharedText, open_writer
+    from perturbscore.rserialize import SharedText
+    from perturbscore.writers import open_writer
 
     calls: list[int] = []
     real = rserialize._strsxp

@@ -258,7 +258,8 @@ def _place_saved(staged: Path, saved: Path, overwrite: bool, out: Path) -> None:
                 f"--save-background {saved} already exists (it appeared while normalise "
                 "ran); choose another name."
             ) from None
-        except OSError:  # a file system without hard links: the check just made stands
+        except OSError:  # a file system without hard links: check, then replace
+            refuse_saved(saved, overwrite, " (it appeared while normalise ran)")
             os.replace(staged, saved)
     except PerturbscoreError as exc:
         raise PerturbscoreError(f"{exc} The tables in {out} are complete.") from None

@@ -43,7 +43,7 @@ def id_table_bytes(batches: list[BatchInput]) -> tuple[int, int]:
     The first counts an array that batches share (the batches of one variant table)
     once; each array is measured once (:meth:`.frame.Columns.column_nbytes`).  The
     second is what a group's tables share from the first table's finish to the last
-    one's (:class:`.writers.SharedText`): at most 16 bytes per value plus the text's own
+    one's (:class:`.rserialize.SharedText`): at most 16 bytes per value plus the text's own
     size, which a Python string's size bounds.
     """
     sizes: dict[int, int] = {}
