@@ -248,6 +248,6 @@ def test_nbytes_counts_held_objects_once() -> None:
     assert abs(t.nbytes() - expected) <= 0.02 * expected
     small = Columns({"ALT": [allele] * 100})
     assert small.nbytes() == 8 * 100 + sys.getsizeof(allele)
-    seen: set[int] = set()
+    seen: dict[int, int] = {}
     a, b = t.pick(["rsID"]), t.pick(["rsID", "ALT"])
     assert a.nbytes(seen) + b.nbytes(seen) == t.nbytes()

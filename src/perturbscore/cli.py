@@ -209,9 +209,7 @@ def tracks_cmd(
         command_line=True,
     )
     text = table.to_csv(sep="\t" if sep == "tab" else ",", index=False)
-    # Line by line: one large write into a pipe whose reader leaves (| head) can end as a
-    # short write that Python reports as nothing, where small ones raise BrokenPipeError.
-    print_lines(text.removesuffix("\n").split("\n"), "the track table")
+    print_lines([text.removesuffix("\n")], "the track table")
     log.info("%d track%s", len(table), "" if len(table) == 1 else "s")
 
 

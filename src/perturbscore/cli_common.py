@@ -171,7 +171,8 @@ def stdout_refused(exc: OSError, what: str = "", after: str = "") -> str:
 
 
 def print_lines(lines: Iterable[str], what: str | None = None) -> None:
-    """Write ``lines`` to standard output, one each; what goes wrong there is said so.
+    """Write ``lines`` to standard output, each ended by a line break; what goes wrong there
+    is said so.
 
     ``what`` names the text for messages; None: the list of the files a command wrote,
     which it prints after committing them, so that they are complete whatever happens
@@ -180,8 +181,12 @@ def print_lines(lines: Iterable[str], what: str | None = None) -> None:
     unexpected failure); standard output on a full disk (or failing) is a user error.
     """
     try:
-        for line in lines:
-            click.echo(line)
+        for text in lines:
+            # A line at a time, even of a long text: one large write into a pipe whose
+            # reader leaves (| head) can end as a short write that Python reports as
+            # nothing, where a small one raises BrokenPipeError.
+            for line in text.split("\n"):
+                click.echo(line)
     except BrokenPipeError:
         # Nothing more reaches the reader; later flushes of stdout must not fail again.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process

@@ -93,33 +93,29 @@ class Columns:
         cols = {n: self._data[n].tolist() for n in (self.columns if names is None else names)}
         return [dict(zip(cols, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]
 
-    def nbytes(self, seen: set[int] | None = None) -> int:
+    def nbytes(self, sizes: dict[int, int] | None = None) -> int:
         """Bytes the table holds: its arrays and their text values' objects.
 
         Text is measured on at most :data:`SIZE_SAMPLE` evenly spaced values per column
         (a memory plan needs the size, not to the byte; measuring every value of a
         study's tables took 10 ms).  An object met more than once in the sample (a
         one-letter allele, which CPython shares; a class label) is held once and counted
-        once; one met once stands for as many values as the sample's step.  ``seen``:
-        ids of arrays counted already (tables sharing columns, as the batches of one
-        variant table do, count them once); the arrays counted here are added to it.
+        once; one met once stands for as many values as the sample's step.  ``sizes``:
+        bytes of the arrays measured already, by ``id`` (tables sharing columns, as the
+        batches of one variant table do, count them once); an array in it counts 0 here,
+        and the arrays measured here are added to it.
         """
         total = 0
-        for name, v in self._data.items():
-            if seen is not None:
-                if id(v) in seen:
-                    continue
-                seen.add(id(v))
-            total += self.column_nbytes(name)
-        return total
-
-    def column_nbytes(self, name: str) -> int:
-        """Bytes of one column: its array and its text values' objects (see :meth:`nbytes`)."""
-        v = self._data[name]
-        total = int(v.nbytes)
-        if v.dtype == object and len(v):
-            step = max(1, len(v) // SIZE_SAMPLE)
-            total += _object_bytes(v[::step].tolist(), len(v))
+        for v in self._data.values():
+            if sizes is not None and id(v) in sizes:
+                continue
+            size = int(v.nbytes)
+            if v.dtype == object and len(v):
+                step = max(1, len(v) // SIZE_SAMPLE)
+                size += _object_bytes(v[::step].tolist(), len(v))
+            if sizes is not None:
+                sizes[id(v)] = size
+            total += size
         return total
 
     # ------------------------------------------------------------------ new tables

@@ -154,6 +154,7 @@ class NormaliseJob:
             sources,
             backgrounds,
             memory_bytes,
+            overwrite=overwrite,
         )
         if background_file is not None:
             parameters = manifest.get("parameters") or {}
@@ -161,7 +162,6 @@ class NormaliseJob:
             note = check_bases(backgrounds, bases, str(background_file))
             if note:  # printed once the tables are checked (normalise_run)
                 job.warnings.append(note)
-        job.overwrite = overwrite
         job.refuse_existing(overwrite)
         job.read_rows = job.block_rows()
         job.rows = block_rows or job.read_rows

@@ -226,7 +226,7 @@ def _write(job: NormaliseJob, started: float, stale: Sequence[Path] = ()) -> Non
             staged.mkdir()
             save_backgrounds(staged / job.saved.name, job.backgrounds.values())
             # Checked at the start; a file another program wrote there since is not ours.
-            refuse_saved(job.saved, job.overwrite, " (it appeared while normalise ran)")
+            refuse_saved(job.saved, job.overwrite, _APPEARED)
         commit.run(job.out / MANIFEST, manifest_text(_manifest(job)))
         if staged is not None and job.saved is not None:
             _place_saved(staged / job.saved.name, job.saved, job.overwrite, job.out)
@@ -243,23 +243,26 @@ def _write(job: NormaliseJob, started: float, stale: Sequence[Path] = ()) -> Non
             staged.rmdir()
 
 
+#: How a message says that a --save-background file appeared after the first check.
+_APPEARED = " (it appeared while normalise ran)"
+
+
 def _place_saved(staged: Path, saved: Path, overwrite: bool, out: Path) -> None:
     """Move the staged background file to ``saved``: without ``overwrite`` by a hard link,
     which fails rather than replace a file that appeared since the last check."""
     try:
         if overwrite:
-            refuse_saved(saved, overwrite, " (it appeared while normalise ran)")
+            refuse_saved(saved, overwrite, _APPEARED)
             os.replace(staged, saved)
             return
         try:
             os.link(staged, saved)
         except FileExistsError:
             raise PerturbscoreError(
-                f"--save-background {saved} already exists (it appeared while normalise "
-                "ran); choose another name."
+                f"--save-background {saved} already exists{_APPEARED}; choose another name."
             ) from None
         except OSError:  # a file system without hard links: check, then replace
-            refuse_saved(saved, overwrite, " (it appeared while normalise ran)")
+            refuse_saved(saved, overwrite, _APPEARED)
             os.replace(staged, saved)
     except PerturbscoreError as exc:
         raise PerturbscoreError(f"{exc} The tables in {out} are complete.") from None

@@ -41,23 +41,19 @@ def id_table_bytes(batches: list[BatchInput]) -> tuple[int, int]:
     """Bytes of the batches' ID tables, and the most of one group's serialised for R.
 
     The first counts an array that batches share (the batches of one variant table)
-    once; each array is measured once (:meth:`.frame.Columns.column_nbytes`).  The
-    second is what a group's tables share from the first table's finish to the last
-    one's (:class:`.rserialize.SharedText`): at most 16 bytes per value plus the text's own
+    once, each array measured once (:meth:`.frame.Columns.nbytes`).  The second is what
+    a group's tables share from the first table's finish to the last one's
+    (:class:`.rserialize.SharedText`): at most 16 bytes per value plus the text's own
     size, which a Python string's size bounds.
     """
     sizes: dict[int, int] = {}
+    total = sum(b.ids.nbytes(sizes) for b in batches)
     per_group: dict[str, int] = {}
     for b in batches:
-        own = 0
-        for c in b.ids.columns:
-            arr = b.ids[c]
-            if id(arr) not in sizes:
-                sizes[id(arr)] = b.ids.column_nbytes(c)
-            own += sizes[id(arr)]
+        own = sum(sizes[id(b.ids[c])] for c in b.ids.columns)
         size = b.n_rows * len(b.ids.columns) * _SERIALISED_PER_VALUE + own
         per_group[b.group] = per_group.get(b.group, 0) + size
-    return sum(sizes.values()), max(per_group.values(), default=0)
+    return total, max(per_group.values(), default=0)
 
 
 def memory_plan(

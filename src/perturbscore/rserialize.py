@@ -155,7 +155,7 @@ class SharedText:
     def __init__(self) -> None:
         self._vectors: dict[tuple[str, int], CharacterVector] = {}
 
-    def vector(self, name: str, rows: int, values: Callable[[], Any]) -> Any:
+    def vector(self, name: str, rows: int, values: Callable[[], Any]) -> CharacterVector:
         """The serialised column ``name`` of ``rows`` rows; ``values()`` gives its text."""
         key = (name, rows)
         if key not in self._vectors:

@@ -267,21 +267,17 @@ def _frames(
 def not_a_comparison(folder: Path) -> str:
     """What ``report`` says of a folder without compare.json: for a run folder (the usual
     mistake), the compare command, with the run's groups, that makes one to report on."""
-    groups: list[str] = []
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        outputs = manifest.get("outputs") or []
-        groups = list(dict.fromkeys(str(o["group"]) for o in outputs if "group" in o))
-    except (OSError, ValueError, AttributeError, TypeError):
-        manifest = None
-    if manifest is None:
+        _, tables, _ = read_run(folder)
+    except PerturbscoreError:
         return (
             f"{folder}: no compare.json; give the --out folder of 'perturbscore compare' "
             "(the folder that holds compare.json)."
         )
-    a, b = (groups + ["GROUP_A", "GROUP_B"])[:2] if len(groups) != 1 else (groups[0], "GROUP_B")
+    groups = list(dict.fromkeys(t.group for t in tables))
+    a, b = [*groups, *["GROUP_A", "GROUP_B"][len(groups) :]][:2]
     return (
-        f"{folder} is a run folder (it holds manifest.json, no compare.json); compare its "
+        f"{folder} is a run folder (it holds {MANIFEST}, no compare.json); compare its "
         f"groups into a new folder first: perturbscore compare {folder} --a {a} --b {b} "
         f"--out {folder}-compare, then perturbscore report {folder}-compare."
     )

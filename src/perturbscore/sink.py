@@ -43,7 +43,9 @@ class Sink:
         self.next_row = {g.name: 0 for g in prep.config.groups}  # blocks arrive in order
         self.rows = rows
         self.syncing = EarlySync()  # finished groups' tables go to disk while others stream
-        self.shared: dict[str, SharedText] = {}  # each group's serialised ID columns (R)
+        # Each group's serialised ID columns (R): a group's tables get the same ID rows
+        # (emit writes one block's to each).
+        self.shared = {g.name: SharedText() for g in prep.config.groups}
         try:
             self._open(rows)
         except BaseException:
@@ -52,8 +54,6 @@ class Sink:
 
     def _open(self, rows: dict[str, int]) -> None:
         prep = self.prep
-        # A group's tables get the same ID rows (emit writes one block's to each).
-        self.shared = shared = {g.name: SharedText() for g in prep.config.groups}
         for key, o in self.by_key.items():
             self.writers[key] = open_writer(
                 prep.fmt,
@@ -63,7 +63,7 @@ class Sink:
                 o.object_name,
                 expected_rows=rows[o.group],
                 group_rows=prep.group_rows,
-                shared=shared[o.group],
+                shared=self.shared[o.group],
             )
         if prep.opts.zarr:
             from .cube import CubeWriter

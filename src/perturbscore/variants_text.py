@@ -48,9 +48,11 @@ def read_text_table(
     # can exceed; pandas reads them. The limit is the process's: raised once, for all.
     csv.field_size_limit(_FIELD_LIMIT)
     picked: list[tuple[str, ...]] = []
-    quoted = _holds_quote(path)
     try:
-        split = None if quoted else _split_lines(path, sep, wanted)
+        # A small file is read once, for the quote check and for the split.
+        text = _small_text(path)
+        quoted = '"' in text if text is not None else _holds_quote(path)
+        split = None if text is None or quoted else _split_lines(path, text, sep, wanted)
         if split is not None:
             header, keep, values, rows = split
         else:
@@ -73,23 +75,28 @@ def read_text_table(
 SPLIT_MAX_BYTES = 64 * 2**20
 
 
-def _split_lines(
-    path: Path, sep: str, wanted: Callable[[list[str]], list[str] | None]
-) -> tuple[list[str], list[str] | None, list[Any], int] | None:
-    """The header's names, the wanted names, their columns and the number of rows, split
-    with ``str.split``; None if the file is not the plain case this covers.
-
-    Plain: at most :data:`SPLIT_MAX_BYTES`, no quote character anywhere (the caller
-    checked), no carriage return, a header, at least two columns, and every line after
-    the header exactly as many fields.  The csv module reads such a file as these
-    splits (a quote or a line ending other than a line feed is the only syntax it has
-    beyond them), here in 40% of its time.  Anything else (a blank line, a short row,
-    CRLF) goes to the csv module's passes, which name the line.
-    """
+def _small_text(path: Path) -> str | None:
+    """The file's text (a byte order mark dropped) if it is at most :data:`SPLIT_MAX_BYTES`,
+    else None."""
     if path.stat().st_size > SPLIT_MAX_BYTES:
         return None  # held whole, with its lines and fields: the csv module streams
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        text = fh.read()
+    return path.read_bytes().decode("utf-8-sig")
+
+
+def _split_lines(
+    path: Path, text: str, sep: str, wanted: Callable[[list[str]], list[str] | None]
+) -> tuple[list[str], list[str] | None, list[Any], int] | None:
+    """The header's names, the wanted names, their columns and the number of rows of
+    ``text`` (the file at ``path``), split with ``str.split``; None if the file is not
+    the plain case this covers.
+
+    Plain: at most :data:`SPLIT_MAX_BYTES` (:func:`_small_text`), no quote character
+    anywhere (the caller checked), no carriage return, a header, at least two columns,
+    and every line after the header exactly as many fields.  The csv module reads such a
+    file as these splits (a quote or a line ending other than a line feed is the only
+    syntax it has beyond them), here in 40% of its time.  Anything else (a blank line, a
+    short row, CRLF) goes to the csv module's passes, which name the line.
+    """
     first, _, body = text.partition("\n")
     if "\r" in text or not first:
         return None

@@ -283,7 +283,7 @@ class _InMemoryRWriter(TableWriter):
         def text(c: str) -> list[Any]:
             # A group whose batches have no rows gets no block: its table is empty, with
             # the same columns (character ID columns in R) as any other.
-            return list(Columns.concat(self._ids, [c])[c].tolist())  # text; None is NA
+            return Columns.concat(self._ids, [c])[c].tolist()  # text; None is NA
 
         shared = self._shared or SharedText()
         return cols + [(c, shared.vector(c, self.rows, partial(text, c))) for c in self.id_columns]
