@@ -23,7 +23,10 @@ tracks, ``ave`` and ``tss`` of ``abs_diff``) and the name template
 * ``normalise``  ``perturbscore normalise`` of that run against the background saved
                  from its group ``stab`` (8 tables);
 * ``run+norm``   ``perturbscore run`` with ``[normalise] background = ...`` (the same
-                 background file): the 4 tables and the 8 normalised ones in one pass.
+                 background file): the 4 tables and the 8 normalised ones in one pass;
+* ``run12``      ``perturbscore run`` writing as many tables without normalising
+                 (aggregations ave, tss and sum of abs_diff and diff): what the 8 added
+                 tables cost as tables, whatever fills them.
 
 and prints what the in-run normalisation adds to the run (target <= 10%) and the
 standalone command against the run.
@@ -147,9 +150,10 @@ def timed(cmd: list[str], repeat: int) -> tuple[float, float]:
     return best, best_cpu
 
 
-def _run_files(data: Path, work: Path, fmt: str, background: Path) -> tuple[Path, Path]:
+def _run_files(data: Path, work: Path, fmt: str, background: Path) -> tuple[Path, Path, Path]:
     """bench_run's study run file, with absolute batch paths, written into ``work``:
-    plain, and with ``[normalise]`` against ``background``."""
+    plain, with ``[normalise]`` against ``background``, and plain with as many tables as
+    that (aggregations ave, tss, sum of abs_diff and diff: 12, raw arithmetic only)."""
     text = (data / "stablefm.toml").read_text()
     for key in ("ref", "alt", "variants"):
         text = text.replace(f'{key} = "', f'{key} = "{data}/')
@@ -158,11 +162,16 @@ def _run_files(data: Path, work: Path, fmt: str, background: Path) -> tuple[Path
         'name = "{group}_{statistic}_{aggregation}"',
     )
     text = text.replace('format = "rdata"', f'format = "{fmt}"')
-    plain, norm = work / "plain.toml", work / "norm.toml"
+    plain, norm, twelve = work / "plain.toml", work / "norm.toml", work / "twelve.toml"
     plain.write_text(text)
     section = f'[normalise]\nbackground = "{background}"\n\n[geometry]'
     norm.write_text(text.replace("[geometry]", section, 1))
-    return plain, norm
+    more = text.replace('aggregations = ["ave", "tss"]', 'aggregations = ["ave", "tss", "sum"]')
+    more = more.replace('statistics = ["abs_diff"]', 'statistics = ["abs_diff", "diff"]')
+    if more.count('"sum"') != 1 or '"abs_diff", "diff"' not in more:
+        raise SystemExit(f"{data / 'stablefm.toml'}: [scores] is not the study recipe's")
+    twelve.write_text(more)
+    return plain, norm, twelve
 
 
 def with_run(args: argparse.Namespace) -> None:
@@ -170,12 +179,13 @@ def with_run(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     import bench_run
 
-    data = args.data or bench_run.REPO / "bench-data" / f"scale-{args.scale}"
+    # Absolute: the run files written into --work name the predictions by this path.
+    data = (args.data or bench_run.REPO / "bench-data" / f"scale-{args.scale}").resolve()
     bench_run.generate(data, args.scale)
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     background = work / "stab-background.npz"
-    plain, norm = _run_files(data, work, args.format, background)
+    plain, norm, twelve = _run_files(data, work, args.format, background)
     exe = [sys.executable, "-c", bench_run.CLI_HARNESS, "-q"]
     best: dict[str, dict[str, float]] = {}
 
@@ -207,6 +217,7 @@ def with_run(args: argparse.Namespace) -> None:
             work / "norm",
         )
         measure("run+norm", ["run", str(norm), "--out", str(work / "inrun")], work / "inrun")
+        measure("run12", ["run", str(twelve), "--out", str(work / "run12")], work / "run12")
     rows = sum(max(1, round(n * args.scale)) for n in bench_run.STUDY_ROWS.values())
     print(f"{rows} rows, 177 tracks, ave and tss of abs_diff, format {args.format}")
     print("whole processes (interpreter start and imports included), warm page cache:")
@@ -221,6 +232,12 @@ def with_run(args: argparse.Namespace) -> None:
             f"{what[:-2]:>4}: in-run normalisation adds {100 * (inrun - run) / run:.1f}% to the "
             f"run ({inrun - run:+.2f} s; target <= 10%); standalone normalise / run "
             f"{alone / run:.2f}x; run then normalise {run + alone:.2f} s against {inrun:.2f} s"
+        )
+        twelve_s = best["run12"][what]
+        print(
+            f"{'':>4}  a plain run writing as many tables (12, raw scores) adds "
+            f"{100 * (twelve_s - run) / run:.1f}% ({twelve_s - run:+.2f} s): the tables' own cost; "
+            f"normalisation beyond it {100 * (inrun - twelve_s) / run:.1f}% of the run"
         )
 
 

@@ -407,3 +407,31 @@ def test_a_reader_that_leaves_midway_ends_the_table_quietly(shared: Path) -> Non
         stderr = proc.stderr.read().decode()
         assert proc.wait(timeout=300) == 141, stderr
         assert stderr == "", stderr
+
+
+_BLAS_PROBE = """
+import os, sys
+from perturbscore.cli import main
+sys.argv = ["perturbscore", "--version"]
+try:
+    main()
+except SystemExit:
+    pass
+print(os.environ.get("OPENBLAS_NUM_THREADS"), "numpy" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(("given", "seen"), [(None, "1"), ("3", "3")])
+def test_the_console_script_keeps_openblas_to_one_thread(given: str | None, seen: str) -> None:
+    # Set before numpy (and its OpenBLAS thread pool) is loaded; a value the user
+    # exported is kept.
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    out = subprocess.run(
+        [sys.executable, "-c", _BLAS_PROBE], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split()[-2:] == [seen, "False"]

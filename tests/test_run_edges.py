@@ -321,3 +321,27 @@ def test_a_resume_log_of_an_earlier_version_does_not_guess_the_log2fc_cause(
         "version, which did not record why (NaN/Inf in the predictions, or agg + "
         "pseudocount <= 0)"
     ), warned
+
+
+def test_earlier_outputs_are_uncached_and_left_as_they_are(tmp_path: Path) -> None:
+    # --overwrite drops the page cache of the outputs it will replace, in a thread,
+    # so that the commit's renames do not free it: files keep their bytes and times,
+    # and what is not a regular file (a FIFO would block an open) is left alone.
+    from perturbscore.outputs_earlier import uncache_replaced
+
+    table = tmp_path / "stab.RData"
+    table.write_bytes(os.urandom(1 << 20))
+    before = (table.read_bytes(), table.stat().st_mtime_ns)
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    folder = tmp_path / "part.parquet"
+    folder.mkdir()
+    link = tmp_path / "link.RData"
+    link.symlink_to(table)
+    thread = uncache_replaced([table, fifo, folder, link, tmp_path / "missing.RData"])
+    assert thread is not None
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert (table.read_bytes(), table.stat().st_mtime_ns) == before
+    assert fifo.exists() and folder.is_dir() and link.is_symlink()
+    assert uncache_replaced([]) is None

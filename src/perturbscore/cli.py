@@ -33,6 +33,7 @@ from .cli_common import (
     report_interrupt,
     setup_logging,
     show_progress,
+    single_threaded_blas,
     stdout_refused,
     table_format_option,
     track_options,
@@ -327,6 +328,7 @@ def main() -> None:
     instead of click's usage block.
     """
     signal.signal(signal.SIGTERM, _terminate)
+    single_threaded_blas()
     for_cli()
     try:
         code = cli.main(prog_name="perturbscore", standalone_mode=False)

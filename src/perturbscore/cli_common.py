@@ -34,6 +34,19 @@ memory_option = click.option(
 )
 
 
+def single_threaded_blas(environ: dict[str, str] | None = None) -> None:
+    """One OpenBLAS thread for the console script, unless the user set a number.
+
+    numpy's OpenBLAS starts a pool of threads when numpy is imported, and each spins for
+    a while looking for work; no command here multiplies matrices, so on a 2-core machine
+    that spin took 0.1-0.15 CPU s of a study-sized run from its own reading threads.
+    Must run before numpy is imported (``perturbscore.cli`` does not import it).  A value
+    the user exported (``OPENBLAS_NUM_THREADS=8``) is kept.
+    """
+    env = os.environ if environ is None else environ
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 class _FolderPath(click.Path):
     """A path option that refuses an empty value: ``--out "$OUT"`` with ``OUT`` unset
     would otherwise write into the current folder."""

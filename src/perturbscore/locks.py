@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +18,9 @@ from .errors import PerturbscoreError
 
 LOCK = ".perturbscore.lock"
 
-#: This machine's name, as lock files record it.
-_HOST = socket.gethostname() or "localhost"
+#: This machine's name, as lock files record it (``socket.gethostname()``'s value, from
+#: the same uname call, without importing socket at every start).
+_HOST = os.uname().nodename or "localhost"
 
 
 def pid_alive(pid: int) -> bool:

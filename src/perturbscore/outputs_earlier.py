@@ -4,13 +4,17 @@ An output folder may hold what an earlier command of the same kind published the
 (listed by its ``manifest.json``, a comparison's ``compare.json``, or a commit
 journal).  :func:`refuse_existing_outputs` lets ``--overwrite`` replace exactly those
 and refuses anything else; :func:`stale_outputs` names those the new command does not
-write again, which its commit removes.
+write again, which its commit removes; :func:`uncache_replaced` readies those it
+replaces.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import stat
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -152,3 +156,35 @@ def refuse_existing_outputs(
             f"{folder} already holds {listing([p.name for p in existing], 4)}; "
             f"{overwrite_hint(python)} to replace them, or choose another --out folder."
         )
+
+
+def uncache_replaced(paths: Sequence[Path]) -> threading.Thread | None:
+    """Drop from the page cache, in a thread, the earlier outputs a command will replace.
+
+    The commit renames each new table over its earlier one, and the kernel frees the
+    earlier file's cached pages inside that rename: 57 ms for the study's four R tables,
+    the largest part of a run's last, single-threaded step.  Dropping them while the
+    command still scores moves that work beside it.  Nothing about the files changes
+    (``POSIX_FADV_DONTNEED`` forgets clean cached pages only, and the files stay until
+    the commit replaces them); anything but a regular file is left alone, and so is
+    everything where the call does not exist.  Returns the thread, or None.
+    """
+    if not paths or not hasattr(os, "posix_fadvise"):
+        return None
+    thread = threading.Thread(
+        target=_uncache, args=(list(paths),), name="perturbscore-uncache", daemon=True
+    )
+    thread.start()
+    return thread
+
+
+def _uncache(paths: list[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            # Non-blocking: a FIFO at an output's name must not stall the thread.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                if stat.S_ISREG(os.fstat(fd).st_mode):
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)

@@ -27,7 +27,7 @@ from .memory import MemoryPlan
 from .messages import quote
 from .normalise_inrun import RunNormaliser, prepare_normaliser
 from .options import RunOptions, check_options
-from .outputs_earlier import refuse_existing_outputs
+from .outputs_earlier import refuse_existing_outputs, uncache_replaced
 from .plan_batches import BatchInput, group_sizes, open_batches
 from .plan_sizing import memory_plan, reader_threads
 from .resume import input_fingerprint
@@ -164,7 +164,8 @@ def planned_paths(prep: Prepared) -> list[Path]:
 
 def check_existing(prep: Prepared) -> None:
     """Refuse to replace outputs without ``--overwrite``, and anything but an earlier
-    run's outputs with it."""
+    run's outputs with it; with it, start dropping the outputs it replaces from the page
+    cache (:func:`.outputs_earlier.uncache_replaced`)."""
     refuse_existing_outputs(
         prep.out,
         planned_paths(prep),
@@ -173,6 +174,8 @@ def check_existing(prep: Prepared) -> None:
         "perturbscore run",
         "RunOptions(overwrite=True)",
     )
+    if prep.opts.overwrite:
+        uncache_replaced([p for p in planned_paths(prep) if p.is_file()])
 
 
 def input_files(config: RunConfig, batches: list[BatchInput]) -> list[Path]:

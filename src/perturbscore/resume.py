@@ -26,7 +26,6 @@ and what changed; it is removed when the run succeeds.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -91,6 +90,8 @@ def input_fingerprint(path: Path) -> dict[str, Any]:
     if not path.is_dir():
         facts.update(bytes=st.st_size, mtime_ns=st.st_mtime_ns)
         return facts
+    import hashlib  # only for a store's folder: OpenSSL's load is a few ms of every run
+
     digest = hashlib.sha256()
     n_files = total = 0
     for root, dirs, files in os.walk(path):
