@@ -41,7 +41,8 @@ def single_threaded_blas(environ: dict[str, str] | None = None) -> None:
     a while looking for work; no command here multiplies matrices, so on a 2-core machine
     that spin took 0.1-0.15 CPU s of a study-sized run from its own reading threads.
     Must run before numpy is imported (``perturbscore.cli`` does not import it).  A value
-    the user exported (``OPENBLAS_NUM_THREADS=8``) is kept.
+    the user exported (``OPENBLAS_NUM_THREADS=8``) is kept.  torch, which ``predict``
+    runs, uses MKL and its own threads, which this leaves alone.
     """
     env = os.environ if environ is None else environ
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
