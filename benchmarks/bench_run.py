@@ -363,10 +363,11 @@ def main() -> None:
         print(f"perturbscore {flag}: {wall:.3f} s (target <= 0.15 s)")
     # Best wall time of the repeats, but the largest peak RSS: memory is a bound.
     results: dict[str, dict[str, float]] = {}
-    pairs: list[float] = []  # new / bare of each repeat: the two ran back to back
-    for _ in range(args.repeat):
+    pairs: list[float] = []  # new / bare of each repeat: the two ran one after the other
+    for k in range(args.repeat):
         walls = {}
-        for which in ("bare", "new"):
+        # Each in turn first: a pair's ratio then carries no bias from the order.
+        for which in ("bare", "new") if k % 2 == 0 else ("new", "bare"):
             r = measure(which, data, work / which, args.memory)
             walls[which] = r["wall_s"]
             best = results.setdefault(which, r)

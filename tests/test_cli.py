@@ -421,16 +421,18 @@ print(os.environ.get("OPENBLAS_NUM_THREADS"), "numpy" in sys.modules)
 """
 
 
-@pytest.mark.parametrize(("given", "seen"), [(None, "1"), ("3", "3")])
-def test_the_console_script_keeps_openblas_to_one_thread(given: str | None, seen: str) -> None:
-    # Set before numpy (and its OpenBLAS thread pool) is loaded; a value the user
-    # exported is kept.
+@pytest.mark.parametrize(
+    ("given", "seen"),
+    [({}, "1"), ({"OPENBLAS_NUM_THREADS": "3"}, "3"), ({"OMP_NUM_THREADS": "4"}, "None")],
+)
+def test_the_console_script_keeps_openblas_to_one_thread(given: dict, seen: str) -> None:
+    # Set before numpy (and its OpenBLAS thread pool) is loaded; a number the user
+    # chose, through any variable OpenBLAS reads, is kept.
     import os
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
-    if given is not None:
-        env["OPENBLAS_NUM_THREADS"] = given
+    blas = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+    env = {k: v for k, v in os.environ.items() if k not in blas} | given
     out = subprocess.run(
         [sys.executable, "-c", _BLAS_PROBE], env=env, capture_output=True, text=True, check=True
     )

@@ -325,8 +325,11 @@ def test_a_resume_log_of_an_earlier_version_does_not_guess_the_log2fc_cause(
 
 def test_earlier_outputs_are_uncached_and_left_as_they_are(tmp_path: Path) -> None:
     # --overwrite drops the page cache of the outputs it will replace, in a thread,
-    # so that the commit's renames do not free it: files keep their bytes and times,
-    # and what is not a regular file (a FIFO would block an open) is left alone.
+    # so that the commit's renames do not free it: files keep their bytes and times.
+    # Only a regular file with one link is opened: a FIFO (opening it would release a
+    # writer waiting on it), a folder, a link and a hard-linked file are left alone.
+    import threading
+
     from perturbscore.outputs_earlier import uncache_replaced
 
     table = tmp_path / "stab.RData"
@@ -334,14 +337,42 @@ def test_earlier_outputs_are_uncached_and_left_as_they_are(tmp_path: Path) -> No
     before = (table.read_bytes(), table.stat().st_mtime_ns)
     fifo = tmp_path / "fifo.csv"
     os.mkfifo(fifo)
+    opened = threading.Event()
+
+    def writer() -> None:  # blocks in open() until someone opens the FIFO to read
+        with open(fifo, "wb") as fh:
+            opened.set()
+            fh.write(b"x")
+
+    waiting = threading.Thread(target=writer, daemon=True)
+    waiting.start()
     folder = tmp_path / "part.parquet"
     folder.mkdir()
     link = tmp_path / "link.RData"
     link.symlink_to(table)
-    thread = uncache_replaced([table, fifo, folder, link, tmp_path / "missing.RData"])
-    assert thread is not None
-    thread.join(timeout=30)
+    shared = tmp_path / "shared.RData"
+    shared.write_bytes(b"y" * 4096)
+    os.link(shared, tmp_path / "backup.RData")
+    paths = [table, fifo, folder, link, shared, tmp_path / "missing.RData"]
+    calls: list[str] = []
+    real = os.posix_fadvise
+
+    def spy(fd: int, offset: int, length: int, advice: int) -> None:
+        calls.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd, offset, length, advice)
+
+    os.posix_fadvise = spy  # type: ignore[assignment]
+    try:
+        thread = uncache_replaced(paths)
+        assert thread is not None
+        thread.join(timeout=30)
+    finally:
+        os.posix_fadvise = real  # type: ignore[assignment]
     assert not thread.is_alive()
+    assert calls == [str(table)]  # the one regular file with one link
+    assert not opened.wait(0.5)  # the FIFO's writer still waits: it was never opened
     assert (table.read_bytes(), table.stat().st_mtime_ns) == before
-    assert fifo.exists() and folder.is_dir() and link.is_symlink()
+    assert folder.is_dir() and link.is_symlink()
     assert uncache_replaced([]) is None
+    with open(fifo, "rb") as fh:  # let the writer go
+        assert fh.read() == b"x"

@@ -34,18 +34,24 @@ memory_option = click.option(
 )
 
 
-def single_threaded_blas(environ: dict[str, str] | None = None) -> None:
-    """One OpenBLAS thread for the console script, unless the user set a number.
+#: Variables OpenBLAS reads for its thread count, in the order it reads them.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def single_threaded_blas() -> None:
+    """One OpenBLAS thread for the console script, unless the user chose a number.
 
     numpy's OpenBLAS starts a pool of threads when numpy is imported, and each spins for
     a while looking for work; no command here multiplies matrices, so on a 2-core machine
     that spin took 0.1-0.15 CPU s of a study-sized run from its own reading threads.
-    Must run before numpy is imported (``perturbscore.cli`` does not import it).  A value
-    the user exported (``OPENBLAS_NUM_THREADS=8``) is kept.  torch, which ``predict``
-    runs, uses MKL and its own threads, which this leaves alone.
+    Sets ``OPENBLAS_NUM_THREADS=1`` in this process's environment unless one of
+    :data:`BLAS_THREAD_VARIABLES` is set (the user's choice is kept).  Must run before
+    numpy is imported (``perturbscore.cli`` does not import it).  torch, which
+    ``predict`` runs, uses MKL and its own threads on x86-64 (its build here), which
+    this leaves alone.
     """
-    env = os.environ if environ is None else environ
-    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if not any(os.environ.get(v) for v in BLAS_THREAD_VARIABLES):
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
 
 class _FolderPath(click.Path):
