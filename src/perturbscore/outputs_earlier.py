@@ -114,9 +114,9 @@ def refuse_existing_outputs(
     source: str,
     what: str,
     python: str = "overwrite=True",
-) -> None:
+) -> list[Path]:
     """Existing outputs need ``overwrite``, which replaces earlier outputs of the same
-    command and nothing else.
+    command and nothing else; returns those the command will replace.
 
     Parameters
     ----------
@@ -131,6 +131,12 @@ def refuse_existing_outputs(
         The command, for the message (``perturbscore run``).
     python : str
         The keyword argument to name to a library caller (:func:`.messages.overwrite_hint`).
+
+    Returns
+    -------
+    list of Path
+        The planned paths that exist (empty unless ``overwrite``: otherwise they are
+        refused).
     """
     if (folder / "compare.json").is_file():
         # A comparison's folder: its report and figures describe other tables, and
@@ -142,7 +148,7 @@ def refuse_existing_outputs(
     finish_commit(folder)  # a killed command's commit: judge the folder as it promised
     existing = [p for p in planned if p.exists() or p.is_symlink()]
     if not existing:
-        return
+        return []
     others, why = unlisted_outputs(folder, existing, source)
     if others:
         # With or without --overwrite: advising it would only lead to this refusal.
@@ -156,6 +162,7 @@ def refuse_existing_outputs(
             f"{folder} already holds {listing([p.name for p in existing], 4)}; "
             f"{overwrite_hint(python)} to replace them, or choose another --out folder."
         )
+    return existing
 
 
 def uncache_replaced(paths: Sequence[Path]) -> threading.Thread | None:

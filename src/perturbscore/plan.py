@@ -166,7 +166,7 @@ def check_existing(prep: Prepared) -> None:
     """Refuse to replace outputs without ``--overwrite``, and anything but an earlier
     run's outputs with it; with it, start dropping the outputs it replaces from the page
     cache (:func:`.outputs_earlier.uncache_replaced`)."""
-    refuse_existing_outputs(
+    replaced = refuse_existing_outputs(
         prep.out,
         planned_paths(prep),
         prep.opts.overwrite,
@@ -174,8 +174,7 @@ def check_existing(prep: Prepared) -> None:
         "perturbscore run",
         "RunOptions(overwrite=True)",
     )
-    if prep.opts.overwrite:
-        uncache_replaced([p for p in planned_paths(prep) if p.is_file()])
+    uncache_replaced(replaced)  # only regular files; folders (Dask tables) are left alone
 
 
 def input_files(config: RunConfig, batches: list[BatchInput]) -> list[Path]:
